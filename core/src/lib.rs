@@ -1,0 +1,14 @@
+//! Identity types shared by every bcos-p2p crate: [`NodeId`] (FISCO BCOS's name for a node, its
+//! public key) and [`NodeKey`] (a node's private key loaded from `node.key`).
+//!
+//! The protocol crates address peers by `NodeId`, so it lives here, below all of them; the root
+//! crate `bcos-p2p` re-exports everything.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod key;
+mod node_id;
+
+pub use key::{KeyError, NodeKey, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1, pem_encode};
+pub use node_id::{KeyType, MAX_RSA_BITS, MIN_RSA_BITS, NodeId, NodeIdError};

@@ -1,0 +1,134 @@
+//! secp256k1 for TLS 1.3 and X.509, which rustls and webpki do not ship.
+//!
+//! FISCO BCOS nodes sign with secp256k1 keys. For certificate chains, webpki takes extra
+//! [`SignatureVerificationAlgorithm`]s, so [`SECP256K1_SHA256`] plugs in next to ring's.
+//! For the TLS 1.3 CertificateVerify message, the IANA registry has no secp256k1 code point, so
+//! both ends use the private-use [`SECP256K1_SCHEME`] (0xFE03: rustls drops code points whose low
+//! byte is 0–2, and 3 means ECDSA). Signatures are DER ECDSA over SHA-256; high-S signatures (as
+//! OpenSSL makes them) are normalised before verification because k256 accepts only low-S.
+
+use std::sync::Arc;
+
+use k256::ecdsa::signature::{Signer as _, Verifier as _};
+use rustls::{
+    SignatureAlgorithm, SignatureScheme,
+    crypto::WebPkiSupportedAlgorithms,
+    pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm, alg_id},
+    sign::{Signer, SigningKey},
+};
+use webpki::ring as algs;
+
+/// The private-use TLS 1.3 signature scheme for ECDSA over secp256k1 with SHA-256.
+pub const SECP256K1_SCHEME: SignatureScheme = SignatureScheme::Unknown(0xFE03);
+
+/// ECDSA over secp256k1 with SHA-256, for webpki and rustls signature verification.
+#[derive(Debug)]
+pub struct Secp256k1Sha256;
+
+/// The algorithm as a static trait object.
+pub static SECP256K1_SHA256: &dyn SignatureVerificationAlgorithm = &Secp256k1Sha256;
+
+impl SignatureVerificationAlgorithm for Secp256k1Sha256 {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), InvalidSignature> {
+        let key =
+            k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|_| InvalidSignature)?;
+        let sig = k256::ecdsa::Signature::from_der(signature).map_err(|_| InvalidSignature)?;
+        let sig = sig.normalize_s();
+        key.verify(message, &sig).map_err(|_| InvalidSignature)
+    }
+
+    fn public_key_alg_id(&self) -> AlgorithmIdentifier {
+        alg_id::ECDSA_P256K1
+    }
+
+    fn signature_alg_id(&self) -> AlgorithmIdentifier {
+        alg_id::ECDSA_SHA256
+    }
+}
+
+/// Every algorithm accepted in certificate chains and TLS 1.3 handshakes.
+pub static SUPPORTED: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+    all: &[
+        SECP256K1_SHA256,
+        algs::ECDSA_P256_SHA256,
+        algs::ECDSA_P256_SHA384,
+        algs::ECDSA_P384_SHA256,
+        algs::ECDSA_P384_SHA384,
+        algs::RSA_PKCS1_2048_8192_SHA256,
+        algs::RSA_PKCS1_2048_8192_SHA384,
+        algs::RSA_PKCS1_2048_8192_SHA512,
+        algs::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+        algs::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+        algs::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+        algs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+        algs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+        algs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+    ],
+    mapping: &[
+        (SECP256K1_SCHEME, &[SECP256K1_SHA256]),
+        (
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            &[algs::ECDSA_P256_SHA256],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA256,
+            &[algs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA384,
+            &[algs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA512,
+            &[algs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+        ),
+    ],
+};
+
+/// A secp256k1 node key as a rustls signing key.
+#[derive(Debug)]
+pub struct Secp256k1SigningKey(Arc<k256::ecdsa::SigningKey>);
+
+impl Secp256k1SigningKey {
+    /// Loads the key from PKCS#8 DER.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, String> {
+        use k256::pkcs8::DecodePrivateKey;
+        k256::ecdsa::SigningKey::from_pkcs8_der(der)
+            .map(|k| Secp256k1SigningKey(Arc::new(k)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl SigningKey for Secp256k1SigningKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        offered
+            .contains(&SECP256K1_SCHEME)
+            .then(|| Box::new(Secp256k1Signer(self.0.clone())) as Box<dyn Signer>)
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        SignatureAlgorithm::ECDSA
+    }
+}
+
+#[derive(Debug)]
+struct Secp256k1Signer(Arc<k256::ecdsa::SigningKey>);
+
+impl Signer for Secp256k1Signer {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        let sig: k256::ecdsa::Signature = self
+            .0
+            .try_sign(message)
+            .map_err(|e| rustls::Error::General(format!("secp256k1 signing failed: {e}")))?;
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SECP256K1_SCHEME
+    }
+}

@@ -1,0 +1,404 @@
+//! CA-validated mutual TLS 1.3 as a libp2p security upgrade (`/bcos-tls/1.0.0`).
+//!
+//! Stock libp2p TLS (`/tls/1.0.0`) accepts any self-signed certificate and trusts the libp2p key
+//! inside it. A consortium chain instead admits only nodes whose certificate a chain CA issued,
+//! as FISCO BCOS does: both sides present `node.crt` (with any intermediates), both verify the
+//! other's chain against `ca.crt`, and the peer's NodeId is the public key of its certificate.
+//! That same key is the node's libp2p identity, so the `PeerId` this upgrade yields is the
+//! peer's real identity, and deny/allow lists by NodeId are enforced before any protocol runs.
+//!
+//! Node keys may be secp256k1 (FISCO's default; see [`crypto`] for how it enters TLS 1.3),
+//! ECDSA P-256 or RSA (2048 bits or more).
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use bcos_p2p_ca_tls::Config;
+//! let (key, tls) = Config::load("node.key", "node.crt", "ca.crt")?;
+//! // In a libp2p SwarmBuilder: .with_tcp(tcp_config, |kp: &_| tls.for_keypair(kp), yamux_config)
+//! assert_eq!(tls.local_node_id(), key.node_id());
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod access;
+mod certs;
+pub mod crypto;
+mod error;
+pub mod pki;
+mod verify;
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+pub use access::{AccessList, NodeIdBook};
+use bcos_p2p_core::{NodeId, NodeKey};
+pub use certs::{certified_key, parse_pem_certs, read_pem_certs};
+pub use error::{ConfigError, Refusal, UpgradeError};
+use futures::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, FutureExt,
+    future::{BoxFuture, Either},
+};
+use futures_rustls::TlsStream;
+use libp2p_core::{
+    UpgradeInfo,
+    upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
+};
+use libp2p_identity::{Keypair, PeerId};
+use rustls::{
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor},
+    sign::{CertifiedKey, SingleCertAndKey},
+};
+use verify::{Outcome, PeerVerifier, SharedOutcome};
+
+/// The protocol id of CA-authenticated TLS.
+pub const PROTOCOL_NAME: &str = "/bcos-tls/1.0.0";
+/// Stock libp2p TLS. Listed only so that a stock peer is refused with a clear reason
+/// ([`Refusal::StockLibp2pTls`]) instead of an opaque negotiation failure.
+pub const STOCK_TLS_PROTOCOL: &str = "/tls/1.0.0";
+
+/// The CA-TLS security upgrade: a node's certificate chain, key and trust anchors.
+///
+/// Cheap to clone; clones share the access lists and the [`NodeIdBook`].
+#[derive(Clone)]
+pub struct Config {
+    shared: Arc<Shared>,
+    handshake_timeout: Duration,
+}
+
+/// Default limit on a whole handshake (TLS plus the verdict byte).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sent by the accepting side once it has verified the dialler's certificate. In TLS 1.3 the
+/// client finishes its handshake before the server has checked the client certificate; without
+/// this byte a refused dialler would believe it is connected until its first read.
+const VERDICT_ACCEPTED: u8 = 0x01;
+
+struct Shared {
+    provider: Arc<CryptoProvider>,
+    certified: Arc<CertifiedKey>,
+    anchors: Arc<Vec<TrustAnchor<'static>>>,
+    local_node_id: NodeId,
+    local_peer_id: PeerId,
+    access: AccessList,
+    book: NodeIdBook,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("local_node_id", &self.shared.local_node_id)
+            .field("trust_anchors", &self.shared.anchors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads `node.key`, `node.crt` (leaf first, then any intermediates) and `ca.crt` (one or more
+    /// trust anchors), and checks that the certificate belongs to the key.
+    pub fn load(
+        key: impl AsRef<Path>,
+        cert: impl AsRef<Path>,
+        ca: impl AsRef<Path>,
+    ) -> Result<(NodeKey, Config), ConfigError> {
+        let node_key = NodeKey::from_file(key)?;
+        let chain = read_pem_certs(cert)?;
+        let anchors = read_pem_certs(ca)?;
+        let config = Config::new(&node_key, chain, anchors)?;
+        Ok((node_key, config))
+    }
+
+    /// Builds a configuration from parsed material. `chain` is the local certificate chain, leaf
+    /// first; `ca` the trust anchors.
+    pub fn new(
+        key: &NodeKey,
+        chain: Vec<CertificateDer<'static>>,
+        ca: Vec<CertificateDer<'static>>,
+    ) -> Result<Config, ConfigError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| ConfigError::NoCertificate("node certificate chain".into()))?;
+        let (_, cert_node_id) = certified_key(leaf).map_err(|r| ConfigError::BadCertificate {
+            what: "node.crt".into(),
+            reason: r.to_string(),
+        })?;
+        if &cert_node_id != key.node_id() {
+            return Err(ConfigError::KeyMismatch {
+                cert: cert_node_id.to_string(),
+                key: key.node_id().to_string(),
+            });
+        }
+        let anchors = ca
+            .iter()
+            .map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| ConfigError::BadCertificate {
+                        what: "ca.crt".into(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if anchors.is_empty() {
+            return Err(ConfigError::NoCertificate("ca.crt".into()));
+        }
+        if let Err(refusal) = verify::self_check(&chain, &anchors) {
+            tracing::warn!(%refusal, "peers will refuse this node's own certificate chain");
+        }
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let signing_key: Arc<dyn rustls::sign::SigningKey> = match key.key_type() {
+            bcos_p2p_core::KeyType::Secp256k1 => Arc::new(
+                crypto::Secp256k1SigningKey::from_pkcs8_der(key.pkcs8_der()).map_err(|reason| {
+                    ConfigError::BadCertificate {
+                        what: "node.key".into(),
+                        reason,
+                    }
+                })?,
+            ),
+            _ => provider
+                .key_provider
+                .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                    key.pkcs8_der().to_vec(),
+                )))?,
+        };
+        let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+        Ok(Config {
+            shared: Arc::new(Shared {
+                provider,
+                certified,
+                anchors: Arc::new(anchors),
+                local_node_id: key.node_id().clone(),
+                local_peer_id: key.keypair().public().to_peer_id(),
+                access: AccessList::default(),
+                book: NodeIdBook::default(),
+            }),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        })
+    }
+
+    /// Sets the limit on a whole handshake; a peer slower than this is refused.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Config {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// This upgrade, checked against the swarm's identity keypair: the security closure for
+    /// `SwarmBuilder::with_tcp`.
+    pub fn for_keypair(&self, keypair: &Keypair) -> Result<Config, ConfigError> {
+        let swarm_id = keypair.public().to_peer_id();
+        if swarm_id != self.shared.local_peer_id {
+            let key = NodeId::from_public_key(&keypair.public())
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| swarm_id.to_string());
+            return Err(ConfigError::KeyMismatch {
+                cert: self.shared.local_node_id.to_string(),
+                key,
+            });
+        }
+        Ok(self.clone())
+    }
+
+    /// The NodeId in the local certificate.
+    pub fn local_node_id(&self) -> &NodeId {
+        &self.shared.local_node_id
+    }
+
+    /// The deny/allow lists enforced in every handshake (shared with all clones).
+    pub fn access_list(&self) -> &AccessList {
+        &self.shared.access
+    }
+
+    /// PeerId → NodeId of every authenticated peer.
+    pub fn node_ids(&self) -> &NodeIdBook {
+        &self.shared.book
+    }
+
+    fn verifier(&self) -> (Arc<PeerVerifier>, SharedOutcome) {
+        let outcome = Arc::new(Mutex::new(Outcome::default()));
+        let v = Arc::new(PeerVerifier {
+            anchors: self.shared.anchors.clone(),
+            access: self.shared.access.clone(),
+            outcome: outcome.clone(),
+        });
+        (v, outcome)
+    }
+
+    fn server_config(&self) -> Result<(rustls::ServerConfig, SharedOutcome), rustls::Error> {
+        let (verifier, outcome) = self.verifier();
+        let config = rustls::ServerConfig::builder_with_provider(self.shared.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(
+                self.shared.certified.clone(),
+            )));
+        Ok((config, outcome))
+    }
+
+    fn client_config(&self) -> Result<(rustls::ClientConfig, SharedOutcome), rustls::Error> {
+        let (verifier, outcome) = self.verifier();
+        let config = rustls::ClientConfig::builder_with_provider(self.shared.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
+                self.shared.certified.clone(),
+            )));
+        Ok((config, outcome))
+    }
+
+    /// Turns the handshake result into the upgrade's output or a typed refusal.
+    fn finish<C>(
+        &self,
+        result: std::io::Result<TlsStream<C>>,
+        outcome: &SharedOutcome,
+    ) -> Result<(PeerId, NodeId, TlsStream<C>), UpgradeError> {
+        let mut o = outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let stream = match result {
+            Ok(s) => s,
+            Err(io) => {
+                if let Some((refusal, node)) = o.refusal.take() {
+                    return Err(UpgradeError::new(refusal, node));
+                }
+                return Err(UpgradeError::new(
+                    io_refusal(&io),
+                    o.peer.take().map(|(_, n)| n),
+                ));
+            }
+        };
+        let (peer_id, node_id) = o.peer.take().ok_or_else(|| {
+            UpgradeError::new(
+                Refusal::Handshake("peer presented no certificate".into()),
+                None,
+            )
+        })?;
+        Ok((peer_id, node_id, stream))
+    }
+
+    /// Runs `handshake` under the handshake timeout and records the peer on success.
+    async fn timed<C, F>(&self, handshake: F) -> Result<(PeerId, TlsStream<C>), UpgradeError>
+    where
+        F: std::future::Future<Output = Result<(PeerId, NodeId, TlsStream<C>), UpgradeError>>,
+    {
+        let timer = futures_timer::Delay::new(self.handshake_timeout);
+        futures::pin_mut!(handshake);
+        match futures::future::select(handshake, timer).await {
+            Either::Left((Ok((peer_id, node_id, stream)), _)) => {
+                tracing::debug!(peer = %node_id.short(), "CA-TLS handshake complete");
+                self.shared.book.insert(peer_id, node_id);
+                Ok((peer_id, stream))
+            }
+            Either::Left((Err(e), _)) => Err(e),
+            Either::Right(_) => Err(UpgradeError::new(
+                Refusal::Handshake(format!("timed out after {:?}", self.handshake_timeout)),
+                None,
+            )),
+        }
+    }
+}
+
+/// The refusal for a failed handshake I/O: the peer's alert when it sent one.
+fn io_refusal(io: &std::io::Error) -> Refusal {
+    match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(alert)) => Refusal::RejectedByPeer(format!("{alert:?}")),
+        Some(other) => Refusal::Handshake(other.to_string()),
+        None => Refusal::Handshake(io.to_string()),
+    }
+}
+
+impl UpgradeInfo for Config {
+    type Info = &'static str;
+    type InfoIter = std::array::IntoIter<&'static str, 2>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        [PROTOCOL_NAME, STOCK_TLS_PROTOCOL].into_iter()
+    }
+}
+
+fn stock_refusal<T: Send + 'static>() -> BoxFuture<'static, Result<T, UpgradeError>> {
+    futures::future::ready(Err(UpgradeError::new(Refusal::StockLibp2pTls, None))).boxed()
+}
+
+impl<C> InboundConnectionUpgrade<C> for Config
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = (PeerId, TlsStream<C>);
+    type Error = UpgradeError;
+    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
+        if info == STOCK_TLS_PROTOCOL {
+            return stock_refusal();
+        }
+        async move {
+            let handshake = async {
+                let (config, outcome) = self
+                    .server_config()
+                    .map_err(|e| UpgradeError::new(Refusal::Handshake(e.to_string()), None))?;
+                let result = futures_rustls::TlsAcceptor::from(Arc::new(config))
+                    .accept(socket)
+                    .await
+                    .map(TlsStream::from);
+                let (peer_id, node_id, mut stream) = self.finish(result, &outcome)?;
+                let sent = async {
+                    stream.write_all(&[VERDICT_ACCEPTED]).await?;
+                    stream.flush().await
+                };
+                sent.await
+                    .map_err(|e| UpgradeError::new(io_refusal(&e), Some(node_id.clone())))?;
+                Ok((peer_id, node_id, stream))
+            };
+            self.timed(handshake).await
+        }
+        .boxed()
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for Config
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = (PeerId, TlsStream<C>);
+    type Error = UpgradeError;
+    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
+        if info == STOCK_TLS_PROTOCOL {
+            return stock_refusal();
+        }
+        async move {
+            let handshake = async {
+                let (config, outcome) = self
+                    .client_config()
+                    .map_err(|e| UpgradeError::new(Refusal::Handshake(e.to_string()), None))?;
+                // Nodes are named by their certificate key, not a host name: no SNI is sent and
+                // the verifier ignores the name.
+                let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
+                let result = futures_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, socket)
+                    .await
+                    .map(TlsStream::from);
+                let (peer_id, node_id, mut stream) = self.finish(result, &outcome)?;
+                // Wait for the listener's verdict on our certificate (see VERDICT_ACCEPTED).
+                let mut verdict = [0u8; 1];
+                match stream.read_exact(&mut verdict).await {
+                    Ok(()) if verdict[0] == VERDICT_ACCEPTED => Ok((peer_id, node_id, stream)),
+                    Ok(()) => Err(UpgradeError::new(
+                        Refusal::Handshake(format!("unexpected verdict byte {:#04x}", verdict[0])),
+                        Some(node_id),
+                    )),
+                    Err(e) => Err(UpgradeError::new(io_refusal(&e), Some(node_id))),
+                }
+            };
+            self.timed(handshake).await
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,233 @@
+//! The certificate verifier both roles use: the peer's chain must lead to a certificate in
+//! `ca.crt`, its leaf key must be a node key, and its NodeId must pass the access lists.
+//!
+//! One verifier is made per connection, so the precise [`Refusal`] can be handed back to the
+//! upgrade while rustls sends the peer the closest standard TLS alert.
+
+use std::sync::{Arc, Mutex};
+
+use bcos_p2p_core::NodeId;
+use libp2p_identity::PeerId;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime},
+    server::danger::{ClientCertVerified, ClientCertVerifier},
+};
+use webpki::KeyUsage;
+
+use crate::{AccessList, Refusal, certs::certified_key, crypto::SUPPORTED, error::unix_now};
+
+/// What the verifier learnt about one handshake.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub refusal: Option<(Refusal, Option<NodeId>)>,
+    pub peer: Option<(PeerId, NodeId)>,
+}
+
+pub(crate) type SharedOutcome = Arc<Mutex<Outcome>>;
+
+#[derive(Debug)]
+pub(crate) struct PeerVerifier {
+    pub anchors: Arc<Vec<TrustAnchor<'static>>>,
+    pub access: AccessList,
+    pub outcome: SharedOutcome,
+}
+
+impl PeerVerifier {
+    fn record(&self, f: impl FnOnce(&mut Outcome)) {
+        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut o);
+    }
+
+    fn refuse(&self, refusal: Refusal, node: Option<NodeId>) -> rustls::Error {
+        let alert = match &refusal {
+            Refusal::UnknownIssuer => CertificateError::UnknownIssuer,
+            Refusal::Expired { .. } => CertificateError::Expired,
+            Refusal::NotYetValid { .. } => CertificateError::NotValidYet,
+            Refusal::KeyMismatch => CertificateError::BadSignature,
+            Refusal::Denied | Refusal::NotAllowed => {
+                CertificateError::ApplicationVerificationFailure
+            }
+            _ => CertificateError::BadEncoding,
+        };
+        tracing::debug!(%refusal, node = node.as_ref().map(|n| n.short()), "refusing peer certificate");
+        self.record(|o| o.refusal = Some((refusal, node)));
+        rustls::Error::InvalidCertificate(alert)
+    }
+
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: KeyUsage,
+    ) -> Result<(), rustls::Error> {
+        let (key, node_id) = match certified_key(end_entity) {
+            Ok(k) => k,
+            Err(refusal) => return Err(self.refuse(refusal, None)),
+        };
+        let cert = match webpki::EndEntityCert::try_from(end_entity) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self.refuse(Refusal::BadCertificate(e.to_string()), Some(node_id)));
+            }
+        };
+        if let Err(e) = cert.verify_for_usage(
+            SUPPORTED.all,
+            &self.anchors,
+            intermediates,
+            now,
+            usage,
+            None,
+            None,
+        ) {
+            let refusal = chain_refusal(e);
+            return Err(self.refuse(refusal, Some(node_id)));
+        }
+        if let Err(refusal) = self.access.check(&node_id) {
+            return Err(self.refuse(refusal, Some(node_id)));
+        }
+        let peer_id = key.to_peer_id();
+        self.record(|o| o.peer = Some((peer_id, node_id)));
+        Ok(())
+    }
+
+    fn verify_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &SUPPORTED).map_err(|e| {
+            let node = certified_key(cert).ok().map(|(_, n)| n);
+            let refusal = match e {
+                rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
+                    Refusal::KeyMismatch
+                }
+                other => Refusal::Handshake(format!("handshake signature: {other}")),
+            };
+            self.refuse(refusal, node)
+        })
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, now, KeyUsage::server_auth())
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        SUPPORTED.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PeerVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, now, KeyUsage::client_auth())
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        SUPPORTED.supported_schemes()
+    }
+}
+
+/// Checks a local chain the way a peer will, to warn at start-up about certificates that every
+/// peer would refuse (expired, or issued by another CA).
+pub(crate) fn self_check(
+    chain: &[CertificateDer<'static>],
+    anchors: &[TrustAnchor<'static>],
+) -> Result<(), Refusal> {
+    let leaf = webpki::EndEntityCert::try_from(&chain[0])
+        .map_err(|e| Refusal::BadCertificate(e.to_string()))?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_now()));
+    leaf.verify_for_usage(
+        SUPPORTED.all,
+        anchors,
+        &chain[1..],
+        now,
+        KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(chain_refusal)
+}
+
+/// The refusal for a chain that webpki rejects.
+fn chain_refusal(e: webpki::Error) -> Refusal {
+    match e {
+        // A chain whose issuer *name* matches a trusted CA but whose signature does not verify
+        // was issued by another CA of the same name (FISCO BCOS chains all name theirs alike).
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            Refusal::UnknownIssuer
+        }
+        webpki::Error::CertExpired { time, not_after } => Refusal::Expired {
+            not_after: not_after.as_secs(),
+            now: time.as_secs(),
+        },
+        webpki::Error::CertNotValidYet { time, not_before } => Refusal::NotYetValid {
+            not_before: not_before.as_secs(),
+            now: time.as_secs(),
+        },
+        other => Refusal::BadCertificate(format!("chain does not verify: {other}")),
+    }
+}
+
+fn tls12_refused() -> rustls::Error {
+    rustls::Error::General("TLS 1.2 is not offered: nodes speak TLS 1.3 only".into())
+}

@@ -1,0 +1,178 @@
+//! `gen-certs`: a chain CA and N nodes on disk, wired as a localhost full mesh.
+//!
+//! Layout (the CLI contract): `DIR/ca.crt`, `DIR/ca.key`, and for each node `DIR/node{i}/` with
+//! `node.key` (PKCS#8), `node.crt`, `ca.crt`, `node.nodeid` (the NodeId hex, as FISCO BCOS
+//! writes it) and `config.toml` (listen on `127.0.0.1:(base_port+i)`, every other node a peer).
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use bcos_p2p_ca_tls::pki::{CertificateAuthority, Period, chain_pem};
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+
+use crate::{
+    KeyType, NodeId, NodeKey,
+    config::{Access, Certificates, Config, Network, PeerAddr},
+};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    /// Output directory (created if missing).
+    pub out: PathBuf,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Key type of the CA and the nodes.
+    pub key_type: KeyType,
+    /// Validity in days.
+    pub days: u32,
+    /// Port of node 0; node i listens on `base_port + i`.
+    pub base_port: u16,
+}
+
+/// One generated node.
+#[derive(Debug, Clone)]
+pub struct GeneratedNode {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its NodeId.
+    pub node_id: NodeId,
+    /// Its PeerId.
+    pub peer_id: PeerId,
+    /// Where its config listens.
+    pub listen: Multiaddr,
+}
+
+/// Why generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GenCertsError {
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+    /// Key or certificate generation failed.
+    #[error(transparent)]
+    Gen(#[from] bcos_p2p_ca_tls::pki::GenError),
+    /// Key generation failed.
+    #[error(transparent)]
+    Key(#[from] bcos_p2p_core::KeyError),
+    /// Writing failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Generates the CA and nodes, writing the layout above.
+pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError> {
+    if opts.nodes == 0 || opts.nodes > 1000 {
+        return Err(GenCertsError::Options(format!(
+            "--nodes must be 1 to 1000, got {}",
+            opts.nodes
+        )));
+    }
+    if usize::from(opts.base_port) + opts.nodes - 1 > usize::from(u16::MAX) {
+        return Err(GenCertsError::Options(format!(
+            "ports {}..{} do not fit in 1-65535",
+            opts.base_port,
+            usize::from(opts.base_port) + opts.nodes - 1
+        )));
+    }
+    if opts.days == 0 {
+        return Err(GenCertsError::Options("--days must be at least 1".into()));
+    }
+    let period = Period::days(opts.days);
+    let ca = CertificateAuthority::new_root(opts.key_type, "CN=chain-ca,O=bcos-p2p", period)?;
+    mkdir(&opts.out)?;
+    let ca_pem = ca.cert_pem()?;
+    write(&opts.out.join("ca.crt"), ca_pem.as_bytes(), false)?;
+    write(
+        &opts.out.join("ca.key"),
+        ca.key().to_pkcs8_pem().as_bytes(),
+        true,
+    )?;
+
+    let mut nodes = Vec::with_capacity(opts.nodes);
+    let mut keys = Vec::with_capacity(opts.nodes);
+    for i in 0..opts.nodes {
+        let key = NodeKey::generate(opts.key_type)?;
+        let cert = ca.issue_node(&key, &format!("CN=node{i},O=bcos-p2p"), period)?;
+        let dir = opts.out.join(format!("node{i}"));
+        mkdir(&dir)?;
+        write(&dir.join("node.key"), key.to_pkcs8_pem().as_bytes(), true)?;
+        write(
+            &dir.join("node.crt"),
+            chain_pem(&ca.node_chain(cert)?).as_bytes(),
+            false,
+        )?;
+        write(&dir.join("ca.crt"), ca_pem.as_bytes(), false)?;
+        write(
+            &dir.join("node.nodeid"),
+            format!("{}\n", key.node_id()).as_bytes(),
+            false,
+        )?;
+        let port = opts.base_port + u16::try_from(i).expect("checked above");
+        let listen = Multiaddr::empty()
+            .with(Protocol::Ip4(Ipv4Addr::LOCALHOST))
+            .with(Protocol::Tcp(port));
+        nodes.push(GeneratedNode {
+            dir,
+            node_id: key.node_id().clone(),
+            peer_id: key.keypair().public().to_peer_id(),
+            listen,
+        });
+        keys.push(key);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let peers = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| PeerAddr(n.listen.clone().with(Protocol::P2p(n.peer_id))))
+            .collect();
+        let config = Config {
+            network: Network {
+                listen: vec![PeerAddr(node.listen.clone())],
+                peers,
+            },
+            certificate: Certificates::default(),
+            access: Access::default(),
+        };
+        let text = format!(
+            "# bcos-p2p node {i}: NodeId {}\n# made by `bcos-p2p gen-certs`; paths are relative to this file\n{}",
+            node.node_id,
+            config.to_toml()
+        );
+        write(&node.dir.join("config.toml"), text.as_bytes(), false)?;
+    }
+    Ok(nodes)
+}
+
+fn mkdir(dir: &Path) -> Result<(), GenCertsError> {
+    fs::create_dir_all(dir).map_err(|source| GenCertsError::Io {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// Writes a file; secrets are readable by the owner only.
+fn write(path: &Path, data: &[u8], secret: bool) -> Result<(), GenCertsError> {
+    let io = |source| GenCertsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    fs::write(path, data).map_err(io)?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    Ok(())
+}

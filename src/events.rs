@@ -1,0 +1,124 @@
+//! The events `bcos-p2p run --json` prints, one JSON object per line (see ARCHITECTURE.md's CLI
+//! contract), and their human-readable form.
+
+use serde::Serialize;
+
+use crate::{NodeId, ca_tls::UpgradeError};
+
+/// One line of `run --json` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The node listens.
+    Ready {
+        /// This node.
+        node_id: NodeId,
+        /// Listen addresses.
+        listen: Vec<String>,
+    },
+    /// The first connection to a peer is up.
+    Connected {
+        /// The peer.
+        node_id: Option<NodeId>,
+        /// Its address.
+        addr: String,
+    },
+    /// The last connection to a peer closed.
+    Disconnected {
+        /// The peer.
+        node_id: Option<NodeId>,
+        /// Why.
+        reason: String,
+    },
+    /// A connection was refused during the handshake (either side refused).
+    Refused {
+        /// The remote address.
+        addr: String,
+        /// Why, for people.
+        reason: String,
+        /// Why, as a stable code (`unknown_issuer`, `expired`, `denied`, ...).
+        code: String,
+        /// The peer, when its certificate was read.
+        node_id: Option<NodeId>,
+    },
+    /// Answer to `peers`.
+    Peers {
+        /// Connected peers.
+        peers: Vec<PeerInfo>,
+    },
+    /// A command could not be done.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// One connected peer in a [`Event::Peers`] answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerInfo {
+    /// The peer.
+    pub node_id: Option<NodeId>,
+    /// The address of a connection to it.
+    pub addr: String,
+    /// Its status seq, once status sync knows it.
+    pub status_seq: Option<u64>,
+}
+
+impl Event {
+    /// A refusal found in a swarm connection error, if the error is one.
+    pub fn refused(addr: String, error: &(dyn std::error::Error + 'static)) -> Option<Event> {
+        let e = UpgradeError::find(error)?;
+        Some(Event::Refused {
+            addr,
+            reason: e.refusal().to_string(),
+            code: e.refusal().code().to_string(),
+            node_id: e.node_id().cloned(),
+        })
+    }
+
+    /// A refusal found in a failed dial, with the address it was found for.
+    pub fn refused_dial(error: &libp2p::swarm::DialError) -> Option<Event> {
+        match error {
+            libp2p::swarm::DialError::Transport(errors) => errors
+                .iter()
+                .find_map(|(addr, e)| Event::refused(addr.to_string(), e)),
+            other => Event::refused(String::new(), other),
+        }
+    }
+
+    /// The event as one JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("events serialise")
+    }
+
+    /// The event for people.
+    pub fn to_human(&self) -> String {
+        let id = |n: &Option<NodeId>| {
+            n.as_ref()
+                .map_or_else(|| "<unknown>".to_string(), |n| n.to_string())
+        };
+        match self {
+            Event::Ready { node_id, listen } => {
+                format!("ready: node {node_id} listening on {}", listen.join(", "))
+            }
+            Event::Connected { node_id, addr } => format!("connected: {} at {addr}", id(node_id)),
+            Event::Disconnected { node_id, reason } => {
+                format!("disconnected: {} ({reason})", id(node_id))
+            }
+            Event::Refused {
+                addr,
+                reason,
+                node_id,
+                ..
+            } => format!("refused: {addr} node {}: {reason}", id(node_id)),
+            Event::Peers { peers } => {
+                let mut s = format!("peers: {}", peers.len());
+                for p in peers {
+                    s.push_str(&format!("\n  {} at {}", id(&p.node_id), p.addr));
+                }
+                s
+            }
+            Event::Error { message } => format!("error: {message}"),
+        }
+    }
+}
