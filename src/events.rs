@@ -3,7 +3,20 @@
 
 use serde::Serialize;
 
+use libp2p::{Multiaddr, swarm::DialError};
+
 use crate::{NodeId, ca_tls::UpgradeError};
+
+/// The CA-TLS refusal inside a failed dial, and the address that was refused. A dial tries
+/// several addresses; libp2p keeps each one's error in a list rather than a source chain.
+pub fn dial_refusal(error: &DialError) -> Option<(Option<&Multiaddr>, &UpgradeError)> {
+    match error {
+        DialError::Transport(errors) => errors
+            .iter()
+            .find_map(|(addr, e)| UpgradeError::find(e).map(|u| (Some(addr), u))),
+        other => UpgradeError::find(other).map(|u| (None, u)),
+    }
+}
 
 /// One line of `run --json` output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,13 +90,14 @@ impl Event {
     }
 
     /// A refusal found in a failed dial, with the address it was found for.
-    pub fn refused_dial(error: &libp2p::swarm::DialError) -> Option<Event> {
-        match error {
-            libp2p::swarm::DialError::Transport(errors) => errors
-                .iter()
-                .find_map(|(addr, e)| Event::refused(addr.to_string(), e)),
-            other => Event::refused(String::new(), other),
-        }
+    pub fn refused_dial(error: &DialError) -> Option<Event> {
+        let (addr, e) = dial_refusal(error)?;
+        Some(Event::Refused {
+            addr: addr.map(|a| a.to_string()).unwrap_or_default(),
+            reason: e.refusal().to_string(),
+            code: e.refusal().code().to_string(),
+            node_id: e.node_id().cloned(),
+        })
     }
 
     /// The event as one JSON line.

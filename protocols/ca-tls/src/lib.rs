@@ -52,9 +52,10 @@ use libp2p_core::{
 use libp2p_identity::{Keypair, PeerId};
 use rustls::{
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor},
+    pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor},
     sign::{CertifiedKey, SingleCertAndKey},
 };
+pub use rustls_pki_types::CertificateDer;
 use verify::{Outcome, PeerVerifier, SharedOutcome};
 
 /// The protocol id of CA-authenticated TLS.

@@ -158,6 +158,14 @@ impl CertificateAuthority {
         Ok(CertificateDer::from(self.cert.to_der().map_err(gen_err)?))
     }
 
+    /// The self-signed certificate at the top of this CA's chain (what `ca.crt` holds).
+    pub fn root_der(&self) -> Result<CertificateDer<'static>, GenError> {
+        match self.parents.last() {
+            Some(root) => Ok(root.clone()),
+            None => self.cert_der(),
+        }
+    }
+
     /// This CA's certificate as PEM.
     pub fn cert_pem(&self) -> Result<String, GenError> {
         Ok(pem_encode("CERTIFICATE", &self.cert_der()?))

@@ -1,0 +1,160 @@
+//! Helpers shared by the integration tests: making node material and watching one dial from
+//! both ends.
+
+#![allow(dead_code)]
+
+use std::{path::Path, process::Command, time::Duration};
+
+use bcos_p2p::{
+    KeyType, NodeKey,
+    ca_tls::{
+        self, UpgradeError,
+        pki::{CertificateAuthority, Period},
+    },
+    events::dial_refusal,
+};
+use futures::StreamExt as _;
+use libp2p::{
+    PeerId, Swarm,
+    swarm::{NetworkBehaviour, SwarmEvent},
+};
+
+/// Upper bound on any single network wait in tests.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What one end of a dial saw.
+#[derive(Debug)]
+pub enum Side {
+    /// The connection came up with this peer.
+    Connected(PeerId),
+    /// The CA-TLS upgrade refused it.
+    Refused(UpgradeError),
+    /// It failed some other way.
+    Failed(String),
+}
+
+impl Side {
+    /// The refusal, or a panic naming what happened instead.
+    pub fn refusal(&self) -> &ca_tls::Refusal {
+        match self {
+            Side::Refused(e) => e.refusal(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// The peer, or a panic naming what happened instead.
+    pub fn peer(&self) -> PeerId {
+        match self {
+            Side::Connected(p) => *p,
+            other => panic!("expected a connection, got {other:?}"),
+        }
+    }
+}
+
+/// `b` listens on loopback, `a` dials it; returns what each end saw. Bounded by [`TIMEOUT`].
+pub async fn dial<A: NetworkBehaviour, B: NetworkBehaviour>(
+    a: &mut Swarm<A>,
+    b: &mut Swarm<B>,
+) -> (Side, Side) {
+    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                return address;
+            }
+        }
+    })
+    .await
+    .expect("listener did not start");
+    a.dial(addr).unwrap();
+    let (mut sa, mut sb) = (None, None);
+    tokio::time::timeout(TIMEOUT, async {
+        while sa.is_none() || sb.is_none() {
+            tokio::select! {
+                e = a.select_next_some() => match e {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } => sa = Some(Side::Connected(peer_id)),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        sa = Some(match dial_refusal(&error) {
+                            Some((_, u)) => Side::Refused(u.clone()),
+                            None => Side::Failed(error.to_string()),
+                        })
+                    }
+                    _ => {}
+                },
+                e = b.select_next_some() => match e {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } => sb = Some(Side::Connected(peer_id)),
+                    SwarmEvent::IncomingConnectionError { error, .. } => {
+                        sb = Some(match UpgradeError::find(&error) {
+                            Some(u) => Side::Refused(u.clone()),
+                            None => Side::Failed(error.to_string()),
+                        })
+                    }
+                    _ => {}
+                },
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no outcome in time: dialler {sa:?}, listener {sb:?}"));
+    (sa.unwrap(), sb.unwrap())
+}
+
+/// A node key and a certificate for it from `ca`, valid for `period`.
+pub fn node(
+    ca: &CertificateAuthority,
+    key_type: KeyType,
+    period: Period,
+) -> (NodeKey, ca_tls::Config) {
+    let key = NodeKey::generate(key_type).unwrap();
+    let cert = ca.issue_node(&key, "CN=node,O=test", period).unwrap();
+    let chain = ca.node_chain(cert).unwrap();
+    let anchors = vec![root_of(ca)];
+    let tls = ca_tls::Config::new(&key, chain, anchors).unwrap();
+    (key, tls)
+}
+
+/// The self-signed certificate at the top of `ca`'s chain.
+pub fn root_of(ca: &CertificateAuthority) -> ca_tls::CertificateDer<'static> {
+    ca.root_der().unwrap()
+}
+
+/// Loads a node directory (`node.key`, `node.crt`, `ca.crt`).
+pub fn load(dir: &Path) -> (NodeKey, ca_tls::Config) {
+    ca_tls::Config::load(
+        dir.join("node.key"),
+        dir.join("node.crt"),
+        dir.join("ca.crt"),
+    )
+    .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+}
+
+/// Runs a shell command (for the `openssl` CLI), panicking with its stderr if it fails.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "command failed: {script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Panics with install advice when the `openssl` CLI is missing (CI installs it).
+pub fn require_openssl() {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the openssl CLI is required for this test (apt-get install openssl)"
+    );
+}
