@@ -226,7 +226,7 @@ impl FromStr for NodeId {
             let shown: String = s.chars().take(16).collect();
             return Err(NodeIdError::NotHex(shown));
         }
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(NodeIdError::BadLength(s.len()));
         }
         let bytes = hex::decode(s).map_err(|e| NodeIdError::NotHex(e.to_string()))?;

@@ -98,7 +98,7 @@ impl RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, json) = args.into_config()?;
-    super::init_logging(if json { "warn" } else { "info" });
+    super::init_logging(if json { "warn" } else { "warn,bcos_p2p=info" });
     let c = &config.certificate;
     let (key, tls) = ca_tls::Config::load(&c.key, &c.cert, &c.ca).with_context(|| {
         format!(
@@ -193,15 +193,33 @@ impl RunningNode {
                 line = stdin.next_line(), if stdin_open => match line {
                     Ok(Some(line)) => {
                         if !self.on_command(line.trim()) {
-                            return Ok(());
+                            break;
                         }
                     }
                     // EOF (or an unreadable stdin) does not stop the node: only `quit` or a signal.
                     Ok(None) | Err(_) => stdin_open = false,
                 },
                 _ = tick.tick(), if self.ready => self.dial_due(),
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-                _ = terminate.recv() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+            }
+        }
+        self.close_all().await;
+        Ok(())
+    }
+
+    /// Closes every connection cleanly (peers see a close, not a reset), waiting at most 2 s.
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+        for p in peers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(deadline);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = self.swarm.select_next_some() => {}
+                _ = &mut deadline => break,
             }
         }
     }
@@ -277,21 +295,19 @@ impl RunningNode {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
             } => {
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                    let reason = cause.map_or_else(|| "closed".to_string(), |e| e.to_string());
-                    self.emit(Event::Disconnected {
-                        node_id: self.node_id(&peer_id),
-                        reason,
-                    });
-                    // Redial configured peers promptly after a fault.
-                    for t in self.peers.iter_mut().filter(|t| t.peer == Some(peer_id)) {
-                        t.next_attempt = Instant::now() + REDIAL_MIN;
-                    }
+                self.connected.remove(&peer_id);
+                let reason = cause.map_or_else(|| "closed".to_string(), |e| e.to_string());
+                self.emit(Event::Disconnected {
+                    node_id: self.node_id(&peer_id),
+                    reason,
+                });
+                // Redial configured peers promptly after a fault.
+                for t in self.peers.iter_mut().filter(|t| t.peer == Some(peer_id)) {
+                    t.next_attempt = Instant::now() + REDIAL_MIN;
                 }
             }
             SwarmEvent::IncomingConnectionError {

@@ -278,28 +278,28 @@ impl BuilderProfile for Profile {
                 ca,
                 path_len_constraint: None,
             }
-            .to_extension(&tbs.subject(), &ext)?,
+            .to_extension(tbs.subject(), &ext)?,
         );
         let usage = if ca {
             KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature
         } else {
             KeyUsages::DigitalSignature | KeyUsages::NonRepudiation | KeyUsages::KeyEncipherment
         };
-        ext.push(KeyUsage(usage).to_extension(&tbs.subject(), &ext)?);
+        ext.push(KeyUsage(usage).to_extension(tbs.subject(), &ext)?);
         if !ca {
             ext.push(
                 ExtendedKeyUsage(vec![ID_KP_SERVER_AUTH, ID_KP_CLIENT_AUTH])
-                    .to_extension(&tbs.subject(), &ext)?,
+                    .to_extension(tbs.subject(), &ext)?,
             );
         }
-        ext.push(SubjectKeyIdentifier::try_from(spk)?.to_extension(&tbs.subject(), &ext)?);
+        ext.push(SubjectKeyIdentifier::try_from(spk)?.to_extension(tbs.subject(), &ext)?);
         let issuer_ski = SubjectKeyIdentifier::try_from(issuer_spk)?;
         ext.push(
             AuthorityKeyIdentifier {
                 key_identifier: Some(issuer_ski.0),
                 ..Default::default()
             }
-            .to_extension(&tbs.subject(), &ext)?,
+            .to_extension(tbs.subject(), &ext)?,
         );
         Ok(ext)
     }
