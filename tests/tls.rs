@@ -122,88 +122,117 @@ basicConstraints = CA:TRUE
         );
     }
 
+    /// A FISCO BCOS certificate set: `setup` makes `ca.crt` (and an agency, when there is one);
+    /// then two nodes get a key from `keygen`, a certificate from `issuer` (`agency` or `ca`),
+    /// and `append` is concatenated to their `node.crt`. `check` asserts the key's PEM form.
+    struct Set {
+        setup: &'static str,
+        keygen: &'static str,
+        issuer: &'static str,
+        append: &'static str,
+        check: &'static str,
+        /// Certificates in each `node.crt`.
+        certs: usize,
+        rsa_nodes: bool,
+    }
+
+    /// Makes the set with the openssl CLI, as FISCO's chain builders do, then checks NodeIds
+    /// against openssl's and connects node0 to node1.
+    async fn build_and_connect(set: Set) {
+        common::require_openssl();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("cert.cnf"), CERT_CNF).unwrap();
+        sh(tmp.path(), set.setup);
+        for n in ["node0", "node1"] {
+            sh(
+                tmp.path(),
+                &format!(
+                    r#"
+                    n={n}; mkdir $n
+                    {keygen}
+                    openssl req -new -sha256 -subj "/CN=$n/O=fisco-bcos/OU=node" -key $n/node.key -config cert.cnf -out $n/node.csr
+                    openssl x509 -req -days 3650 -sha256 -CA {issuer}.crt -CAkey {issuer}.key -CAcreateserial -in $n/node.csr -out $n/node.crt -extensions v3_req -extfile cert.cnf 2>/dev/null
+                    cat {append} /dev/null >> $n/node.crt
+                    cp ca.crt $n/ca.crt
+                    grep -q '{check}' $n/node.key
+                    test "$(grep -c 'BEGIN CERTIFICATE' $n/node.crt)" = {certs}
+                    "#,
+                    keygen = set.keygen,
+                    issuer = set.issuer,
+                    append = set.append,
+                    check = set.check,
+                    certs = set.certs,
+                ),
+            );
+        }
+        connect_set(tmp.path(), set.rsa_nodes).await;
+    }
+
+    const SECP256K1_CA_AND_AGENCY: &str = r#"
+        openssl ecparam -out secp256k1.param -name secp256k1
+        openssl genpkey -paramfile secp256k1.param -out ca.key
+        openssl req -new -x509 -days 3650 -subj "/CN=chain/O=fisco-bcos/OU=chain" -key ca.key -out ca.crt
+        openssl genpkey -paramfile secp256k1.param -out agency.key
+        openssl req -new -sha256 -subj "/CN=agency/O=fisco-bcos/OU=agency" -key agency.key -config cert.cnf -out agency.csr
+        openssl x509 -req -days 3650 -sha256 -CA ca.crt -CAkey ca.key -CAcreateserial -in agency.csr -out agency.crt -extensions v4_req -extfile cert.cnf 2>/dev/null
+    "#;
+
+    const RSA_CA_AND_AGENCY: &str = r#"
+        openssl genrsa -out ca.key 2048 2>/dev/null
+        openssl req -new -x509 -days 3650 -subj "/CN=chain/O=fisco-bcos/OU=chain" -key ca.key -out ca.crt
+        openssl genrsa -out agency.key 2048 2>/dev/null
+        openssl req -new -sha256 -subj "/CN=agency/O=fisco-bcos/OU=agency" -key agency.key -config cert.cnf -out agency.csr
+        openssl x509 -req -days 3650 -sha256 -CA ca.crt -CAkey ca.key -CAcreateserial -in agency.csr -out agency.crt -extensions v4_req -extfile cert.cnf 2>/dev/null
+    "#;
+
     /// FISCO BCOS 2.6+: secp256k1 CA → secp256k1 agency (CA:TRUE) → secp256k1 nodes with PKCS#8
     /// keys from `openssl genpkey`; node.crt = node + agency + ca.
     #[tokio::test]
     async fn fisco_2_6_secp256k1_chain_with_agency() {
-        common::require_openssl();
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("cert.cnf"), CERT_CNF).unwrap();
-        sh(
-            tmp.path(),
-            r#"
-            openssl ecparam -out secp256k1.param -name secp256k1
-            openssl genpkey -paramfile secp256k1.param -out ca.key
-            openssl req -new -x509 -days 3650 -subj "/CN=chain/O=fisco-bcos/OU=chain" -key ca.key -out ca.crt
-            openssl genpkey -paramfile secp256k1.param -out agency.key
-            openssl req -new -sha256 -subj "/CN=agency/O=fisco-bcos/OU=agency" -key agency.key -config cert.cnf -out agency.csr
-            openssl x509 -req -days 3650 -sha256 -CA ca.crt -CAkey ca.key -CAcreateserial -in agency.csr -out agency.crt -extensions v4_req -extfile cert.cnf 2>/dev/null
-            for n in node0 node1; do
-              mkdir $n
-              openssl genpkey -paramfile secp256k1.param -out $n/node.key
-              openssl req -new -sha256 -subj "/CN=$n/O=fisco-bcos/OU=node" -key $n/node.key -config cert.cnf -out $n/node.csr
-              openssl x509 -req -days 3650 -sha256 -CA agency.crt -CAkey agency.key -CAcreateserial -in $n/node.csr -out $n/node.crt -extensions v3_req -extfile cert.cnf 2>/dev/null
-              cat agency.crt ca.crt >> $n/node.crt
-              cp ca.crt $n/ca.crt
-              grep -q 'BEGIN PRIVATE KEY' $n/node.key
-            done
-            "#,
-        );
-        connect_set(tmp.path(), false).await;
+        build_and_connect(Set {
+            setup: SECP256K1_CA_AND_AGENCY,
+            keygen: "openssl genpkey -paramfile secp256k1.param -out $n/node.key",
+            issuer: "agency",
+            append: "agency.crt ca.crt",
+            check: "BEGIN PRIVATE KEY",
+            certs: 3,
+            rsa_nodes: false,
+        })
+        .await;
     }
 
     /// FISCO BCOS 2.0–2.4: RSA-2048 CA and agency, secp256k1 nodes (SEC1 keys from
     /// `openssl ecparam -genkey`, which also writes an EC PARAMETERS block); node.crt = node + agency.
     #[tokio::test]
     async fn fisco_2_0_rsa_ca_and_agency_secp256k1_nodes() {
-        common::require_openssl();
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("cert.cnf"), CERT_CNF).unwrap();
-        sh(
-            tmp.path(),
-            r#"
-            openssl genrsa -out ca.key 2048 2>/dev/null
-            openssl req -new -x509 -days 3650 -subj "/CN=chain/O=fisco-bcos/OU=chain" -key ca.key -out ca.crt
-            openssl genrsa -out agency.key 2048 2>/dev/null
-            openssl req -new -sha256 -subj "/CN=agency/O=fisco-bcos/OU=agency" -key agency.key -config cert.cnf -out agency.csr
-            openssl x509 -req -days 3650 -sha256 -CA ca.crt -CAkey ca.key -CAcreateserial -in agency.csr -out agency.crt -extensions v4_req -extfile cert.cnf 2>/dev/null
-            for n in node0 node1; do
-              mkdir $n
-              openssl ecparam -genkey -name secp256k1 -out $n/node.key
-              openssl req -new -sha256 -subj "/CN=$n/O=fisco-bcos/OU=node" -key $n/node.key -config cert.cnf -out $n/node.csr
-              openssl x509 -req -days 3650 -sha256 -CA agency.crt -CAkey agency.key -CAcreateserial -in $n/node.csr -out $n/node.crt -extensions v3_req -extfile cert.cnf 2>/dev/null
-              cat agency.crt >> $n/node.crt
-              cp ca.crt $n/ca.crt
-              grep -q 'BEGIN EC PRIVATE KEY' $n/node.key
-            done
-            "#,
-        );
-        connect_set(tmp.path(), false).await;
+        build_and_connect(Set {
+            setup: RSA_CA_AND_AGENCY,
+            keygen: "openssl ecparam -genkey -name secp256k1 -out $n/node.key",
+            issuer: "agency",
+            append: "agency.crt",
+            check: "BEGIN EC PRIVATE KEY",
+            certs: 2,
+            rsa_nodes: false,
+        })
+        .await;
     }
 
     /// FISCO BCOS 3.x: RSA-2048 CA, RSA-2048 node keys in PKCS#8, single-certificate node.crt.
     #[tokio::test]
     async fn fisco_3_rsa_ca_and_rsa_nodes() {
-        common::require_openssl();
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("cert.cnf"), CERT_CNF).unwrap();
-        sh(
-            tmp.path(),
-            r#"
-            openssl genrsa -out ca.key 2048 2>/dev/null
-            openssl req -new -x509 -days 3650 -subj "/CN=chain/O=fisco-bcos/OU=chain" -key ca.key -out ca.crt
-            for n in node0 node1; do
-              mkdir $n
-              openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $n/node.key 2>/dev/null
-              openssl req -new -sha256 -subj "/CN=$n/O=fisco-bcos/OU=node" -key $n/node.key -config cert.cnf -out $n/node.csr
-              openssl x509 -req -days 3650 -sha256 -CA ca.crt -CAkey ca.key -CAcreateserial -in $n/node.csr -out $n/node.crt -extensions v3_req -extfile cert.cnf 2>/dev/null
-              cp ca.crt $n/ca.crt
-              grep -q 'BEGIN PRIVATE KEY' $n/node.key
-              test "$(grep -c 'BEGIN CERTIFICATE' $n/node.crt)" = 1
-            done
+        build_and_connect(Set {
+            setup: r#"
+                openssl genrsa -out ca.key 2048 2>/dev/null
+                openssl req -new -x509 -days 3650 -subj "/CN=chain/O=fisco-bcos/OU=chain" -key ca.key -out ca.crt
             "#,
-        );
-        connect_set(tmp.path(), true).await;
+            keygen: "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $n/node.key 2>/dev/null",
+            issuer: "ca",
+            append: "",
+            check: "BEGIN PRIVATE KEY",
+            certs: 1,
+            rsa_nodes: true,
+        })
+        .await;
     }
 }
 

@@ -221,11 +221,22 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
                     x if x == n + 1 => "denied node",
                     x => running[x].name.as_str(),
                 };
-                println!(
-                    "   {:>6} ms  {who}: {}",
-                    t.elapsed().as_millis(),
-                    event.to_human()
-                );
+                if let Event::Refused {
+                    reason,
+                    node_id,
+                    code,
+                    ..
+                } = event
+                {
+                    let peer = node_id
+                        .map_or_else(|| "a peer".to_string(), |id| format!("{}…", id.short()));
+                    let what = if code == "rejected_by_peer" {
+                        format!("was refused by {peer}: {reason}")
+                    } else {
+                        format!("refused {peer}: {reason}")
+                    };
+                    println!("   {:>6} ms  {who:<11} {what}", t.elapsed().as_millis());
+                }
             }
             Ok(Some(Report::Connected { node, .. })) => {
                 bail!("node {node} connected but should have been refused")

@@ -132,3 +132,85 @@ impl Signer for Secp256k1Signer {
         SECP256K1_SCHEME
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k256::ecdsa::{Signature, SigningKey as K256Key};
+
+    use super::*;
+
+    fn key_and_point() -> (K256Key, Vec<u8>) {
+        let key = K256Key::from_slice(&[0x42; 32]).unwrap();
+        let point = key.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        (key, point)
+    }
+
+    /// OpenSSL emits high-S signatures half of the time; they must verify like low-S ones.
+    #[test]
+    fn high_s_signatures_verify_after_normalisation() {
+        let (key, point) = key_and_point();
+        let msg = b"tbsCertificate";
+        let low: Signature = key.sign(msg);
+        let (r, s) = low.split_scalars();
+        let high = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).unwrap();
+        assert_ne!(high, low);
+        for sig in [low, high] {
+            let der = sig.to_der();
+            assert!(
+                SECP256K1_SHA256
+                    .verify_signature(&point, msg, der.as_bytes())
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_message_key_or_encoding_fails() {
+        let (key, point) = key_and_point();
+        let sig: Signature = key.sign(b"a");
+        let der = sig.to_der();
+        let alg = SECP256K1_SHA256;
+        assert!(alg.verify_signature(&point, b"b", der.as_bytes()).is_err());
+        let other = K256Key::from_slice(&[0x43; 32]).unwrap();
+        let other_point = other
+            .verifying_key()
+            .to_sec1_point(false)
+            .as_bytes()
+            .to_vec();
+        assert!(
+            alg.verify_signature(&other_point, b"a", der.as_bytes())
+                .is_err()
+        );
+        assert!(
+            alg.verify_signature(&point, b"a", &sig.to_bytes()).is_err(),
+            "raw r||s is not DER"
+        );
+        assert!(
+            alg.verify_signature(&point[..10], b"a", der.as_bytes())
+                .is_err()
+        );
+        assert!(alg.verify_signature(&point, b"a", &[]).is_err());
+    }
+
+    /// Our signer produces what our verifier accepts, under the private-use scheme only.
+    #[test]
+    fn signer_round_trips_under_the_private_scheme() {
+        use k256::pkcs8::EncodePrivateKey;
+        let (key, point) = key_and_point();
+        let pkcs8 = key.to_pkcs8_der().unwrap();
+        let signing = Secp256k1SigningKey::from_pkcs8_der(pkcs8.as_bytes()).unwrap();
+        assert!(
+            signing
+                .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+                .is_none()
+        );
+        let signer = signing.choose_scheme(&[SECP256K1_SCHEME]).unwrap();
+        assert_eq!(signer.scheme(), SECP256K1_SCHEME);
+        let sig = signer.sign(b"transcript").unwrap();
+        assert!(
+            SECP256K1_SHA256
+                .verify_signature(&point, b"transcript", &sig)
+                .is_ok()
+        );
+    }
+}
