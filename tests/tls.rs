@@ -19,7 +19,7 @@ use bcos_p2p::{
 };
 use common::{Side, dial, load, node, root_of, sh};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
-use libp2p::{SwarmBuilder, identity::Keypair, ping, swarm::SwarmEvent};
+use libp2p::{SwarmBuilder, identity::Keypair, ping};
 
 /// Two nodes from `gen-certs` output of each key type connect and know each other's NodeId.
 #[tokio::test]
@@ -417,19 +417,7 @@ async fn certificate_not_belonging_to_the_peer_key_is_refused() {
     let attacker = bcos_p2p::NodeKey::generate(KeyType::Secp256k1).unwrap();
 
     let mut b = build_swarm(&k_b, &t_b).unwrap();
-    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } =
-            futures::StreamExt::select_next_some(&mut b).await
-        {
-            break address;
-        }
-    };
-    let port = match addr.iter().nth(1) {
-        Some(libp2p::multiaddr::Protocol::Tcp(p)) => p,
-        _ => unreachable!(),
-    };
+    let port = common::listen_port(&mut b).await;
     let signing = Secp256k1SigningKey::from_pkcs8_der(attacker.pkcs8_der()).unwrap();
     let attack = async move {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -437,10 +425,7 @@ async fn certificate_not_belonging_to_the_peer_key_is_refused() {
             .unwrap();
         let mut tcp = tokio_util::compat::TokioAsyncReadCompatExt::compat(tcp);
         // multistream-select: header, then our protocol; the listener echoes both.
-        for msg in ["/multistream/1.0.0\n", "/bcos-tls/1.0.0\n"] {
-            tcp.write_all(&[msg.len() as u8]).await.unwrap();
-            tcp.write_all(msg.as_bytes()).await.unwrap();
-        }
+        tcp.write_all(&common::select_ca_tls()).await.unwrap();
         let mut echo = [0u8; 1 + 19 + 1 + 16];
         tcp.read_exact(&mut echo).await.unwrap();
         let certified = rustls::sign::CertifiedKey::new(vec![victim_cert], Arc::new(signing));
@@ -465,19 +450,7 @@ async fn certificate_not_belonging_to_the_peer_key_is_refused() {
             .expect_err("the listener must not accept us")
     };
     let attack = tokio::spawn(attack);
-    let refusal = tokio::time::timeout(common::TIMEOUT, async {
-        loop {
-            if let SwarmEvent::IncomingConnectionError { error, .. } =
-                futures::StreamExt::select_next_some(&mut b).await
-            {
-                break ca_tls::UpgradeError::find(&error)
-                    .cloned()
-                    .expect("a CA-TLS refusal");
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let refusal = common::next_incoming_refusal(&mut b).await;
     assert_eq!(refusal.refusal(), &Refusal::KeyMismatch);
     assert_eq!(refusal.node_id(), Some(victim.node_id()));
     let err = attack.await.unwrap();
@@ -564,4 +537,57 @@ fn node_id_of_generated_material_round_trips() {
     let id: NodeId = k.node_id().to_string().parse().unwrap();
     assert_eq!(&id, k.node_id());
     assert_eq!(id.to_peer_id(), k.keypair().public().to_peer_id());
+}
+
+/// Certificates with keys nodes do not use are refused with the key named.
+#[test]
+fn unsupported_certificate_keys_are_refused() {
+    common::require_openssl();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, newkey, expect) in [
+        (
+            "p384",
+            "-newkey ec -pkeyopt ec_paramgen_curve:P-384",
+            "EC curve 1.3.132.0.34",
+        ),
+        ("rsa1024", "-newkey rsa:1024", "RSA key of 1024 bits"),
+        ("ed25519", "-newkey ed25519", "key algorithm 1.3.101.112"),
+    ] {
+        sh(
+            tmp.path(),
+            &format!(
+                "openssl req -x509 {newkey} -nodes -keyout {name}.key -out {name}.crt -subj /CN={name} -days 1 2>/dev/null"
+            ),
+        );
+        let der = ca_tls::read_pem_certs(tmp.path().join(format!("{name}.crt"))).unwrap();
+        match ca_tls::certified_key(&der[0]) {
+            Err(Refusal::UnsupportedKey(why)) => assert!(why.contains(expect), "{name}: {why}"),
+            other => panic!("{name}: expected an unsupported key, got {other:?}"),
+        }
+        // And such a key file cannot start a node.
+        let err = bcos_p2p::NodeKey::from_file(tmp.path().join(format!("{name}.key"))).unwrap_err();
+        assert!(err.to_string().contains("unsupported"), "{name}: {err}");
+    }
+}
+
+/// A dialler that negotiates CA-TLS and then says nothing is dropped after the handshake timeout.
+#[tokio::test]
+async fn stalled_handshake_times_out() {
+    let ca = ca(KeyType::Secp256k1);
+    let (k, t) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let t = t.with_handshake_timeout(Duration::from_millis(300));
+    let mut b = build_swarm(&k, &t).unwrap();
+    let port = common::listen_port(&mut b).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &common::select_ca_tls())
+        .await
+        .unwrap();
+    let refusal = common::next_incoming_refusal(&mut b).await;
+    assert!(
+        matches!(refusal.refusal(), Refusal::Handshake(why) if why.contains("timed out")),
+        "{refusal}"
+    );
+    drop(tcp);
 }

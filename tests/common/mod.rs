@@ -56,17 +56,8 @@ pub async fn dial<A: NetworkBehaviour, B: NetworkBehaviour>(
     a: &mut Swarm<A>,
     b: &mut Swarm<B>,
 ) -> (Side, Side) {
-    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
-                return address;
-            }
-        }
-    })
-    .await
-    .expect("listener did not start");
+    let port = listen_port(b).await;
+    let addr: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
     a.dial(addr).unwrap();
     let (mut sa, mut sb) = (None, None);
     tokio::time::timeout(TIMEOUT, async {
@@ -157,4 +148,49 @@ pub fn require_openssl() {
         ok,
         "the openssl CLI is required for this test (apt-get install openssl)"
     );
+}
+
+/// Starts `swarm` listening on loopback and returns its TCP port.
+pub async fn listen_port<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> u16 {
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await
+                && let Some(libp2p::multiaddr::Protocol::Tcp(port)) = address.iter().nth(1)
+            {
+                return port;
+            }
+        }
+    })
+    .await
+    .expect("listener did not start")
+}
+
+/// The next inbound connection refusal of `swarm`, which must be a CA-TLS one.
+pub async fn next_incoming_refusal<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> UpgradeError {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let SwarmEvent::IncomingConnectionError { error, .. } =
+                swarm.select_next_some().await
+            {
+                return UpgradeError::find(&error)
+                    .cloned()
+                    .expect("a CA-TLS refusal");
+            }
+        }
+    })
+    .await
+    .expect("no refusal in time")
+}
+
+/// What a raw client sends to select `/bcos-tls/1.0.0` with multistream-select.
+pub fn select_ca_tls() -> Vec<u8> {
+    let mut out = Vec::new();
+    for msg in ["/multistream/1.0.0\n", "/bcos-tls/1.0.0\n"] {
+        out.push(msg.len() as u8);
+        out.extend_from_slice(msg.as_bytes());
+    }
+    out
 }
