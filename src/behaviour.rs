@@ -1,7 +1,8 @@
 //! The composed `NetworkBehaviour` and the swarm built around CA-TLS.
 //!
 //! So far it composes identify (peers learn each other's listen addresses and protocols) and
-//! ping (round-trip times, dead-connection detection). The protocol crates join it as they land.
+//! ping (round-trip times; `bcos-p2p run` closes connections whose pings keep failing). The
+//! protocol crates and the connection manager join it as they land.
 
 use std::time::Duration;
 
@@ -11,6 +12,11 @@ use libp2p::{
 };
 
 use crate::NodeKey;
+
+/// How often each connection is pinged.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a ping may take before it counts as failed.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The identify protocol version string of bcos-p2p nodes.
 pub const PROTOCOL_VERSION: &str = "/bcos-p2p/1.0.0";
@@ -54,10 +60,18 @@ impl Behaviour {
                 identify::Config::new(PROTOCOL_VERSION.into(), keypair.public())
                     .with_agent_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION"))),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
         }
     }
 }
+
+/// What libp2p's connection timeout adds to the CA-TLS handshake timeout (TCP connect,
+/// protocol negotiation and the muxer).
+const CONNECT_MARGIN: Duration = Duration::from_secs(5);
 
 /// Why a swarm could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +108,8 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
         .with_behaviour(|kp| behaviour(kp))
         .map_err(|e| BuildError::Swarm(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
+        // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part alone.
+        .with_connection_timeout(tls.handshake_timeout() + CONNECT_MARGIN)
         .build();
     Ok(swarm)
 }

@@ -86,6 +86,12 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
     if opts.days == 0 {
         return Err(GenCertsError::Options("--days must be at least 1".into()));
     }
+    if opts.out.join("ca.crt").exists() {
+        return Err(GenCertsError::Options(format!(
+            "{} already holds a chain (ca.crt); choose another --out",
+            opts.out.display()
+        )));
+    }
     let period = Period::days(opts.days);
     let ca = CertificateAuthority::new_root(opts.key_type, "CN=chain-ca,O=bcos-p2p", period)?;
     mkdir(&opts.out)?;
@@ -160,19 +166,25 @@ fn mkdir(dir: &Path) -> Result<(), GenCertsError> {
     })
 }
 
-/// Writes a file; secrets are readable by the owner only.
+/// Writes a new file; secrets are created readable by the owner only (never world-readable,
+/// not even briefly).
 fn write(path: &Path, data: &[u8], secret: bool) -> Result<(), GenCertsError> {
+    use std::io::Write as _;
     let io = |source| GenCertsError::Io {
         path: path.display().to_string(),
         source,
     };
-    fs::write(path, data).map_err(io)?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     if secret {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
     #[cfg(not(unix))]
     let _ = secret;
-    Ok(())
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(io)
 }

@@ -228,6 +228,25 @@ fn node_id_command_matches_node_nodeid_file() {
         String::from_utf8(out.stdout).unwrap().trim(),
         read_id(&tmp.path().join("node0"))
     );
+    // gen-certs never overwrites a chain (its keys would be lost).
+    let again = Command::new(BIN)
+        .args(["gen-certs", "--nodes", "1", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a chain"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for secret in ["ca.key", "node0/node.key"] {
+            let mode = std::fs::metadata(tmp.path().join(secret))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{secret} is readable by others: {mode:o}");
+        }
+    }
 }
 
 /// `run` fails fast, with a message naming the problem, for bad key material.

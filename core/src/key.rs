@@ -122,6 +122,11 @@ impl NodeKey {
         } else if alg.oid == OID_RSA {
             let key = rsa::PrivateKey::from_pkcs8_der(der)
                 .map_err(|e| KeyError::Malformed(format!("PKCS#8 RSA: {e}")))?;
+            if *key.e_bytes() != [0x01, 0x00, 0x01] {
+                return Err(KeyError::Unsupported(
+                    "RSA key with a public exponent other than 65537 (a NodeId is the modulus alone)".into(),
+                ));
+            }
             let bits = key.n().bit_width_vartime() as usize;
             if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                 return Err(KeyError::Unsupported(format!(

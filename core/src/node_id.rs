@@ -91,11 +91,20 @@ pub enum NodeIdError {
 /// A node's identity: its public key, shown as FISCO BCOS shows it.
 ///
 /// ```
-/// use bcos_p2p_core::NodeId;
-/// let hex = "3b5e5c5a3a1e1c2b6d2f1f5dd0a0ec2d3f31f6ad5b5e8f0d5d1a9c2e0b4b8e1f\
-///            5d0ed8d0c4a7cc0cf36a5d0b12cfbdd7a3e9e3f5a14e4b1e3d88f07c6c7fb1c3";
-/// // Not every 128-hex string is a key: the point must lie on a supported curve.
-/// assert!(hex.parse::<NodeId>().is_err());
+/// use bcos_p2p_core::{KeyType, NodeId, NodeKey};
+///
+/// let key = NodeKey::generate(KeyType::Secp256k1).unwrap();
+/// let text = key.node_id().to_string(); // 128 hex characters, as in FISCO's node.nodeid
+/// assert_eq!(text.len(), 128);
+///
+/// // Parsing accepts upper case and a 0x prefix, and checks the point is on a curve.
+/// let id: NodeId = format!("0x{}", text.to_uppercase()).parse().unwrap();
+/// assert_eq!(&id, key.node_id());
+/// assert!("00".repeat(64).parse::<NodeId>().is_err());
+///
+/// // The NodeId is the node's libp2p identity.
+/// assert_eq!(id.to_peer_id(), key.keypair().public().to_peer_id());
+/// assert_eq!(NodeId::from_peer_id(&id.to_peer_id()).unwrap(), id);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId {
@@ -120,6 +129,13 @@ impl NodeId {
                 let k = key.clone().try_into_rsa().expect("key type checked");
                 let rsa = rsa::PublicKey::from_pkcs1_der(&k.encode_pkcs1())
                     .map_err(|e| NodeIdError::BadRsaModulus(e.to_string()))?;
+                // The NodeId is the modulus alone; it names the key only if the exponent is the
+                // one everybody uses (and the one assumed when turning a NodeId back into a key).
+                if *rsa.e_bytes() != RSA_EXPONENT {
+                    return Err(NodeIdError::UnsupportedKeyType(
+                        "RSA key with a public exponent other than 65537".into(),
+                    ));
+                }
                 Ok(NodeId {
                     bytes: rsa.n_bytes().into(),
                     key_type: KeyType::Rsa,
@@ -247,11 +263,12 @@ impl FromStr for NodeId {
                     key_type,
                 })
             }
-            n if n * 8 >= MIN_RSA_BITS && n * 8 <= MAX_RSA_BITS => {
-                if bytes[0] & 0x80 == 0 {
+            n if n * 8 >= MIN_RSA_BITS && n * 8 < MAX_RSA_BITS + 8 => {
+                // Big-endian without leading zero bytes, as keys print their modulus.
+                let bits = (n - 1) * 8 + (8 - bytes[0].leading_zeros() as usize);
+                if bytes[0] == 0 || !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                     return Err(NodeIdError::BadRsaModulus(format!(
-                        "the top bit of a {}-bit modulus must be set",
-                        n * 8
+                        "a modulus of {bits} bits (allowed: {MIN_RSA_BITS} to {MAX_RSA_BITS}, no leading zero byte)"
                     )));
                 }
                 rsa_spki(&bytes)?;

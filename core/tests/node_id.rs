@@ -181,3 +181,13 @@ fn key_files_in_every_pem_form_load() {
     let err = NodeKey::from_pem(ed.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("unsupported"), "{err}");
 }
+
+/// A NodeId is the RSA modulus alone, so only the standard exponent 65537 is a NodeId.
+#[test]
+fn rsa_keys_with_another_exponent_are_refused() {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::PrivateKey::new_with_exp(&mut rand::rng(), 2048, 3u64.into()).unwrap();
+    let der = key.to_pkcs8_der().unwrap();
+    let err = NodeKey::from_pkcs8_der(der.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("65537"), "{err}");
+}

@@ -21,7 +21,7 @@ use libp2p::{
     core::ConnectedPoint,
     multiaddr::Protocol,
     swarm::{
-        ConnectionId, SwarmEvent,
+        ConnectionId, DialError, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -33,6 +33,8 @@ use tokio::{
 /// First redial delay after a failed dial; doubles up to [`REDIAL_MAX`].
 const REDIAL_MIN: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(30);
+/// A connection whose pings fail this many times in a row is dead: close it (and redial).
+const PING_FAILURES_TO_CLOSE: u32 = 3;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -139,6 +141,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listen_addrs: Vec::new(),
         ready: false,
         connected: HashMap::new(),
+        ping_failures: HashMap::new(),
     };
     node.run().await
 }
@@ -146,7 +149,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// A configured peer and when to dial it next.
 struct Target {
     addr: Multiaddr,
+    /// The peer at `addr`: from the config's `/p2p/` suffix, or learnt from a successful dial.
     peer: Option<PeerId>,
+    /// Whether `peer` came from the config (else it may be forgotten if the node is re-keyed).
+    configured: bool,
     next_attempt: Instant,
     backoff: Duration,
 }
@@ -160,10 +166,17 @@ impl Target {
         }
         Target {
             addr,
+            configured: peer.is_some(),
             peer,
             next_attempt: Instant::now(),
             backoff: REDIAL_MIN,
         }
+    }
+
+    /// Schedules the next attempt after a failure, doubling the delay up to [`REDIAL_MAX`].
+    fn failed(&mut self) {
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(REDIAL_MAX);
     }
 }
 
@@ -179,6 +192,8 @@ struct RunningNode {
     ready: bool,
     /// Connected peers and the address of their first connection.
     connected: HashMap<PeerId, Multiaddr>,
+    /// Consecutive ping failures per connection.
+    ping_failures: HashMap<ConnectionId, u32>,
 }
 
 impl RunningNode {
@@ -187,6 +202,8 @@ impl RunningNode {
         let mut stdin_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut terminate = terminate_signal()?;
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
@@ -199,8 +216,8 @@ impl RunningNode {
                     // EOF (or an unreadable stdin) does not stop the node: only `quit` or a signal.
                     Ok(None) | Err(_) => stdin_open = false,
                 },
-                _ = tick.tick(), if self.ready => self.dial_due(),
-                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => self.on_tick(),
+                _ = &mut interrupt => break,
                 _ = terminate.recv() => break,
             }
         }
@@ -249,17 +266,11 @@ impl RunningNode {
                 listener_id,
                 address,
             } => {
+                // `ready` waits for the next tick, so that a listener on 0.0.0.0 has reported
+                // every interface's address by then.
                 self.listen_addrs.push(address);
                 if self.listeners_seen.insert(listener_id) {
                     self.listeners_waiting -= 1;
-                }
-                if self.listeners_waiting == 0 && !self.ready {
-                    self.ready = true;
-                    self.emit(Event::Ready {
-                        node_id: self.tls.local_node_id().clone(),
-                        listen: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
-                    });
-                    self.dial_due();
                 }
             }
             SwarmEvent::ListenerClosed {
@@ -271,6 +282,9 @@ impl RunningNode {
                 if !self.ready {
                     bail!("listener failed: {e}");
                 }
+                self.emit(Event::Error {
+                    message: format!("listener on {addresses:?} failed: {e}"),
+                });
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -294,11 +308,19 @@ impl RunningNode {
                 }
             }
             SwarmEvent::ConnectionClosed {
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.ping_failures.remove(&connection_id);
+            }
+            SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
                 cause,
                 ..
             } => {
+                self.ping_failures.remove(&connection_id);
                 self.connected.remove(&peer_id);
                 let reason = cause.map_or_else(|| "closed".to_string(), |e| e.to_string());
                 self.emit(Event::Disconnected {
@@ -333,17 +355,49 @@ impl RunningNode {
             } => {
                 if let Some(i) = self.pending_dials.remove(&connection_id) {
                     let t = &mut self.peers[i];
-                    t.next_attempt = Instant::now() + t.backoff;
-                    t.backoff = (t.backoff * 2).min(REDIAL_MAX);
+                    t.failed();
+                    // A different node now answers at an address configured without a PeerId
+                    // (re-keyed): learn the new one at the next dial.
+                    if matches!(error, DialError::WrongPeerId { .. }) && !t.configured {
+                        t.peer = None;
+                    }
                     tracing::debug!(addr = %t.addr, "dial failed: {error}");
                 }
                 if let Some(e) = Event::refused_dial(&error) {
                     self.emit(e);
                 }
             }
+            SwarmEvent::Behaviour(bcos_p2p::behaviour::Event::Ping(ping)) => match ping.result {
+                Ok(_) => {
+                    self.ping_failures.remove(&ping.connection);
+                }
+                Err(e) => {
+                    let n = self.ping_failures.entry(ping.connection).or_default();
+                    *n += 1;
+                    if *n >= PING_FAILURES_TO_CLOSE {
+                        tracing::info!(peer = %ping.peer, "closing a connection after {n} failed pings: {e}");
+                        self.ping_failures.remove(&ping.connection);
+                        self.swarm.close_connection(ping.connection);
+                    }
+                }
+            },
             _ => {}
         }
         Ok(())
+    }
+
+    /// Emits `ready` once every listener has reported its addresses, then redials due peers.
+    fn on_tick(&mut self) {
+        if !self.ready && self.listeners_waiting == 0 {
+            self.ready = true;
+            self.emit(Event::Ready {
+                node_id: self.tls.local_node_id().clone(),
+                listen: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            });
+        }
+        if self.ready {
+            self.dial_due();
+        }
     }
 
     /// Dials every configured peer that is not connected, not being dialled, and due.
@@ -369,7 +423,7 @@ impl RunningNode {
                 }
                 Err(e) => {
                     tracing::debug!(addr = %t.addr, "not dialling: {e}");
-                    t.next_attempt = now + t.backoff;
+                    t.failed();
                 }
             }
         }

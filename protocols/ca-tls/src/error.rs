@@ -36,7 +36,8 @@ pub enum Refusal {
     Denied,
     /// The allow list is not empty and the peer's NodeId is not on it.
     NotAllowed,
-    /// The peer speaks stock libp2p `/tls/1.0.0` (an open-mode node), not CA-authenticated TLS.
+    /// The peer does not speak CA-authenticated TLS: it offered stock libp2p `/tls/1.0.0`, or (when
+    /// we dial) declined `/bcos-tls/1.0.0`. Typically an open-mode node.
     StockLibp2pTls,
     /// The peer aborted the handshake with this TLS alert (it refused us).
     RejectedByPeer(String),
@@ -87,7 +88,7 @@ impl fmt::Display for Refusal {
             Refusal::Denied => f.write_str("NodeId is on the deny list"),
             Refusal::NotAllowed => f.write_str("NodeId is not on the allow list"),
             Refusal::StockLibp2pTls => f.write_str(
-                "peer speaks stock libp2p /tls/1.0.0, not CA-authenticated /bcos-tls/1.0.0 (an open-mode node?)",
+                "peer does not speak CA-authenticated /bcos-tls/1.0.0 (stock libp2p /tls/1.0.0 or another security protocol: an open-mode node?)",
             ),
             Refusal::RejectedByPeer(alert) => write!(f, "peer refused the handshake (TLS alert: {alert})"),
             Refusal::Handshake(why) => write!(f, "TLS handshake failed: {why}"),
@@ -136,7 +137,8 @@ impl UpgradeError {
         &self.refusal
     }
 
-    /// The peer's NodeId, if its certificate was read.
+    /// The NodeId named by the peer's certificate, when its chain was valid. For
+    /// [`Refusal::KeyMismatch`] the peer claimed this identity but could not prove it.
     pub fn node_id(&self) -> Option<&NodeId> {
         self.node_id.as_ref()
     }

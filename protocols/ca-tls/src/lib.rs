@@ -60,8 +60,10 @@ use verify::{Outcome, PeerVerifier, SharedOutcome};
 
 /// The protocol id of CA-authenticated TLS.
 pub const PROTOCOL_NAME: &str = "/bcos-tls/1.0.0";
-/// Stock libp2p TLS. Listed only so that a stock peer is refused with a clear reason
-/// ([`Refusal::StockLibp2pTls`]) instead of an opaque negotiation failure.
+/// Stock libp2p TLS. Listed only so that a stock (open-mode) peer is refused with a clear reason
+/// ([`Refusal::StockLibp2pTls`]) instead of an opaque negotiation failure. When dialling, libp2p
+/// selects the last offered protocol without waiting for the listener's confirmation, so any
+/// listener that declines `/bcos-tls/1.0.0` ends up here too.
 pub const STOCK_TLS_PROTOCOL: &str = "/tls/1.0.0";
 
 /// The CA-TLS security upgrade: a node's certificate chain, key and trust anchors.
@@ -184,10 +186,17 @@ impl Config {
         })
     }
 
-    /// Sets the limit on a whole handshake; a peer slower than this is refused.
+    /// Sets the limit on the TLS handshake and verdict; a peer slower than this is refused.
+    /// (libp2p's own connection timeout, which also covers TCP, negotiation and the muxer, must
+    /// be longer: `bcos_p2p::behaviour::build_swarm` sets it from this value.)
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Config {
         self.handshake_timeout = timeout;
         self
+    }
+
+    /// The limit on the TLS handshake and verdict.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
     }
 
     /// This upgrade, checked against the swarm's identity keypair: the security closure for
@@ -244,13 +253,14 @@ impl Config {
 
     fn client_config(&self) -> Result<(rustls::ClientConfig, SharedOutcome), rustls::Error> {
         let (verifier, outcome) = self.verifier();
-        let config = rustls::ClientConfig::builder_with_provider(self.shared.provider.clone())
+        let mut config = rustls::ClientConfig::builder_with_provider(self.shared.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
                 self.shared.certified.clone(),
             )));
+        config.resumption = rustls::client::Resumption::disabled();
         Ok((config, outcome))
     }
 

@@ -22,6 +22,9 @@ use crate::{AccessList, Refusal, certs::certified_key, crypto::SUPPORTED, error:
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     pub refusal: Option<(Refusal, Option<NodeId>)>,
+    /// The identity in a certificate whose chain is valid, before the peer proved it holds the key.
+    pub claimed: Option<(PeerId, NodeId)>,
+    /// The identity once proven (handshake signature verified) and admitted by the access lists.
     pub peer: Option<(PeerId, NodeId)>,
 }
 
@@ -56,6 +59,8 @@ impl PeerVerifier {
         rustls::Error::InvalidCertificate(alert)
     }
 
+    /// Checks the peer's chain. The NodeId is not trusted yet (certificates are public: anyone can
+    /// replay one), so refusals here name no node and the access lists wait for the signature.
     fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -69,9 +74,7 @@ impl PeerVerifier {
         };
         let cert = match webpki::EndEntityCert::try_from(end_entity) {
             Ok(c) => c,
-            Err(e) => {
-                return Err(self.refuse(Refusal::BadCertificate(e.to_string()), Some(node_id)));
-            }
+            Err(e) => return Err(self.refuse(Refusal::BadCertificate(e.to_string()), None)),
         };
         if let Err(e) = cert.verify_for_usage(
             SUPPORTED.all,
@@ -82,33 +85,44 @@ impl PeerVerifier {
             None,
             None,
         ) {
-            let refusal = chain_refusal(e);
-            return Err(self.refuse(refusal, Some(node_id)));
+            return Err(self.refuse(chain_refusal(e), None));
         }
-        if let Err(refusal) = self.access.check(&node_id) {
-            return Err(self.refuse(refusal, Some(node_id)));
-        }
-        let peer_id = key.to_peer_id();
-        self.record(|o| o.peer = Some((peer_id, node_id)));
+        self.record(|o| o.claimed = Some((key.to_peer_id(), node_id)));
         Ok(())
     }
 
+    /// Checks that the peer signed the handshake with its certificate's key; only then is its
+    /// NodeId proven, and only then are the access lists consulted (so they cannot be probed
+    /// with replayed certificates).
     fn verify_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &SUPPORTED).map_err(|e| {
-            let node = certified_key(cert).ok().map(|(_, n)| n);
+        let claimed = {
+            let o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+            o.claimed.clone()
+        };
+        let Some((peer_id, node_id)) = claimed else {
+            let refusal =
+                Refusal::Handshake("handshake signature before a verified certificate".into());
+            return Err(self.refuse(refusal, None));
+        };
+        if let Err(e) = rustls::crypto::verify_tls13_signature(message, cert, dss, &SUPPORTED) {
             let refusal = match e {
                 rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
                     Refusal::KeyMismatch
                 }
                 other => Refusal::Handshake(format!("handshake signature: {other}")),
             };
-            self.refuse(refusal, node)
-        })
+            return Err(self.refuse(refusal, Some(node_id)));
+        }
+        if let Err(refusal) = self.access.check(&node_id) {
+            return Err(self.refuse(refusal, Some(node_id)));
+        }
+        self.record(|o| o.peer = Some((peer_id, node_id)));
+        Ok(HandshakeSignatureValid::assertion())
     }
 }
 
@@ -195,17 +209,12 @@ pub(crate) fn self_check(
     let leaf = webpki::EndEntityCert::try_from(&chain[0])
         .map_err(|e| Refusal::BadCertificate(e.to_string()))?;
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_now()));
-    leaf.verify_for_usage(
-        SUPPORTED.all,
-        anchors,
-        &chain[1..],
-        now,
-        KeyUsage::server_auth(),
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(chain_refusal)
+    // A node is a TLS server when dialled and a client when dialling: check both roles.
+    for usage in [KeyUsage::server_auth(), KeyUsage::client_auth()] {
+        leaf.verify_for_usage(SUPPORTED.all, anchors, &chain[1..], now, usage, None, None)
+            .map_err(chain_refusal)?;
+    }
+    Ok(())
 }
 
 /// The refusal for a chain that webpki rejects.
