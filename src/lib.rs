@@ -27,4 +27,5 @@ pub mod events;
 pub use bcos_p2p_ca_tls as ca_tls;
 /// `NodeId`: see [`bcos_p2p_core::NodeId`]. It lives in the core crate so every protocol crate
 /// can address peers by it.
-pub use bcos_p2p_core::{KeyError, KeyType, NodeId, NodeIdError, NodeKey};
+pub use bcos_p2p_core::{KeyError, KeyType, NodeId, NodeIdBook, NodeIdError, NodeKey};
+pub use bcos_p2p_unicast as unicast;

@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod book;
 mod key;
 mod node_id;
 
+pub use book::NodeIdBook;
 pub use key::{KeyError, NodeKey, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1, pem_encode};
 pub use node_id::{KeyType, MAX_RSA_BITS, MIN_RSA_BITS, NodeId, NodeIdError};

@@ -6,12 +6,11 @@
 //! connection manager's job).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, RwLock},
 };
 
 use bcos_p2p_core::NodeId;
-use libp2p_identity::PeerId;
 
 use crate::Refusal;
 
@@ -89,47 +88,5 @@ impl AccessList {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Lists> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Most PeerId → NodeId entries kept; beyond it the book forgets arbitrary entries. Entries come
-/// only from completed CA-authenticated handshakes, so this bounds memory even under churn.
-const BOOK_CAPACITY: usize = 65_536;
-
-/// PeerId → NodeId for every peer that completed a handshake.
-///
-/// secp256k1 PeerIds contain their key, but P-256 and RSA PeerIds are hashes (see
-/// [`NodeId`]'s docs); the handshake sees the certificate and records the key here, so code that
-/// only has a PeerId (swarm events) can name the node.
-#[derive(Debug, Clone, Default)]
-pub struct NodeIdBook {
-    inner: Arc<RwLock<HashMap<PeerId, NodeId>>>,
-}
-
-impl NodeIdBook {
-    /// The NodeId of a peer: from the PeerId itself when it inlines the key, else as recorded.
-    pub fn resolve(&self, peer: &PeerId) -> Option<NodeId> {
-        NodeId::from_peer_id(peer).ok().or_else(|| {
-            self.inner
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(peer)
-                .cloned()
-        })
-    }
-
-    /// Records a peer's NodeId.
-    pub fn insert(&self, peer: PeerId, node: NodeId) {
-        if NodeId::from_peer_id(&peer).is_ok() {
-            return; // recoverable from the PeerId itself
-        }
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= BOOK_CAPACITY && !map.contains_key(&peer) {
-            let victim = map.keys().next().copied();
-            if let Some(v) = victim {
-                map.remove(&v);
-            }
-        }
-        map.insert(peer, node);
     }
 }

@@ -36,8 +36,8 @@ use std::{
     time::Duration,
 };
 
-pub use access::{AccessList, NodeIdBook};
-use bcos_p2p_core::{NodeId, NodeKey};
+pub use access::AccessList;
+use bcos_p2p_core::{NodeId, NodeIdBook, NodeKey};
 pub use certs::{certified_key, parse_pem_certs, read_pem_certs};
 pub use error::{ConfigError, Refusal, UpgradeError};
 use futures::{

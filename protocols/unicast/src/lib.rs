@@ -1,0 +1,596 @@
+//! Unicast: requests with replies, and one-way messages, to a node by NodeId
+//! (`/bcos/unicast/1.0.0`).
+//!
+//! This is how consensus, block sync and AMOP talk to one node in FISCO BCOS: send by NodeId
+//! with a module id, get the reply matched by sequence number, or a timeout. Every request ends
+//! in exactly one [`Event::Response`]: the reply, the peer's error, or a local one
+//! ([`UnicastError`]) — never silence.
+//!
+//! ```no_run
+//! use bcos_p2p_unicast::{Behaviour, Event, RequestId};
+//!
+//! // Send, then handle what the swarm reports.
+//! fn ask(unicast: &mut Behaviour, peer: &bcos_p2p_core::NodeId) -> RequestId {
+//!     unicast.send_request(peer, 7, bytes::Bytes::from_static(b"ping"))
+//! }
+//! fn on_event(unicast: &mut Behaviour, event: Event) {
+//!     match event {
+//!         Event::Request { channel, payload, .. } => {
+//!             let _ = unicast.respond(channel, payload); // echo
+//!         }
+//!         Event::Response { id, result } => println!("{id}: {result:?}"),
+//!         Event::Message { from, module, .. } => println!("oneway from {from} for {module}"),
+//!     }
+//! }
+//! //! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod codec;
+mod handler;
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bcos_p2p_core::{NodeId, NodeIdBook};
+use bytes::Bytes;
+use codec::{Frame, HEADER_LEN};
+use futures::{FutureExt as _, task::AtomicWaker};
+use handler::{Command, Handler, HandlerEvent, Settings};
+use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
+use libp2p_identity::PeerId;
+use libp2p_swarm::{
+    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler,
+    StreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+
+/// The protocol id.
+pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/unicast/1.0.0");
+
+/// Settings of the unicast behaviour.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a request may wait for its reply. Default 10 s.
+    pub request_timeout: Duration,
+    /// Largest frame (11-byte header plus payload), both ways. Default 32 MiB (FISCO's
+    /// `allow_max_msg_size`).
+    pub max_frame_size: usize,
+    /// Most requests in flight per peer, each way. Beyond it, our sends fail with
+    /// [`UnicastError::Busy`] and the peer's get a `busy` error. Default 16 384.
+    pub max_in_flight: usize,
+    /// The modules this node serves; requests for others are answered with an error at once.
+    pub modules: HashSet<u16>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            request_timeout: Duration::from_secs(10),
+            max_frame_size: 32 << 20,
+            max_in_flight: 16_384,
+            modules: HashSet::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The default config serving `modules`.
+    pub fn with_modules(modules: impl IntoIterator<Item = u16>) -> Self {
+        Config {
+            modules: modules.into_iter().collect(),
+            ..Config::default()
+        }
+    }
+}
+
+/// Identifies one of our requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a request (or a oneway send) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnicastError {
+    /// No connection to the node.
+    #[error("not connected to the node")]
+    NotConnected,
+    /// No reply within the request timeout.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The connection (or its unicast stream) was lost while waiting.
+    #[error("connection closed while waiting for the reply")]
+    ConnectionClosed,
+    /// The peer answered with an error (e.g. no handler for the module, busy).
+    #[error("peer error: {0}")]
+    Remote(String),
+    /// The payload exceeds the frame limit.
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Frame size the payload would need.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many requests in flight to this node; retry later.
+    #[error("too many requests in flight to this node")]
+    Busy,
+}
+
+/// What unicast reports to the swarm.
+#[derive(Debug)]
+pub enum Event {
+    /// A node sent a request: answer it with [`Behaviour::respond`] or
+    /// [`Behaviour::respond_error`] (dropping the channel answers with an error).
+    Request {
+        /// The sender.
+        from: NodeId,
+        /// The module.
+        module: u16,
+        /// The payload.
+        payload: Bytes,
+        /// Where the answer goes.
+        channel: ResponseChannel,
+    },
+    /// A node sent a one-way message.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The module.
+        module: u16,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// The outcome of one of our requests: exactly one per [`Behaviour::send_request`].
+    Response {
+        /// The request.
+        id: RequestId,
+        /// The reply, or why there is none.
+        result: Result<Bytes, UnicastError>,
+    },
+}
+
+/// Channels dropped unanswered, reported back so the peer gets an error, not a timeout.
+#[derive(Debug, Default)]
+struct Dropped {
+    queue: Mutex<Vec<(PeerId, ConnectionId, u64)>>,
+    waker: AtomicWaker,
+}
+
+/// Where the answer to an inbound request goes. Answer it once; dropping it answers with an
+/// error ("no response").
+#[derive(Debug)]
+pub struct ResponseChannel {
+    peer: PeerId,
+    connection: ConnectionId,
+    id: u64,
+    dropped: Option<Arc<Dropped>>,
+}
+
+impl ResponseChannel {
+    fn take(mut self) -> (PeerId, ConnectionId, u64) {
+        self.dropped = None;
+        (self.peer, self.connection, self.id)
+    }
+}
+
+impl Drop for ResponseChannel {
+    fn drop(&mut self) {
+        if let Some(d) = self.dropped.take() {
+            d.queue.lock().unwrap_or_else(|p| p.into_inner()).push((
+                self.peer,
+                self.connection,
+                self.id,
+            ));
+            d.waker.wake();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    peer: PeerId,
+    connection: ConnectionId,
+    deadline: Instant,
+}
+
+/// The unicast `NetworkBehaviour`.
+pub struct Behaviour {
+    config: Config,
+    settings: Arc<Settings>,
+    node_ids: NodeIdBook,
+    connections: HashMap<PeerId, Vec<ConnectionId>>,
+    pending: HashMap<u64, Pending>,
+    per_peer: HashMap<PeerId, usize>,
+    /// Deadlines of pending requests (stale entries are skipped and compacted away).
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer: Option<futures_timer::Delay>,
+    next_id: u64,
+    dropped: Arc<Dropped>,
+    events: VecDeque<ToSwarm<Event, Command>>,
+}
+
+impl Behaviour {
+    /// A unicast behaviour. `node_ids` names peers whose PeerId is a key hash (P-256, RSA):
+    /// pass the CA-TLS config's book (`ca_tls::Config::node_ids`).
+    pub fn new(config: Config, node_ids: NodeIdBook) -> Self {
+        let settings = Arc::new(Settings {
+            protocol: PROTOCOL_NAME,
+            max_frame: config.max_frame_size,
+            max_inbound_pending: config.max_in_flight,
+            modules: config.modules.clone(),
+        });
+        Behaviour {
+            config,
+            settings,
+            node_ids,
+            connections: HashMap::new(),
+            pending: HashMap::new(),
+            per_peer: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            timer: None,
+            next_id: 1,
+            dropped: Arc::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Sends a request to `node` for `module`; the outcome arrives as one [`Event::Response`]
+    /// with the returned id.
+    pub fn send_request(&mut self, node: &NodeId, module: u16, payload: Bytes) -> RequestId {
+        self.send_request_with_timeout(node, module, payload, self.config.request_timeout)
+    }
+
+    /// Like [`Behaviour::send_request`] with its own timeout.
+    pub fn send_request_with_timeout(
+        &mut self,
+        node: &NodeId,
+        module: u16,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let rid = RequestId(id);
+        let peer = node.to_peer_id();
+        let result = self
+            .check_send(&peer, payload.len())
+            .and_then(|connection| {
+                if self.per_peer.get(&peer).copied().unwrap_or(0) >= self.config.max_in_flight {
+                    return Err(UnicastError::Busy);
+                }
+                Ok(connection)
+            });
+        match result {
+            Ok(connection) => {
+                tracing::trace!(%rid, module, size = payload.len(), "unicast request");
+                let deadline = Instant::now() + timeout;
+                self.pending.insert(
+                    id,
+                    Pending {
+                        peer,
+                        connection,
+                        deadline,
+                    },
+                );
+                *self.per_peer.entry(peer).or_default() += 1;
+                self.push_deadline(deadline, id);
+                self.events.push_back(ToSwarm::NotifyHandler {
+                    peer_id: peer,
+                    handler: NotifyHandler::One(connection),
+                    event: Command::Send(Frame::Request {
+                        id,
+                        module,
+                        payload,
+                    }),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(%rid, error = %e, "unicast request failed at once");
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::Response {
+                        id: rid,
+                        result: Err(e),
+                    }));
+            }
+        }
+        rid
+    }
+
+    /// Sends a one-way message (no reply). Fails at once when the node is not connected or the
+    /// payload is too large; delivery is then best-effort over the live connection.
+    pub fn send_oneway(
+        &mut self,
+        node: &NodeId,
+        module: u16,
+        payload: Bytes,
+    ) -> Result<(), UnicastError> {
+        let peer = node.to_peer_id();
+        let connection = self.check_send(&peer, payload.len())?;
+        self.events.push_back(ToSwarm::NotifyHandler {
+            peer_id: peer,
+            handler: NotifyHandler::One(connection),
+            event: Command::Send(Frame::Oneway { module, payload }),
+        });
+        Ok(())
+    }
+
+    /// Answers a request.
+    pub fn respond(
+        &mut self,
+        channel: ResponseChannel,
+        payload: Bytes,
+    ) -> Result<(), UnicastError> {
+        let size = HEADER_LEN + payload.len();
+        if size > self.config.max_frame_size {
+            // The requester must not hang: tell it why instead.
+            let reason = format!("response of {size} bytes exceeds the limit");
+            self.answer(channel, Err(reason))?;
+            return Err(UnicastError::TooLarge {
+                size,
+                limit: self.config.max_frame_size,
+            });
+        }
+        self.answer(channel, Ok(payload))
+    }
+
+    /// Answers a request with an error the requester sees as [`UnicastError::Remote`].
+    pub fn respond_error(
+        &mut self,
+        channel: ResponseChannel,
+        reason: impl Into<String>,
+    ) -> Result<(), UnicastError> {
+        self.answer(channel, Err(reason.into()))
+    }
+
+    /// Requests in flight (sent, not yet answered or failed).
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn answer(
+        &mut self,
+        channel: ResponseChannel,
+        result: Result<Bytes, String>,
+    ) -> Result<(), UnicastError> {
+        let (peer, connection, id) = channel.take();
+        if !self
+            .connections
+            .get(&peer)
+            .is_some_and(|c| c.contains(&connection))
+        {
+            return Err(UnicastError::ConnectionClosed);
+        }
+        self.events.push_back(ToSwarm::NotifyHandler {
+            peer_id: peer,
+            handler: NotifyHandler::One(connection),
+            event: Command::Respond { id, result },
+        });
+        Ok(())
+    }
+
+    /// The connection to send on, or why not.
+    fn check_send(&self, peer: &PeerId, payload_len: usize) -> Result<ConnectionId, UnicastError> {
+        let size = HEADER_LEN + payload_len;
+        if size > self.config.max_frame_size {
+            return Err(UnicastError::TooLarge {
+                size,
+                limit: self.config.max_frame_size,
+            });
+        }
+        self.connections
+            .get(peer)
+            .and_then(|c| c.first().copied())
+            .ok_or(UnicastError::NotConnected)
+    }
+
+    fn push_deadline(&mut self, deadline: Instant, id: u64) {
+        // Keep the heap O(pending): drop answered requests' entries once they dominate.
+        if self.deadlines.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.deadlines
+                .retain(|Reverse((_, id))| pending.contains_key(id));
+        }
+        let earliest = self.deadlines.peek().map(|Reverse((d, _))| *d);
+        self.deadlines.push(Reverse((deadline, id)));
+        if earliest.is_none_or(|e| deadline < e) {
+            self.timer = Some(futures_timer::Delay::new(
+                deadline.saturating_duration_since(Instant::now()),
+            ));
+        }
+    }
+
+    /// Ends request `id` with `result`, if it is still pending.
+    fn finish(&mut self, id: u64, result: Result<Bytes, UnicastError>) {
+        if let Some(p) = self.pending.remove(&id) {
+            if let Some(n) = self.per_peer.get_mut(&p.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_peer.remove(&p.peer);
+                }
+            }
+            if let Err(e) = &result {
+                tracing::debug!(id, error = %e, "unicast request failed");
+            }
+            self.events
+                .push_back(ToSwarm::GenerateEvent(Event::Response {
+                    id: RequestId(id),
+                    result,
+                }));
+        }
+    }
+
+    /// Fails every pending request sent on `connection`.
+    fn fail_connection(&mut self, connection: ConnectionId) {
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.connection == connection)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.finish(id, Err(UnicastError::ConnectionClosed));
+        }
+    }
+
+    fn expire(&mut self, cx: &mut Context<'_>) {
+        let now = Instant::now();
+        while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                let mut timer = futures_timer::Delay::new(deadline - now);
+                if timer.poll_unpin(cx).is_ready() {
+                    continue;
+                }
+                self.timer = Some(timer);
+                return;
+            }
+            self.deadlines.pop();
+            if self
+                .pending
+                .get(&id)
+                .is_some_and(|p| p.deadline == deadline)
+            {
+                tracing::debug!(id, "unicast request timed out");
+                self.finish(id, Err(UnicastError::Timeout));
+            }
+        }
+        self.timer = None;
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Event;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::new(self.settings.clone()))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::new(self.settings.clone()))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.connections
+                    .entry(e.peer_id)
+                    .or_default()
+                    .push(e.connection_id);
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
+                if let Some(list) = self.connections.get_mut(&peer_id) {
+                    list.retain(|c| *c != connection_id);
+                    if list.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+                self.fail_connection(connection_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {
+            HandlerEvent::Response { id, result } => {
+                self.finish(id, result.map_err(UnicastError::Remote))
+            }
+            HandlerEvent::OutboundFailed(reason) => {
+                tracing::debug!(%peer, %reason, "unicast stream lost");
+                self.fail_connection(connection);
+            }
+            HandlerEvent::Request {
+                id,
+                module,
+                payload,
+            } => {
+                let channel = ResponseChannel {
+                    peer,
+                    connection,
+                    id,
+                    dropped: Some(self.dropped.clone()),
+                };
+                match self.node_ids.resolve(&peer) {
+                    Some(from) => self
+                        .events
+                        .push_back(ToSwarm::GenerateEvent(Event::Request {
+                            from,
+                            module,
+                            payload,
+                            channel,
+                        })),
+                    None => {
+                        let _ = self.respond_error(channel, "unknown sender identity");
+                    }
+                }
+            }
+            HandlerEvent::Oneway { module, payload } => match self.node_ids.resolve(&peer) {
+                Some(from) => self
+                    .events
+                    .push_back(ToSwarm::GenerateEvent(Event::Message {
+                        from,
+                        module,
+                        payload,
+                    })),
+                None => tracing::debug!(%peer, "dropping a oneway message from an unnamed peer"),
+            },
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        self.dropped.waker.register(cx.waker());
+        let dropped =
+            std::mem::take(&mut *self.dropped.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        for (peer, connection, id) in dropped {
+            let channel = ResponseChannel {
+                peer,
+                connection,
+                id,
+                dropped: None,
+            };
+            let _ = self.answer(channel, Err("no response".into()));
+        }
+        if let Some(timer) = &mut self.timer
+            && timer.poll_unpin(cx).is_ready()
+        {
+            self.expire(cx);
+        }
+        match self.events.pop_front() {
+            Some(e) => Poll::Ready(e),
+            None => Poll::Pending,
+        }
+    }
+}
