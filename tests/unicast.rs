@@ -405,3 +405,40 @@ fn unsigned_varint_prefix(n: u64) -> Vec<u8> {
         v.push(byte | 0x80);
     }
 }
+
+/// Beyond `max_in_flight`, our own sends fail with Busy and the peer answers "busy".
+#[tokio::test]
+async fn in_flight_limits_apply_both_ways() {
+    let (_, mut a, ib, mut b) = pair(|c| c.max_in_flight = 3, |c| c.max_in_flight = 2).await;
+    let ids: Vec<RequestId> = (0..4)
+        .map(|_| a.behaviour_mut().send_request(&ib, SILENT, Bytes::new()))
+        .collect();
+    let mut got = Vec::new();
+    let held = drive(&mut a, &mut b, Server::Echo, |_, ev| {
+        got.push(response(ev));
+        got.len() == 2
+    })
+    .await;
+    // The 4th exceeds A's limit of 3; of the 3 sent, B holds 2 and answers the 3rd "busy".
+    assert!(got.contains(&(ids[3], Err(UnicastError::Busy))), "{got:?}");
+    assert!(
+        got.contains(&(ids[2], Err(UnicastError::Remote("busy".into())))),
+        "{got:?}"
+    );
+    assert_eq!(held.len(), 2);
+    // Answering frees B's slots: the next request is served.
+    drop(held);
+    let next = a
+        .behaviour_mut()
+        .send_request(&ib, ECHO, Bytes::from_static(b"x"));
+    let mut done = false;
+    drive(&mut a, &mut b, Server::Echo, |_, ev| {
+        let (id, result) = response(ev);
+        if id == next {
+            assert_eq!(result, Ok(Bytes::from_static(b"x")));
+            done = true;
+        }
+        done
+    })
+    .await;
+}

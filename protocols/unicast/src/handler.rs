@@ -151,6 +151,7 @@ impl Handler {
                         reason: "busy".into(),
                     });
                 } else {
+                    tracing::trace!(id, module, size = payload.len(), "unicast request received");
                     self.inbound_pending += 1;
                     self.events.push_back(HandlerEvent::Request {
                         id,
@@ -309,6 +310,16 @@ impl ConnectionHandler for Handler {
 
     fn on_behaviour_event(&mut self, command: Command) {
         match command {
+            Command::Send(frame @ Frame::Oneway { .. })
+                if self.to_send.len() >= self.settings.max_inbound_pending =>
+            {
+                // Requests are bounded by the behaviour's in-flight limit; one-way messages are
+                // best-effort and are dropped, not queued without end, when the peer lags.
+                tracing::warn!(
+                    size = frame.body_len(),
+                    "unicast queue full: dropping a one-way message"
+                );
+            }
             Command::Send(frame) => self.to_send.push_back(frame),
             Command::Respond { id, result } => {
                 self.inbound_pending = self.inbound_pending.saturating_sub(1);

@@ -308,7 +308,8 @@ impl Behaviour {
     }
 
     /// Sends a one-way message (no reply). Fails at once when the node is not connected or the
-    /// payload is too large; delivery is then best-effort over the live connection.
+    /// payload is too large; delivery is then best-effort over the live connection (a message
+    /// is dropped, with a warning, when `max_in_flight` frames already wait for a lagging peer).
     pub fn send_oneway(
         &mut self,
         node: &NodeId,

@@ -1,0 +1,460 @@
+//! Unicast throughput and latency: ours vs stock libp2p-request-response, and bulk transfer vs
+//! raw rustls on a loopback socket. `cargo bench --bench unicast [-- --quick]`.
+//!
+//! 1. ours:  1 KiB requests, 1 KiB responses, 64 in flight (TCP + CA-TLS + yamux + unicast);
+//! 2. stock: the same load on libp2p-tls + yamux + libp2p-request-response (CBOR codec, payloads
+//!    as CBOR byte strings);
+//! 3. bulk:  1 MiB requests, 1-byte responses, 8 in flight, over ours; and the same bytes over
+//!    one rustls TLS 1.3 stream on a loopback TCP socket (same crypto provider, same suite).
+//!
+//! Prints a table, then one JSON line with the figures (the contract in ARCHITECTURE.md).
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bcos_p2p::{
+    KeyType, NodeKey,
+    behaviour::build_swarm_with,
+    ca_tls::{
+        self,
+        pki::{CertificateAuthority, Period},
+    },
+    unicast::{self, Event},
+};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, SwarmBuilder, request_response,
+    swarm::{NetworkBehaviour, SwarmEvent},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    sync::oneshot,
+};
+
+const MODULE: u16 = 1;
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+struct Load {
+    requests: usize,
+    in_flight: usize,
+    request_size: usize,
+    response_size: usize,
+}
+
+struct Outcome {
+    secs: f64,
+    rtts_us: Vec<u64>,
+    bytes: usize,
+}
+
+impl Outcome {
+    fn msgs_per_s(&self) -> f64 {
+        self.rtts_us.len() as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> u64 {
+        let mut v = self.rtts_us.clone();
+        v.sort_unstable();
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.secs / 1e6
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let msgs = if quick { 20_000 } else { 100_000 };
+    let bulk_mib = if quick { 256 } else { 1024 };
+    let small = Load {
+        requests: msgs,
+        in_flight: 64,
+        request_size: KIB,
+        response_size: KIB,
+    };
+    let bulk = Load {
+        requests: bulk_mib,
+        in_flight: 8,
+        request_size: MIB,
+        response_size: 1,
+    };
+    rt.block_on(async {
+        let ours = run_ours(&small).await;
+        let stock = run_stock(&small).await;
+        let ours_bulk = run_ours(&bulk).await;
+        let raw = run_raw_tls(bulk_mib * MIB).await;
+
+        println!(
+            "unicast benchmark ({} mode, 2 worker threads, TCP loopback)",
+            if quick { "quick" } else { "full" }
+        );
+        println!(
+            "{:<44} {:>12} {:>10} {:>10}",
+            "system / load", "rate", "p50 RTT", "p99 RTT"
+        );
+        let row = |name: &str, o: &Outcome| {
+            println!(
+                "{:<44} {:>8.0} m/s {:>7} us {:>7} us",
+                name,
+                o.msgs_per_s(),
+                o.pct(0.5),
+                o.pct(0.99)
+            )
+        };
+        row(
+            &format!("ours   1 KiB req/resp, 64 in flight, {msgs}"),
+            &ours,
+        );
+        row(
+            &format!("stock  1 KiB req/resp, 64 in flight, {msgs}"),
+            &stock,
+        );
+        println!(
+            "{:<44} {:>8.0} MB/s",
+            format!("ours   1 MiB requests, 8 in flight, {bulk_mib}"),
+            ours_bulk.mb_per_s()
+        );
+        println!(
+            "{:<44} {:>8.0} MB/s",
+            format!("raw rustls TLS 1.3 stream, {bulk_mib} MiB"),
+            raw.mb_per_s()
+        );
+        let ratio_msgs = ours.msgs_per_s() / stock.msgs_per_s();
+        let ratio_bulk = ours_bulk.mb_per_s() / raw.mb_per_s();
+        println!(
+            "ratio msgs (ours/stock) {ratio_msgs:.2}; ratio bulk (ours/raw TLS) {ratio_bulk:.2}"
+        );
+        let json = serde_json::json!({
+            "ours_msgs_per_s": ours.msgs_per_s().round(),
+            "stock_msgs_per_s": stock.msgs_per_s().round(),
+            "ratio_msgs": (ratio_msgs * 100.0).round() / 100.0,
+            "ours_p50_us": ours.pct(0.5),
+            "stock_p50_us": stock.pct(0.5),
+            "ours_p99_us": ours.pct(0.99),
+            "bulk_mb_per_s": ours_bulk.mb_per_s().round(),
+            "raw_tls_mb_per_s": raw.mb_per_s().round(),
+            "ratio_bulk": (ratio_bulk * 100.0).round() / 100.0,
+        });
+        println!("{json}");
+    });
+}
+
+/// Listens on loopback and returns the address.
+async fn listen<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return address;
+        }
+    }
+}
+
+/// Dials until connected.
+async fn connect<B: NetworkBehaviour>(swarm: &mut Swarm<B>, addr: Multiaddr) -> PeerId {
+    swarm.dial(addr).unwrap();
+    loop {
+        if let SwarmEvent::ConnectionEstablished { peer_id, .. } = swarm.select_next_some().await {
+            return peer_id;
+        }
+    }
+}
+
+fn ca_node(ca: &CertificateAuthority) -> (NodeKey, ca_tls::Config) {
+    let key = NodeKey::generate(KeyType::Secp256k1).unwrap();
+    let cert = ca.issue_node(&key, "CN=bench", Period::days(1)).unwrap();
+    let tls = ca_tls::Config::new(
+        &key,
+        ca.node_chain(cert).unwrap(),
+        vec![ca.root_der().unwrap()],
+    )
+    .unwrap();
+    (key, tls)
+}
+
+/// Keeps `load.in_flight` requests going until `load.requests` are answered; `send` issues one
+/// request and returns its key, `next` yields (key) of each completed request.
+struct Driver<K> {
+    sent: usize,
+    done: usize,
+    started: HashMap<K, Instant>,
+    rtts_us: Vec<u64>,
+}
+
+impl<K: std::hash::Hash + Eq> Driver<K> {
+    fn new(load: &Load) -> Self {
+        Driver {
+            sent: 0,
+            done: 0,
+            started: HashMap::with_capacity(load.in_flight * 2),
+            rtts_us: Vec::with_capacity(load.requests),
+        }
+    }
+    fn can_send(&self, load: &Load) -> bool {
+        self.sent < load.requests && self.sent - self.done < load.in_flight
+    }
+    fn sent(&mut self, key: K) {
+        self.sent += 1;
+        self.started.insert(key, Instant::now());
+    }
+    /// Records a completion; returns true when all are done.
+    fn completed(&mut self, key: K, load: &Load) -> bool {
+        let t = self.started.remove(&key).expect("known request");
+        self.rtts_us.push(t.elapsed().as_micros() as u64);
+        self.done += 1;
+        self.done == load.requests
+    }
+}
+
+async fn run_ours(load: &Load) -> Outcome {
+    let ca =
+        CertificateAuthority::new_root(KeyType::Secp256k1, "CN=bench-ca", Period::days(1)).unwrap();
+    let make = |(key, tls): (NodeKey, ca_tls::Config)| {
+        let book = tls.node_ids().clone();
+        let mut config = unicast::Config::with_modules([MODULE]);
+        config.max_frame_size = 2 * MIB;
+        build_swarm_with(&key, &tls, |_| unicast::Behaviour::new(config, book)).unwrap()
+    };
+    let mut server = make(ca_node(&ca));
+    let mut client = make(ca_node(&ca));
+    let addr = listen(&mut server).await;
+    let response = Bytes::from(vec![7u8; load.response_size]);
+    let server_task = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(Event::Request { channel, .. }) =
+                server.select_next_some().await
+            {
+                let _ = server.behaviour_mut().respond(channel, response.clone());
+            }
+        }
+    });
+    let peer = connect(&mut client, addr).await;
+    let node = bcos_p2p::NodeId::from_peer_id(&peer).unwrap();
+    let request = Bytes::from(vec![1u8; load.request_size]);
+    let mut d = Driver::new(load);
+    let start = Instant::now();
+    while d.can_send(load) {
+        let id = client
+            .behaviour_mut()
+            .send_request(&node, MODULE, request.clone());
+        d.sent(id);
+    }
+    loop {
+        if let SwarmEvent::Behaviour(Event::Response { id, result }) =
+            client.select_next_some().await
+        {
+            result.expect("request failed");
+            if d.completed(id, load) {
+                break;
+            }
+            while d.can_send(load) {
+                let id = client
+                    .behaviour_mut()
+                    .send_request(&node, MODULE, request.clone());
+                d.sent(id);
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    server_task.abort();
+    Outcome {
+        secs,
+        bytes: load.requests * load.request_size,
+        rtts_us: d.rtts_us,
+    }
+}
+
+type Stock = request_response::cbor::Behaviour<serde_bytes::ByteBuf, serde_bytes::ByteBuf>;
+
+fn stock_swarm() -> Swarm<Stock> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::tls::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            Stock::new(
+                [(
+                    libp2p::StreamProtocol::new("/bench/1"),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default().with_max_concurrent_streams(1024),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+async fn run_stock(load: &Load) -> Outcome {
+    let mut server = stock_swarm();
+    let mut client = stock_swarm();
+    let addr = listen(&mut server).await;
+    let response = serde_bytes::ByteBuf::from(vec![7u8; load.response_size]);
+    let server_task = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            }) = server.select_next_some().await
+            {
+                let _ = server
+                    .behaviour_mut()
+                    .send_response(channel, response.clone());
+            }
+        }
+    });
+    let peer = connect(&mut client, addr).await;
+    let request = serde_bytes::ByteBuf::from(vec![1u8; load.request_size]);
+    let mut d = Driver::new(load);
+    let start = Instant::now();
+    while d.can_send(load) {
+        let id = client.behaviour_mut().send_request(&peer, request.clone());
+        d.sent(id);
+    }
+    loop {
+        match client.select_next_some().await {
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            }) => {
+                if d.completed(request_id, load) {
+                    break;
+                }
+                while d.can_send(load) {
+                    let id = client.behaviour_mut().send_request(&peer, request.clone());
+                    d.sent(id);
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                panic!("stock request failed: {error}")
+            }
+            _ => {}
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    server_task.abort();
+    Outcome {
+        secs,
+        bytes: load.requests * load.request_size,
+        rtts_us: d.rtts_us,
+    }
+}
+
+/// `total` bytes over one rustls TLS 1.3 connection on loopback, in 1 MiB writes; the clock
+/// runs from the first write to the receiver's acknowledgement of the last byte.
+async fn run_raw_tls(total: usize) -> Outcome {
+    let ca = CertificateAuthority::new_root(KeyType::P256, "CN=raw", Period::days(1)).unwrap();
+    let key = NodeKey::generate(KeyType::P256).unwrap();
+    let cert = ca
+        .issue_node(&key, "CN=raw-server", Period::days(1))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.pkcs8_der().to_vec().into()),
+        )
+        .unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify))
+        .with_no_client_auth();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = oneshot::channel();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut buf = vec![0u8; 256 * KIB];
+        let mut got = 0;
+        while got < total {
+            let n = tls.read(&mut buf).await.unwrap();
+            assert!(n > 0, "early EOF");
+            got += n;
+        }
+        tls.write_all(&[1]).await.unwrap();
+        tls.flush().await.unwrap();
+        let _ = done_tx.send(());
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = match connector.connect(name, tcp).await {
+        Ok(t) => t,
+        Err(e) => panic!("raw TLS handshake failed: {e}"),
+    };
+    let chunk = vec![1u8; MIB];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        tls.write_all(&chunk).await.unwrap();
+        sent += chunk.len();
+    }
+    tls.flush().await.unwrap();
+    let mut ack = [0u8; 1];
+    tls.read_exact(&mut ack).await.unwrap();
+    done_rx.await.unwrap();
+    Outcome {
+        secs: start.elapsed().as_secs_f64(),
+        bytes: total,
+        rtts_us: vec![0],
+    }
+}
+
+/// The raw-TLS reference measures the data path only: it does not verify the server.
+#[derive(Debug)]
+struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        vec![rustls::SignatureScheme::ECDSA_NISTP256_SHA256]
+    }
+}
