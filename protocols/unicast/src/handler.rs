@@ -23,6 +23,8 @@ use libp2p_swarm::{
 
 use crate::codec::{Codec, Frame};
 
+const CLOSED_BY_PEER: &str = "closed by the peer";
+
 /// Frames read from one stream per `poll`, so one busy stream cannot starve the others.
 const READ_BATCH: usize = 64;
 
@@ -127,7 +129,11 @@ impl Handler {
     }
 
     fn inbound_failed(&mut self, reason: String) {
-        tracing::debug!(%reason, "unicast inbound stream closed");
+        if reason == CLOSED_BY_PEER {
+            tracing::debug!("the peer closed its unicast stream");
+        } else {
+            tracing::info!(%reason, "closing the peer's unicast stream");
+        }
         self.inbound = None;
         self.to_answer.clear();
     }
@@ -265,7 +271,7 @@ impl Handler {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => return self.inbound_failed(format!("bad frame: {e}")),
-                Poll::Ready(None) => return self.inbound_failed("closed by the peer".into()),
+                Poll::Ready(None) => return self.inbound_failed(CLOSED_BY_PEER.into()),
                 Poll::Pending => break,
             }
         }
