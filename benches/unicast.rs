@@ -35,6 +35,9 @@ use tokio::{
     sync::oneshot,
 };
 
+#[path = "../tests/common/accept_any.rs"]
+mod accept_any;
+
 const MODULE: u16 = 1;
 /// Runs per figure; the median is reported.
 const REPS: usize = 3;
@@ -401,7 +404,7 @@ async fn run_raw_tls(total: usize) -> Outcome {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify))
+        .with_custom_certificate_verifier(Arc::new(accept_any::AcceptAnyServer))
         .with_no_client_auth();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -445,42 +448,6 @@ async fn run_raw_tls(total: usize) -> Outcome {
         secs: start.elapsed().as_secs_f64(),
         bytes: total,
         rtts_us: vec![0],
-    }
-}
-
-/// The raw-TLS reference measures the data path only: it does not verify the server.
-#[derive(Debug)]
-struct NoVerify;
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        vec![rustls::SignatureScheme::ECDSA_NISTP256_SHA256]
     }
 }
 

@@ -12,7 +12,7 @@ use bcos_p2p::{
     behaviour::build_swarm,
     ca_tls::{
         self, Refusal,
-        crypto::{SECP256K1_SCHEME, Secp256k1SigningKey},
+        crypto::Secp256k1SigningKey,
         pki::{CertificateAuthority, Period},
     },
     certgen::{GenOptions, gen_certs},
@@ -435,7 +435,7 @@ async fn certificate_not_belonging_to_the_peer_key_is_refused() {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer))
+        .with_custom_certificate_verifier(Arc::new(common::accept_any::AcceptAnyServer))
         .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::new(
             certified,
         ))));
@@ -458,45 +458,6 @@ async fn certificate_not_belonging_to_the_peer_key_is_refused() {
         err.to_string().contains("DecryptError"),
         "attacker saw: {err}"
     );
-}
-
-/// A test-only server verifier: the attacker does not care who the listener is.
-#[derive(Debug)]
-struct AcceptAnyServer;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        vec![
-            SECP256K1_SCHEME,
-            rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
-        ]
-    }
 }
 
 /// A stock libp2p node (libp2p-tls + yamux) and ours never connect, and ours says why, whichever

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod accept_any;
+
 use std::{path::Path, process::Command, time::Duration};
 
 use bcos_p2p::{
