@@ -442,3 +442,106 @@ async fn in_flight_limits_apply_both_ways() {
     })
     .await;
 }
+
+/// Held requests count against a byte budget too: a peer cannot make us hold unbounded bytes.
+#[tokio::test]
+async fn pending_bytes_are_bounded() {
+    let (_, mut a, ib, mut b) = pair(
+        |_| {},
+        |c| {
+            c.max_frame_size = 1024;
+            c.max_pending_bytes = 1024;
+        },
+    )
+    .await;
+    let first = a
+        .behaviour_mut()
+        .send_request(&ib, SILENT, Bytes::from(vec![0; 600]));
+    let second = a
+        .behaviour_mut()
+        .send_request(&ib, SILENT, Bytes::from(vec![0; 600]));
+    let mut got = None;
+    let held = drive(&mut a, &mut b, Server::Echo, |_, ev| {
+        got = Some(response(ev));
+        true
+    })
+    .await;
+    assert_eq!(
+        got,
+        Some((second, Err(UnicastError::Remote("busy".into()))))
+    );
+    assert_eq!(held.len(), 1);
+    let _ = first;
+}
+
+/// Another peer cannot complete our request by answering with its id: only the connection the
+/// request went out on may answer it.
+#[tokio::test]
+async fn another_peer_cannot_answer_our_request() {
+    let ca = ca();
+    let (_, mut a) = unicast_node(&ca, |_| {});
+    let (ib, mut b) = unicast_node(&ca, |_| {});
+    common::dial(&mut a, &mut b).await.0.peer();
+    // The attacker accepts A's unicast stream and answers with forged ids.
+    let (key, tls) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let ic = key.node_id().clone();
+    let mut attacker = build_swarm_with(&key, &tls, |_| libp2p_stream::Behaviour::new()).unwrap();
+    let mut incoming = attacker
+        .behaviour()
+        .new_control()
+        .accept(unicast::PROTOCOL_NAME)
+        .unwrap();
+    common::dial(&mut a, &mut attacker).await.0.peer();
+    let attacker_task = tokio::spawn(async move {
+        loop {
+            attacker.select_next_some().await;
+        }
+    });
+    let victim = a.behaviour_mut().send_request(&ib, SILENT, Bytes::new());
+    let to_attacker = a.behaviour_mut().send_request(&ic, ECHO, Bytes::new());
+    let forge = tokio::spawn(async move {
+        let (_, mut stream) = incoming.next().await.unwrap();
+        let mut read = [0u8; 64];
+        let _ = stream.read(&mut read).await.unwrap();
+        // A Response frame for every id the victim request could have.
+        for id in 0..4u64 {
+            let mut frame = vec![11 + 6, 2];
+            frame.extend_from_slice(&id.to_be_bytes());
+            frame.extend_from_slice(&[0, 0]);
+            frame.extend_from_slice(b"forged");
+            stream.write_all(&frame).await.unwrap();
+        }
+        stream.flush().await.unwrap();
+        stream
+    });
+    let mut got = Vec::new();
+    let held = drive(&mut a, &mut b, Server::Echo, |_, ev| {
+        got.push(response(ev));
+        got.iter().any(|(id, _)| *id == to_attacker)
+    })
+    .await;
+    // The attacker's answer completes only the request sent to it; the victim request is
+    // still pending, and B's real answer completes it.
+    assert_eq!(got, vec![(to_attacker, Ok(Bytes::from_static(b"forged")))]);
+    let _stream = forge.await.unwrap();
+    assert_eq!(a.behaviour().pending_requests(), 1);
+    // B may not have read the victim request yet: answer it when it arrives.
+    let mut held = held;
+    let got = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(channel) = held.pop() {
+                b.behaviour_mut().respond(channel, Bytes::from_static(b"real")).unwrap();
+            }
+            tokio::select! {
+                e = a.select_next_some() => if let SwarmEvent::Behaviour(ev) = e { return response(ev) },
+                e = b.select_next_some() => if let SwarmEvent::Behaviour(Event::Request { channel, .. }) = e {
+                    held.push(channel);
+                },
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, (victim, Ok(Bytes::from_static(b"real"))));
+    attacker_task.abort();
+}

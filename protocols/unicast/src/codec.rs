@@ -67,7 +67,7 @@ impl Frame {
                 Frame::Request { payload, .. }
                 | Frame::Oneway { payload, .. }
                 | Frame::Response { payload, .. } => payload.len(),
-                Frame::Error { reason, .. } => reason.len().min(MAX_REASON_LEN),
+                Frame::Error { reason, .. } => truncate(reason).len(),
             }
     }
 }
@@ -178,6 +178,12 @@ impl Decoder for Codec {
                 payload: body,
             },
             KIND_RESPONSE => Frame::Response { id, payload: body },
+            KIND_ERROR if body.len() > MAX_REASON_LEN => {
+                return Err(invalid(format!(
+                    "error reason of {} bytes exceeds {MAX_REASON_LEN}",
+                    body.len()
+                )));
+            }
             KIND_ERROR => Frame::Error {
                 id,
                 reason: String::from_utf8(body.to_vec())
@@ -209,6 +215,11 @@ mod tests {
                 .prop_map(|(module, payload)| Frame::Oneway { module, payload }),
             (any::<u64>(), payload).prop_map(|(id, payload)| Frame::Response { id, payload }),
             (any::<u64>(), "\\PC{0,40}").prop_map(|(id, reason)| Frame::Error { id, reason }),
+            // Long multi-byte reasons, cut at a character boundary within the limit.
+            (any::<u64>(), 300usize..700).prop_map(|(id, n)| Frame::Error {
+                id,
+                reason: "é".repeat(n)
+            }),
         ]
     }
 
@@ -229,7 +240,14 @@ mod tests {
                     out.push(f);
                 }
             }
-            prop_assert_eq!(out, frames);
+            let expected: Vec<Frame> = frames
+                .into_iter()
+                .map(|f| match f {
+                    Frame::Error { id, reason } => Frame::Error { id, reason: truncate(&reason).to_string() },
+                    other => other,
+                })
+                .collect();
+            prop_assert_eq!(out, expected);
             prop_assert!(src.is_empty());
         }
 

@@ -7,7 +7,7 @@
 //! does with its single session per peer.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     task::{Context, Poll},
 };
@@ -34,6 +34,7 @@ pub(crate) struct Settings {
     pub protocol: StreamProtocol,
     pub max_frame: usize,
     pub max_inbound_pending: usize,
+    pub max_inbound_pending_bytes: usize,
     pub modules: HashSet<u16>,
 }
 
@@ -42,10 +43,14 @@ pub(crate) struct Settings {
 pub enum Command {
     /// Send a request or oneway frame on the outbound stream.
     Send(Frame),
+    /// Forget request `id`: the behaviour has ended it (timeout, failure).
+    Cancel(u64),
     /// Answer an inbound request.
     Respond {
         /// The request id.
         id: u64,
+        /// The inbound stream it came on (see [`HandlerEvent::Request`]).
+        stream: u64,
         /// The answer, or the reason it failed.
         result: Result<Bytes, String>,
     },
@@ -56,8 +61,11 @@ pub enum Command {
 pub enum HandlerEvent {
     /// The peer sent a request for a module we serve.
     Request {
-        /// Its id on this connection.
+        /// Its id on the inbound stream.
         id: u64,
+        /// Which inbound stream (a replacement stream starts a new one; answers to requests
+        /// of an older stream are dropped, since ids are only unique per stream).
+        stream: u64,
         /// The module.
         module: u16,
         /// The payload.
@@ -96,13 +104,16 @@ pub struct Handler {
     outbound: Outbound,
     /// Frames waiting for the outbound stream (bounded by the behaviour's in-flight limit).
     to_send: VecDeque<Frame>,
-    /// Our requests written and not yet answered.
-    awaiting: usize,
+    /// Our requests written and not yet answered (or cancelled).
+    awaiting: HashSet<u64>,
     inbound: Option<Framed<Stream, Codec>>,
     /// Responses waiting for the inbound stream (at most one per pending inbound request).
     to_answer: VecDeque<Frame>,
-    /// Inbound requests handed to the behaviour and not yet answered.
-    inbound_pending: usize,
+    /// Inbound requests handed to the behaviour and not yet answered, with their sizes.
+    inbound_pending: HashMap<(u64, u64), usize>,
+    inbound_pending_bytes: usize,
+    /// Generation of the current inbound stream.
+    inbound_stream: u64,
     events: VecDeque<HandlerEvent>,
 }
 
@@ -112,10 +123,12 @@ impl Handler {
             settings,
             outbound: Outbound::Idle,
             to_send: VecDeque::new(),
-            awaiting: 0,
+            awaiting: HashSet::new(),
             inbound: None,
             to_answer: VecDeque::new(),
-            inbound_pending: 0,
+            inbound_pending: HashMap::new(),
+            inbound_pending_bytes: 0,
+            inbound_stream: 0,
             events: VecDeque::new(),
         }
     }
@@ -124,7 +137,7 @@ impl Handler {
         tracing::debug!(%reason, "unicast outbound stream failed");
         self.outbound = Outbound::Idle;
         self.to_send.clear();
-        self.awaiting = 0;
+        self.awaiting.clear();
         self.events.push_back(HandlerEvent::OutboundFailed(reason));
     }
 
@@ -151,16 +164,22 @@ impl Handler {
                         id,
                         reason: format!("no handler for module {module}"),
                     });
-                } else if self.inbound_pending >= self.settings.max_inbound_pending {
+                } else if self.inbound_pending.len() >= self.settings.max_inbound_pending
+                    || self.inbound_pending_bytes + payload.len()
+                        > self.settings.max_inbound_pending_bytes
+                {
                     self.to_answer.push_back(Frame::Error {
                         id,
                         reason: "busy".into(),
                     });
                 } else {
                     tracing::trace!(id, module, size = payload.len(), "unicast request received");
-                    self.inbound_pending += 1;
+                    self.inbound_pending
+                        .insert((self.inbound_stream, id), payload.len());
+                    self.inbound_pending_bytes += payload.len();
                     self.events.push_back(HandlerEvent::Request {
                         id,
+                        stream: self.inbound_stream,
                         module,
                         payload,
                     });
@@ -192,8 +211,8 @@ impl Handler {
             match stream.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {
                     let frame = self.to_send.pop_front().expect("checked non-empty");
-                    if matches!(frame, Frame::Request { .. }) {
-                        self.awaiting += 1;
+                    if let Frame::Request { id, .. } = &frame {
+                        self.awaiting.insert(*id);
                     }
                     if let Err(e) = stream.start_send_unpin(frame) {
                         error = Some(e.to_string());
@@ -216,14 +235,14 @@ impl Handler {
             for _ in 0..READ_BATCH {
                 match stream.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(Frame::Response { id, payload }))) => {
-                        self.awaiting = self.awaiting.saturating_sub(1);
+                        self.awaiting.remove(&id);
                         self.events.push_back(HandlerEvent::Response {
                             id,
                             result: Ok(payload),
                         });
                     }
                     Poll::Ready(Some(Ok(Frame::Error { id, reason }))) => {
-                        self.awaiting = self.awaiting.saturating_sub(1);
+                        self.awaiting.remove(&id);
                         self.events.push_back(HandlerEvent::Response {
                             id,
                             result: Err(reason),
@@ -256,9 +275,13 @@ impl Handler {
         if let Err(reason) = self.write_answers(cx) {
             return self.inbound_failed(reason);
         }
-        // Stop reading while answers pile up: the peer's writes then back up in TCP.
+        // Stop reading while answers pile up: the peer's writes then back up in TCP (the write
+        // side's waker brings us back). After a full batch, ask to be polled again: frames
+        // may be buffered with no read pending to wake us.
+        let mut batch_done = true;
         for _ in 0..READ_BATCH {
             if self.to_answer.len() >= self.settings.max_inbound_pending {
+                batch_done = false;
                 break;
             }
             let Some(stream) = &mut self.inbound else {
@@ -272,8 +295,14 @@ impl Handler {
                 }
                 Poll::Ready(Some(Err(e))) => return self.inbound_failed(format!("bad frame: {e}")),
                 Poll::Ready(None) => return self.inbound_failed(CLOSED_BY_PEER.into()),
-                Poll::Pending => break,
+                Poll::Pending => {
+                    batch_done = false;
+                    break;
+                }
             }
+        }
+        if batch_done {
+            cx.waker().wake_by_ref();
         }
         if let Err(reason) = self.write_answers(cx) {
             self.inbound_failed(reason);
@@ -327,9 +356,17 @@ impl ConnectionHandler for Handler {
                 );
             }
             Command::Send(frame) => self.to_send.push_back(frame),
-            Command::Respond { id, result } => {
-                self.inbound_pending = self.inbound_pending.saturating_sub(1);
-                if self.inbound.is_some() {
+            Command::Cancel(id) => {
+                // Timed out or already reported failed: do not send it, stop waiting for it.
+                self.to_send
+                    .retain(|f| !matches!(f, Frame::Request { id: i, .. } if *i == id));
+                self.awaiting.remove(&id);
+            }
+            Command::Respond { id, stream, result } => {
+                if let Some(size) = self.inbound_pending.remove(&(stream, id)) {
+                    self.inbound_pending_bytes -= size;
+                }
+                if self.inbound.is_some() && stream == self.inbound_stream {
                     self.to_answer.push_back(match result {
                         Ok(payload) => Frame::Response { id, payload },
                         Err(reason) => Frame::Error { id, reason },
@@ -341,8 +378,8 @@ impl ConnectionHandler for Handler {
 
     fn connection_keep_alive(&self) -> bool {
         !self.to_send.is_empty()
-            || self.awaiting > 0
-            || self.inbound_pending > 0
+            || !self.awaiting.is_empty()
+            || !self.inbound_pending.is_empty()
             || !self.to_answer.is_empty()
     }
 
@@ -386,6 +423,7 @@ impl ConnectionHandler for Handler {
                     tracing::debug!("peer opened a second unicast stream; replacing the first");
                     self.to_answer.clear();
                 }
+                self.inbound_stream += 1;
                 self.inbound = Some(Framed::new(stream, Codec::new(self.settings.max_frame)));
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {

@@ -61,9 +61,13 @@ pub struct Config {
     /// Largest frame (11-byte header plus payload), both ways. Default 32 MiB (FISCO's
     /// `allow_max_msg_size`).
     pub max_frame_size: usize,
-    /// Most requests in flight per peer, each way. Beyond it, our sends fail with
-    /// [`UnicastError::Busy`] and the peer's get a `busy` error. Default 16 384.
+    /// Most requests in flight: ours per peer (beyond it our sends fail with
+    /// [`UnicastError::Busy`]) and the peer's per connection (beyond it they get a `busy`
+    /// error). Default 16 384.
     pub max_in_flight: usize,
+    /// Most payload bytes of a peer's requests held unanswered per connection; requests beyond
+    /// it get a `busy` error. Bounds what a peer can make this node hold. Default 64 MiB.
+    pub max_pending_bytes: usize,
     /// The modules this node serves; requests for others are answered with an error at once.
     pub modules: HashSet<u16>,
 }
@@ -74,6 +78,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             max_frame_size: 32 << 20,
             max_in_flight: 16_384,
+            max_pending_bytes: 64 << 20,
             modules: HashSet::new(),
         }
     }
@@ -163,7 +168,7 @@ pub enum Event {
 /// Channels dropped unanswered, reported back so the peer gets an error, not a timeout.
 #[derive(Debug, Default)]
 struct Dropped {
-    queue: Mutex<Vec<(PeerId, ConnectionId, u64)>>,
+    queue: Mutex<Vec<(PeerId, ConnectionId, u64, u64)>>,
     waker: AtomicWaker,
 }
 
@@ -174,13 +179,14 @@ pub struct ResponseChannel {
     peer: PeerId,
     connection: ConnectionId,
     id: u64,
+    stream: u64,
     dropped: Option<Arc<Dropped>>,
 }
 
 impl ResponseChannel {
-    fn take(mut self) -> (PeerId, ConnectionId, u64) {
+    fn take(mut self) -> (PeerId, ConnectionId, u64, u64) {
         self.dropped = None;
-        (self.peer, self.connection, self.id)
+        (self.peer, self.connection, self.id, self.stream)
     }
 }
 
@@ -191,6 +197,7 @@ impl Drop for ResponseChannel {
                 self.peer,
                 self.connection,
                 self.id,
+                self.stream,
             ));
             d.waker.wake();
         }
@@ -228,6 +235,7 @@ impl Behaviour {
             protocol: PROTOCOL_NAME,
             max_frame: config.max_frame_size,
             max_inbound_pending: config.max_in_flight,
+            max_inbound_pending_bytes: config.max_pending_bytes.max(config.max_frame_size),
             modules: config.modules.clone(),
         });
         Behaviour {
@@ -274,7 +282,11 @@ impl Behaviour {
         match result {
             Ok(connection) => {
                 tracing::trace!(%rid, module, size = payload.len(), "unicast request");
-                let deadline = Instant::now() + timeout;
+                let now = Instant::now();
+                // A timeout too large to represent means "practically never".
+                let deadline = now
+                    .checked_add(timeout)
+                    .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
                 self.pending.insert(
                     id,
                     Pending {
@@ -364,7 +376,7 @@ impl Behaviour {
         channel: ResponseChannel,
         result: Result<Bytes, String>,
     ) -> Result<(), UnicastError> {
-        let (peer, connection, id) = channel.take();
+        let (peer, connection, id, stream) = channel.take();
         if !self
             .connections
             .get(&peer)
@@ -375,7 +387,7 @@ impl Behaviour {
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
             handler: NotifyHandler::One(connection),
-            event: Command::Respond { id, result },
+            event: Command::Respond { id, stream, result },
         });
         Ok(())
     }
@@ -411,6 +423,21 @@ impl Behaviour {
         }
     }
 
+    /// Tells the handler to forget request `id` (so it is neither sent late nor waited for).
+    fn cancel(&mut self, peer: PeerId, connection: ConnectionId, id: u64) {
+        if self
+            .connections
+            .get(&peer)
+            .is_some_and(|c| c.contains(&connection))
+        {
+            self.events.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(connection),
+                event: Command::Cancel(id),
+            });
+        }
+    }
+
     /// Ends request `id` with `result`, if it is still pending.
     fn finish(&mut self, id: u64, result: Result<Bytes, UnicastError>) {
         if let Some(p) = self.pending.remove(&id) {
@@ -432,7 +459,9 @@ impl Behaviour {
     }
 
     /// Fails every pending request sent on `connection`.
-    fn fail_connection(&mut self, connection: ConnectionId) {
+    /// With `cancel`, also tells the handler (whose queue may still receive them) not to send
+    /// them later.
+    fn fail_connection(&mut self, peer: PeerId, connection: ConnectionId, cancel: bool) {
         let ids: Vec<u64> = self
             .pending
             .iter()
@@ -441,12 +470,15 @@ impl Behaviour {
             .collect();
         for id in ids {
             self.finish(id, Err(UnicastError::ConnectionClosed));
+            if cancel {
+                self.cancel(peer, connection, id);
+            }
         }
     }
 
     fn expire(&mut self, cx: &mut Context<'_>) {
-        let now = Instant::now();
         while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {
+            let now = Instant::now();
             if deadline > now {
                 let mut timer = futures_timer::Delay::new(deadline - now);
                 if timer.poll_unpin(cx).is_ready() {
@@ -456,13 +488,11 @@ impl Behaviour {
                 return;
             }
             self.deadlines.pop();
-            if self
-                .pending
-                .get(&id)
-                .is_some_and(|p| p.deadline == deadline)
-            {
+            if let Some(p) = self.pending.get(&id).filter(|p| p.deadline == deadline) {
+                let (peer, connection) = (p.peer, p.connection);
                 tracing::debug!(id, "unicast request timed out");
                 self.finish(id, Err(UnicastError::Timeout));
+                self.cancel(peer, connection, id);
             }
         }
         self.timer = None;
@@ -513,7 +543,7 @@ impl NetworkBehaviour for Behaviour {
                         self.connections.remove(&peer_id);
                     }
                 }
-                self.fail_connection(connection_id);
+                self.fail_connection(peer_id, connection_id, false);
             }
             _ => {}
         }
@@ -527,14 +557,25 @@ impl NetworkBehaviour for Behaviour {
     ) {
         match event {
             HandlerEvent::Response { id, result } => {
-                self.finish(id, result.map_err(UnicastError::Remote))
+                // Only the connection the request went out on may answer it: ids are easy to
+                // guess, and another peer must not complete our requests.
+                if self
+                    .pending
+                    .get(&id)
+                    .is_some_and(|p| p.connection == connection)
+                {
+                    self.finish(id, result.map_err(UnicastError::Remote));
+                } else {
+                    tracing::debug!(%peer, id, "ignoring an answer to a request not pending on this connection");
+                }
             }
             HandlerEvent::OutboundFailed(reason) => {
                 tracing::debug!(%peer, %reason, "unicast stream lost");
-                self.fail_connection(connection);
+                self.fail_connection(peer, connection, true);
             }
             HandlerEvent::Request {
                 id,
+                stream,
                 module,
                 payload,
             } => {
@@ -542,6 +583,7 @@ impl NetworkBehaviour for Behaviour {
                     peer,
                     connection,
                     id,
+                    stream,
                     dropped: Some(self.dropped.clone()),
                 };
                 match self.node_ids.resolve(&peer) {
@@ -575,11 +617,12 @@ impl NetworkBehaviour for Behaviour {
         self.dropped.waker.register(cx.waker());
         let dropped =
             std::mem::take(&mut *self.dropped.queue.lock().unwrap_or_else(|p| p.into_inner()));
-        for (peer, connection, id) in dropped {
+        for (peer, connection, id, stream) in dropped {
             let channel = ResponseChannel {
                 peer,
                 connection,
                 id,
+                stream,
                 dropped: None,
             };
             let _ = self.answer(channel, Err("no response".into()));
