@@ -104,6 +104,9 @@ pub struct Handler {
     outbound: Outbound,
     /// Frames waiting for the outbound stream (bounded by the behaviour's in-flight limit).
     to_send: VecDeque<Frame>,
+    /// Ids of the requests in `to_send`, and those of them cancelled (skipped when popped).
+    queued: HashSet<u64>,
+    cancelled: HashSet<u64>,
     /// Our requests written and not yet answered (or cancelled).
     awaiting: HashSet<u64>,
     inbound: Option<Framed<Stream, Codec>>,
@@ -123,6 +126,8 @@ impl Handler {
             settings,
             outbound: Outbound::Idle,
             to_send: VecDeque::new(),
+            queued: HashSet::new(),
+            cancelled: HashSet::new(),
             awaiting: HashSet::new(),
             inbound: None,
             to_answer: VecDeque::new(),
@@ -137,6 +142,8 @@ impl Handler {
         tracing::debug!(%reason, "unicast outbound stream failed");
         self.outbound = Outbound::Idle;
         self.to_send.clear();
+        self.queued.clear();
+        self.cancelled.clear();
         self.awaiting.clear();
         self.events.push_back(HandlerEvent::OutboundFailed(reason));
     }
@@ -212,6 +219,10 @@ impl Handler {
                 Poll::Ready(Ok(())) => {
                     let frame = self.to_send.pop_front().expect("checked non-empty");
                     if let Frame::Request { id, .. } = &frame {
+                        self.queued.remove(id);
+                        if self.cancelled.remove(id) {
+                            continue;
+                        }
                         self.awaiting.insert(*id);
                     }
                     if let Err(e) = stream.start_send_unpin(frame) {
@@ -355,11 +366,18 @@ impl ConnectionHandler for Handler {
                     "unicast queue full: dropping a one-way message"
                 );
             }
-            Command::Send(frame) => self.to_send.push_back(frame),
+            Command::Send(frame) => {
+                if let Frame::Request { id, .. } = &frame {
+                    self.queued.insert(*id);
+                }
+                self.to_send.push_back(frame);
+            }
             Command::Cancel(id) => {
-                // Timed out or already reported failed: do not send it, stop waiting for it.
-                self.to_send
-                    .retain(|f| !matches!(f, Frame::Request { id: i, .. } if *i == id));
+                // Timed out or already reported failed: do not send it (skipped when it reaches
+                // the front of the queue, O(1) here), stop waiting for it.
+                if self.queued.remove(&id) {
+                    self.cancelled.insert(id);
+                }
                 self.awaiting.remove(&id);
             }
             Command::Respond { id, stream, result } => {
