@@ -217,6 +217,9 @@ pub struct Behaviour {
     settings: Arc<Settings>,
     node_ids: NodeIdBook,
     connections: HashMap<PeerId, Vec<ConnectionId>>,
+    /// NodeId → PeerId of connected peers (deriving a PeerId from a key costs curve arithmetic;
+    /// this keeps it off the per-message path).
+    peers_by_node: HashMap<NodeId, PeerId>,
     pending: HashMap<u64, Pending>,
     per_peer: HashMap<PeerId, usize>,
     /// Deadlines of pending requests (stale entries are skipped and compacted away).
@@ -243,6 +246,7 @@ impl Behaviour {
             settings,
             node_ids,
             connections: HashMap::new(),
+            peers_by_node: HashMap::new(),
             pending: HashMap::new(),
             per_peer: HashMap::new(),
             deadlines: BinaryHeap::new(),
@@ -270,7 +274,7 @@ impl Behaviour {
         let id = self.next_id;
         self.next_id += 1;
         let rid = RequestId(id);
-        let peer = node.to_peer_id();
+        let peer = self.peer_of(node);
         let result = self
             .check_send(&peer, payload.len())
             .and_then(|connection| {
@@ -328,7 +332,7 @@ impl Behaviour {
         module: u16,
         payload: Bytes,
     ) -> Result<(), UnicastError> {
-        let peer = node.to_peer_id();
+        let peer = self.peer_of(node);
         let connection = self.check_send(&peer, payload.len())?;
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
@@ -390,6 +394,13 @@ impl Behaviour {
             event: Command::Respond { id, stream, result },
         });
         Ok(())
+    }
+
+    fn peer_of(&self, node: &NodeId) -> PeerId {
+        self.peers_by_node
+            .get(node)
+            .copied()
+            .unwrap_or_else(|| node.to_peer_id())
     }
 
     /// The connection to send on, or why not.
@@ -531,6 +542,9 @@ impl NetworkBehaviour for Behaviour {
                     .entry(e.peer_id)
                     .or_default()
                     .push(e.connection_id);
+                if let Some(node) = self.node_ids.resolve(&e.peer_id) {
+                    self.peers_by_node.insert(node, e.peer_id);
+                }
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -541,6 +555,7 @@ impl NetworkBehaviour for Behaviour {
                     list.retain(|c| *c != connection_id);
                     if list.is_empty() {
                         self.connections.remove(&peer_id);
+                        self.peers_by_node.retain(|_, p| *p != peer_id);
                     }
                 }
                 self.fail_connection(peer_id, connection_id, false);
