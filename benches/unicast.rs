@@ -235,6 +235,15 @@ impl<K: std::hash::Hash + Eq> Driver<K> {
         self.sent += 1;
         self.started.insert(key, Instant::now());
     }
+    /// The figures of a finished run that started at `start`.
+    fn outcome(self, start: Instant, load: &Load) -> Outcome {
+        Outcome {
+            secs: start.elapsed().as_secs_f64(),
+            bytes: load.requests * load.request_size,
+            rtts_us: self.rtts_us,
+        }
+    }
+
     /// Records a completion; returns true when all are done.
     fn completed(&mut self, key: K, load: &Load) -> bool {
         let t = self.started.remove(&key).expect("known request");
@@ -293,13 +302,9 @@ async fn run_ours(load: &Load) -> Outcome {
             }
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    let outcome = d.outcome(start, load);
     server_task.abort();
-    Outcome {
-        secs,
-        bytes: load.requests * load.request_size,
-        rtts_us: d.rtts_us,
-    }
+    outcome
 }
 
 type Stock = request_response::cbor::Behaviour<serde_bytes::ByteBuf, serde_bytes::ByteBuf>;
@@ -373,13 +378,9 @@ async fn run_stock(load: &Load) -> Outcome {
             _ => {}
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    let outcome = d.outcome(start, load);
     server_task.abort();
-    Outcome {
-        secs,
-        bytes: load.requests * load.request_size,
-        rtts_us: d.rtts_us,
-    }
+    outcome
 }
 
 /// `total` bytes over one rustls TLS 1.3 connection on loopback, in 1 MiB writes; the clock

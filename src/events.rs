@@ -80,24 +80,25 @@ pub struct PeerInfo {
 impl Event {
     /// A refusal found in a swarm connection error, if the error is one.
     pub fn refused(addr: String, error: &(dyn std::error::Error + 'static)) -> Option<Event> {
-        let e = UpgradeError::find(error)?;
-        Some(Event::Refused {
-            addr,
-            reason: e.refusal().to_string(),
-            code: e.refusal().code().to_string(),
-            node_id: e.node_id().cloned(),
-        })
+        UpgradeError::find(error).map(|e| Event::from_upgrade(addr, e))
     }
 
     /// A refusal found in a failed dial, with the address it was found for.
     pub fn refused_dial(error: &DialError) -> Option<Event> {
         let (addr, e) = dial_refusal(error)?;
-        Some(Event::Refused {
-            addr: addr.map(|a| a.to_string()).unwrap_or_default(),
+        Some(Event::from_upgrade(
+            addr.map(|a| a.to_string()).unwrap_or_default(),
+            e,
+        ))
+    }
+
+    fn from_upgrade(addr: String, e: &UpgradeError) -> Event {
+        Event::Refused {
+            addr,
             reason: e.refusal().to_string(),
             code: e.refusal().code().to_string(),
             node_id: e.node_id().cloned(),
-        })
+        }
     }
 
     /// The event as one JSON line.

@@ -213,52 +213,24 @@ impl Handler {
         let Outbound::Open(stream) = &mut self.outbound else {
             return;
         };
-        let mut error = None;
-        while !self.to_send.is_empty() {
-            match stream.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    let frame = self.to_send.pop_front().expect("checked non-empty");
-                    if let Frame::Request { id, .. } = &frame {
-                        self.queued.remove(id);
-                        if self.cancelled.remove(id) {
-                            continue;
-                        }
-                        self.awaiting.insert(*id);
-                    }
-                    if let Err(e) = stream.start_send_unpin(frame) {
-                        error = Some(e.to_string());
-                        break;
-                    }
+        let (queued, cancelled, awaiting) =
+            (&mut self.queued, &mut self.cancelled, &mut self.awaiting);
+        let mut error = write_queued(stream, &mut self.to_send, cx, |frame| {
+            if let Frame::Request { id, .. } = frame {
+                queued.remove(id);
+                if cancelled.remove(id) {
+                    return false;
                 }
-                Poll::Ready(Err(e)) => {
-                    error = Some(e.to_string());
-                    break;
-                }
-                Poll::Pending => break,
+                awaiting.insert(*id);
             }
-        }
-        if error.is_none()
-            && let Poll::Ready(Err(e)) = stream.poll_flush_unpin(cx)
-        {
-            error = Some(e.to_string());
-        }
+            true
+        })
+        .err();
         if error.is_none() {
             for _ in 0..READ_BATCH {
-                match stream.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(Frame::Response { id, payload }))) => {
-                        self.awaiting.remove(&id);
-                        self.events.push_back(HandlerEvent::Response {
-                            id,
-                            result: Ok(payload),
-                        });
-                    }
-                    Poll::Ready(Some(Ok(Frame::Error { id, reason }))) => {
-                        self.awaiting.remove(&id);
-                        self.events.push_back(HandlerEvent::Response {
-                            id,
-                            result: Err(reason),
-                        });
-                    }
+                let (id, result) = match stream.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(Frame::Response { id, payload }))) => (id, Ok(payload)),
+                    Poll::Ready(Some(Ok(Frame::Error { id, reason }))) => (id, Err(reason)),
                     Poll::Ready(Some(Ok(other))) => {
                         error = Some(format!("unexpected {other:?} on the outbound stream"));
                         break;
@@ -272,7 +244,9 @@ impl Handler {
                         break;
                     }
                     Poll::Pending => break,
-                }
+                };
+                self.awaiting.remove(&id);
+                self.events.push_back(HandlerEvent::Response { id, result });
             }
         }
         if let Some(reason) = error {
@@ -322,23 +296,36 @@ impl Handler {
 
     /// Writes queued answers on the inbound stream and flushes.
     fn write_answers(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
-        let Some(stream) = &mut self.inbound else {
-            return Ok(());
-        };
-        while !self.to_answer.is_empty() {
-            match stream.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    let frame = self.to_answer.pop_front().expect("checked non-empty");
+        match &mut self.inbound {
+            Some(stream) => write_queued(stream, &mut self.to_answer, cx, |_| true),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Moves frames from `queue` into `stream` while it accepts them, then flushes. `admit` sees
+/// each frame as it leaves the queue and may drop it (returns false).
+fn write_queued(
+    stream: &mut Framed<Stream, Codec>,
+    queue: &mut VecDeque<Frame>,
+    cx: &mut Context<'_>,
+    mut admit: impl FnMut(&Frame) -> bool,
+) -> Result<(), String> {
+    while !queue.is_empty() {
+        match stream.poll_ready_unpin(cx) {
+            Poll::Ready(Ok(())) => {
+                let frame = queue.pop_front().expect("checked non-empty");
+                if admit(&frame) {
                     stream.start_send_unpin(frame).map_err(|e| e.to_string())?;
                 }
-                Poll::Ready(Err(e)) => return Err(e.to_string()),
-                Poll::Pending => break,
             }
+            Poll::Ready(Err(e)) => return Err(e.to_string()),
+            Poll::Pending => break,
         }
-        match stream.poll_flush_unpin(cx) {
-            Poll::Ready(Err(e)) => Err(e.to_string()),
-            _ => Ok(()),
-        }
+    }
+    match stream.poll_flush_unpin(cx) {
+        Poll::Ready(Err(e)) => Err(e.to_string()),
+        _ => Ok(()),
     }
 }
 
