@@ -28,4 +28,6 @@ pub use bcos_p2p_ca_tls as ca_tls;
 /// `NodeId`: see [`bcos_p2p_core::NodeId`]. It lives in the core crate so every protocol crate
 /// can address peers by it.
 pub use bcos_p2p_core::{KeyError, KeyType, NodeId, NodeIdBook, NodeIdError, NodeKey};
+pub use bcos_p2p_flood as flood;
+pub use bcos_p2p_status as status;
 pub use bcos_p2p_unicast as unicast;

@@ -1,5 +1,6 @@
 //! Identity types shared by every bcos-p2p crate: [`NodeId`] (FISCO BCOS's name for a node, its
-//! public key) and [`NodeKey`] (a node's private key loaded from `node.key`).
+//! public key) and [`NodeKey`] (a node's private key loaded from `node.key`), and [`link`], the
+//! framed per-connection link that the flood and status protocols run on.
 //!
 //! The protocol crates address peers by `NodeId`, so it lives here, below all of them; the root
 //! crate `bcos-p2p` re-exports everything.
@@ -9,6 +10,7 @@
 
 mod book;
 mod key;
+pub mod link;
 mod node_id;
 
 pub use book::NodeIdBook;

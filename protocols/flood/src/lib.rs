@@ -1,0 +1,1 @@
+//! Topic flooding (`/bcos/flood/1.0.0`): being written.

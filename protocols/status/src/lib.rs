@@ -1,0 +1,1 @@
+//! Status sync (`/bcos/status/1.0.0`): being written.
