@@ -331,39 +331,18 @@ async fn garbage_on_a_stream_closes_only_that_stream() {
     let b_addr = b.listeners().next().cloned().unwrap();
 
     for garbage in [b"\x05\xff\xff\xff\xff\xffjunk".to_vec(), {
-        let mut buf = unsigned_varint_prefix(1 << 40);
+        let mut buf = common::varint(1 << 40);
         buf.extend_from_slice(&[0; 64]);
         buf
     }] {
         // An attacker with a valid certificate opens a raw unicast stream and writes garbage.
-        let (key, tls) = node(&ca, KeyType::Secp256k1, Period::days(1));
-        let mut attacker =
-            build_swarm_with(&key, &tls, |_| libp2p_stream::Behaviour::new()).unwrap();
-        let mut control = attacker.behaviour().new_control();
-        attacker.dial(b_addr.clone()).unwrap();
-        let b_peer = ib.to_peer_id();
-        let attacker_task = tokio::spawn(async move {
-            loop {
-                attacker.select_next_some().await;
-            }
-        });
-        let io = async move {
-            let mut stream = loop {
-                match control.open_stream(b_peer, unicast::PROTOCOL_NAME).await {
-                    Ok(s) => break s,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            };
-            stream.write_all(&garbage).await.unwrap();
-            stream.flush().await.unwrap();
-            let mut buf = [0u8; 16];
-            // The node closes the stream: we read EOF or an error, never an answer.
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => {}
-                Ok(n) => panic!("got {n} bytes back for garbage"),
-            }
-        };
-        let io = tokio::spawn(io);
+        let (io, attacker_task) = common::write_garbage(
+            &ca,
+            b_addr.clone(),
+            ib.to_peer_id(),
+            unicast::PROTOCOL_NAME,
+            garbage,
+        );
         // Meanwhile A's requests keep being answered.
         let mut answered = 0;
         for _ in 0..3 {
@@ -389,20 +368,6 @@ async fn garbage_on_a_stream_closes_only_that_stream() {
         .expect("the garbage stream was not closed");
         io.await.unwrap();
         attacker_task.abort();
-    }
-}
-
-fn unsigned_varint_prefix(n: u64) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut n = n;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            v.push(byte);
-            return v;
-        }
-        v.push(byte | 0x80);
     }
 }
 

@@ -246,11 +246,19 @@ impl FromStr for NodeId {
             return Err(NodeIdError::BadLength(s.len()));
         }
         let bytes = hex::decode(s).map_err(|e| NodeIdError::NotHex(e.to_string()))?;
+        NodeId::from_bytes(&bytes)
+    }
+}
+
+impl NodeId {
+    /// A NodeId from its raw bytes (what [`NodeId::as_bytes`] returns): `X‖Y` of an EC point,
+    /// checked to be on secp256k1 or P-256, or an RSA modulus. Wire formats carry this.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, NodeIdError> {
         match bytes.len() {
             64 => {
                 let mut point = Vec::with_capacity(65);
                 point.push(0x04);
-                point.extend_from_slice(&bytes);
+                point.extend_from_slice(bytes);
                 let key_type = if k256::PublicKey::from_sec1_bytes(&point).is_ok() {
                     KeyType::Secp256k1
                 } else if p256::PublicKey::from_sec1_bytes(&point).is_ok() {
@@ -271,13 +279,14 @@ impl FromStr for NodeId {
                         "a modulus of {bits} bits (allowed: {MIN_RSA_BITS} to {MAX_RSA_BITS}, no leading zero byte)"
                     )));
                 }
-                rsa_spki(&bytes)?;
+                rsa_spki(bytes)?;
                 Ok(NodeId {
                     bytes: bytes.into(),
                     key_type: KeyType::Rsa,
                 })
             }
-            _ => Err(NodeIdError::BadLength(s.len())),
+            // Reported in hex characters, the form people see.
+            n => Err(NodeIdError::BadLength(n * 2)),
         }
     }
 }

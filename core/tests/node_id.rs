@@ -191,3 +191,20 @@ fn rsa_keys_with_another_exponent_are_refused() {
     let err = NodeKey::from_pkcs8_der(der.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("65537"), "{err}");
 }
+
+#[test]
+fn raw_bytes_round_trip_and_bad_bytes_are_errors() {
+    for key in keys() {
+        let id = key.node_id();
+        assert_eq!(&NodeId::from_bytes(id.as_bytes()).unwrap(), id);
+    }
+    assert!(matches!(
+        NodeId::from_bytes(&[1; 10]),
+        Err(NodeIdError::BadLength(20))
+    ));
+    assert!(matches!(
+        NodeId::from_bytes(&[0; 64]),
+        Err(NodeIdError::NotOnCurve)
+    ));
+    assert!(NodeId::from_bytes(&[]).is_err());
+}

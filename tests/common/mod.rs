@@ -196,3 +196,54 @@ pub fn select_ca_tls() -> Vec<u8> {
     }
     out
 }
+
+/// An attacker with a valid certificate from `ca`: dials `addr`, opens a raw `protocol` stream
+/// to `target` and writes `garbage`. The returned task ends when the node closes the stream (EOF
+/// or an error), and panics if the node answers. Abort `.1` (the attacker's swarm) afterwards.
+pub fn write_garbage(
+    ca: &CertificateAuthority,
+    addr: libp2p::Multiaddr,
+    target: PeerId,
+    protocol: libp2p::StreamProtocol,
+    garbage: Vec<u8>,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (key, tls) = node(ca, KeyType::Secp256k1, Period::days(1));
+    let mut attacker =
+        bcos_p2p::behaviour::build_swarm_with(&key, &tls, |_| libp2p_stream::Behaviour::new())
+            .unwrap();
+    let mut control = attacker.behaviour().new_control();
+    attacker.dial(addr).unwrap();
+    let swarm = tokio::spawn(async move {
+        loop {
+            attacker.select_next_some().await;
+        }
+    });
+    let io = tokio::spawn(async move {
+        let mut stream = loop {
+            match control.open_stream(target, protocol.clone()).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        stream.write_all(&garbage).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut buf = [0u8; 16];
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("got {n} bytes back for garbage"),
+        }
+    });
+    (io, swarm)
+}
+
+/// The unsigned-varint encoding of `n` (for forged length prefixes).
+pub fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out
+}

@@ -1,0 +1,511 @@
+//! The network-wide link-state database: every node's neighbours and topics, and the
+//! forwarding trees computed from it.
+//!
+//! Each node floods a small record (its flood neighbours and its topics) when they change. With
+//! every record, every node knows the whole graph, so for a message from origin O each node can
+//! compute the same breadth-first tree rooted at O and forward only to its own children in it —
+//! pruned to the branches that hold a subscriber of the topic. Every reachable node then gets
+//! one copy, in as few hops as the graph allows, with nothing on the wire but the message.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bcos_p2p_core::NodeId;
+use sha2::{Digest as _, Sha256};
+
+use crate::wire;
+
+/// A node's short id: the first 8 bytes of SHA-256 over its NodeId bytes. Records list
+/// neighbours by short id (8 bytes instead of 64 or more).
+pub fn short_id(node_bytes: &[u8]) -> u64 {
+    let hash = Sha256::digest(node_bytes);
+    u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
+}
+
+/// One node's record, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub node: NodeId,
+    pub incarnation: u64,
+    pub version: u64,
+    /// Sorted, without duplicates.
+    pub neighbours: Vec<u64>,
+    pub topics: BTreeSet<String>,
+    /// Since when the node has not been reachable from us (None: reachable, or not computed).
+    unreachable_since: Option<Instant>,
+}
+
+/// What storing a record did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// It was newer and is stored; topics it added and removed compared with the old record.
+    Stored {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    /// We already had it or a newer one.
+    Stale,
+    /// The database is full; new origins are not taken.
+    Full,
+}
+
+/// Where a message from some origin goes next from this node.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    /// Our children in the origin's tree that lead to someone who wants the message.
+    pub children: Vec<u64>,
+    /// Every node in the origin's tree (a neighbour outside it is reached by nobody else).
+    pub members: Arc<HashSet<u64>>,
+}
+
+/// The database and its caches.
+#[derive(Debug)]
+pub(crate) struct Topology {
+    me: u64,
+    entries: HashMap<u64, Entry>,
+    max_entries: usize,
+    /// Routes per (origin, topic); cleared whenever the graph or any topic set changes.
+    routes: HashMap<(u64, Option<String>), Option<Arc<Route>>>,
+    /// Trees per origin: BFS order and parents; cleared with `routes`.
+    trees: HashMap<u64, Arc<Tree>>,
+    reachable: Option<Arc<Vec<u64>>>,
+}
+
+/// A breadth-first tree of the graph from one root.
+#[derive(Debug)]
+struct Tree {
+    /// Nodes in BFS order (the root first).
+    order: Vec<u64>,
+    parent: HashMap<u64, u64>,
+    members: Arc<HashSet<u64>>,
+}
+
+/// Most cached routes before the cache starts over.
+const MAX_ROUTES: usize = 8192;
+
+impl Topology {
+    pub fn new(me: NodeId, incarnation: u64, max_entries: usize) -> Self {
+        let id = short_id(me.as_bytes());
+        let mut entries = HashMap::new();
+        entries.insert(
+            id,
+            Entry {
+                node: me,
+                incarnation,
+                version: 0,
+                neighbours: Vec::new(),
+                topics: BTreeSet::new(),
+                unreachable_since: None,
+            },
+        );
+        Topology {
+            me: id,
+            entries,
+            max_entries: max_entries.max(1),
+            routes: HashMap::new(),
+            trees: HashMap::new(),
+            reachable: None,
+        }
+    }
+
+    pub fn me(&self) -> u64 {
+        self.me
+    }
+
+    fn changed(&mut self) {
+        self.routes.clear();
+        self.trees.clear();
+        self.reachable = None;
+    }
+
+    /// Publishes a new version of our own record; returns it for sending.
+    pub fn publish(&mut self, neighbours: Vec<u64>, topics: BTreeSet<String>) -> wire::Record {
+        let me = self.entries.get_mut(&self.me).expect("own entry");
+        me.version += 1;
+        me.neighbours = neighbours;
+        me.neighbours.sort_unstable();
+        me.neighbours.dedup();
+        me.topics = topics;
+        let record = to_wire(me);
+        self.changed();
+        record
+    }
+
+    /// The stored record of `node` in wire form.
+    pub fn record(&self, node: u64) -> Option<wire::Record> {
+        self.entries.get(&node).map(to_wire)
+    }
+
+    /// Every stored record in wire form (for a new neighbour).
+    pub fn records(&self) -> Vec<wire::Record> {
+        self.entries.values().map(to_wire).collect()
+    }
+
+    /// The NodeId behind a short id, if its record is stored and its bytes are `bytes`.
+    pub fn node(&self, id: u64) -> Option<&NodeId> {
+        self.entries.get(&id).map(|e| &e.node)
+    }
+
+    /// The published neighbours of `node`.
+    pub fn neighbours_of(&self, node: u64) -> &[u64] {
+        self.entries.get(&node).map_or(&[], |e| &e.neighbours)
+    }
+
+    /// Stores `record` of `node` if it is newer than what we hold.
+    pub fn offer(&mut self, node: NodeId, record: wire::Record) -> Offer {
+        let id = short_id(&record.origin);
+        if id == self.me {
+            return Offer::Stale; // our own, echoed or from a previous run: ours is authoritative
+        }
+        let mut neighbours = record.neighbours;
+        neighbours.sort_unstable();
+        neighbours.dedup();
+        let topics: BTreeSet<String> = record.topics.into_iter().collect();
+        let full = self.entries.len() >= self.max_entries;
+        let (added, removed) = match self.entries.get_mut(&id) {
+            Some(old) if (record.incarnation, record.version) <= (old.incarnation, old.version) => {
+                return Offer::Stale;
+            }
+            Some(old) => {
+                let added = topics.difference(&old.topics).cloned().collect();
+                let removed = old.topics.difference(&topics).cloned().collect();
+                old.incarnation = record.incarnation;
+                old.version = record.version;
+                old.neighbours = neighbours;
+                old.topics = topics;
+                (added, removed)
+            }
+            None if full => return Offer::Full,
+            None => {
+                let added = topics.iter().cloned().collect();
+                self.entries.insert(
+                    id,
+                    Entry {
+                        node,
+                        incarnation: record.incarnation,
+                        version: record.version,
+                        neighbours,
+                        topics,
+                        unreachable_since: None,
+                    },
+                );
+                (added, Vec::new())
+            }
+        };
+        self.changed();
+        Offer::Stored { added, removed }
+    }
+
+    /// Whether `a` and `b` list each other: only links both ends publish are used, so every
+    /// node computes the same trees from the same records.
+    fn linked(&self, a: u64, b: u64) -> bool {
+        self.entries
+            .get(&b)
+            .is_some_and(|e| e.neighbours.binary_search(&a).is_ok())
+    }
+
+    fn tree(&mut self, root: u64) -> Option<Arc<Tree>> {
+        if let Some(t) = self.trees.get(&root) {
+            return Some(t.clone());
+        }
+        if !self.entries.contains_key(&root) {
+            return None;
+        }
+        let mut order = vec![root];
+        let mut parent = HashMap::new();
+        let mut members: HashSet<u64> = HashSet::from([root]);
+        let mut queue = VecDeque::from([root]);
+        while let Some(a) = queue.pop_front() {
+            // Neighbour lists are sorted: ties are broken the same way on every node.
+            for &b in &self.entries[&a].neighbours {
+                if !members.contains(&b) && self.linked(a, b) {
+                    members.insert(b);
+                    parent.insert(b, a);
+                    order.push(b);
+                    queue.push_back(b);
+                }
+            }
+        }
+        let tree = Arc::new(Tree {
+            order,
+            parent,
+            members: Arc::new(members),
+        });
+        self.trees.insert(root, tree.clone());
+        Some(tree)
+    }
+
+    /// Where a message from `origin` (for `topic`, or a broadcast) goes next from this node;
+    /// None when the origin is unknown or we are not in its tree (the caller then floods).
+    pub fn route(&mut self, origin: u64, topic: Option<&str>) -> Option<Arc<Route>> {
+        let key = (origin, topic.map(str::to_string));
+        if let Some(r) = self.routes.get(&key) {
+            return r.clone();
+        }
+        let route = self.compute_route(origin, topic);
+        if self.routes.len() >= MAX_ROUTES {
+            self.routes.clear();
+        }
+        self.routes.insert(key, route.clone());
+        route
+    }
+
+    fn compute_route(&mut self, origin: u64, topic: Option<&str>) -> Option<Arc<Route>> {
+        let tree = self.tree(origin)?;
+        if !tree.members.contains(&self.me) {
+            return None;
+        }
+        // Which subtrees hold someone who wants the message: leaves up.
+        let wants = |id: &u64| match topic {
+            None => true,
+            Some(t) => self.entries[id].topics.contains(t),
+        };
+        let mut needed: HashSet<u64> = HashSet::new();
+        for id in tree.order.iter().rev() {
+            if *id != origin && (needed.contains(id) || wants(id)) {
+                needed.insert(*id);
+                if let Some(p) = tree.parent.get(id) {
+                    needed.insert(*p);
+                }
+            }
+        }
+        let mut children: Vec<u64> = tree
+            .order
+            .iter()
+            .filter(|id| tree.parent.get(id) == Some(&self.me) && needed.contains(id))
+            .copied()
+            .collect();
+        children.sort_unstable();
+        Some(Arc::new(Route {
+            children,
+            members: tree.members.clone(),
+        }))
+    }
+
+    /// Short ids of the nodes reachable from us over published links (us included).
+    fn reachable_ids(&mut self) -> Arc<Vec<u64>> {
+        if let Some(r) = &self.reachable {
+            return r.clone();
+        }
+        let ids = Arc::new(match self.tree(self.me) {
+            Some(t) => t.order.clone(),
+            None => vec![self.me],
+        });
+        self.reachable = Some(ids.clone());
+        ids
+    }
+
+    /// The nodes reachable from us (ourselves excluded).
+    pub fn reachable(&mut self) -> Vec<NodeId> {
+        let ids = self.reachable_ids();
+        ids.iter()
+            .filter(|id| **id != self.me)
+            .map(|id| self.entries[id].node.clone())
+            .collect()
+    }
+
+    /// Reachable nodes (ourselves included) that subscribe to `topic`.
+    pub fn subscribers(&mut self, topic: &str) -> Vec<NodeId> {
+        let ids = self.reachable_ids();
+        ids.iter()
+            .filter(|id| self.entries[id].topics.contains(topic))
+            .map(|id| self.entries[id].node.clone())
+            .collect()
+    }
+
+    /// The topics of a reachable node.
+    pub fn topics_of(&mut self, node: &NodeId) -> Option<Vec<String>> {
+        let id = short_id(node.as_bytes());
+        let ids = self.reachable_ids();
+        if !ids.contains(&id) {
+            return None;
+        }
+        Some(self.entries[&id].topics.iter().cloned().collect())
+    }
+
+    /// A digest of the reachable records' versions: equal digests mean equal views.
+    pub fn digest(&mut self) -> u64 {
+        let mut ids: Vec<u64> = self.reachable_ids().to_vec();
+        ids.sort_unstable();
+        let mut hash = Sha256::new();
+        for id in ids {
+            let e = &self.entries[&id];
+            hash.update(id.to_be_bytes());
+            hash.update(e.incarnation.to_be_bytes());
+            hash.update(e.version.to_be_bytes());
+        }
+        u64::from_be_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Forgets records that have been unreachable for longer than `ttl`; returns how many.
+    pub fn collect_garbage(&mut self, now: Instant, ttl: Duration) -> usize {
+        let reachable: HashSet<u64> = self.reachable_ids().iter().copied().collect();
+        let before = self.entries.len();
+        self.entries.retain(|id, e| {
+            if reachable.contains(id) {
+                e.unreachable_since = None;
+                return true;
+            }
+            let since = *e.unreachable_since.get_or_insert(now);
+            now.duration_since(since) < ttl
+        });
+        let removed = before - self.entries.len();
+        if removed > 0 {
+            self.changed();
+        }
+        removed
+    }
+
+    /// How many records are stored (ours included).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+fn to_wire(e: &Entry) -> wire::Record {
+    wire::Record {
+        origin: bytes::Bytes::copy_from_slice(e.node.as_bytes()),
+        incarnation: e.incarnation,
+        version: e.version,
+        neighbours: e.neighbours.clone(),
+        topics: e.topics.iter().cloned().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bcos_p2p_core::{KeyType, NodeKey};
+
+    fn nodes(n: usize) -> Vec<NodeId> {
+        (0..n)
+            .map(|_| {
+                NodeKey::generate(KeyType::Secp256k1)
+                    .unwrap()
+                    .node_id()
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// Node 0's view of a graph given as edges between indexes; `subscribed` nodes hold "t".
+    fn view(ids: &[NodeId], edges: &[(usize, usize)], subscribed: &[usize]) -> Topology {
+        let short: Vec<u64> = ids.iter().map(|n| short_id(n.as_bytes())).collect();
+        let nbrs = |i: usize| -> Vec<u64> {
+            edges
+                .iter()
+                .filter_map(|&(a, b)| match (a == i, b == i) {
+                    (true, _) => Some(short[b]),
+                    (_, true) => Some(short[a]),
+                    _ => None,
+                })
+                .collect()
+        };
+        let topics = |i: usize| -> BTreeSet<String> {
+            if subscribed.contains(&i) {
+                BTreeSet::from(["t".to_string()])
+            } else {
+                BTreeSet::new()
+            }
+        };
+        let mut t = Topology::new(ids[0].clone(), 1, 100);
+        t.publish(nbrs(0), topics(0));
+        for (i, id) in ids.iter().enumerate().skip(1) {
+            let rec = wire::Record {
+                origin: bytes::Bytes::copy_from_slice(id.as_bytes()),
+                incarnation: 1,
+                version: 1,
+                neighbours: nbrs(i),
+                topics: topics(i).into_iter().collect(),
+            };
+            assert!(matches!(t.offer(id.clone(), rec), Offer::Stored { .. }));
+        }
+        t
+    }
+
+    #[test]
+    fn full_mesh_origin_covers_everyone_and_nobody_forwards() {
+        let ids = nodes(5);
+        let edges: Vec<_> = (0..5)
+            .flat_map(|a| (a + 1..5).map(move |b| (a, b)))
+            .collect();
+        let mut t = view(&ids, &edges, &[1, 3]);
+        let me = t.me();
+        let all = t.route(me, None).unwrap();
+        assert_eq!(all.children.len(), 4);
+        let some = t.route(me, Some("t")).unwrap();
+        assert_eq!(some.children.len(), 2, "only the subscribers");
+        let from_other = t.route(short_id(ids[2].as_bytes()), None).unwrap();
+        assert!(from_other.children.is_empty(), "the origin reached all");
+        assert_eq!(t.subscribers("t").len(), 2);
+        assert_eq!(t.reachable().len(), 4);
+    }
+
+    #[test]
+    fn line_forwards_only_towards_subscribers() {
+        // 1 - 0 - 2 - 3 ; 4 isolated
+        let ids = nodes(5);
+        let mut t = view(&ids, &[(0, 1), (0, 2), (2, 3)], &[3]);
+        let from1 = t.route(short_id(ids[1].as_bytes()), Some("t")).unwrap();
+        assert_eq!(from1.children, vec![short_id(ids[2].as_bytes())]);
+        let from3 = t.route(short_id(ids[3].as_bytes()), Some("t")).unwrap();
+        assert!(from3.children.is_empty(), "nobody towards 1 subscribes");
+        let from3_all = t.route(short_id(ids[3].as_bytes()), None).unwrap();
+        assert_eq!(from3_all.children, vec![short_id(ids[1].as_bytes())]);
+        assert!(t.route(short_id(ids[4].as_bytes()), None).is_none());
+        assert_eq!(t.reachable().len(), 3);
+    }
+
+    #[test]
+    fn one_sided_links_are_not_used() {
+        let ids = nodes(3);
+        let mut t = view(&ids, &[(0, 1)], &[]);
+        // Node 2 claims a link to 0 that 0 does not publish.
+        let rec = wire::Record {
+            origin: bytes::Bytes::copy_from_slice(ids[2].as_bytes()),
+            incarnation: 1,
+            version: 2,
+            neighbours: vec![t.me()],
+            topics: vec![],
+        };
+        assert!(matches!(
+            t.offer(ids[2].clone(), rec.clone()),
+            Offer::Stored { .. }
+        ));
+        assert_eq!(t.offer(ids[2].clone(), rec), Offer::Stale);
+        assert_eq!(t.reachable().len(), 1);
+    }
+
+    #[test]
+    fn newer_incarnation_wins_and_unreachable_records_expire() {
+        let ids = nodes(2);
+        let mut t = view(&ids, &[(0, 1)], &[1]);
+        let old = t.record(short_id(ids[1].as_bytes())).unwrap();
+        let restarted = wire::Record {
+            incarnation: 2,
+            version: 1,
+            neighbours: vec![],
+            topics: vec!["u".into()],
+            ..old.clone()
+        };
+        assert_eq!(
+            t.offer(ids[1].clone(), restarted),
+            Offer::Stored {
+                added: vec!["u".into()],
+                removed: vec!["t".into()]
+            }
+        );
+        assert_eq!(t.offer(ids[1].clone(), old), Offer::Stale);
+        let now = Instant::now();
+        assert_eq!(t.collect_garbage(now, Duration::from_secs(1)), 0);
+        assert_eq!(
+            t.collect_garbage(now + Duration::from_secs(2), Duration::from_secs(1)),
+            1
+        );
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,321 @@
+//! The frames of `/bcos/flood/1.0.0` (byte layout in SPEC.md): data messages, link-state
+//! records, and database digests. Each is one varint-prefixed frame body on the link.
+//!
+//! Binary with fixed headers: data frames are the hot path and are re-encoded at each hop (the
+//! hop count changes), and a fixed header costs a few copies of bytes where CBOR would cost a
+//! serializer pass; records are small and rare but share the same primitives.
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+
+/// Frame kinds (the first byte of every frame body).
+const KIND_DATA: u8 = 0x01;
+const KIND_RECORD: u8 = 0x02;
+const KIND_DIGEST: u8 = 0x03;
+
+/// Longest NodeId on the wire: a 4096-bit RSA modulus plus a byte of slack; EC ids are 64.
+pub const MAX_NODE_ID_LEN: usize = 513;
+/// Longest topic name in bytes.
+pub const MAX_TOPIC_LEN: usize = 255;
+/// Most neighbours one record may list.
+pub const MAX_NEIGHBOURS: usize = 4096;
+/// Most topics one record may list.
+pub const MAX_TOPICS: usize = 1024;
+
+/// Bytes a data frame adds to its payload at most (kind, origin, seqno, ttl, hops, topic).
+pub const DATA_OVERHEAD: usize = 1 + 2 + MAX_NODE_ID_LEN + 8 + 1 + 1 + 1 + MAX_TOPIC_LEN;
+
+/// A decoded frame body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A multicast (topic set) or broadcast message.
+    Data(Data),
+    /// A node's link-state record: its neighbours and its topics.
+    Record(Record),
+    /// A digest of the sender's record database, for anti-entropy.
+    Digest(u64),
+}
+
+/// A multicast or broadcast message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data {
+    /// The origin's NodeId bytes.
+    pub origin: Bytes,
+    /// The origin's sequence number for this message.
+    pub seqno: u64,
+    /// Most hops the message may travel.
+    pub ttl: u8,
+    /// Hops travelled when it reaches the receiver (1 for the origin's neighbours).
+    pub hops: u8,
+    /// The topic (UTF-8, 1–255 bytes), or `None` for a broadcast.
+    pub topic: Option<String>,
+    /// The application's bytes.
+    pub payload: Bytes,
+}
+
+/// A node's link-state record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The node's NodeId bytes.
+    pub origin: Bytes,
+    /// Differs per run of the node (its start time in nanoseconds); newer runs compare greater.
+    pub incarnation: u64,
+    /// Increases with every change within one incarnation.
+    pub version: u64,
+    /// Short ids ([`crate::topology::short_id`]) of the nodes it has a flood link with.
+    pub neighbours: Vec<u64>,
+    /// The topics it subscribes to.
+    pub topics: Vec<String>,
+}
+
+fn put_origin(dst: &mut BytesMut, origin: &[u8]) {
+    dst.put_u16(origin.len() as u16);
+    dst.put_slice(origin);
+}
+
+fn put_topic(dst: &mut BytesMut, topic: &str) {
+    dst.put_u8(topic.len() as u8);
+    dst.put_slice(topic.as_bytes());
+}
+
+impl Frame {
+    /// Encodes the frame body. Lengths must be within the limits above (the behaviour checks
+    /// them before building frames).
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Frame::Data(d) => {
+                let topic_len = d.topic.as_ref().map_or(0, String::len);
+                let mut dst =
+                    BytesMut::with_capacity(16 + d.origin.len() + topic_len + d.payload.len());
+                dst.put_u8(KIND_DATA);
+                put_origin(&mut dst, &d.origin);
+                dst.put_u64(d.seqno);
+                dst.put_u8(d.ttl);
+                dst.put_u8(d.hops);
+                match &d.topic {
+                    Some(t) => put_topic(&mut dst, t),
+                    None => dst.put_u8(0),
+                }
+                dst.put_slice(&d.payload);
+                dst.freeze()
+            }
+            Frame::Record(r) => {
+                let topics: usize = r.topics.iter().map(|t| 1 + t.len()).sum();
+                let mut dst =
+                    BytesMut::with_capacity(24 + r.origin.len() + 8 * r.neighbours.len() + topics);
+                dst.put_u8(KIND_RECORD);
+                put_origin(&mut dst, &r.origin);
+                dst.put_u64(r.incarnation);
+                dst.put_u64(r.version);
+                dst.put_u16(r.neighbours.len() as u16);
+                for n in &r.neighbours {
+                    dst.put_u64(*n);
+                }
+                dst.put_u16(r.topics.len() as u16);
+                for t in &r.topics {
+                    put_topic(&mut dst, t);
+                }
+                dst.freeze()
+            }
+            Frame::Digest(d) => {
+                let mut dst = BytesMut::with_capacity(9);
+                dst.put_u8(KIND_DIGEST);
+                dst.put_u64(*d);
+                dst.freeze()
+            }
+        }
+    }
+
+    /// Decodes a frame body, checking every length against what is left and the limits above.
+    pub fn decode(mut src: Bytes) -> Result<Frame, String> {
+        let kind = take_u8(&mut src, "kind")?;
+        let frame = match kind {
+            KIND_DATA => {
+                let origin = take_origin(&mut src)?;
+                let seqno = take_u64(&mut src, "seqno")?;
+                let ttl = take_u8(&mut src, "ttl")?;
+                let hops = take_u8(&mut src, "hops")?;
+                let topic_len = take_u8(&mut src, "topic length")? as usize;
+                let topic = match topic_len {
+                    0 => None,
+                    n => Some(take_topic_body(&mut src, n)?),
+                };
+                if hops == 0 || hops > ttl {
+                    return Err(format!("data frame with hops {hops} and ttl {ttl}"));
+                }
+                Frame::Data(Data {
+                    origin,
+                    seqno,
+                    ttl,
+                    hops,
+                    topic,
+                    payload: src,
+                })
+            }
+            KIND_RECORD => {
+                let origin = take_origin(&mut src)?;
+                let incarnation = take_u64(&mut src, "incarnation")?;
+                let version = take_u64(&mut src, "version")?;
+                let count = take_u16(&mut src, "neighbour count")? as usize;
+                if count > MAX_NEIGHBOURS || src.remaining() < count * 8 {
+                    return Err(format!("record lists {count} neighbours"));
+                }
+                let neighbours = (0..count).map(|_| src.get_u64()).collect();
+                let count = take_u16(&mut src, "topic count")? as usize;
+                if count > MAX_TOPICS || src.remaining() < count * 2 {
+                    return Err(format!("record lists {count} topics"));
+                }
+                let mut topics = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let len = take_u8(&mut src, "topic length")? as usize;
+                    if len == 0 {
+                        return Err("empty topic in a record".into());
+                    }
+                    topics.push(take_topic_body(&mut src, len)?);
+                }
+                if src.has_remaining() {
+                    return Err(format!("{} bytes after a record", src.remaining()));
+                }
+                Frame::Record(Record {
+                    origin,
+                    incarnation,
+                    version,
+                    neighbours,
+                    topics,
+                })
+            }
+            KIND_DIGEST => {
+                let digest = take_u64(&mut src, "digest")?;
+                if src.has_remaining() {
+                    return Err(format!("{} bytes after a digest", src.remaining()));
+                }
+                Frame::Digest(digest)
+            }
+            other => return Err(format!("unknown frame kind {other:#04x}")),
+        };
+        Ok(frame)
+    }
+}
+
+fn short(what: &str) -> String {
+    format!("frame too short for its {what}")
+}
+
+fn take_u8(src: &mut Bytes, what: &str) -> Result<u8, String> {
+    src.try_get_u8().map_err(|_| short(what))
+}
+
+fn take_u16(src: &mut Bytes, what: &str) -> Result<u16, String> {
+    src.try_get_u16().map_err(|_| short(what))
+}
+
+fn take_u64(src: &mut Bytes, what: &str) -> Result<u64, String> {
+    src.try_get_u64().map_err(|_| short(what))
+}
+
+fn take_origin(src: &mut Bytes) -> Result<Bytes, String> {
+    let len = take_u16(src, "origin length")? as usize;
+    if len == 0 || len > MAX_NODE_ID_LEN {
+        return Err(format!("origin of {len} bytes"));
+    }
+    if src.remaining() < len {
+        return Err(short("origin"));
+    }
+    Ok(src.split_to(len))
+}
+
+fn take_topic_body(src: &mut Bytes, len: usize) -> Result<String, String> {
+    if src.remaining() < len {
+        return Err(short("topic"));
+    }
+    String::from_utf8(src.split_to(len).to_vec()).map_err(|_| "topic is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn data(topic: Option<&str>) -> Frame {
+        Frame::Data(Data {
+            origin: Bytes::from(vec![7; 64]),
+            seqno: 42,
+            ttl: 10,
+            hops: 3,
+            topic: topic.map(str::to_string),
+            payload: Bytes::from_static(b"payload"),
+        })
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for frame in [
+            data(Some("blocks")),
+            data(None),
+            Frame::Record(Record {
+                origin: Bytes::from(vec![1; 64]),
+                incarnation: 5,
+                version: 9,
+                neighbours: vec![1, 2, u64::MAX],
+                topics: vec!["a".into(), "ü".repeat(100)],
+            }),
+            Frame::Digest(77),
+        ] {
+            assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        let good = data(Some("t")).encode();
+        for cut in 0..good.len() - b"payload".len() {
+            assert!(Frame::decode(good.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut zero_hops = good.to_vec();
+        zero_hops[1 + 2 + 64 + 8 + 1] = 0;
+        assert!(Frame::decode(zero_hops.into()).is_err());
+        let mut bad_utf8 = good.to_vec();
+        *bad_utf8.last_mut().unwrap() = 0xff;
+        let topic_at = 1 + 2 + 64 + 8 + 3;
+        bad_utf8[topic_at] = 0xff;
+        assert!(Frame::decode(bad_utf8.into()).is_err());
+        assert!(Frame::decode(Bytes::from_static(&[9])).is_err());
+        assert!(Frame::decode(Bytes::from_static(&[KIND_DIGEST, 0, 0])).is_err());
+        // A record claiming more neighbours than it carries.
+        let mut rec = vec![KIND_RECORD, 0, 1, 5];
+        rec.extend_from_slice(&[0; 16]);
+        rec.extend_from_slice(&[0xff, 0xff]);
+        assert!(Frame::decode(rec.into()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Frame::decode(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn data_round_trips(
+            origin in proptest::collection::vec(any::<u8>(), 1..=MAX_NODE_ID_LEN),
+            seqno: u64, ttl in 1u8.., hops_seed: u8,
+            topic in proptest::option::of("[a-z0-9/_.-]{1,64}"),
+            payload in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let hops = hops_seed % ttl + 1;
+            let frame = Frame::Data(Data {
+                origin: origin.into(), seqno, ttl, hops, topic, payload: payload.into(),
+            });
+            prop_assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
+        }
+
+        #[test]
+        fn records_round_trip(
+            origin in proptest::collection::vec(any::<u8>(), 1..=MAX_NODE_ID_LEN),
+            incarnation: u64, version: u64,
+            neighbours in proptest::collection::vec(any::<u64>(), 0..64),
+            topics in proptest::collection::vec("\\PC{1,20}", 0..16),
+        ) {
+            let frame = Frame::Record(Record { origin: origin.into(), incarnation, version, neighbours, topics });
+            prop_assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
+        }
+    }
+}

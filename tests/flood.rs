@@ -1,0 +1,526 @@
+//! Topic flooding between real swarms (TCP loopback + CA-TLS + yamux) on several topologies:
+//! exactly-once delivery to subscribers, broadcast to all, one copy per receiver, TTL, churn,
+//! backpressure and hostile input.
+
+mod common;
+
+use std::{
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use bcos_p2p::{
+    KeyType, NodeId,
+    behaviour::build_swarm_with,
+    ca_tls::pki::{CertificateAuthority, Period},
+    flood::{self, Config, Event, FloodError, MessageId},
+};
+use bytes::Bytes;
+use common::{TIMEOUT, node};
+use futures::StreamExt as _;
+use libp2p::{Multiaddr, Swarm, swarm::SwarmEvent};
+
+const TOPIC: &str = "blocks";
+
+/// A delivered message: id, topic, payload, hops.
+type Got = (MessageId, Option<String>, Bytes, u8);
+
+/// Nodes in one process, polled together by the test.
+struct Net {
+    ca: CertificateAuthority,
+    ids: Vec<NodeId>,
+    swarms: Vec<Option<Swarm<flood::Behaviour>>>,
+    addrs: Vec<Option<Multiaddr>>,
+    /// Message events per node.
+    got: Vec<Vec<Got>>,
+}
+
+impl Net {
+    async fn new(n: usize, tweak: impl Fn(usize, &mut Config)) -> Net {
+        let mut net = Net {
+            ca: CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1))
+                .unwrap(),
+            ids: Vec::new(),
+            swarms: Vec::new(),
+            addrs: Vec::new(),
+            got: Vec::new(),
+        };
+        for i in 0..n {
+            let mut config = Config::default();
+            tweak(i, &mut config);
+            net.add(config);
+        }
+        net.run_until("listen addresses", |net| {
+            net.addrs
+                .iter()
+                .zip(&net.swarms)
+                .all(|(a, s)| a.is_some() || s.is_none())
+        })
+        .await;
+        net
+    }
+
+    /// Adds a node listening on loopback; returns its index.
+    fn add(&mut self, config: Config) -> usize {
+        let (key, tls) = node(&self.ca, KeyType::Secp256k1, Period::days(1));
+        let me = key.node_id().clone();
+        let book = tls.node_ids().clone();
+        let mut swarm =
+            build_swarm_with(&key, &tls, |_| flood::Behaviour::new(me, config, book)).unwrap();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        self.ids.push(key.node_id().clone());
+        self.swarms.push(Some(swarm));
+        self.addrs.push(None);
+        self.got.push(Vec::new());
+        self.ids.len() - 1
+    }
+
+    fn flood(&mut self, i: usize) -> &mut flood::Behaviour {
+        self.swarms[i]
+            .as_mut()
+            .expect("node is running")
+            .behaviour_mut()
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.swarms.len())
+            .filter(|i| self.swarms[*i].is_some())
+            .collect()
+    }
+
+    /// Polls every swarm until none has anything to report, or for at most 10 ms.
+    async fn step(&mut self) {
+        let progress = futures::future::poll_fn(|cx| {
+            let mut any = false;
+            for i in 0..self.swarms.len() {
+                while let Some(Poll::Ready(Some(event))) =
+                    self.swarms[i].as_mut().map(|s| s.poll_next_unpin(cx))
+                {
+                    any = true;
+                    match event {
+                        SwarmEvent::NewListenAddr { address, .. } => {
+                            self.addrs[i].get_or_insert(address);
+                        }
+                        SwarmEvent::Behaviour(Event::Message {
+                            id,
+                            topic,
+                            payload,
+                            hops,
+                            ..
+                        }) => self.got[i].push((id, topic.map(|t| t.to_string()), payload, hops)),
+                        _ => {}
+                    }
+                }
+            }
+            if any { Poll::Ready(()) } else { Poll::Pending }
+        });
+        let _ = tokio::time::timeout(Duration::from_millis(10), progress).await;
+    }
+
+    async fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Net) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.step().await;
+        }
+    }
+
+    async fn run_for(&mut self, time: Duration) {
+        let end = Instant::now() + time;
+        while Instant::now() < end {
+            self.step().await;
+        }
+    }
+
+    /// Dials every edge (a dials b) and waits until each is connected.
+    async fn connect(&mut self, edges: &[(usize, usize)]) {
+        for &(a, b) in edges {
+            let addr = self.addrs[b].clone().unwrap();
+            self.swarms[a].as_mut().unwrap().dial(addr).unwrap();
+        }
+        let pairs: Vec<_> = edges
+            .iter()
+            .map(|&(a, b)| (a, self.ids[b].to_peer_id()))
+            .collect();
+        self.run_until("connections", |net| {
+            pairs
+                .iter()
+                .all(|(a, p)| net.swarms[*a].as_ref().unwrap().is_connected(p))
+        })
+        .await;
+    }
+
+    /// Waits until every running node reaches `reachable` others and all views agree.
+    async fn settle(&mut self, reachable: usize) {
+        let live = self.live();
+        self.run_until("views to agree", |net| {
+            let mut digests = Vec::new();
+            for &i in &live {
+                if net.flood(i).reachable().len() != reachable {
+                    return false;
+                }
+                match net.flood(i).view_digest() {
+                    Some(d) => digests.push(d),
+                    None => return false,
+                }
+            }
+            digests.windows(2).all(|w| w[0] == w[1])
+        })
+        .await;
+    }
+
+    /// How many times node `i` got message `id`.
+    fn count(&self, i: usize, id: &MessageId) -> usize {
+        self.got[i].iter().filter(|(m, ..)| m == id).count()
+    }
+
+    fn deliveries(&self) -> usize {
+        self.got.iter().map(Vec::len).sum()
+    }
+}
+
+fn mesh(n: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+        .collect()
+}
+
+fn line(n: usize) -> Vec<(usize, usize)> {
+    (0..n - 1).map(|i| (i, i + 1)).collect()
+}
+
+fn ring(n: usize) -> Vec<(usize, usize)> {
+    let mut edges = line(n);
+    edges.push((n - 1, 0));
+    edges
+}
+
+fn star(n: usize) -> Vec<(usize, usize)> {
+    (1..n).map(|i| (i, 0)).collect()
+}
+
+/// A random 3-regular graph on `n` (even) nodes: a ring plus a random perfect matching of
+/// chords (connected by the ring), from a fixed seed so failures reproduce.
+fn regular3(n: usize, mut seed: u64) -> Vec<(usize, usize)> {
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let ring = ring(n);
+    let adjacent = |a: usize, b: usize| {
+        ring.iter()
+            .any(|&(x, y)| (x, y) == (a, b) || (y, x) == (a, b))
+    };
+    for _ in 0..10_000 {
+        let mut nodes: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            nodes.swap(i, next() % (i + 1));
+        }
+        let chords: Vec<(usize, usize)> = nodes.chunks(2).map(|c| (c[0], c[1])).collect();
+        if chords.iter().all(|&(a, b)| !adjacent(a, b)) {
+            let mut edges = ring.clone();
+            edges.extend(chords);
+            return edges;
+        }
+    }
+    panic!("no 3-regular graph found");
+}
+
+/// Every node multicasts once and broadcasts once on `edges`; subscribers are the even nodes.
+/// Each subscriber gets every multicast exactly once, non-subscribers none, everyone every
+/// broadcast exactly once, and no node receives any message twice on the wire.
+async fn exactly_once_on(n: usize, edges: &[(usize, usize)]) -> Net {
+    let mut net = Net::new(n, |_, _| {}).await;
+    let subscribed: Vec<usize> = (0..n).step_by(2).collect();
+    for &i in &subscribed {
+        assert!(net.flood(i).subscribe(TOPIC).unwrap());
+    }
+    net.connect(edges).await;
+    net.settle(n - 1).await;
+    for i in 0..n {
+        let mut expected: Vec<NodeId> = subscribed
+            .iter()
+            .filter(|s| **s != i)
+            .map(|s| net.ids[*s].clone())
+            .collect();
+        let mut seen = net.flood(i).subscribers(TOPIC);
+        expected.sort();
+        seen.sort();
+        assert_eq!(seen, expected, "node {i}'s view of the subscribers");
+    }
+    let mut sent = Vec::new();
+    for o in 0..n {
+        let m = net
+            .flood(o)
+            .multicast(TOPIC, Bytes::from(format!("multicast from {o}")))
+            .unwrap();
+        let b = net
+            .flood(o)
+            .broadcast(Bytes::from(format!("broadcast from {o}")))
+            .unwrap();
+        sent.push((o, m, b));
+    }
+    let s = subscribed.len();
+    let expected = s * (s - 1) + (n - s) * s + n * (n - 1);
+    net.run_until("every delivery", |net| net.deliveries() >= expected)
+        .await;
+    // Late duplicates would show up now.
+    net.run_for(Duration::from_millis(200)).await;
+    for (o, m, b) in &sent {
+        for i in 0..n {
+            let (want_m, want_b) = if i == *o {
+                (0, 0)
+            } else {
+                (usize::from(subscribed.contains(&i)), 1)
+            };
+            assert_eq!(net.count(i, m), want_m, "multicast from {o} at node {i}");
+            assert_eq!(net.count(i, b), want_b, "broadcast from {o} at node {i}");
+        }
+    }
+    assert_eq!(net.deliveries(), expected);
+    for i in 0..n {
+        let stats = net.flood(i).stats();
+        assert_eq!(stats.duplicates, 0, "node {i} got a copy twice: {stats:?}");
+        assert_eq!(stats.dropped, 0);
+    }
+    net
+}
+
+#[tokio::test]
+async fn full_mesh_of_8_origin_sends_cover_everyone() {
+    let n = 8;
+    let mut net = exactly_once_on(n, &mesh(n)).await;
+    // Nobody forwards: the frames sent are exactly the deliveries.
+    let frames: u64 = (0..n).map(|i| net.flood(i).stats().frames_sent).sum();
+    assert_eq!(frames as usize, net.deliveries());
+    assert!(net.got.iter().flatten().all(|(.., hops)| *hops == 1));
+}
+
+#[tokio::test]
+async fn line_of_6() {
+    let net = exactly_once_on(6, &line(6)).await;
+    // The far end is 5 hops from the first node.
+    let far = net.got[5]
+        .iter()
+        .find(|(id, ..)| id.origin == net.ids[0])
+        .unwrap();
+    assert_eq!(far.3, 5);
+}
+
+#[tokio::test]
+async fn ring_of_8() {
+    exactly_once_on(8, &ring(8)).await;
+}
+
+#[tokio::test]
+async fn star_of_7() {
+    exactly_once_on(7, &star(7)).await;
+}
+
+#[tokio::test]
+async fn random_3_regular_of_12() {
+    exactly_once_on(12, &regular3(12, 7)).await;
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery_and_joiners_get_later_messages() {
+    let mut net = Net::new(4, |_, _| {}).await;
+    for i in 1..4 {
+        net.flood(i).subscribe(TOPIC).unwrap();
+    }
+    net.connect(&line(4)).await;
+    net.settle(3).await;
+    assert!(net.flood(2).unsubscribe(TOPIC).unwrap());
+    assert!(!net.flood(2).unsubscribe(TOPIC).unwrap());
+    let gone = net.ids[2].clone();
+    net.run_until("the unsubscription to spread", |net| {
+        !net.flood(0).subscribers(TOPIC).contains(&gone)
+    })
+    .await;
+    let first = net
+        .flood(0)
+        .multicast(TOPIC, Bytes::from_static(b"one"))
+        .unwrap();
+    net.run_until("delivery", |net| {
+        net.count(1, &first) == 1 && net.count(3, &first) == 1
+    })
+    .await;
+    assert_eq!(
+        net.count(2, &first),
+        0,
+        "an unsubscribed relay does not deliver"
+    );
+
+    // A node joins at the far end later, already subscribed.
+    let late = net.add(Config::default());
+    net.flood(late).subscribe(TOPIC).unwrap();
+    net.run_until("its listen address", |net| net.addrs[late].is_some())
+        .await;
+    net.connect(&[(late, 3)]).await;
+    net.settle(4).await;
+    let second = net
+        .flood(0)
+        .multicast(TOPIC, Bytes::from_static(b"two"))
+        .unwrap();
+    net.run_until("delivery to the joiner", |net| {
+        net.count(late, &second) == 1
+    })
+    .await;
+    assert_eq!(net.count(late, &first), 0, "it missed what came before it");
+    let hops = net.got[late].last().unwrap().3;
+    assert_eq!(hops, 4);
+}
+
+#[tokio::test]
+async fn ring_with_a_killed_node_delivers_the_other_way_round() {
+    let n = 8;
+    let mut net = Net::new(n, |_, _| {}).await;
+    net.connect(&ring(n)).await;
+    net.settle(n - 1).await;
+    // Node 2 to node 3 is one hop; with 3 killed, the message must go round the other way.
+    net.swarms[3] = None;
+    net.settle(n - 2).await;
+    let id = net
+        .flood(2)
+        .broadcast(Bytes::from_static(b"around"))
+        .unwrap();
+    let others: Vec<usize> = net.live().into_iter().filter(|i| *i != 2).collect();
+    net.run_until("delivery to every survivor", |net| {
+        others.iter().all(|i| net.count(*i, &id) == 1)
+    })
+    .await;
+    let at4 = net.got[4].iter().find(|(m, ..)| *m == id).unwrap();
+    assert_eq!(at4.3, 6, "2 → 1 → 0 → 7 → 6 → 5 → 4");
+}
+
+#[tokio::test]
+async fn ttl_limits_hops() {
+    let mut net = Net::new(6, |_, _| {}).await;
+    net.connect(&line(6)).await;
+    net.settle(5).await;
+    let short = net
+        .flood(0)
+        .publish_with_ttl(None, Bytes::from_static(b"near"), 3)
+        .unwrap();
+    let long = net.flood(0).broadcast(Bytes::from_static(b"far")).unwrap();
+    // Links keep order: once the later message is everywhere, the earlier one went as far as
+    // it will go.
+    net.run_until("the second broadcast", |net| {
+        (1..6).all(|i| net.count(i, &long) == 1)
+    })
+    .await;
+    for i in 1..6 {
+        assert_eq!(net.count(i, &short), usize::from(i <= 3), "node {i}");
+    }
+    assert_eq!(net.got[3][0].3, 3);
+}
+
+#[tokio::test]
+async fn bad_topics_and_oversize_payloads_are_rejected() {
+    let mut net = Net::new(1, |_, c| c.max_frame = 4096).await;
+    let f = net.flood(0);
+    for bad in [String::new(), "x".repeat(256)] {
+        assert!(matches!(
+            f.subscribe(&bad),
+            Err(FloodError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            f.unsubscribe(&bad),
+            Err(FloodError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            f.multicast(&bad, Bytes::new()),
+            Err(FloodError::InvalidTopic(_))
+        ));
+    }
+    assert!(f.subscribe(&"é".repeat(127)).is_ok(), "254 bytes of UTF-8");
+    let max = 4096 - flood::wire::DATA_OVERHEAD;
+    assert_eq!(
+        f.broadcast(Bytes::from(vec![0; max + 1])),
+        Err(FloodError::TooLarge { size: max + 1, max })
+    );
+    assert!(f.broadcast(Bytes::from(vec![0; max])).is_ok());
+}
+
+#[tokio::test]
+async fn full_queues_fail_the_send_then_recover() {
+    let mut net = Net::new(2, |_, c| c.max_queue_frames = 2).await;
+    net.connect(&[(0, 1)]).await;
+    net.settle(1).await;
+    // The swarm is not polled in between, so nothing leaves the queue.
+    let a = net.flood(0).broadcast(Bytes::from_static(b"1")).unwrap();
+    let b = net.flood(0).broadcast(Bytes::from_static(b"2")).unwrap();
+    assert_eq!(
+        net.flood(0).broadcast(Bytes::from_static(b"3")),
+        Err(FloodError::QueueFull(1))
+    );
+    assert_eq!(net.flood(0).stats().dropped, 1);
+    net.run_until("delivery", |net| {
+        net.count(1, &a) == 1 && net.count(1, &b) == 1
+    })
+    .await;
+    let c = net.flood(0).broadcast(Bytes::from_static(b"4")).unwrap();
+    net.run_until("delivery after the queue drained", |net| {
+        net.count(1, &c) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_peer_does_not_hold_up_the_others() {
+    // 0 is connected to 1 and 2; 1 stops reading (its swarm is no longer polled).
+    let mut net = Net::new(3, |_, c| c.max_queue_bytes = 1 << 20).await;
+    net.connect(&[(0, 1), (0, 2)]).await;
+    net.settle(2).await;
+    let stalled = net.swarms[1].take();
+    let payload = Bytes::from(vec![7u8; 128 * 1024]);
+    for k in 0..48 {
+        let id = net
+            .flood(0)
+            .broadcast(payload.clone())
+            .unwrap_or_else(|e| panic!("broadcast {k}: {e}"));
+        net.run_until("the live peer to get it", |net| net.count(2, &id) == 1)
+            .await;
+    }
+    let stats = net.flood(0).stats();
+    assert!(
+        stats.dropped > 0,
+        "the stalled peer's queue never filled: {stats:?}"
+    );
+    drop(stalled);
+}
+
+/// Garbage, a malformed body and a 2^40 length prefix on a flood stream close that stream; the
+/// node keeps serving its other peers.
+#[tokio::test]
+async fn garbage_closes_only_that_stream() {
+    let mut net = Net::new(2, |_, _| {}).await;
+    net.connect(&[(0, 1)]).await;
+    net.settle(1).await;
+    let target = net.ids[1].to_peer_id();
+    let addr = net.addrs[1].clone().unwrap();
+    for garbage in [
+        b"\x05\xff\xff\xff\xff\xffjunk".to_vec(),
+        b"\x03\x09\x00\x00".to_vec(),
+        common::varint(1 << 40),
+    ] {
+        let (io, attacker_task) =
+            common::write_garbage(&net.ca, addr.clone(), target, flood::PROTOCOL_NAME, garbage);
+        let before = net.flood(1).stats().malformed;
+        net.run_until("the garbage stream to close", |_| io.is_finished())
+            .await;
+        io.await.unwrap();
+        assert_eq!(net.flood(1).stats().malformed, before + 1);
+        let id = net
+            .flood(0)
+            .broadcast(Bytes::from_static(b"still there?"))
+            .unwrap();
+        net.run_until("delivery", |net| net.count(1, &id) == 1)
+            .await;
+        attacker_task.abort();
+    }
+}
