@@ -1,2 +1,425 @@
-//! Being written.
-fn main() {}
+//! Flood benchmark: ours against libp2p-floodsub and libp2p-gossipsub, in one process, on the
+//! same transport (TCP loopback + CA-TLS + yamux, sockets counting their bytes).
+//!
+//! Two topologies of 16 nodes: (a) a full mesh with half the nodes subscribed, (b) a random
+//! 3-regular graph with every node subscribed. Nodes publish 1 KiB messages in turn; every
+//! delivery is timed from its publish. `wire_per_delivered` = bytes read off every socket during
+//! the publish phase ÷ (distinct deliveries × payload bytes).
+//!
+//! `cargo bench --bench flood [-- --quick]`; the last line is JSON (see ARCHITECTURE.md).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bcos_p2p::{
+    KeyType,
+    ca_tls::pki::{CertificateAuthority, Period},
+    flood,
+};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use libp2p::{
+    Multiaddr, PeerId, floodsub, gossipsub,
+    identity::Keypair,
+    swarm::{NetworkBehaviour, SwarmEvent},
+};
+use support::{Counter, build_counting_swarm, listen_local, quantile};
+use tokio::sync::mpsc;
+
+const NODES: usize = 16;
+const PAYLOAD: usize = 1024;
+const TOPIC: &str = "bench";
+
+/// What the bench needs from each pub/sub system.
+trait Pubsub: NetworkBehaviour<ToSwarm: Send> + Send + 'static {
+    fn subscribe(&mut self);
+    /// Publishes; false if the system refused.
+    fn publish(&mut self, data: Bytes) -> bool;
+    /// The payload, if the event is a delivery.
+    fn delivery(event: Self::ToSwarm) -> Option<Bytes>;
+    fn connected(&mut self, _peer: PeerId) {}
+}
+
+impl Pubsub for flood::Behaviour {
+    fn subscribe(&mut self) {
+        flood::Behaviour::subscribe(self, TOPIC).expect("valid topic");
+    }
+    fn publish(&mut self, data: Bytes) -> bool {
+        self.multicast(TOPIC, data).is_ok()
+    }
+    fn delivery(event: flood::Event) -> Option<Bytes> {
+        match event {
+            flood::Event::Message { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+}
+
+impl Pubsub for floodsub::Behaviour {
+    fn subscribe(&mut self) {
+        floodsub::Behaviour::subscribe(self, floodsub::Topic::new(TOPIC));
+    }
+    fn publish(&mut self, data: Bytes) -> bool {
+        // `publish` drops messages of nodes that do not subscribe themselves; `publish_any`
+        // sends them like the other systems do.
+        self.publish_any(floodsub::Topic::new(TOPIC), data);
+        true
+    }
+    fn delivery(event: floodsub::Event) -> Option<Bytes> {
+        match event {
+            floodsub::Event::Message(m) => Some(m.data),
+            _ => None,
+        }
+    }
+    fn connected(&mut self, peer: PeerId) {
+        // Floodsub sends only to the peers in its partial view.
+        self.add_node_to_partial_view(peer);
+    }
+}
+
+impl Pubsub for gossipsub::Behaviour {
+    fn subscribe(&mut self) {
+        gossipsub::Behaviour::subscribe(self, &gossipsub::IdentTopic::new(TOPIC))
+            .expect("subscribe");
+    }
+    fn publish(&mut self, data: Bytes) -> bool {
+        gossipsub::Behaviour::publish(self, gossipsub::IdentTopic::new(TOPIC), data.to_vec())
+            .is_ok()
+    }
+    fn delivery(event: gossipsub::Event) -> Option<Bytes> {
+        match event {
+            gossipsub::Event::Message { message, .. } => Some(message.data.into()),
+            _ => None,
+        }
+    }
+}
+
+enum Command {
+    Subscribe,
+    Dial(Multiaddr),
+    Publish(Bytes),
+}
+
+struct NodeHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    counter: Counter,
+    addr: Multiaddr,
+    connections: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// (node, message index, when it arrived).
+type Delivery = (usize, u64, Instant);
+
+async fn spawn_node<B: Pubsub>(
+    index: usize,
+    ca: &CertificateAuthority,
+    make: impl FnOnce(&Keypair, &bcos_p2p::ca_tls::Config) -> B,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+) -> NodeHandle {
+    let key = bcos_p2p::NodeKey::generate(KeyType::Secp256k1).expect("key");
+    let cert = ca
+        .issue_node(&key, "CN=node", Period::days(1))
+        .expect("cert");
+    let tls = bcos_p2p::ca_tls::Config::new(
+        &key,
+        ca.node_chain(cert).expect("chain"),
+        vec![ca.root_der().expect("root")],
+    )
+    .expect("tls");
+    let (mut swarm, counter) =
+        build_counting_swarm(&key, &tls, |kp| make(kp, &tls)).expect("swarm");
+    let addr = listen_local(&mut swarm).await;
+    let (commands, mut rx) = mpsc::unbounded_channel();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (conns, refusals) = (connections.clone(), refused.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(Command::Subscribe) => swarm.behaviour_mut().subscribe(),
+                    Some(Command::Dial(addr)) => swarm.dial(addr).expect("dial"),
+                    Some(Command::Publish(data)) => {
+                        if !swarm.behaviour_mut().publish(data) {
+                            refusals.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => return,
+                },
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                        conns.fetch_add(1, Ordering::Relaxed);
+                        swarm.behaviour_mut().connected(peer_id);
+                    }
+                    SwarmEvent::ConnectionClosed { .. } => {
+                        conns.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    SwarmEvent::Behaviour(e) => {
+                        if let Some(data) = B::delivery(e) {
+                            let msg = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
+                            let _ = deliveries.send((index, msg, Instant::now()));
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+    });
+    NodeHandle {
+        commands,
+        counter,
+        addr,
+        connections,
+        refused,
+        task,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    delivery: f64,
+    dup_deliveries: usize,
+    wire_per_delivered: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    refused: usize,
+}
+
+struct Run {
+    messages: usize,
+    warmup: Duration,
+    interval: Duration,
+}
+
+async fn measure<B: Pubsub>(
+    run: &Run,
+    edges: &[(usize, usize)],
+    subscribed: &[bool],
+    make: impl Fn(&Keypair, &bcos_p2p::ca_tls::Config) -> B,
+) -> Outcome {
+    let ca = CertificateAuthority::new_root(KeyType::Secp256k1, "CN=bench", Period::days(1))
+        .expect("ca");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        nodes.push(spawn_node(i, &ca, &make, tx.clone()).await);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        if subscribed[i] {
+            node.commands.send(Command::Subscribe).expect("node runs");
+        }
+    }
+    let mut degree = [0; NODES];
+    for &(a, b) in edges {
+        nodes[a]
+            .commands
+            .send(Command::Dial(nodes[b].addr.clone()))
+            .expect("node runs");
+        degree[a] += 1;
+        degree[b] += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..NODES).any(|i| nodes[i].connections.load(Ordering::Relaxed) < degree[i]) {
+        assert!(Instant::now() < deadline, "connections did not come up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Subscriptions spread, gossipsub builds its mesh (heartbeats), our records settle.
+    tokio::time::sleep(run.warmup).await;
+    while rx.try_recv().is_ok() {}
+
+    let wire_before: u64 = nodes.iter().map(|n| n.counter.read_bytes()).sum();
+    let mut published = Vec::with_capacity(run.messages);
+    let mut expected = 0;
+    let mut ticker = tokio::time::interval(run.interval);
+    for m in 0..run.messages {
+        ticker.tick().await;
+        let origin = m % NODES;
+        let mut data = vec![0u8; PAYLOAD];
+        data[..8].copy_from_slice(&(m as u64).to_be_bytes());
+        published.push(Instant::now());
+        nodes[origin]
+            .commands
+            .send(Command::Publish(data.into()))
+            .expect("node runs");
+        expected += (0..NODES)
+            .filter(|i| *i != origin && subscribed[*i])
+            .count();
+    }
+    let mut got: HashMap<(usize, u64), usize> = HashMap::new();
+    let mut latencies = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut grace_end: Option<Instant> = None;
+    loop {
+        let until = grace_end.unwrap_or(end).min(end);
+        let Ok(Some((node, msg, at))) =
+            tokio::time::timeout(until.saturating_duration_since(Instant::now()), rx.recv()).await
+        else {
+            break;
+        };
+        let count = got.entry((node, msg)).or_default();
+        *count += 1;
+        if *count == 1 {
+            latencies.push(at.duration_since(published[msg as usize]).as_secs_f64() * 1e3);
+        }
+        if got.len() >= expected && grace_end.is_none() {
+            // Wait a little for late duplicates.
+            grace_end = Some(Instant::now() + Duration::from_millis(300));
+        }
+    }
+    let wire_after: u64 = nodes.iter().map(|n| n.counter.read_bytes()).sum();
+    let refused = nodes
+        .iter()
+        .map(|n| n.refused.load(Ordering::Relaxed))
+        .sum();
+    for node in nodes {
+        node.task.abort();
+    }
+    let distinct = got.len();
+    let dup_deliveries = got.values().map(|c| c - 1).sum();
+    latencies.sort_by(f64::total_cmp);
+    Outcome {
+        delivery: distinct as f64 / expected as f64,
+        dup_deliveries,
+        wire_per_delivered: (wire_after - wire_before) as f64 / (distinct * PAYLOAD) as f64,
+        p50_ms: if latencies.is_empty() {
+            f64::NAN
+        } else {
+            quantile(&latencies, 0.5)
+        },
+        p99_ms: if latencies.is_empty() {
+            f64::NAN
+        } else {
+            quantile(&latencies, 0.99)
+        },
+        refused,
+    }
+}
+
+fn mesh() -> Vec<(usize, usize)> {
+    (0..NODES)
+        .flat_map(|a| (a + 1..NODES).map(move |b| (a, b)))
+        .collect()
+}
+
+/// A random 3-regular graph: a ring plus a random perfect matching of chords (fixed seed).
+fn regular3(mut seed: u64) -> Vec<(usize, usize)> {
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let ring: Vec<(usize, usize)> = (0..NODES).map(|i| (i, (i + 1) % NODES)).collect();
+    let adjacent = |a: usize, b: usize| a.abs_diff(b) == 1 || a.abs_diff(b) == NODES - 1;
+    loop {
+        let mut nodes: Vec<usize> = (0..NODES).collect();
+        for i in (1..NODES).rev() {
+            nodes.swap(i, next() % (i + 1));
+        }
+        let chords: Vec<(usize, usize)> = nodes.chunks(2).map(|c| (c[0], c[1])).collect();
+        if chords.iter().all(|&(a, b)| !adjacent(a, b)) {
+            return ring.into_iter().chain(chords).collect();
+        }
+    }
+}
+
+fn ours(kp: &Keypair, tls: &bcos_p2p::ca_tls::Config) -> flood::Behaviour {
+    let me = bcos_p2p::NodeId::from_public_key(&kp.public()).expect("node id");
+    flood::Behaviour::new(me, flood::Config::default(), tls.node_ids().clone())
+}
+
+fn stock_floodsub(kp: &Keypair, _: &bcos_p2p::ca_tls::Config) -> floodsub::Behaviour {
+    floodsub::Behaviour::new(kp.public().to_peer_id())
+}
+
+/// Gossipsub for 16 nodes: the default mesh degree (6, 5–12), signed messages, and a 500 ms
+/// heartbeat so the mesh forms within the warm-up.
+fn stock_gossipsub(kp: &Keypair, _: &bcos_p2p::ca_tls::Config) -> gossipsub::Behaviour {
+    let config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(500))
+        .build()
+        .expect("gossipsub config");
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(kp.clone()), config)
+        .expect("gossipsub")
+}
+
+fn row(name: &str, o: &Outcome) {
+    println!(
+        "{name:<28} {:>8.3} {:>6} {:>10.3} {:>8.2} {:>8.2} {:>7}",
+        o.delivery, o.dup_deliveries, o.wire_per_delivered, o.p50_ms, o.p99_ms, o.refused
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let run = if quick {
+        Run {
+            messages: 96,
+            warmup: Duration::from_secs(2),
+            interval: Duration::from_millis(4),
+        }
+    } else {
+        Run {
+            messages: 480,
+            warmup: Duration::from_secs(3),
+            interval: Duration::from_millis(4),
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let half: Vec<bool> = (0..NODES).map(|i| i % 2 == 0).collect();
+    let all = vec![true; NODES];
+    let (mesh, regular) = (mesh(), regular3(11));
+    let (o_mesh, o_reg, f_mesh, f_reg, g_mesh) = runtime.block_on(async {
+        (
+            measure(&run, &mesh, &half, ours).await,
+            measure(&run, &regular, &all, ours).await,
+            measure(&run, &mesh, &half, stock_floodsub).await,
+            measure(&run, &regular, &all, stock_floodsub).await,
+            measure(&run, &mesh, &half, stock_gossipsub).await,
+        )
+    });
+    println!(
+        "flood: {NODES} nodes, {} messages of {PAYLOAD} B, one every {:?}",
+        run.messages, run.interval
+    );
+    println!(
+        "{:<28} {:>8} {:>6} {:>10} {:>8} {:>8} {:>7}",
+        "system / topology", "delivery", "dups", "wire/deliv", "p50 ms", "p99 ms", "refused"
+    );
+    row("ours / mesh (half subs)", &o_mesh);
+    row("floodsub / mesh", &f_mesh);
+    row("gossipsub / mesh", &g_mesh);
+    row("ours / 3-regular (all subs)", &o_reg);
+    row("floodsub / 3-regular", &f_reg);
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    println!(
+        "{{\"mesh_delivery\":{},\"mesh_dup_deliveries\":{},\"mesh_wire_per_delivered\":{},\"mesh_p99_ms\":{},\"regular_delivery\":{},\"regular_dup_deliveries\":{},\"regular_wire_per_delivered\":{},\"floodsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_p99_ms\":{},\"floodsub_regular_wire_per_delivered\":{},\"ratio_p99_vs_gossipsub\":{}}}",
+        r(o_mesh.delivery),
+        o_mesh.dup_deliveries,
+        r(o_mesh.wire_per_delivered),
+        r(o_mesh.p99_ms),
+        r(o_reg.delivery),
+        o_reg.dup_deliveries,
+        r(o_reg.wire_per_delivered),
+        r(f_mesh.wire_per_delivered),
+        r(g_mesh.wire_per_delivered),
+        r(g_mesh.p99_ms),
+        r(f_reg.wire_per_delivered),
+        r(o_mesh.p99_ms / g_mesh.p99_ms),
+    );
+}
