@@ -1,0 +1,155 @@
+//! Shared by the benchmarks: swarms like `bcos_p2p::behaviour::build_swarm_with` builds (TCP,
+//! CA-TLS, yamux, connections kept while idle) whose sockets count the bytes they carry, so a
+//! bench can report wire cost — TLS records, yamux frames and all — not just payload sizes.
+//!
+//! Use from a bench with `#[path = "support/mod.rs"] mod support;`.
+
+#![allow(dead_code)] // each bench uses a part
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bcos_p2p::{NodeKey, ca_tls};
+use futures::{AsyncRead, AsyncWrite, StreamExt as _};
+use libp2p::{
+    Multiaddr, Swarm, SwarmBuilder, Transport as _,
+    core::upgrade::Version,
+    identity::Keypair,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux,
+};
+
+/// Byte totals over every socket of one swarm. Clones share the totals.
+#[derive(Debug, Clone, Default)]
+pub struct Counter {
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl Counter {
+    /// Bytes read from all sockets so far.
+    pub fn read_bytes(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to all sockets so far.
+    pub fn written_bytes(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
+/// A socket that adds what passes through it to a [`Counter`].
+#[derive(Debug)]
+pub struct CountingStream<S> {
+    inner: S,
+    counter: Counter,
+}
+
+impl<S> CountingStream<S> {
+    /// Wraps `inner`, counting into `counter`.
+    pub fn new(inner: S, counter: Counter) -> Self {
+        CountingStream { inner, counter }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let n = std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.counter.read.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.counter.written.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// What libp2p's connection timeout adds to the CA-TLS handshake timeout (as in
+/// `build_swarm_with`).
+const CONNECT_MARGIN: Duration = Duration::from_secs(5);
+
+/// A tokio swarm over TCP (nodelay), CA-TLS with `tls` and yamux, like `build_swarm_with`, whose
+/// sockets count their bytes into the returned [`Counter`].
+pub fn build_counting_swarm<B: NetworkBehaviour>(
+    key: &NodeKey,
+    tls: &ca_tls::Config,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Result<(Swarm<B>, Counter), Box<dyn std::error::Error>> {
+    let counter = Counter::default();
+    let sockets = counter.clone();
+    let security = tls.for_keypair(key.keypair())?;
+    let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .map(move |socket, _| CountingStream::new(socket, sockets.clone()))
+        .upgrade(Version::V1)
+        .authenticate(security)
+        .multiplex(yamux::Config::default());
+    let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
+        .with_tokio()
+        .with_other_transport(|_| transport)?
+        .with_behaviour(|kp| behaviour(kp))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
+        .with_connection_timeout(tls.handshake_timeout() + CONNECT_MARGIN)
+        .build();
+    Ok((swarm, counter))
+}
+
+/// Whether the bench was started with `--quick` (the short run the bench contract asks for).
+pub fn quick() -> bool {
+    std::env::args().any(|a| a == "--quick")
+}
+
+/// The runtime the benches run in: tokio, two worker threads (this machine's cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Starts `swarm` listening on a free loopback port and returns the address.
+pub async fn listen_local<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"))
+        .expect("listen");
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return address;
+        }
+    }
+}
+
+/// The value at quantile `q` (0..=1) of `sorted`, by nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
