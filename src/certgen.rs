@@ -15,7 +15,7 @@ use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
 use crate::{
     KeyType, NodeId, NodeKey,
-    config::{Access, Certificates, Config, Network, PeerAddr},
+    config::{Config, Network, PeerAddr},
 };
 
 /// What to generate.
@@ -146,8 +146,7 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
                 listen: vec![PeerAddr(node.listen.clone())],
                 peers,
             },
-            certificate: Certificates::default(),
-            access: Access::default(),
+            ..Config::default()
         };
         let text = format!(
             "# bcos-p2p node {i}: NodeId {}\n# made by `bcos-p2p gen-certs`; paths are relative to this file\n{}",

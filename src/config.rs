@@ -41,6 +41,125 @@ pub struct Config {
     pub certificate: Certificates,
     /// Deny/allow lists.
     pub access: Access,
+    /// Dialling, redialling, liveness and limits.
+    pub connection: Connection,
+    /// Request/response.
+    pub unicast: Unicast,
+    /// Multicast and broadcast.
+    pub flood: Flood,
+    /// Status sync.
+    pub status: Status,
+}
+
+/// `[connection]`: how connections are made, kept and bounded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Connection {
+    /// First redial delay after a disconnect or failed dial, in ms; doubles per failure (with
+    /// jitter) up to `redial_max_ms`. Default 1000.
+    pub redial_min_ms: u64,
+    /// Longest redial delay, in ms. Default 30000.
+    pub redial_max_ms: u64,
+    /// Ping period per connection, in ms. Default 5000.
+    pub ping_interval_ms: u64,
+    /// How long a ping may take, in ms. Default 5000.
+    pub ping_timeout_ms: u64,
+    /// Consecutive failed pings after which a connection is closed as dead. Default 3.
+    pub ping_max_failures: u32,
+    /// Longest TLS handshake, in ms. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// Most incoming connections still handshaking. Default 256.
+    pub max_pending_incoming: u32,
+    /// Most outgoing dials in progress. Default 256.
+    pub max_pending_outgoing: u32,
+    /// Most established connections. Default 1024.
+    pub max_established: u32,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Connection {
+            redial_min_ms: 1000,
+            redial_max_ms: 30_000,
+            ping_interval_ms: 5000,
+            ping_timeout_ms: 5000,
+            ping_max_failures: 3,
+            handshake_timeout_ms: 10_000,
+            max_pending_incoming: 256,
+            max_pending_outgoing: 256,
+            max_established: 1024,
+        }
+    }
+}
+
+/// The unicast module id the CLI's `request` and `oneway` use, and `run` serves by default.
+pub const DEFAULT_MODULE: u16 = 1;
+
+/// `[unicast]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Unicast {
+    /// How long a request waits for its reply, in ms. Default 10000.
+    pub request_timeout_ms: u64,
+    /// Largest message (unicast and flood frames), in bytes, like FISCO's
+    /// `allow_max_msg_size`. Default 33554432 (32 MiB).
+    pub max_message_size: usize,
+    /// Most requests in flight per peer, each way. Default 16384.
+    pub max_in_flight: usize,
+    /// Module ids this node serves. Default `[1]`.
+    pub modules: Vec<u16>,
+}
+
+impl Default for Unicast {
+    fn default() -> Self {
+        Unicast {
+            request_timeout_ms: 10_000,
+            max_message_size: 32 * 1024 * 1024,
+            max_in_flight: 16_384,
+            modules: vec![DEFAULT_MODULE],
+        }
+    }
+}
+
+/// `[flood]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Flood {
+    /// Most hops a multicast or broadcast travels. Default 10.
+    pub ttl: u8,
+    /// Topics subscribed at start. Default none.
+    pub topics: Vec<String>,
+    /// Most bytes queued for one peer. Default 67108864 (64 MiB).
+    pub max_queue_bytes: usize,
+}
+
+impl Default for Flood {
+    fn default() -> Self {
+        Flood {
+            ttl: 10,
+            topics: Vec::new(),
+            max_queue_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[status]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Status {
+    /// How often the status seq is announced, in ms (and at once on change). Default 1000.
+    pub announce_interval_ms: u64,
+    /// Largest status payload, in bytes. Default 1048576 (1 MiB).
+    pub max_payload: usize,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            announce_interval_ms: 1000,
+            max_payload: 1024 * 1024,
+        }
+    }
 }
 
 /// `[network]`.
