@@ -195,14 +195,13 @@ impl Peer {
     }
 
     /// Records `v` if it is news: another incarnation, or a higher seq in the same one.
-    fn saw(&mut self, v: Version, on: ConnectionId) -> bool {
-        let news = self
+    fn saw(&mut self, v: Version, on: ConnectionId) {
+        if self
             .announced_version()
-            .is_none_or(|(i, s)| i != v.0 || s < v.1);
-        if news {
+            .is_none_or(|(i, s)| i != v.0 || s < v.1)
+        {
             self.announced = Some((v, on));
         }
-        news
     }
 
     /// The connection to send on: `hint` if usable, else the first with an open stream, else
