@@ -54,6 +54,65 @@ pub enum Event {
         /// The peer, when its certificate was read.
         node_id: Option<NodeId>,
     },
+    /// A peer's request (the node answers `echo:<data>` unless told otherwise).
+    Request {
+        /// The peer.
+        from: NodeId,
+        /// The module.
+        module: u16,
+        /// The payload (UTF-8; invalid bytes replaced).
+        data: String,
+    },
+    /// The outcome of a `request` or `topic-request` command; ids count those commands from 1.
+    Response {
+        /// The command's id.
+        id: u64,
+        /// Whether a reply came.
+        ok: bool,
+        /// The reply.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+        /// Why it failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Round trip, in ms.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rtt_ms: Option<f64>,
+        /// Who answered (for topic requests).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node_id: Option<NodeId>,
+    },
+    /// A peer's one-way message.
+    Oneway {
+        /// The peer.
+        from: NodeId,
+        /// The module.
+        module: u16,
+        /// The payload.
+        data: String,
+    },
+    /// A multicast (for a topic this node subscribes to) or a broadcast.
+    Message {
+        /// `multicast` or `broadcast`.
+        kind: MessageKind,
+        /// The topic of a multicast.
+        topic: Option<String>,
+        /// The origin.
+        from: NodeId,
+        /// The payload.
+        data: String,
+        /// Hops it travelled.
+        hops: u8,
+    },
+    /// A peer's status changed.
+    Status {
+        /// The peer.
+        node_id: NodeId,
+        /// Its seq.
+        seq: u64,
+        /// Its payload.
+        data: String,
+    },
     /// Answer to `peers`.
     Peers {
         /// Connected peers.
@@ -64,6 +123,16 @@ pub enum Event {
         /// Why.
         message: String,
     },
+}
+
+/// Which kind of flood message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// To a topic's subscribers.
+    Multicast,
+    /// To every node.
+    Broadcast,
 }
 
 /// One connected peer in a [`Event::Peers`] answer.
@@ -92,7 +161,8 @@ impl Event {
         ))
     }
 
-    fn from_upgrade(addr: String, e: &UpgradeError) -> Event {
+    /// The `refused` event of a CA-TLS refusal at `addr`.
+    pub fn from_upgrade(addr: String, e: &UpgradeError) -> Event {
         Event::Refused {
             addr,
             reason: e.refusal().to_string(),
@@ -132,6 +202,49 @@ impl Event {
                     s.push_str(&format!("\n  {} at {}", id(&p.node_id), p.addr));
                 }
                 s
+            }
+            Event::Request { from, module, data } => {
+                format!("request from {} (module {module}): {data}", from.short())
+            }
+            Event::Response {
+                id,
+                ok: true,
+                data,
+                rtt_ms,
+                node_id,
+                ..
+            } => format!(
+                "response {id}{}: {} ({:.2} ms)",
+                node_id
+                    .as_ref()
+                    .map_or_else(String::new, |n| format!(" from {}", n.short())),
+                data.as_deref().unwrap_or(""),
+                rtt_ms.unwrap_or(0.0)
+            ),
+            Event::Response { id, error, .. } => {
+                format!("response {id} failed: {}", error.as_deref().unwrap_or(""))
+            }
+            Event::Oneway { from, module, data } => {
+                format!("oneway from {} (module {module}): {data}", from.short())
+            }
+            Event::Message {
+                kind,
+                topic,
+                from,
+                data,
+                hops,
+            } => match kind {
+                MessageKind::Multicast => format!(
+                    "multicast on {} from {} ({hops} hops): {data}",
+                    topic.as_deref().unwrap_or(""),
+                    from.short()
+                ),
+                MessageKind::Broadcast => {
+                    format!("broadcast from {} ({hops} hops): {data}", from.short())
+                }
+            },
+            Event::Status { node_id, seq, data } => {
+                format!("status of {}: seq {seq}: {data}", node_id.short())
             }
             Event::Error { message } => format!("error: {message}"),
         }

@@ -10,7 +10,7 @@
 //! use bcos_p2p::{behaviour::build_swarm, ca_tls};
 //!
 //! let (key, tls) = ca_tls::Config::load("node.key", "node.crt", "ca.crt")?;
-//! let mut swarm = build_swarm(&key, &tls)?;
+//! let mut swarm = build_swarm(&key, &tls, &Default::default())?;
 //! swarm.listen_on("/ip4/0.0.0.0/tcp/30300".parse()?)?;
 //! println!("I am {}", key.node_id());
 //! # Ok(()) }
@@ -23,6 +23,7 @@ pub mod behaviour;
 pub mod certgen;
 pub mod config;
 pub mod events;
+pub mod node;
 
 pub use bcos_p2p_ca_tls as ca_tls;
 /// `NodeId`: see [`bcos_p2p_core::NodeId`]. It lives in the core crate so every protocol crate

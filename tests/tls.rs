@@ -37,8 +37,8 @@ async fn gen_certs_nodes_connect_and_see_each_others_node_id() {
         let (ka, ta) = load(&made[0].dir);
         let (kb, tb) = load(&made[1].dir);
         assert_eq!(ka.node_id(), &made[0].node_id);
-        let mut a = build_swarm(&ka, &ta).unwrap();
-        let mut b = build_swarm(&kb, &tb).unwrap();
+        let mut a = build_swarm(&ka, &ta, &Default::default()).unwrap();
+        let mut b = build_swarm(&kb, &tb, &Default::default()).unwrap();
         let (sa, sb) = dial(&mut a, &mut b).await;
         assert_eq!(sa.peer(), made[1].peer_id, "{key_type}");
         assert_eq!(sb.peer(), made[0].peer_id, "{key_type}");
@@ -109,8 +109,8 @@ basicConstraints = CA:TRUE
                 "{n}: NodeId differs from openssl's"
             );
         }
-        let mut a = build_swarm(&k0, &t0).unwrap();
-        let mut b = build_swarm(&k1, &t1).unwrap();
+        let mut a = build_swarm(&k0, &t0, &Default::default()).unwrap();
+        let mut b = build_swarm(&k1, &t1, &Default::default()).unwrap();
         let (sa, sb) = dial(&mut a, &mut b).await;
         assert_eq!(
             t0.node_ids().resolve(&sa.peer()).as_ref(),
@@ -258,8 +258,8 @@ async fn certificate_from_another_ca_is_refused() {
     )
     .unwrap();
     let (sa, sb) = dial(
-        &mut build_swarm(&k_out, &t_out).unwrap(),
-        &mut build_swarm(&k_in, &t_in).unwrap(),
+        &mut build_swarm(&k_out, &t_out, &Default::default()).unwrap(),
+        &mut build_swarm(&k_in, &t_in, &Default::default()).unwrap(),
     )
     .await;
     assert_eq!(sb.refusal(), &Refusal::UnknownIssuer);
@@ -277,8 +277,8 @@ async fn certificate_from_another_ca_is_refused() {
     let (k_a, t_a) = node(&good_ca, KeyType::Secp256k1, Period::days(30));
     let (k_b, t_b) = node(&other_ca, KeyType::Secp256k1, Period::days(30));
     let (sa, sb) = dial(
-        &mut build_swarm(&k_a, &t_a).unwrap(),
-        &mut build_swarm(&k_b, &t_b).unwrap(),
+        &mut build_swarm(&k_a, &t_a, &Default::default()).unwrap(),
+        &mut build_swarm(&k_b, &t_b, &Default::default()).unwrap(),
     )
     .await;
     assert_eq!(sa.refusal(), &Refusal::UnknownIssuer);
@@ -298,8 +298,8 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
     };
     let (k_out, t_out) = node(&ca, KeyType::Secp256k1, expired);
     let (sa, sb) = dial(
-        &mut build_swarm(&k_out, &t_out).unwrap(),
-        &mut build_swarm(&k_in, &t_in).unwrap(),
+        &mut build_swarm(&k_out, &t_out, &Default::default()).unwrap(),
+        &mut build_swarm(&k_in, &t_in, &Default::default()).unwrap(),
     )
     .await;
     assert!(
@@ -318,8 +318,8 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
     };
     let (k_out, t_out) = node(&ca, KeyType::P256, future);
     let (_, sb) = dial(
-        &mut build_swarm(&k_out, &t_out).unwrap(),
-        &mut build_swarm(&k_in, &t_in).unwrap(),
+        &mut build_swarm(&k_out, &t_out, &Default::default()).unwrap(),
+        &mut build_swarm(&k_in, &t_in, &Default::default()).unwrap(),
     )
     .await;
     assert!(
@@ -339,8 +339,8 @@ async fn denied_and_not_allowed_peers_are_refused() {
     t_b.access_list().deny(k_a.node_id().clone());
     t_b.access_list().allow(k_a.node_id().clone()); // deny wins over allow
     let (sa, sb) = dial(
-        &mut build_swarm(&k_a, &t_a).unwrap(),
-        &mut build_swarm(&k_b, &t_b).unwrap(),
+        &mut build_swarm(&k_a, &t_a, &Default::default()).unwrap(),
+        &mut build_swarm(&k_b, &t_b, &Default::default()).unwrap(),
     )
     .await;
     assert_eq!(sb.refusal(), &Refusal::Denied);
@@ -351,8 +351,8 @@ async fn denied_and_not_allowed_peers_are_refused() {
 
     // c is not on b's (non-empty) allow list.
     let (sc, sb) = dial(
-        &mut build_swarm(&k_c, &t_c).unwrap(),
-        &mut build_swarm(&k_b, &t_b).unwrap(),
+        &mut build_swarm(&k_c, &t_c, &Default::default()).unwrap(),
+        &mut build_swarm(&k_b, &t_b, &Default::default()).unwrap(),
     )
     .await;
     assert_eq!(sb.refusal(), &Refusal::NotAllowed);
@@ -365,8 +365,8 @@ async fn denied_and_not_allowed_peers_are_refused() {
     t_c.access_list().deny(k_b.node_id().clone());
     t_b.access_list().allow(k_c.node_id().clone());
     let (sc, _) = dial(
-        &mut build_swarm(&k_c, &t_c).unwrap(),
-        &mut build_swarm(&k_b, &t_b).unwrap(),
+        &mut build_swarm(&k_c, &t_c, &Default::default()).unwrap(),
+        &mut build_swarm(&k_b, &t_b, &Default::default()).unwrap(),
     )
     .await;
     assert_eq!(sc.refusal(), &Refusal::Denied);
@@ -374,8 +374,8 @@ async fn denied_and_not_allowed_peers_are_refused() {
     // Lifting the lists admits again.
     t_c.access_list().undeny(k_b.node_id());
     let (sc, sb) = dial(
-        &mut build_swarm(&k_c, &t_c).unwrap(),
-        &mut build_swarm(&k_b, &t_b).unwrap(),
+        &mut build_swarm(&k_c, &t_c, &Default::default()).unwrap(),
+        &mut build_swarm(&k_b, &t_b, &Default::default()).unwrap(),
     )
     .await;
     assert_eq!(sc.peer(), k_b.node_id().to_peer_id());
@@ -416,7 +416,7 @@ async fn certificate_not_belonging_to_the_peer_key_is_refused() {
     // The victim is even denied: the lists must not be consulted before the peer proves its
     // key, or replayed certificates would reveal who is on them.
     t_b.access_list().deny(victim.node_id().clone());
-    let mut b = build_swarm(&k_b, &t_b).unwrap();
+    let mut b = build_swarm(&k_b, &t_b, &Default::default()).unwrap();
     let port = common::listen_port(&mut b).await;
     let signing = Secp256k1SigningKey::from_pkcs8_der(attacker.pkcs8_der()).unwrap();
     let attack = async move {
@@ -480,12 +480,20 @@ async fn stock_libp2p_tls_node_is_refused_both_ways() {
             .build()
     };
     // Stock dials us.
-    let (s_stock, s_ours) = dial(&mut stock(), &mut build_swarm(&k, &t).unwrap()).await;
+    let (s_stock, s_ours) = dial(
+        &mut stock(),
+        &mut build_swarm(&k, &t, &Default::default()).unwrap(),
+    )
+    .await;
     assert_eq!(s_ours.refusal(), &Refusal::StockLibp2pTls);
     assert!(!matches!(s_stock, Side::Connected(_)), "{s_stock:?}");
     assert!(s_ours.refusal().to_string().contains("/tls/1.0.0"));
     // We dial stock.
-    let (s_ours, s_stock) = dial(&mut build_swarm(&k, &t).unwrap(), &mut stock()).await;
+    let (s_ours, s_stock) = dial(
+        &mut build_swarm(&k, &t, &Default::default()).unwrap(),
+        &mut stock(),
+    )
+    .await;
     assert_eq!(s_ours.refusal(), &Refusal::StockLibp2pTls);
     assert!(!matches!(s_stock, Side::Connected(_)), "{s_stock:?}");
 }
@@ -537,7 +545,7 @@ async fn stalled_handshake_times_out() {
     let ca = ca(KeyType::Secp256k1);
     let (k, t) = node(&ca, KeyType::Secp256k1, Period::days(1));
     let t = t.with_handshake_timeout(Duration::from_millis(300));
-    let mut b = build_swarm(&k, &t).unwrap();
+    let mut b = build_swarm(&k, &t, &Default::default()).unwrap();
     let port = common::listen_port(&mut b).await;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

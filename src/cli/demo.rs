@@ -52,7 +52,7 @@ async fn start_node(
     if let Some(d) = deny {
         tls.access_list().deny(d);
     }
-    let mut swarm = build_swarm(&key, &tls)?;
+    let mut swarm = build_swarm(&key, &tls, &Default::default())?;
     swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
     let addr = tokio::time::timeout(STEP_TIMEOUT, async {
         loop {

@@ -1,40 +1,23 @@
-//! `bcos-p2p run`: one node, driven by stdin commands, reporting events on stdout.
+//! `bcos-p2p run`: one node, driven by stdin commands, reporting events on stdout (the CLI
+//! contract in ARCHITECTURE.md). Everything network-side is [`bcos_p2p::node::Node`]; this file
+//! only parses commands and prints events.
 
-use std::{
-    collections::{HashMap, HashSet},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{path::PathBuf, time::Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use bcos_p2p::{
-    NodeId,
-    behaviour::{Behaviour, build_swarm},
-    ca_tls,
-    config::{Config, PeerAddr},
-    events::{Event, PeerInfo},
+    NodeId, ca_tls,
+    config::{Config, DEFAULT_MODULE, PeerAddr},
+    events::{Event, MessageKind, PeerInfo},
+    node::{Node, NodeEvent},
 };
+use bytes::Bytes;
 use clap::Args;
 use futures::StreamExt as _;
-use libp2p::{
-    Multiaddr, PeerId, Swarm,
-    core::ConnectedPoint,
-    multiaddr::Protocol,
-    swarm::{
-        ConnectionId, DialError, SwarmEvent,
-        dial_opts::{DialOpts, PeerCondition},
-    },
-};
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader},
-    time::Instant,
+    sync::mpsc,
 };
-
-/// First redial delay after a failed dial; doubles up to [`REDIAL_MAX`].
-const REDIAL_MIN: Duration = Duration::from_secs(1);
-const REDIAL_MAX: Duration = Duration::from_secs(30);
-/// A connection whose pings fail this many times in a row is dead: close it (and redial).
-const PING_FAILURES_TO_CLOSE: u32 = 3;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -110,138 +93,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             c.ca.display()
         )
     })?;
-    for id in &config.access.deny {
-        tls.access_list().deny(id.clone());
-    }
-    for id in &config.access.allow {
-        tls.access_list().allow(id.clone());
-    }
-    let mut swarm = build_swarm(&key, &tls)?;
-    if config.network.listen.is_empty() {
-        bail!("no listen address");
-    }
-    for addr in &config.network.listen {
-        swarm
-            .listen_on(addr.0.clone())
-            .with_context(|| format!("cannot listen on {addr}"))?;
-    }
-    let mut node = RunningNode {
-        swarm,
-        tls,
-        json,
-        peers: config
-            .network
-            .peers
-            .iter()
-            .map(|p| Target::new(p.clone()))
-            .collect(),
-        pending_dials: HashMap::new(),
-        listeners_waiting: config.network.listen.len(),
-        listeners_seen: HashSet::new(),
-        listen_addrs: Vec::new(),
-        ready: false,
-        connected: HashMap::new(),
-        ping_failures: HashMap::new(),
+    let mut node = Node::start(key, tls, config).await?;
+    let events = node.events().expect("first call");
+    let out = Output { json };
+    out.print(&Event::Ready {
+        node_id: node.node_id().clone(),
+        listen: node.listen_addrs().iter().map(|a| a.to_string()).collect(),
+    });
+    let mut session = Session {
+        node,
+        out,
+        next_id: 0,
+        results: mpsc::unbounded_channel(),
     };
-    node.run().await
+    let outcome = session.drive(events).await;
+    session.node.shutdown().await.ok();
+    outcome
 }
 
-/// A configured peer and when to dial it next.
-struct Target {
-    addr: Multiaddr,
-    /// The peer at `addr`: from the config's `/p2p/` suffix, or learnt from a successful dial.
-    peer: Option<PeerId>,
-    /// Whether `peer` came from the config (else it may be forgotten if the node is re-keyed).
-    configured: bool,
-    next_attempt: Instant,
-    backoff: Duration,
-}
-
-impl Target {
-    fn new(addr: PeerAddr) -> Self {
-        let peer = addr.peer_id();
-        let mut addr = addr.0;
-        if peer.is_some() {
-            addr.pop();
-        }
-        Target {
-            addr,
-            configured: peer.is_some(),
-            peer,
-            next_attempt: Instant::now(),
-            backoff: REDIAL_MIN,
-        }
-    }
-
-    /// Schedules the next attempt after a failure, doubling the delay up to [`REDIAL_MAX`].
-    fn failed(&mut self) {
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(REDIAL_MAX);
-    }
-}
-
-struct RunningNode {
-    swarm: Swarm<Behaviour>,
-    tls: ca_tls::Config,
+/// Prints events: one JSON object per line, or a line for people.
+#[derive(Clone, Copy)]
+struct Output {
     json: bool,
-    peers: Vec<Target>,
-    pending_dials: HashMap<ConnectionId, usize>,
-    listeners_waiting: usize,
-    listeners_seen: HashSet<libp2p::core::transport::ListenerId>,
-    listen_addrs: Vec<Multiaddr>,
-    ready: bool,
-    /// Connected peers and the address of their first connection.
-    connected: HashMap<PeerId, Multiaddr>,
-    /// Consecutive ping failures per connection.
-    ping_failures: HashMap<ConnectionId, u32>,
 }
 
-impl RunningNode {
-    async fn run(&mut self) -> anyhow::Result<()> {
-        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-        let mut stdin_open = true;
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut terminate = terminate_signal()?;
-        let interrupt = tokio::signal::ctrl_c();
-        tokio::pin!(interrupt);
-        loop {
-            tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
-                line = stdin.next_line(), if stdin_open => match line {
-                    Ok(Some(line)) => {
-                        if !self.on_command(line.trim()) {
-                            break;
-                        }
-                    }
-                    // EOF (or an unreadable stdin) does not stop the node: only `quit` or a signal.
-                    Ok(None) | Err(_) => stdin_open = false,
-                },
-                _ = tick.tick() => self.on_tick(),
-                _ = &mut interrupt => break,
-                _ = terminate.recv() => break,
-            }
-        }
-        self.close_all().await;
-        Ok(())
-    }
-
-    /// Closes every connection cleanly (peers see a close, not a reset), waiting at most 2 s.
-    async fn close_all(&mut self) {
-        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
-        for p in peers {
-            let _ = self.swarm.disconnect_peer_id(p);
-        }
-        let deadline = tokio::time::sleep(Duration::from_secs(2));
-        tokio::pin!(deadline);
-        while self.swarm.connected_peers().next().is_some() {
-            tokio::select! {
-                _ = self.swarm.select_next_some() => {}
-                _ = &mut deadline => break,
-            }
-        }
-    }
-
-    fn emit(&self, event: Event) {
+impl Output {
+    fn print(&self, event: &Event) {
         use std::io::Write as _;
         let line = if self.json {
             event.to_json()
@@ -253,214 +130,251 @@ impl RunningNode {
         let _ = out.flush();
     }
 
-    fn node_id(&self, peer: &PeerId) -> Option<NodeId> {
-        self.tls.node_ids().resolve(peer)
-    }
-
-    fn on_swarm_event(
-        &mut self,
-        event: SwarmEvent<bcos_p2p::behaviour::Event>,
-    ) -> anyhow::Result<()> {
-        match event {
-            SwarmEvent::NewListenAddr {
-                listener_id,
-                address,
-            } => {
-                // `ready` waits for the next tick, so that a listener on 0.0.0.0 has reported
-                // every interface's address by then.
-                self.listen_addrs.push(address);
-                if self.listeners_seen.insert(listener_id) {
-                    self.listeners_waiting -= 1;
-                }
-            }
-            SwarmEvent::ListenerClosed {
-                reason: Err(e),
-                addresses,
-                ..
-            } => {
-                tracing::error!(?addresses, "listener failed: {e}");
-                if !self.ready {
-                    bail!("listener failed: {e}");
-                }
-                self.emit(Event::Error {
-                    message: format!("listener on {addresses:?} failed: {e}"),
-                });
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
-            } => {
-                if let Some(i) = self.pending_dials.remove(&connection_id) {
-                    let t = &mut self.peers[i];
-                    t.peer = Some(peer_id);
-                    t.backoff = REDIAL_MIN;
-                }
-                if num_established.get() == 1 {
-                    let addr = remote_addr(&endpoint);
-                    self.emit(Event::Connected {
-                        node_id: self.node_id(&peer_id),
-                        addr: addr.to_string(),
-                    });
-                    self.connected.insert(peer_id, addr);
-                }
-            }
-            SwarmEvent::ConnectionClosed {
-                connection_id,
-                num_established,
-                ..
-            } if num_established > 0 => {
-                self.ping_failures.remove(&connection_id);
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                cause,
-                ..
-            } => {
-                self.ping_failures.remove(&connection_id);
-                self.connected.remove(&peer_id);
-                let reason = cause.map_or_else(|| "closed".to_string(), |e| e.to_string());
-                self.emit(Event::Disconnected {
-                    node_id: self.node_id(&peer_id),
-                    reason,
-                });
-                // Redial configured peers promptly after a fault.
-                for t in self.peers.iter_mut().filter(|t| t.peer == Some(peer_id)) {
-                    t.next_attempt = Instant::now() + REDIAL_MIN;
-                }
-            }
-            SwarmEvent::IncomingConnectionError {
-                send_back_addr,
-                error,
-                ..
-            } => {
-                let addr = send_back_addr.to_string();
-                match Event::refused(addr.clone(), &error) {
-                    Some(e) => self.emit(e),
-                    None => self.emit(Event::Refused {
-                        addr,
-                        reason: error.to_string(),
-                        code: "handshake".into(),
-                        node_id: None,
-                    }),
-                }
-            }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                error,
-                ..
-            } => {
-                if let Some(i) = self.pending_dials.remove(&connection_id) {
-                    let t = &mut self.peers[i];
-                    t.failed();
-                    // A different node now answers at an address configured without a PeerId
-                    // (re-keyed): learn the new one at the next dial.
-                    if matches!(error, DialError::WrongPeerId { .. }) && !t.configured {
-                        t.peer = None;
-                    }
-                    tracing::debug!(addr = %t.addr, "dial failed: {error}");
-                }
-                if let Some(e) = Event::refused_dial(&error) {
-                    self.emit(e);
-                }
-            }
-            SwarmEvent::Behaviour(bcos_p2p::behaviour::Event::Ping(ping)) => match ping.result {
-                Ok(_) => {
-                    self.ping_failures.remove(&ping.connection);
-                }
-                Err(e) => {
-                    let n = self.ping_failures.entry(ping.connection).or_default();
-                    *n += 1;
-                    if *n >= PING_FAILURES_TO_CLOSE {
-                        tracing::info!(peer = %ping.peer, "closing a connection after {n} failed pings: {e}");
-                        self.ping_failures.remove(&ping.connection);
-                        self.swarm.close_connection(ping.connection);
-                    }
-                }
-            },
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Emits `ready` once every listener has reported its addresses, then redials due peers.
-    fn on_tick(&mut self) {
-        if !self.ready && self.listeners_waiting == 0 {
-            self.ready = true;
-            self.emit(Event::Ready {
-                node_id: self.tls.local_node_id().clone(),
-                listen: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            });
-        }
-        if self.ready {
-            self.dial_due();
-        }
-    }
-
-    /// Dials every configured peer that is not connected, not being dialled, and due.
-    fn dial_due(&mut self) {
-        let now = Instant::now();
-        for (i, t) in self.peers.iter_mut().enumerate() {
-            let connected = t.peer.is_some_and(|p| self.swarm.is_connected(&p));
-            let dialling = self.pending_dials.values().any(|&j| j == i);
-            if connected || dialling || t.next_attempt > now {
-                continue;
-            }
-            let opts = match t.peer {
-                Some(p) => DialOpts::peer_id(p)
-                    .addresses(vec![t.addr.clone()])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build(),
-                None => DialOpts::unknown_peer_id().address(t.addr.clone()).build(),
-            };
-            let id = opts.connection_id();
-            match self.swarm.dial(opts) {
-                Ok(()) => {
-                    self.pending_dials.insert(id, i);
-                }
-                Err(e) => {
-                    tracing::debug!(addr = %t.addr, "not dialling: {e}");
-                    t.failed();
-                }
-            }
-        }
-    }
-
-    /// Handles one stdin command; returns false to stop.
-    fn on_command(&mut self, line: &str) -> bool {
-        let (cmd, _rest) = line.split_once(' ').unwrap_or((line, ""));
-        match cmd {
-            "" => {}
-            "quit" => return false,
-            "peers" => {
-                let peers = self
-                    .connected
-                    .iter()
-                    .map(|(p, addr)| PeerInfo {
-                        node_id: self.node_id(p),
-                        addr: addr.to_string(),
-                        status_seq: None,
-                    })
-                    .collect();
-                self.emit(Event::Peers { peers });
-            }
-            other => self.emit(Event::Error {
-                message: format!("unknown command `{other}`"),
-            }),
-        }
-        true
+    fn error(&self, message: impl std::fmt::Display) {
+        self.print(&Event::Error {
+            message: message.to_string(),
+        });
     }
 }
 
-fn remote_addr(endpoint: &ConnectedPoint) -> Multiaddr {
-    let mut a = endpoint.get_remote_address().clone();
-    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
-        a.pop();
+struct Session {
+    node: Node,
+    out: Output,
+    /// Ids of `request` and `topic-request` commands, counted from 1.
+    next_id: u64,
+    /// Events finished by spawned tasks (responses), printed by the main loop.
+    results: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+}
+
+fn text(data: &Bytes) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+impl Session {
+    async fn drive(
+        &mut self,
+        mut events: impl futures::Stream<Item = NodeEvent> + Unpin,
+    ) -> anyhow::Result<()> {
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        let mut stdin_open = true;
+        let mut terminate = terminate_signal()?;
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => anyhow::bail!("the node stopped"),
+                },
+                Some(event) = self.results.1.recv() => self.out.print(&event),
+                line = stdin.next_line(), if stdin_open => match line {
+                    Ok(Some(line)) => {
+                        if !self.on_command(line.trim()).await {
+                            return Ok(());
+                        }
+                    }
+                    // EOF (or an unreadable stdin) does not stop the node: only `quit` or a signal.
+                    Ok(None) | Err(_) => stdin_open = false,
+                },
+                _ = &mut interrupt => return Ok(()),
+                _ = terminate.recv() => return Ok(()),
+            }
+        }
     }
-    a
+
+    async fn on_event(&mut self, event: NodeEvent) {
+        let printed = match event {
+            NodeEvent::Connected { node, addr } => Event::Connected {
+                node_id: Some(node),
+                addr: addr.to_string(),
+            },
+            NodeEvent::Disconnected { node, reason } => Event::Disconnected {
+                node_id: Some(node),
+                reason,
+            },
+            NodeEvent::Refused { addr, error } => {
+                Event::from_upgrade(addr.map(|a| a.to_string()).unwrap_or_default(), &error)
+            }
+            NodeEvent::Request {
+                from,
+                module,
+                payload,
+                responder,
+            } => {
+                let data = text(&payload);
+                let mut echo = b"echo:".to_vec();
+                echo.extend_from_slice(&payload);
+                if let Err(e) = responder.respond(echo.into()).await {
+                    self.out.error(format!("cannot answer a request: {e}"));
+                }
+                Event::Request { from, module, data }
+            }
+            NodeEvent::Oneway {
+                from,
+                module,
+                payload,
+            } => Event::Oneway {
+                from,
+                module,
+                data: text(&payload),
+            },
+            NodeEvent::Message {
+                origin,
+                topic,
+                payload,
+                hops,
+                ..
+            } => Event::Message {
+                kind: if topic.is_some() {
+                    MessageKind::Multicast
+                } else {
+                    MessageKind::Broadcast
+                },
+                topic: topic.map(|t| t.to_string()),
+                from: origin,
+                data: text(&payload),
+                hops,
+            },
+            NodeEvent::Status {
+                node, seq, payload, ..
+            } => Event::Status {
+                node_id: node,
+                seq,
+                data: text(&payload),
+            },
+            NodeEvent::Subscribed { .. } | NodeEvent::Unsubscribed { .. } => return,
+        };
+        self.out.print(&printed);
+    }
+
+    /// Handles one stdin command; returns false to stop.
+    async fn on_command(&mut self, line: &str) -> bool {
+        let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let (arg, data) = rest.split_once(' ').unwrap_or((rest, ""));
+        let node = &self.node;
+        let result: Result<(), String> = match command {
+            "" => Ok(()),
+            "quit" => return false,
+            "peers" => match node.peers().await {
+                Ok(peers) => {
+                    let peers = peers
+                        .into_iter()
+                        .map(|p| PeerInfo {
+                            node_id: Some(p.node),
+                            addr: p.addr.to_string(),
+                            status_seq: p.status_seq,
+                        })
+                        .collect();
+                    self.out.print(&Event::Peers { peers });
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            "request" | "oneway" | "deny" | "allow" => match arg.parse::<NodeId>() {
+                Err(e) => Err(format!("{command}: {e}")),
+                Ok(id) => match command {
+                    "request" => {
+                        self.spawn_request(id, rest_after(rest));
+                        Ok(())
+                    }
+                    "oneway" => node
+                        .oneway(&id, DEFAULT_MODULE, Bytes::from(rest_after(rest)))
+                        .await
+                        .map_err(|e| e.to_string()),
+                    "deny" => node.deny(&id).await.map(drop).map_err(|e| e.to_string()),
+                    _ => node.allow(&id).await.map(drop).map_err(|e| e.to_string()),
+                },
+            },
+            "subscribe" => node
+                .subscribe(arg)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "unsubscribe" => node
+                .unsubscribe(arg)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "multicast" => node
+                .multicast(arg, Bytes::from(data.to_string()))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "broadcast" => node
+                .broadcast(Bytes::from(rest.to_string()))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "topic-request" => {
+                self.spawn_topic_request(arg.to_string(), data.to_string());
+                Ok(())
+            }
+            "status" => node
+                .set_status(Bytes::from(rest.to_string()))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "unknown command `{other}` (request, oneway, subscribe, unsubscribe, multicast, broadcast, topic-request, status, peers, deny, allow, quit)"
+            )),
+        };
+        if let Err(message) = result {
+            self.out.error(message);
+        }
+        true
+    }
+
+    fn spawn_request(&mut self, to: NodeId, data: String) {
+        self.next_id += 1;
+        let (id, node, done) = (self.next_id, self.node.clone(), self.results.0.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let result = node.request(&to, DEFAULT_MODULE, Bytes::from(data)).await;
+            let _ = done.send(response(id, start, result.map(|r| (None, r))));
+        });
+    }
+
+    fn spawn_topic_request(&mut self, topic: String, data: String) {
+        self.next_id += 1;
+        let (id, node, done) = (self.next_id, self.node.clone(), self.results.0.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let result = node
+                .topic_request(&topic, DEFAULT_MODULE, Bytes::from(data))
+                .await;
+            let _ = done.send(response(id, start, result.map(|(n, r)| (Some(n), r))));
+        });
+    }
+}
+
+/// What follows the first word of `rest` (the data of `request`/`oneway`).
+fn rest_after(rest: &str) -> String {
+    rest.split_once(' ').map_or("", |(_, d)| d).to_string()
+}
+
+fn response(
+    id: u64,
+    start: Instant,
+    result: Result<(Option<NodeId>, Bytes), bcos_p2p::node::NodeError>,
+) -> Event {
+    match result {
+        Ok((node_id, reply)) => Event::Response {
+            id,
+            ok: true,
+            data: Some(text(&reply)),
+            error: None,
+            rtt_ms: Some(start.elapsed().as_secs_f64() * 1e3),
+            node_id,
+        },
+        Err(e) => Event::Response {
+            id,
+            ok: false,
+            data: None,
+            error: Some(e.to_string()),
+            rtt_ms: None,
+            node_id: None,
+        },
+    }
 }
 
 #[cfg(unix)]

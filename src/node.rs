@@ -1,0 +1,833 @@
+//! [`Node`]: a bcos-p2p node running on its own task, driven through an async handle.
+//!
+//! Most applications want "send this, tell me what arrives" rather than a swarm to poll. `Node`
+//! owns the swarm ([`crate::behaviour::Behaviour`] over TCP + CA-TLS + yamux) on a spawned
+//! tokio task; its methods send commands to that task and resolve with the outcome, always —
+//! a typed error at worst, never a hang — and what the network reports comes out of
+//! [`Node::events`] as [`NodeEvent`]s.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use bcos_p2p::{ca_tls, config::Config, node::{Node, NodeEvent}};
+//! use futures::StreamExt as _;
+//!
+//! let (key, tls) = ca_tls::Config::load("node.key", "node.crt", "ca.crt")?;
+//! let mut node = Node::start(key, tls, Config::default()).await?;
+//! let mut events = node.events().expect("events are taken once");
+//! node.subscribe("blocks").await?;
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         NodeEvent::Request { payload, responder, .. } => responder.respond(payload).await?,
+//!         NodeEvent::Message { origin, payload, .. } => println!("{origin}: {payload:?}"),
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+use libp2p::{Multiaddr, PeerId, Swarm, core::ConnectedPoint, swarm::SwarmEvent};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    NodeId, NodeKey,
+    behaviour::{Behaviour, Event as BehaviourEvent, build_swarm},
+    ca_tls,
+    config::Config,
+    events::dial_refusal,
+    flood::{self, FloodError, MessageId, Topic},
+    status::{self, Status, StatusError},
+    unicast::{self, RequestId, ResponseChannel, UnicastError},
+};
+
+/// Commands waiting for the node task at most; callers wait (asynchronously) beyond it.
+const COMMAND_QUEUE: usize = 1024;
+/// Events waiting for the application at most; beyond it events are dropped and counted (a
+/// dropped request is answered "no response" by unicast), so a slow consumer cannot stall the
+/// network.
+const EVENT_QUEUE: usize = 16_384;
+/// How long `start` waits for every listen address to come up.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a node call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// A request or oneway message failed.
+    #[error(transparent)]
+    Unicast(#[from] UnicastError),
+    /// A multicast, broadcast or subscription failed.
+    #[error(transparent)]
+    Flood(#[from] FloodError),
+    /// A status change failed.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    /// No connected node subscribes to the topic (or every one of them failed).
+    #[error("no reachable subscriber of topic `{0}`")]
+    TopicNotFound(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// The node could not start.
+    #[error("cannot start the node: {0}")]
+    Start(String),
+}
+
+/// What the network reports to the application.
+#[derive(Debug)]
+pub enum NodeEvent {
+    /// The first connection to a peer is up.
+    Connected {
+        /// The peer.
+        node: NodeId,
+        /// Its address.
+        addr: Multiaddr,
+    },
+    /// The last connection to a peer closed.
+    Disconnected {
+        /// The peer.
+        node: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// A connection was refused during the CA-TLS handshake (by either side).
+    Refused {
+        /// The remote address, when known.
+        addr: Option<Multiaddr>,
+        /// The refusal.
+        error: ca_tls::UpgradeError,
+    },
+    /// A peer's request: answer it with the responder (dropping it answers "no response").
+    Request {
+        /// The peer.
+        from: NodeId,
+        /// The module it is for.
+        module: u16,
+        /// Its payload.
+        payload: Bytes,
+        /// Where the answer goes.
+        responder: Responder,
+    },
+    /// A peer's one-way message.
+    Oneway {
+        /// The peer.
+        from: NodeId,
+        /// The module it is for.
+        module: u16,
+        /// Its payload.
+        payload: Bytes,
+    },
+    /// A multicast for a topic we subscribe to, or a broadcast.
+    Message {
+        /// Its network-wide id.
+        id: MessageId,
+        /// Who sent it.
+        origin: NodeId,
+        /// The topic; `None` for a broadcast.
+        topic: Option<Topic>,
+        /// Its payload.
+        payload: Bytes,
+        /// Hops it travelled.
+        hops: u8,
+    },
+    /// A node subscribed to a topic.
+    Subscribed {
+        /// The node.
+        node: NodeId,
+        /// The topic.
+        topic: Topic,
+    },
+    /// A node unsubscribed from a topic.
+    Unsubscribed {
+        /// The node.
+        node: NodeId,
+        /// The topic.
+        topic: Topic,
+    },
+    /// A peer's status changed.
+    Status {
+        /// The peer.
+        node: NodeId,
+        /// Its seq.
+        seq: u64,
+        /// Its application payload.
+        payload: Bytes,
+        /// The whole record (topics, modules, version).
+        status: Arc<Status>,
+    },
+}
+
+/// The answer to one [`NodeEvent::Request`].
+#[derive(Debug)]
+pub struct Responder {
+    channel: ResponseChannel,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Responder {
+    /// Answers with `payload`.
+    pub async fn respond(self, payload: Bytes) -> Result<(), NodeError> {
+        self.send(Ok(payload)).await
+    }
+
+    /// Answers with an error; the requester gets `UnicastError::Remote(reason)`.
+    pub async fn respond_error(self, reason: impl Into<String>) -> Result<(), NodeError> {
+        self.send(Err(reason.into())).await
+    }
+
+    async fn send(self, result: Result<Bytes, String>) -> Result<(), NodeError> {
+        self.commands
+            .send(Command::Respond(self.channel, result))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+}
+
+/// A connected peer, as [`Node::peers`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer.
+    pub node: NodeId,
+    /// The address of a connection to it.
+    pub addr: Multiaddr,
+    /// Its status seq, once status sync has it.
+    pub status_seq: Option<u64>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+#[derive(Debug)]
+enum Command {
+    Request(NodeId, u16, Bytes, Reply<Bytes>),
+    Oneway(NodeId, u16, Bytes, Reply<()>),
+    Publish(Option<String>, Bytes, Reply<MessageId>),
+    TopicRequest(String, u16, Bytes, Reply<(NodeId, Bytes)>),
+    Subscribe(String, bool, Reply<bool>),
+    SetStatus(Bytes, Reply<u64>),
+    Peers(Reply<Vec<PeerInfo>>),
+    Deny(NodeId, Reply<bool>),
+    Allow(NodeId, Reply<bool>),
+    Respond(ResponseChannel, Result<Bytes, String>),
+    Shutdown(Reply<()>),
+}
+
+/// A running node. Clones are handles to the same node (only the first has the event
+/// stream). Dropping every handle (and every pending [`Responder`]) stops it, as does
+/// [`Node::shutdown`].
+#[derive(Debug)]
+pub struct Node {
+    node_id: NodeId,
+    listen: Vec<Multiaddr>,
+    commands: mpsc::Sender<Command>,
+    events: Option<mpsc::Receiver<NodeEvent>>,
+}
+
+impl Clone for Node {
+    fn clone(&self) -> Self {
+        Node {
+            node_id: self.node_id.clone(),
+            listen: self.listen.clone(),
+            commands: self.commands.clone(),
+            events: None,
+        }
+    }
+}
+
+impl Node {
+    /// Starts a node with `key` and its CA-TLS setup `tls`: listens on the config's addresses
+    /// (returns once each is up), dials its peers and keeps them connected.
+    pub async fn start(
+        key: NodeKey,
+        tls: ca_tls::Config,
+        config: Config,
+    ) -> Result<Node, NodeError> {
+        for node in &config.access.deny {
+            tls.access_list().deny(node.clone());
+        }
+        for node in &config.access.allow {
+            tls.access_list().allow(node.clone());
+        }
+        let mut swarm =
+            build_swarm(&key, &tls, &config).map_err(|e| NodeError::Start(e.to_string()))?;
+        if config.network.listen.is_empty() {
+            return Err(NodeError::Start("no listen address".into()));
+        }
+        let mut listeners = HashSet::new();
+        for addr in &config.network.listen {
+            let id = swarm
+                .listen_on(addr.0.clone())
+                .map_err(|e| NodeError::Start(format!("cannot listen on {addr}: {e}")))?;
+            listeners.insert(id);
+        }
+        let mut listen = Vec::new();
+        tokio::time::timeout(LISTEN_TIMEOUT, async {
+            let mut up = HashSet::new();
+            while up.len() < listeners.len() {
+                match swarm.select_next_some().await {
+                    SwarmEvent::NewListenAddr {
+                        listener_id,
+                        address,
+                    } => {
+                        up.insert(listener_id);
+                        listen.push(address);
+                    }
+                    SwarmEvent::ListenerClosed {
+                        addresses, reason, ..
+                    } => {
+                        return Err(NodeError::Start(format!(
+                            "listener on {addresses:?} closed: {reason:?}"
+                        )));
+                    }
+                    SwarmEvent::ListenerError { error, .. } => {
+                        return Err(NodeError::Start(format!("listener failed: {error}")));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| NodeError::Start("listen addresses did not come up".into()))??;
+        for topic in &config.flood.topics {
+            swarm.behaviour_mut().flood.subscribe(topic)?;
+        }
+        sync_topics(&mut swarm);
+        for peer in &config.network.peers {
+            if let Err(e) = swarm.dial(peer.0.clone()) {
+                tracing::warn!(%peer, error = %e, "cannot dial a configured peer");
+            }
+        }
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let runner = Runner {
+            swarm,
+            tls,
+            commands: commands.clone(),
+            command_rx,
+            events: event_tx,
+            requests: HashMap::new(),
+            connections: HashMap::new(),
+            dropped_events: 0,
+        };
+        tokio::spawn(runner.run());
+        Ok(Node {
+            node_id: key.node_id().clone(),
+            listen,
+            commands,
+            events: Some(events),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The addresses the node listens on.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen
+    }
+
+    /// The stream of events; `None` after the first call (there is one stream per node).
+    pub fn events(&mut self) -> Option<impl Stream<Item = NodeEvent> + Send + Unpin + 'static> {
+        self.events.take().map(tokio_stream_of)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Sends a request to `node` for `module`; resolves with the reply.
+    pub async fn request(
+        &self,
+        node: &NodeId,
+        module: u16,
+        payload: Bytes,
+    ) -> Result<Bytes, NodeError> {
+        self.call(|r| Command::Request(node.clone(), module, payload, r))
+            .await
+    }
+
+    /// Sends a one-way message to `node` for `module`.
+    pub async fn oneway(
+        &self,
+        node: &NodeId,
+        module: u16,
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
+        self.call(|r| Command::Oneway(node.clone(), module, payload, r))
+            .await
+    }
+
+    /// Sends `payload` to every reachable subscriber of `topic`.
+    pub async fn multicast(&self, topic: &str, payload: Bytes) -> Result<MessageId, NodeError> {
+        self.call(|r| Command::Publish(Some(topic.to_string()), payload, r))
+            .await
+    }
+
+    /// Sends `payload` to every reachable node.
+    pub async fn broadcast(&self, payload: Bytes) -> Result<MessageId, NodeError> {
+        self.call(|r| Command::Publish(None, payload, r)).await
+    }
+
+    /// Sends a request to one connected subscriber of `topic`, chosen at random, trying
+    /// another when one fails (FISCO's AMOP unicast); resolves with the subscriber and its
+    /// reply. No subscriber: [`NodeError::TopicNotFound`].
+    pub async fn topic_request(
+        &self,
+        topic: &str,
+        module: u16,
+        payload: Bytes,
+    ) -> Result<(NodeId, Bytes), NodeError> {
+        self.call(|r| Command::TopicRequest(topic.to_string(), module, payload, r))
+            .await
+    }
+
+    /// Subscribes to `topic`; false if already subscribed.
+    pub async fn subscribe(&self, topic: &str) -> Result<bool, NodeError> {
+        self.call(|r| Command::Subscribe(topic.to_string(), true, r))
+            .await
+    }
+
+    /// Unsubscribes from `topic`; false if not subscribed.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<bool, NodeError> {
+        self.call(|r| Command::Subscribe(topic.to_string(), false, r))
+            .await
+    }
+
+    /// Sets this node's status payload; resolves with the new seq.
+    pub async fn set_status(&self, payload: Bytes) -> Result<u64, NodeError> {
+        self.call(|r| Command::SetStatus(payload, r)).await
+    }
+
+    /// The connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        self.call(Command::Peers).await
+    }
+
+    /// Refuses `node` from now on and closes its sessions; false if it was already denied.
+    pub async fn deny(&self, node: &NodeId) -> Result<bool, NodeError> {
+        self.call(|r| Command::Deny(node.clone(), r)).await
+    }
+
+    /// Accepts `node` again (takes it off the deny list; adds it to the allow list when one
+    /// is in use); false if nothing changed.
+    pub async fn allow(&self, node: &NodeId) -> Result<bool, NodeError> {
+        self.call(|r| Command::Allow(node.clone(), r)).await
+    }
+
+    /// Stops the node: closes its connections (waiting up to 2 s for peers to see a clean
+    /// close) and ends its task. Later calls on any handle fail with [`NodeError::Stopped`].
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.call(Command::Shutdown).await
+    }
+}
+
+fn tokio_stream_of(
+    mut rx: mpsc::Receiver<NodeEvent>,
+) -> impl Stream<Item = NodeEvent> + Send + Unpin {
+    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// Publishes the flood subscriptions in the status record too (peers see a node's topics there).
+fn sync_topics(swarm: &mut Swarm<Behaviour>) {
+    let b = swarm.behaviour_mut();
+    let topics: Vec<String> = b.flood.subscriptions().map(str::to_string).collect();
+    if let Err(e) = b.status.set_topics(topics) {
+        tracing::warn!(error = %e, "topics not published in the status");
+    }
+}
+
+enum Pending {
+    Request(Reply<Bytes>),
+    Topic {
+        topic: String,
+        module: u16,
+        payload: Bytes,
+        node: NodeId,
+        tried: HashSet<NodeId>,
+        reply: Reply<(NodeId, Bytes)>,
+    },
+}
+
+struct Runner {
+    swarm: Swarm<Behaviour>,
+    tls: ca_tls::Config,
+    /// For responders.
+    commands: mpsc::Sender<Command>,
+    command_rx: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NodeEvent>,
+    requests: HashMap<RequestId, Pending>,
+    /// Open connections per peer, with the address of the first.
+    connections: HashMap<PeerId, (usize, Multiaddr)>,
+    dropped_events: u64,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                command = self.command_rx.recv() => match command {
+                    Some(Command::Shutdown(reply)) => {
+                        self.close_all().await;
+                        let _ = reply.send(Ok(()));
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => return,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+            }
+        }
+    }
+
+    /// Closes every connection cleanly (peers see a close, not a reset), waiting at most 2 s.
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.connections.keys().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(deadline);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = self.swarm.select_next_some() => {}
+                _ = &mut deadline => break,
+            }
+        }
+    }
+
+    fn emit(&mut self, event: NodeEvent) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                self.dropped_events += 1;
+                if self.dropped_events.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = self.dropped_events,
+                        ?event,
+                        "the application is not reading node events: dropping"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn node_of(&self, peer: &PeerId) -> Option<NodeId> {
+        self.tls.node_ids().resolve(peer)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let b = self.swarm.behaviour_mut();
+        match command {
+            Command::Request(node, module, payload, reply) => {
+                let id = b.unicast.send_request(&node, module, payload);
+                self.requests.insert(id, Pending::Request(reply));
+            }
+            Command::Oneway(node, module, payload, reply) => {
+                let _ = reply.send(
+                    b.unicast
+                        .send_oneway(&node, module, payload)
+                        .map_err(NodeError::from),
+                );
+            }
+            Command::Publish(topic, payload, reply) => {
+                let result = match topic {
+                    Some(t) => b.flood.multicast(&t, payload),
+                    None => b.flood.broadcast(payload),
+                };
+                let _ = reply.send(result.map_err(NodeError::from));
+            }
+            Command::TopicRequest(topic, module, payload, reply) => {
+                self.topic_request(topic, module, payload, HashSet::new(), reply, None)
+            }
+            Command::Subscribe(topic, on, reply) => {
+                let result = if on {
+                    b.flood.subscribe(&topic)
+                } else {
+                    b.flood.unsubscribe(&topic)
+                };
+                if matches!(result, Ok(true)) {
+                    sync_topics(&mut self.swarm);
+                }
+                let _ = reply.send(result.map_err(NodeError::from));
+            }
+            Command::SetStatus(payload, reply) => {
+                let _ = reply.send(b.status.set_status(payload).map_err(NodeError::from));
+            }
+            Command::Peers(reply) => {
+                let peers = self
+                    .connections
+                    .iter()
+                    .filter_map(|(peer, (_, addr))| {
+                        let node = self.node_of(peer)?;
+                        let status_seq = self
+                            .swarm
+                            .behaviour()
+                            .status
+                            .status_of(&node)
+                            .map(Status::seq);
+                        Some(PeerInfo {
+                            node,
+                            addr: addr.clone(),
+                            status_seq,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(Ok(peers));
+            }
+            Command::Deny(node, reply) => {
+                let added = self.tls.access_list().deny(node.clone());
+                self.drop_refused();
+                let _ = reply.send(Ok(added));
+            }
+            Command::Allow(node, reply) => {
+                let access = self.tls.access_list();
+                let mut changed = access.undeny(&node);
+                if !access.allowed().is_empty() {
+                    changed |= access.allow(node);
+                }
+                let _ = reply.send(Ok(changed));
+            }
+            Command::Respond(channel, result) => {
+                let sent = match result {
+                    Ok(payload) => b.unicast.respond(channel, payload),
+                    Err(reason) => b.unicast.respond_error(channel, reason),
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "answer not sent");
+                }
+            }
+            Command::Shutdown(_) => unreachable!("handled by the run loop"),
+        }
+    }
+
+    /// Closes the sessions of peers the access lists now refuse (FISCO's hot reload).
+    fn drop_refused(&mut self) {
+        let refused: Vec<PeerId> = self
+            .connections
+            .keys()
+            .filter(|p| {
+                self.node_of(p)
+                    .is_some_and(|n| self.tls.access_list().check(&n).is_err())
+            })
+            .copied()
+            .collect();
+        for peer in refused {
+            tracing::info!(%peer, "closing the sessions of a refused node");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Sends (or resends) a topic request to a random connected subscriber not yet tried.
+    fn topic_request(
+        &mut self,
+        topic: String,
+        module: u16,
+        payload: Bytes,
+        tried: HashSet<NodeId>,
+        reply: Reply<(NodeId, Bytes)>,
+        last_error: Option<NodeError>,
+    ) {
+        let connected: HashSet<NodeId> = self
+            .connections
+            .keys()
+            .filter_map(|p| self.node_of(p))
+            .collect();
+        let candidates: Vec<NodeId> = self
+            .swarm
+            .behaviour_mut()
+            .flood
+            .subscribers(&topic)
+            .into_iter()
+            .filter(|n| connected.contains(n) && !tried.contains(n))
+            .collect();
+        if candidates.is_empty() {
+            let error = last_error.unwrap_or(NodeError::TopicNotFound(topic));
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let node = candidates[rand::random_range(0..candidates.len())].clone();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .unicast
+            .send_request(&node, module, payload.clone());
+        self.requests.insert(
+            id,
+            Pending::Topic {
+                topic,
+                module,
+                payload,
+                node,
+                tried,
+                reply,
+            },
+        );
+    }
+
+    fn on_response(&mut self, id: RequestId, result: Result<Bytes, UnicastError>) {
+        match self.requests.remove(&id) {
+            Some(Pending::Request(reply)) => {
+                let _ = reply.send(result.map_err(NodeError::from));
+            }
+            Some(Pending::Topic {
+                topic,
+                module,
+                payload,
+                node,
+                mut tried,
+                reply,
+            }) => match result {
+                Ok(answer) => {
+                    let _ = reply.send(Ok((node, answer)));
+                }
+                Err(e) => {
+                    tracing::debug!(%node, %topic, error = %e, "topic request failed; trying another subscriber");
+                    tried.insert(node);
+                    self.topic_request(topic, module, payload, tried, reply, Some(e.into()));
+                }
+            },
+            None => {}
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let addr = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                };
+                let entry = self.connections.entry(peer_id).or_insert((0, addr.clone()));
+                entry.0 += 1;
+                if entry.0 == 1
+                    && let Some(node) = self.node_of(&peer_id)
+                {
+                    self.emit(NodeEvent::Connected { node, addr });
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                let last = match self.connections.get_mut(&peer_id) {
+                    Some(entry) => {
+                        entry.0 -= 1;
+                        entry.0 == 0
+                    }
+                    None => false,
+                };
+                if last {
+                    self.connections.remove(&peer_id);
+                    if let Some(node) = self.node_of(&peer_id) {
+                        let reason = cause.map_or_else(|| "closed".to_string(), |c| c.to_string());
+                        self.emit(NodeEvent::Disconnected { node, reason });
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                if let Some((addr, e)) = dial_refusal(&error) {
+                    let event = NodeEvent::Refused {
+                        addr: addr.cloned(),
+                        error: e.clone(),
+                    };
+                    self.emit(event);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                if let Some(e) = ca_tls::UpgradeError::find(&error) {
+                    let event = NodeEvent::Refused {
+                        addr: Some(send_back_addr),
+                        error: e.clone(),
+                    };
+                    self.emit(event);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Unicast(unicast::Event::Response { id, result }) => {
+                self.on_response(id, result)
+            }
+            BehaviourEvent::Unicast(unicast::Event::Request {
+                from,
+                module,
+                payload,
+                channel,
+            }) => {
+                let responder = Responder {
+                    channel,
+                    commands: self.commands.clone(),
+                };
+                self.emit(NodeEvent::Request {
+                    from,
+                    module,
+                    payload,
+                    responder,
+                });
+            }
+            BehaviourEvent::Unicast(unicast::Event::Message {
+                from,
+                module,
+                payload,
+            }) => self.emit(NodeEvent::Oneway {
+                from,
+                module,
+                payload,
+            }),
+            BehaviourEvent::Flood(flood::Event::Message {
+                id,
+                origin,
+                topic,
+                payload,
+                hops,
+            }) => self.emit(NodeEvent::Message {
+                id,
+                origin,
+                topic,
+                payload,
+                hops,
+            }),
+            BehaviourEvent::Flood(flood::Event::Subscribed { node, topic }) => {
+                self.emit(NodeEvent::Subscribed { node, topic })
+            }
+            BehaviourEvent::Flood(flood::Event::Unsubscribed { node, topic }) => {
+                self.emit(NodeEvent::Unsubscribed { node, topic })
+            }
+            BehaviourEvent::Status(status::Event::StatusUpdated {
+                node,
+                seq,
+                payload,
+                status,
+            }) => self.emit(NodeEvent::Status {
+                node,
+                seq,
+                payload,
+                status,
+            }),
+            BehaviourEvent::Status(status::Event::PeerGone { .. })
+            | BehaviourEvent::Identify(_)
+            | BehaviourEvent::Ping(_) => {}
+        }
+    }
+}
