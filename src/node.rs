@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use bcos_p2p::{ca_tls, config::Config, node::{Node, NodeEvent}};
+//! use bcos_p2p::{ca_tls, config::Config, flood, node::{Node, NodeEvent}};
 //! use futures::StreamExt as _;
 //!
 //! let (key, tls) = ca_tls::Config::load("node.key", "node.crt", "ca.crt")?;
@@ -18,7 +18,9 @@
 //! while let Some(event) = events.next().await {
 //!     match event {
 //!         NodeEvent::Request { payload, responder, .. } => responder.respond(payload).await?,
-//!         NodeEvent::Message { origin, payload, .. } => println!("{origin}: {payload:?}"),
+//!         NodeEvent::Flood(flood::Event::Message { origin, payload, .. }) => {
+//!             println!("{origin}: {payload:?}")
+//!         }
 //!         other => println!("{other:?}"),
 //!     }
 //! }
@@ -27,7 +29,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
     time::Duration,
 };
 
@@ -42,7 +43,7 @@ use crate::{
     ca_tls,
     config::Config,
     events::dial_refusal,
-    flood::{self, FloodError, MessageId, Topic},
+    flood::{self, FloodError, MessageId},
     status::{self, Status, StatusError},
     unicast::{self, RequestId, ResponseChannel, UnicastError},
 };
@@ -123,44 +124,10 @@ pub enum NodeEvent {
         /// Its payload.
         payload: Bytes,
     },
-    /// A multicast for a topic we subscribe to, or a broadcast.
-    Message {
-        /// Its network-wide id.
-        id: MessageId,
-        /// Who sent it.
-        origin: NodeId,
-        /// The topic; `None` for a broadcast.
-        topic: Option<Topic>,
-        /// Its payload.
-        payload: Bytes,
-        /// Hops it travelled.
-        hops: u8,
-    },
-    /// A node subscribed to a topic.
-    Subscribed {
-        /// The node.
-        node: NodeId,
-        /// The topic.
-        topic: Topic,
-    },
-    /// A node unsubscribed from a topic.
-    Unsubscribed {
-        /// The node.
-        node: NodeId,
-        /// The topic.
-        topic: Topic,
-    },
-    /// A peer's status changed.
-    Status {
-        /// The peer.
-        node: NodeId,
-        /// Its seq.
-        seq: u64,
-        /// Its application payload.
-        payload: Bytes,
-        /// The whole record (topics, modules, version).
-        status: Arc<Status>,
-    },
+    /// From flood: a multicast or broadcast delivered here, or a node's (un)subscription.
+    Flood(flood::Event),
+    /// From status sync: a peer's status changed, or its last connection closed.
+    Status(status::Event),
 }
 
 /// The answer to one [`NodeEvent::Request`].
@@ -795,39 +762,9 @@ impl Runner {
                 module,
                 payload,
             }),
-            BehaviourEvent::Flood(flood::Event::Message {
-                id,
-                origin,
-                topic,
-                payload,
-                hops,
-            }) => self.emit(NodeEvent::Message {
-                id,
-                origin,
-                topic,
-                payload,
-                hops,
-            }),
-            BehaviourEvent::Flood(flood::Event::Subscribed { node, topic }) => {
-                self.emit(NodeEvent::Subscribed { node, topic })
-            }
-            BehaviourEvent::Flood(flood::Event::Unsubscribed { node, topic }) => {
-                self.emit(NodeEvent::Unsubscribed { node, topic })
-            }
-            BehaviourEvent::Status(status::Event::StatusUpdated {
-                node,
-                seq,
-                payload,
-                status,
-            }) => self.emit(NodeEvent::Status {
-                node,
-                seq,
-                payload,
-                status,
-            }),
-            BehaviourEvent::Status(status::Event::PeerGone { .. })
-            | BehaviourEvent::Identify(_)
-            | BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Flood(e) => self.emit(NodeEvent::Flood(e)),
+            BehaviourEvent::Status(e) => self.emit(NodeEvent::Status(e)),
+            BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) => {}
         }
     }
 }

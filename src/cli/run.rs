@@ -9,7 +9,9 @@ use bcos_p2p::{
     NodeId, ca_tls,
     config::{Config, DEFAULT_MODULE, PeerAddr},
     events::{Event, MessageKind, PeerInfo},
+    flood,
     node::{Node, NodeEvent},
+    status,
 };
 use bytes::Bytes;
 use clap::Args;
@@ -218,13 +220,13 @@ impl Session {
                 module,
                 data: text(&payload),
             },
-            NodeEvent::Message {
+            NodeEvent::Flood(flood::Event::Message {
                 origin,
                 topic,
                 payload,
                 hops,
                 ..
-            } => Event::Message {
+            }) => Event::Message {
                 kind: if topic.is_some() {
                     MessageKind::Multicast
                 } else {
@@ -235,14 +237,14 @@ impl Session {
                 data: text(&payload),
                 hops,
             },
-            NodeEvent::Status {
+            NodeEvent::Status(status::Event::StatusUpdated {
                 node, seq, payload, ..
-            } => Event::Status {
+            }) => Event::Status {
                 node_id: node,
                 seq,
                 data: text(&payload),
             },
-            NodeEvent::Subscribed { .. } | NodeEvent::Unsubscribed { .. } => return,
+            NodeEvent::Flood(_) | NodeEvent::Status(_) => return,
         };
         self.out.print(&printed);
     }

@@ -1,0 +1,329 @@
+//! The `Node` handle: every method, with its failures, between nodes in one process.
+
+mod common;
+
+use std::time::Instant;
+
+use bcos_p2p::{
+    KeyType, NodeId,
+    ca_tls::pki::{CertificateAuthority, Period},
+    config::{Config, DEFAULT_MODULE, PeerAddr},
+    flood,
+    node::{Node, NodeError, NodeEvent},
+    status,
+    unicast::UnicastError,
+};
+use bytes::Bytes;
+use common::{TIMEOUT, node};
+use futures::{Stream, StreamExt as _};
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = NodeEvent> + Send>>;
+
+fn ca() -> CertificateAuthority {
+    CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1)).unwrap()
+}
+
+/// A started node on a free loopback port, dialling `peers`, with `tweak` applied to its config.
+async fn start(
+    ca: &CertificateAuthority,
+    peers: &[&Node],
+    tweak: impl FnOnce(&mut Config),
+) -> (Node, Events) {
+    let (key, tls) = node(ca, KeyType::Secp256k1, Period::days(1));
+    let mut config = Config::default();
+    config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.network.peers = peers
+        .iter()
+        .map(|p| PeerAddr(p.listen_addrs()[0].clone()))
+        .collect();
+    tweak(&mut config);
+    let mut n = Node::start(key, tls, config).await.unwrap();
+    let events = Box::pin(n.events().unwrap());
+    (n, events)
+}
+
+/// Waits for the first event `pick` accepts, answering requests by echo meanwhile.
+async fn next<T>(events: &mut Events, mut pick: impl FnMut(&NodeEvent) -> Option<T>) -> T {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let event = events.next().await.expect("node runs");
+            if let Some(t) = pick(&event) {
+                return t;
+            }
+            if let NodeEvent::Request {
+                payload, responder, ..
+            } = event
+            {
+                responder.respond(payload).await.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
+
+/// Keeps answering requests on `events` by echo, in the background.
+fn echo(mut events: Events) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let NodeEvent::Request {
+                payload,
+                responder,
+                module,
+                ..
+            } = event
+            {
+                if module == DEFAULT_MODULE {
+                    responder.respond(payload).await.unwrap();
+                } else {
+                    responder.respond_error("not here").await.unwrap();
+                }
+            }
+        }
+    })
+}
+
+async fn connected(events: &mut Events, to: &NodeId) {
+    next(events, |e| match e {
+        NodeEvent::Connected { node, .. } if node == to => Some(()),
+        _ => None,
+    })
+    .await
+}
+
+/// The next request on `events`, unanswered: the caller holds its responder.
+async fn next_request(events: &mut Events) -> bcos_p2p::node::Responder {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let NodeEvent::Request { responder, .. } = events.next().await.expect("node runs") {
+                return responder;
+            }
+        }
+    })
+    .await
+    .expect("a request in time")
+}
+
+#[tokio::test]
+async fn request_reply_timeout_unknown_module_and_unknown_peer() {
+    let ca = ca();
+    let (a, ea) = start(&ca, &[], |_| {}).await;
+    let (b, mut eb) = start(&ca, &[&a], |c| c.unicast.request_timeout_ms = 300).await;
+    connected(&mut eb, a.node_id()).await;
+    let _echo = echo(ea);
+
+    let reply = b
+        .request(a.node_id(), DEFAULT_MODULE, Bytes::from_static(b"ping"))
+        .await
+        .unwrap();
+    assert_eq!(reply, "ping");
+
+    // A module A does not serve is refused by A's unicast at once.
+    let err = b.request(a.node_id(), 999, Bytes::new()).await.unwrap_err();
+    assert!(
+        matches!(&err, NodeError::Unicast(UnicastError::Remote(r)) if r.contains("999")),
+        "{err}"
+    );
+
+    // A node nobody is connected to.
+    let (stranger, _) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let err = b
+        .request(stranger.node_id(), DEFAULT_MODULE, Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err, NodeError::Unicast(UnicastError::NotConnected));
+    let err = b
+        .oneway(stranger.node_id(), DEFAULT_MODULE, Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err, NodeError::Unicast(UnicastError::NotConnected));
+
+    // Oneway delivery, to C.
+    let (c, mut ec) = start(&ca, &[&b], |_| {}).await;
+    connected(&mut ec, b.node_id()).await;
+    b.oneway(c.node_id(), DEFAULT_MODULE, Bytes::from_static(b"note"))
+        .await
+        .unwrap();
+    let b_id = b.node_id().clone();
+    let got = next(&mut ec, |e| match e {
+        NodeEvent::Oneway { payload, from, .. } if *from == b_id => Some(payload.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, "note");
+
+    // A request C's application holds without answering times out (B's timeout is 300 ms).
+    let held = tokio::spawn({
+        let b = b.clone();
+        let c_id = c.node_id().clone();
+        async move { b.request(&c_id, DEFAULT_MODULE, Bytes::new()).await }
+    });
+    let responder = next_request(&mut ec).await;
+    let started = Instant::now();
+    let err = held.await.unwrap().unwrap_err();
+    assert_eq!(err, NodeError::Unicast(UnicastError::Timeout));
+    // A responder dropped unanswered answers "no response" at once.
+    drop(responder);
+    let quick = tokio::spawn({
+        let b = b.clone();
+        let c_id = c.node_id().clone();
+        async move { b.request(&c_id, DEFAULT_MODULE, Bytes::new()).await }
+    });
+    drop(next_request(&mut ec).await);
+    let err = quick.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, NodeError::Unicast(UnicastError::Remote(r)) if r == "no response"),
+        "{err}"
+    );
+    assert!(started.elapsed() < TIMEOUT);
+}
+
+#[tokio::test]
+async fn multicast_broadcast_topic_request_and_status() {
+    let ca = ca();
+    let (a, mut ea) = start(&ca, &[], |_| {}).await;
+    let (b, mut eb) = start(&ca, &[&a], |_| {}).await;
+    let (c, mut ec) = start(&ca, &[&a, &b], |_| {}).await;
+    for (events, others) in [
+        (&mut ea, [b.node_id(), c.node_id()]),
+        (&mut eb, [a.node_id(), c.node_id()]),
+        (&mut ec, [a.node_id(), b.node_id()]),
+    ] {
+        for o in others {
+            connected(events, o).await;
+        }
+    }
+
+    // No subscriber anywhere yet.
+    let err = a
+        .topic_request("orders", DEFAULT_MODULE, Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err, NodeError::TopicNotFound("orders".into()));
+    assert!(matches!(
+        a.subscribe("").await,
+        Err(NodeError::Flood(flood::FloodError::InvalidTopic(_)))
+    ));
+
+    assert!(b.subscribe("orders").await.unwrap());
+    assert!(!b.subscribe("orders").await.unwrap());
+    // A learns it (network-wide subscription records).
+    let b_id = b.node_id().clone();
+    next(&mut ea, |e| match e {
+        NodeEvent::Flood(flood::Event::Subscribed { node, topic })
+            if *node == b_id && topic.as_str() == "orders" =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+
+    let id = a
+        .multicast("orders", Bytes::from_static(b"order 1"))
+        .await
+        .unwrap();
+    let got = next(&mut eb, |e| match e {
+        NodeEvent::Flood(flood::Event::Message {
+            id: got,
+            payload,
+            topic,
+            ..
+        }) => Some((got.clone(), payload.clone(), topic.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got.0, id);
+    assert_eq!(got.1, "order 1");
+    assert_eq!(got.2.unwrap().as_str(), "orders");
+
+    let id = c.broadcast(Bytes::from_static(b"to all")).await.unwrap();
+    for events in [&mut ea, &mut eb] {
+        let got = next(events, |e| match e {
+            NodeEvent::Flood(flood::Event::Message {
+                id: got,
+                topic: None,
+                ..
+            }) => Some(got.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, id);
+    }
+
+    // Topic request: B is the only subscriber, and it answers by echo.
+    let _echo_b = echo(eb);
+    let (who, reply) = a
+        .topic_request("orders", DEFAULT_MODULE, Bytes::from_static(b"amop"))
+        .await
+        .unwrap();
+    assert_eq!(&who, b.node_id());
+    assert_eq!(reply, "amop");
+    // When the chosen subscriber fails, another is tried: C subscribes but refuses the module
+    // (echo answers other modules with an error), B too; both are tried, the last error wins.
+    let _ = c.subscribe("orders").await.unwrap();
+    let err = a
+        .topic_request("orders", 77, Bytes::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::Unicast(UnicastError::Remote(_))),
+        "{err}"
+    );
+
+    // Status: C's change reaches A.
+    let seq = c.set_status(Bytes::from_static(b"height 7")).await.unwrap();
+    let c_id = c.node_id().clone();
+    next(&mut ea, |e| match e {
+        NodeEvent::Status(status::Event::StatusUpdated {
+            node,
+            seq: s,
+            payload,
+            ..
+        }) if *node == c_id && *s == seq => {
+            assert_eq!(payload, "height 7");
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    let peers = a.peers().await.unwrap();
+    assert_eq!(peers.len(), 2);
+    let pc = peers.iter().find(|p| p.node == c_id).unwrap();
+    assert_eq!(pc.status_seq, Some(seq));
+    assert!(a.unsubscribe("orders").await.is_ok());
+}
+
+#[tokio::test]
+async fn deny_at_run_time_disconnects_and_allow_restores() {
+    let ca = ca();
+    let (a, mut ea) = start(&ca, &[], |_| {}).await;
+    let (b, _eb) = start(&ca, &[&a], |_| {}).await;
+    connected(&mut ea, b.node_id()).await;
+    assert!(a.deny(b.node_id()).await.unwrap());
+    assert!(!a.deny(b.node_id()).await.unwrap());
+    let b_id = b.node_id().clone();
+    next(&mut ea, |e| match e {
+        NodeEvent::Disconnected { node, .. } if *node == b_id => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(a.peers().await.unwrap().is_empty());
+    let err = a
+        .request(b.node_id(), DEFAULT_MODULE, Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err, NodeError::Unicast(UnicastError::NotConnected));
+    assert!(a.allow(b.node_id()).await.unwrap());
+    assert!(!a.allow(b.node_id()).await.unwrap());
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_handle() {
+    let ca = ca();
+    let (a, _ea) = start(&ca, &[], |_| {}).await;
+    let other = a.clone();
+    a.shutdown().await.unwrap();
+    assert_eq!(other.peers().await, Err(NodeError::Stopped));
+    assert_eq!(other.broadcast(Bytes::new()).await, Err(NodeError::Stopped));
+}
