@@ -22,6 +22,7 @@
 pub mod behaviour;
 pub mod certgen;
 pub mod config;
+pub mod connection;
 pub mod events;
 pub mod node;
 
