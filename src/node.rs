@@ -214,6 +214,10 @@ impl Node {
         tls: ca_tls::Config,
         config: Config,
     ) -> Result<Node, NodeError> {
+        config.validate().map_err(NodeError::Start)?;
+        let tls = tls.with_handshake_timeout(Duration::from_millis(
+            config.connection.handshake_timeout_ms,
+        ));
         for node in &config.access.deny {
             tls.access_list().deny(node.clone());
         }
@@ -613,14 +617,19 @@ impl Runner {
             .keys()
             .filter_map(|p| self.node_of(p))
             .collect();
-        let candidates: Vec<NodeId> = self
-            .swarm
-            .behaviour_mut()
-            .flood
-            .subscribers(&topic)
-            .into_iter()
-            .filter(|n| connected.contains(n) && !tried.contains(n))
-            .collect();
+        // A connected subscriber is known from its status (direct, and fresh at once) or from
+        // the network-wide flood records.
+        let b = self.swarm.behaviour_mut();
+        let mut candidates: Vec<NodeId> = b.flood.subscribers(&topic);
+        candidates.extend(
+            connected
+                .iter()
+                .filter(|n| b.status.status_of(n).is_some_and(|s| s.has_topic(&topic)))
+                .cloned(),
+        );
+        candidates.sort();
+        candidates.dedup();
+        candidates.retain(|n| connected.contains(n) && !tried.contains(n));
         if candidates.is_empty() {
             let error = last_error.unwrap_or(NodeError::TopicNotFound(topic));
             let _ = reply.send(Err(error));

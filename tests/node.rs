@@ -141,6 +141,7 @@ async fn request_reply_timeout_unknown_module_and_unknown_peer() {
     // Oneway delivery, to C.
     let (c, mut ec) = start(&ca, &[&b], |_| {}).await;
     connected(&mut ec, b.node_id()).await;
+    connected(&mut eb, c.node_id()).await;
     b.oneway(c.node_id(), DEFAULT_MODULE, Bytes::from_static(b"note"))
         .await
         .unwrap();

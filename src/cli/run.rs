@@ -23,7 +23,7 @@ use tokio::{
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML config (as gen-certs writes).
+    /// Config file: TOML (as gen-certs writes), or a FISCO BCOS config.ini (by extension).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Listen address (multiaddr or host:port); replaces the config's.
@@ -57,8 +57,8 @@ impl RunArgs {
         let mut config = match &self.config {
             Some(path) => {
                 let (config, unknown) = Config::load(path)?;
-                for key in unknown {
-                    tracing::warn!(file = %path.display(), %key, "unknown config key ignored");
+                for warning in unknown {
+                    tracing::warn!(file = %path.display(), "{warning}");
                 }
                 config
             }
@@ -79,13 +79,21 @@ impl RunArgs {
         }
         config.access.deny.extend(self.deny);
         config.access.allow.extend(self.allow);
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
         Ok((config, self.json))
     }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Logging first: loading the config may warn (unknown keys).
+    super::init_logging(if args.json {
+        "warn"
+    } else {
+        "warn,bcos_p2p=info"
+    });
     let (config, json) = args.into_config()?;
-    super::init_logging(if json { "warn" } else { "warn,bcos_p2p=info" });
     let c = &config.certificate;
     let (key, tls) = ca_tls::Config::load(&c.key, &c.cert, &c.ca).with_context(|| {
         format!(
