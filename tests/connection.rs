@@ -797,3 +797,60 @@ async fn connection_limits_refuse_excess_connections() {
     assert_eq!(connected.len(), 1);
     assert_eq!(connected[0].0, b.id);
 }
+
+/// A peer without the manager that dials `addr` twice.
+fn double_dialler(key: &NodeKey, tls: &ca_tls::Config, addr: Multiaddr) {
+    let mut swarm = build_swarm_with(key, tls, |_| libp2p::swarm::dummy::Behaviour).unwrap();
+    swarm.dial(addr.clone()).unwrap();
+    swarm.dial(addr).unwrap();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+}
+
+#[tokio::test]
+async fn duplicates_from_a_peer_without_the_manager_are_closed_too() {
+    let ca = ca();
+    let (km, tm) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let mut m = Running::start("m", &km, &tm, fast(), 0).await;
+    // Both orders: the manager as the larger NodeId (it denies the second connection at
+    // once) and as the smaller (it waits for the peer to close it, then closes it itself).
+    for manager_larger in [true, false] {
+        let (kp, tp) = loop {
+            let (k, t) = node(&ca, KeyType::Secp256k1, Period::days(1));
+            if (m.id > *k.node_id()) == manager_larger {
+                break (k, t);
+            }
+        };
+        let p = kp.node_id().clone();
+        let t = Instant::now();
+        double_dialler(&kp, &tp, m.addr.clone());
+        m.wait(
+            "the duplicate closed",
+            |e| matches!(e, Event::DuplicateClosed { node } if *node == p),
+        )
+        .await;
+        eprintln!(
+            "manager larger: {manager_larger}: duplicate closed after {} ms",
+            t.elapsed().as_millis()
+        );
+        // The larger side decides at once; the smaller one waits for the peer first.
+        assert_eq!(
+            t.elapsed() < connection::DUPLICATE_GRACE,
+            manager_larger,
+            "{:?}",
+            t.elapsed()
+        );
+        let _ = m.collect(Duration::from_millis(300)).await;
+        assert_eq!(m.live().await.0, 1, "one connection to the peer");
+        let connected = m.connected().await;
+        assert_eq!(connected.len(), 1);
+        assert_eq!(connected[0].0, p);
+        // Next round with a fresh peer.
+        m.manager(move |b| b.deny(p)).await;
+        let _ = m.collect(Duration::from_millis(300)).await;
+        assert_eq!(m.live().await.0, 0);
+    }
+}
