@@ -149,6 +149,18 @@ pub enum Refusal {
     UnknownNode,
 }
 
+impl Refusal {
+    /// A short, stable code for machine consumers (`run --json`'s `refused` event): the CA-TLS
+    /// code, `limit` or `unknown_node`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Tls(r) => r.code(),
+            Refusal::Limit(_) => "limit",
+            Refusal::UnknownNode => "unknown_node",
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

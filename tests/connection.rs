@@ -537,6 +537,7 @@ async fn deny_drops_the_peer_at_once_and_allow_restores_it() {
                 matches!(reason, Refusal::Tls(TlsRefusal::Denied)),
                 "{reason:?}"
             );
+            assert_eq!(reason.code(), "denied");
             assert_eq!(node, Some(b_id.clone()));
         }
         other => panic!("unexpected {other:?}"),
@@ -760,6 +761,7 @@ async fn connection_limits_refuse_excess_connections() {
     {
         Event::Refused { addr, reason, .. } => {
             assert!(matches!(reason, Refusal::Limit(_)), "{reason:?}");
+            assert_eq!(reason.code(), "limit");
             assert_eq!(addr, loopback(extra_port));
         }
         other => panic!("unexpected {other:?}"),
