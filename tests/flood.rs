@@ -134,15 +134,16 @@ impl Net {
         }
     }
 
-    /// Dials every edge (a dials b) and waits until each is connected.
+    /// Dials every edge (a dials b) and waits until both ends of each are connected.
     async fn connect(&mut self, edges: &[(usize, usize)]) {
         for &(a, b) in edges {
             let addr = self.addrs[b].clone().unwrap();
             self.swarms[a].as_mut().unwrap().dial(addr).unwrap();
         }
+        // Both ends: the listener learns of the connection a little after the dialler.
         let pairs: Vec<_> = edges
             .iter()
-            .map(|&(a, b)| (a, self.ids[b].to_peer_id()))
+            .flat_map(|&(a, b)| [(a, self.ids[b].to_peer_id()), (b, self.ids[a].to_peer_id())])
             .collect();
         self.run_until("connections", |net| {
             pairs
@@ -523,4 +524,24 @@ async fn garbage_closes_only_that_stream() {
             .await;
         attacker_task.abort();
     }
+}
+
+/// A message sent the moment a connection is up (before any flood stream or record exists)
+/// still arrives: frames wait for the stream instead of being dropped.
+#[tokio::test]
+async fn messages_sent_right_after_connecting_arrive() {
+    let mut net = Net::new(2, |_, _| {}).await;
+    net.connect(&[(0, 1)]).await;
+    let id = net
+        .flood(0)
+        .broadcast(Bytes::from_static(b"first words"))
+        .unwrap();
+    let back = net
+        .flood(1)
+        .broadcast(Bytes::from_static(b"and the answer"))
+        .unwrap();
+    net.run_until("both deliveries", |net| {
+        net.count(1, &id) == 1 && net.count(0, &back) == 1
+    })
+    .await;
 }

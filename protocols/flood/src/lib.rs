@@ -220,8 +220,17 @@ pub struct Stats {
 struct Conn {
     id: ConnectionId,
     queue: Arc<Queue>,
-    /// Our outbound stream is open: frames sent now go out.
-    open: bool,
+    state: LinkState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// The outbound stream is being opened (or reopened): frames queue until it is.
+    Opening,
+    /// The outbound stream is open: frames sent now go out.
+    Open,
+    /// The peer does not speak flood.
+    Dead,
 }
 
 struct Peer {
@@ -232,7 +241,14 @@ struct Peer {
 
 impl Peer {
     fn open(&self) -> Option<&Conn> {
-        self.conns.iter().find(|c| c.open)
+        self.conns.iter().find(|c| c.state == LinkState::Open)
+    }
+
+    /// The connection to send on: an open one, else one still opening (the handler queues
+    /// frames until its stream is up, so messages sent right after connecting are not lost).
+    fn usable(&self) -> Option<&Conn> {
+        self.open()
+            .or_else(|| self.conns.iter().find(|c| c.state == LinkState::Opening))
     }
 }
 
@@ -436,8 +452,9 @@ impl Behaviour {
     fn targets(&mut self, origin: u64, topic: Option<&str>, from: Option<u64>) -> Vec<PeerId> {
         let route = self.topology.route(origin, topic);
         let mut targets = Vec::new();
-        for (short, peer) in &self.neighbours {
-            if Some(*short) == from || *short == origin {
+        for (peer, p) in &self.peers {
+            let Some(short) = &p.short else { continue };
+            if Some(*short) == from || *short == origin || p.usable().is_none() {
                 continue;
             }
             let go = match &route {
@@ -472,7 +489,7 @@ impl Behaviour {
 
     /// Queues a frame on the peer's open connection; false when there is none or it is full.
     fn send(&mut self, peer: PeerId, frame: Bytes) -> bool {
-        let Some(conn) = self.peers.get(&peer).and_then(Peer::open) else {
+        let Some(conn) = self.peers.get(&peer).and_then(Peer::usable) else {
             return false;
         };
         if !conn.queue.try_reserve(frame.len()) {
@@ -653,10 +670,6 @@ impl Behaviour {
             return;
         };
         let is_open = p.open().is_some();
-        if p.node.is_none() {
-            p.node = self.node_ids.resolve(&peer);
-            p.short = p.node.as_ref().map(|n| short_id(n.as_bytes()));
-        }
         let Some(short) = p.short else {
             tracing::debug!(%peer, "flood peer without a NodeId: not used");
             return;
@@ -678,18 +691,23 @@ impl Behaviour {
             self.config.max_queue_frames,
             self.config.max_queue_bytes,
         ));
+        let node_ids = &self.node_ids;
         self.peers
             .entry(peer)
-            .or_insert_with(|| Peer {
-                node: None,
-                short: None,
-                conns: Vec::new(),
+            .or_insert_with(|| {
+                // The CA-TLS handshake recorded the NodeId before the connection got here.
+                let node = node_ids.resolve(&peer);
+                Peer {
+                    short: node.as_ref().map(|n| short_id(n.as_bytes())),
+                    node,
+                    conns: Vec::new(),
+                }
             })
             .conns
             .push(Conn {
                 id: connection,
                 queue: queue.clone(),
-                open: false,
+                state: LinkState::Opening,
             });
         Handler::new(self.link.clone(), queue)
     }
@@ -716,13 +734,13 @@ impl Behaviour {
         }
     }
 
-    fn set_open(&mut self, peer: PeerId, connection: ConnectionId, open: bool) {
+    fn set_state(&mut self, peer: PeerId, connection: ConnectionId, state: LinkState) {
         if let Some(c) = self
             .peers
             .get_mut(&peer)
             .and_then(|p| p.conns.iter_mut().find(|c| c.id == connection))
         {
-            c.open = open;
+            c.state = state;
         }
         self.refresh_neighbour(peer);
     }
@@ -776,10 +794,10 @@ impl NetworkBehaviour for Behaviour {
         event: THandlerOutEvent<Self>,
     ) {
         match event {
-            LinkEvent::OutboundOpened => self.set_open(peer, connection, true),
-            LinkEvent::OutboundFailed(_) | LinkEvent::Unsupported => {
-                self.set_open(peer, connection, false)
-            }
+            LinkEvent::OutboundOpened => self.set_state(peer, connection, LinkState::Open),
+            // The handler reopens the stream when there is something to send.
+            LinkEvent::OutboundFailed(_) => self.set_state(peer, connection, LinkState::Opening),
+            LinkEvent::Unsupported => self.set_state(peer, connection, LinkState::Dead),
             LinkEvent::InboundOpened => {}
             LinkEvent::InboundClosed(reason) => {
                 if reason != "closed by the peer" {
