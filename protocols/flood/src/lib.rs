@@ -425,12 +425,19 @@ impl Behaviour {
         let seqno = self.seqno;
         let me = self.topology.me();
         self.seen.insert((me, seqno), Instant::now());
-        let targets = self.targets(me, topic.as_deref(), None);
+        // While our own record lags our links, our view is not one others can route by.
+        let view = if self.dirty {
+            0
+        } else {
+            self.topology.digest()
+        };
+        let targets = self.targets(me, topic.as_deref(), None, view);
         let data = Data {
             origin: self.me_bytes.clone(),
             seqno,
             ttl,
             hops: 1,
+            view,
             topic,
             payload,
         };
@@ -446,11 +453,24 @@ impl Behaviour {
         })
     }
 
-    /// The neighbours a message from `origin` goes to from here: our children in the origin's
-    /// tree, plus neighbours outside the tree (whom nobody else would reach); everyone but the
-    /// sender when we are not in the tree (views still converging).
-    fn targets(&mut self, origin: u64, topic: Option<&str>, from: Option<u64>) -> Vec<PeerId> {
-        let route = self.topology.route(origin, topic);
+    /// The neighbours a message from `origin` goes to from here. When our view of the network
+    /// is the one the origin had (`view`, its digest), every node computes the same tree: our
+    /// children in the origin's tree that lead to someone who wants it, plus neighbours outside
+    /// the tree (whom nobody else would reach). Otherwise (views differ while changes spread,
+    /// or we are not in the tree) every neighbour but the sender: copies may be duplicated,
+    /// never lost.
+    fn targets(
+        &mut self,
+        origin: u64,
+        topic: Option<&str>,
+        from: Option<u64>,
+        view: u64,
+    ) -> Vec<PeerId> {
+        let route = if view != 0 && view == self.topology.digest() {
+            self.topology.route(origin, topic)
+        } else {
+            None
+        };
         let mut targets = Vec::new();
         for (peer, p) in &self.peers {
             let Some(short) = &p.short else { continue };
@@ -571,7 +591,7 @@ impl Behaviour {
         };
         let from = self.peers.get(&peer).and_then(|p| p.short);
         if data.hops < data.ttl {
-            let targets = self.targets(origin_short, data.topic.as_deref(), from);
+            let targets = self.targets(origin_short, data.topic.as_deref(), from, data.view);
             let next = Data {
                 hops: data.hops + 1,
                 ..data.clone()

@@ -72,6 +72,7 @@ pub(crate) struct Topology {
     /// Trees per origin: BFS order and parents; cleared with `routes`.
     trees: HashMap<u64, Arc<Tree>>,
     reachable: Option<Arc<Vec<u64>>>,
+    digest: Option<u64>,
 }
 
 /// A breadth-first tree of the graph from one root.
@@ -108,6 +109,7 @@ impl Topology {
             routes: HashMap::new(),
             trees: HashMap::new(),
             reachable: None,
+            digest: None,
         }
     }
 
@@ -119,6 +121,7 @@ impl Topology {
         self.routes.clear();
         self.trees.clear();
         self.reachable = None;
+        self.digest = None;
     }
 
     /// Publishes a new version of our own record; returns it for sending.
@@ -328,6 +331,9 @@ impl Topology {
 
     /// A digest of the reachable records' versions: equal digests mean equal views.
     pub fn digest(&mut self) -> u64 {
+        if let Some(d) = self.digest {
+            return d;
+        }
         let mut ids: Vec<u64> = self.reachable_ids().to_vec();
         ids.sort_unstable();
         let mut hash = Sha256::new();
@@ -337,7 +343,11 @@ impl Topology {
             hash.update(e.incarnation.to_be_bytes());
             hash.update(e.version.to_be_bytes());
         }
-        u64::from_be_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
+        let d = u64::from_be_bytes(hash.finalize()[..8].try_into().expect("8 bytes"));
+        // 0 means "no settled view" on the wire.
+        let d = d.max(1);
+        self.digest = Some(d);
+        d
     }
 
     /// Forgets records that have been unreachable for longer than `ttl`; returns how many.

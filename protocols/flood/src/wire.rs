@@ -21,8 +21,9 @@ pub const MAX_NEIGHBOURS: usize = 4096;
 /// Most topics one record may list.
 pub const MAX_TOPICS: usize = 1024;
 
-/// Bytes a data frame adds to its payload at most (kind, origin, seqno, ttl, hops, topic).
-pub const DATA_OVERHEAD: usize = 1 + 2 + MAX_NODE_ID_LEN + 8 + 1 + 1 + 1 + MAX_TOPIC_LEN;
+/// Bytes a data frame adds to its payload at most (kind, origin, seqno, ttl, hops, view,
+/// topic).
+pub const DATA_OVERHEAD: usize = 1 + 2 + MAX_NODE_ID_LEN + 8 + 1 + 1 + 8 + 1 + MAX_TOPIC_LEN;
 
 /// A decoded frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct Data {
     pub ttl: u8,
     /// Hops travelled when it reaches the receiver (1 for the origin's neighbours).
     pub hops: u8,
+    /// The digest of the origin's view of the network when it sent the message (0: unsettled).
+    /// Relays with the same view forward along the origin's tree; others flood.
+    pub view: u64,
     /// The topic (UTF-8, 1–255 bytes), or `None` for a broadcast.
     pub topic: Option<String>,
     /// The application's bytes.
@@ -91,6 +95,7 @@ impl Frame {
                 dst.put_u64(d.seqno);
                 dst.put_u8(d.ttl);
                 dst.put_u8(d.hops);
+                dst.put_u64(d.view);
                 match &d.topic {
                     Some(t) => put_topic(&mut dst, t),
                     None => dst.put_u8(0),
@@ -134,6 +139,7 @@ impl Frame {
                 let seqno = take_u64(&mut src, "seqno")?;
                 let ttl = take_u8(&mut src, "ttl")?;
                 let hops = take_u8(&mut src, "hops")?;
+                let view = take_u64(&mut src, "view")?;
                 let topic_len = take_u8(&mut src, "topic length")? as usize;
                 let topic = match topic_len {
                     0 => None,
@@ -147,6 +153,7 @@ impl Frame {
                     seqno,
                     ttl,
                     hops,
+                    view,
                     topic,
                     payload: src,
                 })
@@ -241,6 +248,7 @@ mod tests {
             seqno: 42,
             ttl: 10,
             hops: 3,
+            view: 99,
             topic: topic.map(str::to_string),
             payload: Bytes::from_static(b"payload"),
         })
@@ -275,7 +283,7 @@ mod tests {
         assert!(Frame::decode(zero_hops.into()).is_err());
         let mut bad_utf8 = good.to_vec();
         *bad_utf8.last_mut().unwrap() = 0xff;
-        let topic_at = 1 + 2 + 64 + 8 + 3;
+        let topic_at = 1 + 2 + 64 + 8 + 2 + 8 + 1;
         bad_utf8[topic_at] = 0xff;
         assert!(Frame::decode(bad_utf8.into()).is_err());
         assert!(Frame::decode(Bytes::from_static(&[9])).is_err());
@@ -296,13 +304,13 @@ mod tests {
         #[test]
         fn data_round_trips(
             origin in proptest::collection::vec(any::<u8>(), 1..=MAX_NODE_ID_LEN),
-            seqno: u64, ttl in 1u8.., hops_seed: u8,
+            seqno: u64, ttl in 1u8.., hops_seed: u8, view: u64,
             topic in proptest::option::of("[a-z0-9/_.-]{1,64}"),
             payload in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
             let hops = hops_seed % ttl + 1;
             let frame = Frame::Data(Data {
-                origin: origin.into(), seqno, ttl, hops, topic, payload: payload.into(),
+                origin: origin.into(), seqno, ttl, hops, view, topic, payload: payload.into(),
             });
             prop_assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
         }
