@@ -1,19 +1,20 @@
 //! The composed `NetworkBehaviour` and the swarm built around CA-TLS.
 //!
-//! [`Behaviour`] is everything a bcos-p2p node runs on each connection: identify (peers learn
-//! each other's listen addresses and protocols), ping (liveness), connection limits, unicast
-//! (requests with replies by NodeId), flood (multicast and broadcast) and status sync. Drop it
+//! [`Behaviour`] is everything a bcos-p2p node runs on each connection: the connection manager
+//! (configured peers, redial, one connection per peer, no self-connections, liveness by ping,
+//! limits, run-time deny/allow), identify (peers learn each other's listen addresses and
+//! protocols), unicast (requests with replies by NodeId), flood (multicast and broadcast) and
+//! status sync. Drop it
 //! into your own swarm with [`build_swarm_with`], or let [`crate::node::Node`] run it for you.
 
-use std::{convert::Infallible, time::Duration};
+use std::time::Duration;
 
 use bcos_p2p_ca_tls as ca_tls;
 use libp2p::{
-    Swarm, SwarmBuilder, connection_limits, identify, identity::Keypair, ping,
-    swarm::NetworkBehaviour, tcp, yamux,
+    Swarm, SwarmBuilder, identify, identity::Keypair, swarm::NetworkBehaviour, tcp, yamux,
 };
 
-use crate::{NodeKey, config::Config, flood, status, unicast};
+use crate::{NodeKey, config::Config, connection, flood, status, unicast};
 
 /// The identify protocol version string of bcos-p2p nodes.
 pub const PROTOCOL_VERSION: &str = "/bcos-p2p/1.0.0";
@@ -22,12 +23,11 @@ pub const PROTOCOL_VERSION: &str = "/bcos-p2p/1.0.0";
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "Event")]
 pub struct Behaviour {
-    /// Refuses connections beyond the configured limits (checked first).
-    pub limits: connection_limits::Behaviour,
+    /// Configured peers, redial, duplicates, self-connections, ping liveness, limits and
+    /// run-time deny/allow. First, so the connections it refuses never reach the protocols.
+    pub connection: connection::Behaviour,
     /// Listen addresses and protocols of peers.
     pub identify: identify::Behaviour,
-    /// Liveness and round-trip time.
-    pub ping: ping::Behaviour,
     /// Requests with replies, and one-way messages, by NodeId.
     pub unicast: unicast::Behaviour,
     /// Topic subscriptions, multicast and broadcast.
@@ -39,10 +39,10 @@ pub struct Behaviour {
 /// What [`Behaviour`] reports to the swarm.
 #[derive(Debug)]
 pub enum Event {
+    /// From the connection manager.
+    Connection(connection::Event),
     /// From identify.
     Identify(Box<identify::Event>),
-    /// From ping.
-    Ping(ping::Event),
     /// From unicast.
     Unicast(unicast::Event),
     /// From flood.
@@ -51,21 +51,15 @@ pub enum Event {
     Status(status::Event),
 }
 
-impl From<Infallible> for Event {
-    fn from(e: Infallible) -> Self {
-        match e {}
-    }
-}
-
 impl From<identify::Event> for Event {
     fn from(e: identify::Event) -> Self {
         Event::Identify(Box::new(e))
     }
 }
 
-impl From<ping::Event> for Event {
-    fn from(e: ping::Event) -> Self {
-        Event::Ping(e)
+impl From<connection::Event> for Event {
+    fn from(e: connection::Event) -> Self {
+        Event::Connection(e)
     }
 }
 
@@ -89,10 +83,25 @@ impl From<status::Event> for Event {
 
 impl Behaviour {
     /// The behaviour of the node with `key`, whose CA-TLS setup is `tls`, configured by `config`
-    /// (`Config::default()` for the defaults).
+    /// (`Config::default()` for the defaults). The config's peers are dialled and kept
+    /// connected; its access lists are added to `tls`'s.
     pub fn new(key: &NodeKey, tls: &ca_tls::Config, config: &Config) -> Self {
-        let c = &config.connection;
-        let ms = Duration::from_millis;
+        let access = tls.access_list();
+        for node in &config.access.deny {
+            access.deny(node.clone());
+        }
+        for node in &config.access.allow {
+            access.allow(node.clone());
+        }
+        let mut connection = connection::Behaviour::new(
+            key.node_id().clone(),
+            (&config.connection).into(),
+            access.clone(),
+            tls.node_ids().clone(),
+        );
+        for peer in &config.network.peers {
+            connection.add_peer(peer.0.clone());
+        }
         let book = tls.node_ids().clone();
         let mut status = status::Behaviour::new(status_config(config), book.clone());
         let modules = &config.unicast.modules;
@@ -101,20 +110,10 @@ impl Behaviour {
         }
         let _ = status.set_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION")));
         Behaviour {
-            limits: connection_limits::Behaviour::new(
-                connection_limits::ConnectionLimits::default()
-                    .with_max_pending_incoming(Some(c.max_pending_incoming))
-                    .with_max_pending_outgoing(Some(c.max_pending_outgoing))
-                    .with_max_established(Some(c.max_established)),
-            ),
+            connection,
             identify: identify::Behaviour::new(
                 identify::Config::new(PROTOCOL_VERSION.into(), key.keypair().public())
                     .with_agent_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION"))),
-            ),
-            ping: ping::Behaviour::new(
-                ping::Config::new()
-                    .with_interval(ms(c.ping_interval_ms))
-                    .with_timeout(ms(c.ping_timeout_ms)),
             ),
             unicast: unicast::Behaviour::new(unicast_config(config), book.clone()),
             flood: flood::Behaviour::new(key.node_id().clone(), flood_config(config), book),

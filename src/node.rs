@@ -34,7 +34,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
-use libp2p::{Multiaddr, PeerId, Swarm, core::ConnectedPoint, swarm::SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, swarm::SwarmEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -42,7 +42,7 @@ use crate::{
     behaviour::{Behaviour, Event as BehaviourEvent, build_swarm},
     ca_tls,
     config::Config,
-    events::dial_refusal,
+    connection,
     flood::{self, FloodError, MessageId},
     status::{self, Status, StatusError},
     unicast::{self, RequestId, ResponseChannel, UnicastError},
@@ -97,12 +97,15 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
-    /// A connection was refused during the CA-TLS handshake (by either side).
+    /// A connection was refused: by either side's CA-TLS handshake or access lists, or by a
+    /// connection limit.
     Refused {
-        /// The remote address, when known.
-        addr: Option<Multiaddr>,
-        /// The refusal.
-        error: ca_tls::UpgradeError,
+        /// The remote address.
+        addr: Multiaddr,
+        /// Why.
+        reason: connection::Refusal,
+        /// The peer, when its certificate was read.
+        node: Option<NodeId>,
     },
     /// A peer's request: answer it with the responder (dropping it answers "no response").
     Request {
@@ -124,6 +127,10 @@ pub enum NodeEvent {
         /// Its payload.
         payload: Bytes,
     },
+    /// Every other decision of the connection manager: dialling, failed dials, duplicates
+    /// closed, self-connections refused, dead connections closed, denied sessions dropped,
+    /// ping round trips.
+    Connection(connection::Event),
     /// From flood: a multicast or broadcast delivered here, or a node's (un)subscription.
     Flood(flood::Event),
     /// From status sync: a peer's status changed, or its last connection closed.
@@ -165,6 +172,8 @@ pub struct PeerInfo {
     pub addr: Multiaddr,
     /// Its status seq, once status sync has it.
     pub status_seq: Option<u64>,
+    /// The last ping round trip.
+    pub rtt: Option<Duration>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -218,12 +227,6 @@ impl Node {
         let tls = tls.with_handshake_timeout(Duration::from_millis(
             config.connection.handshake_timeout_ms,
         ));
-        for node in &config.access.deny {
-            tls.access_list().deny(node.clone());
-        }
-        for node in &config.access.allow {
-            tls.access_list().allow(node.clone());
-        }
         let mut swarm =
             build_swarm(&key, &tls, &config).map_err(|e| NodeError::Start(e.to_string()))?;
         if config.network.listen.is_empty() {
@@ -237,6 +240,9 @@ impl Node {
             listeners.insert(id);
         }
         let mut listen = Vec::new();
+        // Peers may connect (or be dialled) while the listeners come up: keep those events
+        // for the node task instead of losing them.
+        let mut early = Vec::new();
         tokio::time::timeout(LISTEN_TIMEOUT, async {
             let mut up = HashSet::new();
             while up.len() < listeners.len() {
@@ -258,7 +264,7 @@ impl Node {
                     SwarmEvent::ListenerError { error, .. } => {
                         return Err(NodeError::Start(format!("listener failed: {error}")));
                     }
-                    _ => {}
+                    other => early.push(other),
                 }
             }
             Ok(())
@@ -269,23 +275,20 @@ impl Node {
             swarm.behaviour_mut().flood.subscribe(topic)?;
         }
         sync_topics(&mut swarm);
-        for peer in &config.network.peers {
-            if let Err(e) = swarm.dial(peer.0.clone()) {
-                tracing::warn!(%peer, error = %e, "cannot dial a configured peer");
-            }
-        }
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let runner = Runner {
+        let mut runner = Runner {
             swarm,
             tls,
             commands: commands.clone(),
             command_rx,
             events: event_tx,
             requests: HashMap::new(),
-            connections: HashMap::new(),
             dropped_events: 0,
         };
+        for event in early {
+            runner.on_swarm_event(event);
+        }
         tokio::spawn(runner.run());
         Ok(Node {
             node_id: key.node_id().clone(),
@@ -440,8 +443,6 @@ struct Runner {
     command_rx: mpsc::Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
     requests: HashMap<RequestId, Pending>,
-    /// Open connections per peer, with the address of the first.
-    connections: HashMap<PeerId, (usize, Multiaddr)>,
     dropped_events: u64,
 }
 
@@ -465,7 +466,7 @@ impl Runner {
 
     /// Closes every connection cleanly (peers see a close, not a reset), waiting at most 2 s.
     async fn close_all(&mut self) {
-        let peers: Vec<PeerId> = self.connections.keys().copied().collect();
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in peers {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
@@ -494,10 +495,6 @@ impl Runner {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
-    }
-
-    fn node_of(&self, peer: &PeerId) -> Option<NodeId> {
-        self.tls.node_ids().resolve(peer)
     }
 
     fn on_command(&mut self, command: Command) {
@@ -539,37 +536,30 @@ impl Runner {
                 let _ = reply.send(b.status.set_status(payload).map_err(NodeError::from));
             }
             Command::Peers(reply) => {
-                let peers = self
-                    .connections
-                    .iter()
-                    .filter_map(|(peer, (_, addr))| {
-                        let node = self.node_of(peer)?;
-                        let status_seq = self
-                            .swarm
-                            .behaviour()
-                            .status
-                            .status_of(&node)
-                            .map(Status::seq);
-                        Some(PeerInfo {
-                            node,
-                            addr: addr.clone(),
-                            status_seq,
-                        })
+                let peers = b
+                    .connection
+                    .connected()
+                    .into_iter()
+                    .map(|(node, addr)| PeerInfo {
+                        status_seq: b.status.status_of(&node).map(Status::seq),
+                        rtt: b.connection.rtt(&node),
+                        node,
+                        addr,
                     })
                     .collect();
                 let _ = reply.send(Ok(peers));
             }
             Command::Deny(node, reply) => {
-                let added = self.tls.access_list().deny(node.clone());
-                self.drop_refused();
-                let _ = reply.send(Ok(added));
+                let access = self.tls.access_list();
+                let new = !access.denied().contains(&node);
+                b.connection.deny(node);
+                let _ = reply.send(Ok(new));
             }
             Command::Allow(node, reply) => {
                 let access = self.tls.access_list();
-                let mut changed = access.undeny(&node);
-                if !access.allowed().is_empty() {
-                    changed |= access.allow(node);
-                }
+                let changed = access.denied().contains(&node)
+                    || (!access.allowed().is_empty() && !access.allowed().contains(&node));
+                b.connection.allow(node);
                 let _ = reply.send(Ok(changed));
             }
             Command::Respond(channel, result) => {
@@ -585,23 +575,6 @@ impl Runner {
         }
     }
 
-    /// Closes the sessions of peers the access lists now refuse (FISCO's hot reload).
-    fn drop_refused(&mut self) {
-        let refused: Vec<PeerId> = self
-            .connections
-            .keys()
-            .filter(|p| {
-                self.node_of(p)
-                    .is_some_and(|n| self.tls.access_list().check(&n).is_err())
-            })
-            .copied()
-            .collect();
-        for peer in refused {
-            tracing::info!(%peer, "closing the sessions of a refused node");
-            let _ = self.swarm.disconnect_peer_id(peer);
-        }
-    }
-
     /// Sends (or resends) a topic request to a random connected subscriber not yet tried.
     fn topic_request(
         &mut self,
@@ -613,9 +586,12 @@ impl Runner {
         last_error: Option<NodeError>,
     ) {
         let connected: HashSet<NodeId> = self
-            .connections
-            .keys()
-            .filter_map(|p| self.node_of(p))
+            .swarm
+            .behaviour()
+            .connection
+            .connected()
+            .into_iter()
+            .map(|(node, _)| node)
             .collect();
         // A connected subscriber is known from its status (direct, and fresh at once) or from
         // the network-wide flood records.
@@ -681,62 +657,8 @@ impl Runner {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        match event {
-            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
-            SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } => {
-                let addr = match &endpoint {
-                    ConnectedPoint::Dialer { address, .. } => address.clone(),
-                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
-                };
-                let entry = self.connections.entry(peer_id).or_insert((0, addr.clone()));
-                entry.0 += 1;
-                if entry.0 == 1
-                    && let Some(node) = self.node_of(&peer_id)
-                {
-                    self.emit(NodeEvent::Connected { node, addr });
-                }
-            }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
-                let last = match self.connections.get_mut(&peer_id) {
-                    Some(entry) => {
-                        entry.0 -= 1;
-                        entry.0 == 0
-                    }
-                    None => false,
-                };
-                if last {
-                    self.connections.remove(&peer_id);
-                    if let Some(node) = self.node_of(&peer_id) {
-                        let reason = cause.map_or_else(|| "closed".to_string(), |c| c.to_string());
-                        self.emit(NodeEvent::Disconnected { node, reason });
-                    }
-                }
-            }
-            SwarmEvent::OutgoingConnectionError { error, .. } => {
-                if let Some((addr, e)) = dial_refusal(&error) {
-                    let event = NodeEvent::Refused {
-                        addr: addr.cloned(),
-                        error: e.clone(),
-                    };
-                    self.emit(event);
-                }
-            }
-            SwarmEvent::IncomingConnectionError {
-                send_back_addr,
-                error,
-                ..
-            } => {
-                if let Some(e) = ca_tls::UpgradeError::find(&error) {
-                    let event = NodeEvent::Refused {
-                        addr: Some(send_back_addr),
-                        error: e.clone(),
-                    };
-                    self.emit(event);
-                }
-            }
-            _ => {}
+        if let SwarmEvent::Behaviour(event) = event {
+            self.on_behaviour_event(event);
         }
     }
 
@@ -773,7 +695,17 @@ impl Runner {
             }),
             BehaviourEvent::Flood(e) => self.emit(NodeEvent::Flood(e)),
             BehaviourEvent::Status(e) => self.emit(NodeEvent::Status(e)),
-            BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Connection(connection::Event::Connected { node, addr, .. }) => {
+                self.emit(NodeEvent::Connected { node, addr })
+            }
+            BehaviourEvent::Connection(connection::Event::Disconnected {
+                node, reason, ..
+            }) => self.emit(NodeEvent::Disconnected { node, reason }),
+            BehaviourEvent::Connection(connection::Event::Refused { addr, reason, node }) => {
+                self.emit(NodeEvent::Refused { addr, reason, node })
+            }
+            BehaviourEvent::Connection(e) => self.emit(NodeEvent::Connection(e)),
+            BehaviourEvent::Identify(_) => {}
         }
     }
 }

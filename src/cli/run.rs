@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use bcos_p2p::{
     NodeId, ca_tls,
     config::{Config, DEFAULT_MODULE, PeerAddr},
+    connection,
     events::{Event, MessageKind, PeerInfo},
     flood,
     node::{Node, NodeEvent},
@@ -202,8 +203,21 @@ impl Session {
                 node_id: Some(node),
                 reason,
             },
-            NodeEvent::Refused { addr, error } => {
-                Event::from_upgrade(addr.map(|a| a.to_string()).unwrap_or_default(), &error)
+            NodeEvent::Refused { addr, reason, node } => Event::Refused {
+                addr: addr.to_string(),
+                reason: reason.to_string(),
+                code: reason.code().to_string(),
+                node_id: node,
+            },
+            NodeEvent::Connection(e) => {
+                // Not part of the JSON contract; people get the manager's decisions in the log.
+                match e {
+                    connection::Event::Ping { .. } | connection::Event::Dialing { .. } => {
+                        tracing::debug!(?e, "connection manager")
+                    }
+                    e => tracing::info!(event = ?e, "connection manager"),
+                }
+                return;
             }
             NodeEvent::Request {
                 from,
