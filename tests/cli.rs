@@ -1,10 +1,12 @@
 //! The `bcos-p2p` binary as operators and harnesses use it: gen-certs, node-id, run --json, demo.
 
 use std::{
+    collections::VecDeque,
+    ffi::OsStr,
     io::{BufRead as _, BufReader, Write as _},
     net::TcpListener,
     path::Path,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -19,14 +21,22 @@ struct Node {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    /// Every event printed so far, for failure messages.
     seen: Vec<Value>,
+    /// Events printed but not yet matched by an `expect`: events may come in any order.
+    pending: VecDeque<Value>,
 }
 
 impl Node {
     fn start(config: &Path) -> Node {
+        Node::run([OsStr::new("--config"), config.as_os_str()])
+    }
+
+    /// `bcos-p2p run --json` with `args`.
+    fn run<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Node {
         let mut child = Command::new(BIN)
-            .args(["run", "--json", "--config"])
-            .arg(config)
+            .args(["run", "--json"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -47,24 +57,65 @@ impl Node {
             stdin,
             lines,
             seen: Vec::new(),
+            pending: VecDeque::new(),
         }
     }
 
-    /// Waits for an event matching `pred`; every line must be a JSON object with an `event`.
+    /// The next line printed within `wait`, checked against the contract (every line is a JSON
+    /// object with a known `event` and that event's fields).
+    fn next_event(&mut self, wait: Duration) -> Option<Value> {
+        let line = self.lines.recv_timeout(wait).ok()?;
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        check_contract(&v);
+        self.seen.push(v.clone());
+        Some(v)
+    }
+
+    /// Waits for an event matching `pred` (already printed and not yet matched, or to come).
     fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return self.pending.remove(i).expect("found");
+        }
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+            let Some(v) = self.next_event(left) else {
                 panic!("no `{what}` event within {TIMEOUT:?}; saw {:?}", self.seen)
-            });
-            let v: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
-            assert!(v["event"].is_string(), "no event field: {line}");
-            self.seen.push(v.clone());
+            };
             if pred(&v) {
                 return v;
             }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// Waits for `event` about each of `ids` (its `node_id`), in any order.
+    fn expect_each(&mut self, event: &str, ids: &[impl AsRef<str>]) -> Vec<Value> {
+        ids.iter()
+            .map(|id| {
+                let id = id.as_ref();
+                self.expect(&format!("{event} {}", short(id)), |v| {
+                    v["event"] == event && v["node_id"] == id
+                })
+            })
+            .collect()
+    }
+
+    /// Keeps what is printed within `window` for later `expect`s.
+    fn drain(&mut self, window: Duration) {
+        let deadline = Instant::now() + window;
+        while let Some(v) = self.next_event(deadline.saturating_duration_since(Instant::now())) {
+            self.pending.push_back(v);
+        }
+    }
+
+    /// Fails if an event matching `pred` was printed and not matched, or is printed within
+    /// `window`.
+    fn expect_none(&mut self, what: &str, window: Duration, pred: impl Fn(&Value) -> bool) {
+        self.drain(window);
+        if let Some(v) = self.pending.iter().find(|v| pred(v)) {
+            panic!("unexpected {what}: {v}");
         }
     }
 
@@ -74,18 +125,30 @@ impl Node {
         stdin.flush().unwrap();
     }
 
-    /// Sends `quit` and waits for a clean exit.
-    fn quit(mut self) {
-        self.send("quit");
+    /// Sends `peers` and waits for the answer: also a barrier, as commands run in order.
+    fn peers(&mut self) -> Vec<Value> {
+        self.send("peers");
+        let peers = self.expect("peers", |v| v["event"] == "peers");
+        peers["peers"].as_array().unwrap().clone()
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return;
+                return status;
             }
-            assert!(Instant::now() < deadline, "node did not quit");
+            assert!(Instant::now() < deadline, "node did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `quit` and waits for a clean exit.
+    fn quit(mut self) {
+        self.send("quit");
+        let status = self.wait_exit();
+        assert!(status.success(), "exit status {status}");
     }
 }
 
@@ -96,16 +159,131 @@ impl Drop for Node {
     }
 }
 
-/// A port p such that p and p+1 are free now.
-fn free_port_pair() -> u16 {
+/// Checks one `run --json` line against the CLI contract: a known event with its fields, of
+/// their types, and no others (`oneway`, and `node_id` of a topic request's `response`, are
+/// this implementation's extensions).
+fn check_contract(v: &Value) {
+    fn is_id(f: &Value) -> bool {
+        f.as_str()
+            .is_some_and(|s| s.len() == 128 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"));
+    let event = v["event"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no event field: {v}"));
+    let ok = v["ok"] == true;
+    let fields: Vec<(&str, bool)> = match event {
+        "ready" => vec![
+            ("node_id", is_id(&v["node_id"])),
+            (
+                "listen",
+                v["listen"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string)),
+            ),
+        ],
+        "connected" => vec![
+            ("node_id", is_id(&v["node_id"])),
+            ("addr", v["addr"].is_string()),
+        ],
+        "disconnected" => vec![
+            ("node_id", is_id(&v["node_id"])),
+            ("reason", v["reason"].is_string()),
+        ],
+        "refused" => vec![
+            ("addr", v["addr"].is_string()),
+            ("reason", v["reason"].is_string()),
+            ("code", v["code"].is_string()),
+            ("node_id", v["node_id"].is_null() || is_id(&v["node_id"])),
+        ],
+        "request" | "oneway" => vec![
+            ("from", is_id(&v["from"])),
+            ("module", v["module"].is_u64()),
+            ("data", v["data"].is_string()),
+        ],
+        "response" if ok => {
+            let mut f = vec![
+                ("id", v["id"].is_u64()),
+                ("ok", true),
+                ("data", v["data"].is_string()),
+                ("rtt_ms", v["rtt_ms"].as_f64().is_some_and(|ms| ms >= 0.0)),
+            ];
+            if obj.contains_key("node_id") {
+                f.push(("node_id", is_id(&v["node_id"])));
+            }
+            f
+        }
+        "response" => vec![
+            ("id", v["id"].is_u64()),
+            ("ok", v["ok"] == false),
+            ("error", v["error"].is_string()),
+        ],
+        "message" => vec![
+            ("kind", v["kind"] == "multicast" || v["kind"] == "broadcast"),
+            // A multicast names its topic, a broadcast has none.
+            (
+                "topic",
+                if v["kind"] == "multicast" {
+                    v["topic"].is_string()
+                } else {
+                    v["topic"].is_null()
+                },
+            ),
+            ("from", is_id(&v["from"])),
+            ("data", v["data"].is_string()),
+            ("hops", v["hops"].is_u64()),
+        ],
+        "status" => vec![
+            ("node_id", is_id(&v["node_id"])),
+            ("seq", v["seq"].is_u64()),
+            ("data", v["data"].is_string()),
+        ],
+        "peers" => vec![(
+            "peers",
+            v["peers"].as_array().is_some_and(|peers| {
+                peers.iter().all(|p| {
+                    p.as_object().is_some_and(|o| o.len() == 3)
+                        && is_id(&p["node_id"])
+                        && p["addr"].is_string()
+                        && (p["status_seq"].is_null() || p["status_seq"].is_u64())
+                })
+            }),
+        )],
+        "error" => vec![(
+            "message",
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        )],
+        other => panic!("unknown event `{other}`: {v}"),
+    };
+    for (name, good) in &fields {
+        assert!(obj.contains_key(*name), "`{event}` without `{name}`: {v}");
+        assert!(good, "`{event}` has a bad `{name}`: {v}");
+    }
+    assert_eq!(
+        obj.len(),
+        fields.len() + 1,
+        "`{event}` has other fields: {v}"
+    );
+}
+
+fn short(id: &str) -> &str {
+    &id[..8.min(id.len())]
+}
+
+/// A port p such that p..p+n are free now.
+fn free_ports(n: u16) -> u16 {
     for _ in 0..100 {
         let a = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = a.local_addr().unwrap().port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        if p.checked_add(n).is_some()
+            && (1..n).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        {
             return p;
         }
     }
-    panic!("no free port pair");
+    panic!("no {n} free ports in a row");
 }
 
 fn gen_certs(out: &Path, nodes: usize, base_port: u16) {
@@ -139,7 +317,7 @@ fn read_id(dir: &Path) -> String {
 #[test]
 fn two_run_processes_connect_and_report_each_other() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port_pair();
+    let port = free_ports(2);
     gen_certs(tmp.path(), 2, port);
     let (d0, d1) = (tmp.path().join("node0"), tmp.path().join("node1"));
     let (id0, id1) = (read_id(&d0), read_id(&d1));
@@ -180,7 +358,7 @@ fn two_run_processes_connect_and_report_each_other() {
 #[test]
 fn run_reports_refused_connections_with_reason() {
     let (chain, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let port = free_port_pair();
+    let port = free_ports(2);
     gen_certs(chain.path(), 1, port);
     gen_certs(other.path(), 1, port + 1);
     let mut ours = Node::start(&chain.path().join("node0/config.toml"));
@@ -301,4 +479,466 @@ fn demo_shows_a_mesh_and_refusals() {
     assert!(stdout.contains("full mesh: 3 connections"), "{stdout}");
     assert!(stdout.contains("NodeId is on the deny list"), "{stdout}");
     assert!(stdout.contains("not issued by a trusted CA"), "{stdout}");
+}
+
+/// A new chain of `n` nodes on free ports: its directory, the first port, the NodeIds.
+fn chain(n: usize) -> (tempfile::TempDir, u16, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(n as u16);
+    gen_certs(dir.path(), n, port);
+    let ids = (0..n)
+        .map(|i| read_id(&dir.path().join(format!("node{i}"))))
+        .collect();
+    (dir, port, ids)
+}
+
+/// `n` `run --json` processes from one `gen-certs`, each `ready` and connected to all others.
+struct Mesh {
+    dir: tempfile::TempDir,
+    port: u16,
+    ids: Vec<String>,
+    nodes: Vec<Node>,
+}
+
+impl Mesh {
+    /// Starts the nodes one after the other, each once the previous ones are connected, so no
+    /// two nodes dial each other at once: no duplicate connection closes under a test's
+    /// requests (see [`request_right_after_a_simultaneous_start_is_answered`]).
+    fn start(n: usize) -> Mesh {
+        Mesh::new(n, false)
+    }
+
+    /// Starts all nodes at once: every pair dials both ways, and duplicates close.
+    fn start_at_once(n: usize) -> Mesh {
+        Mesh::new(n, true)
+    }
+
+    fn new(n: usize, at_once: bool) -> Mesh {
+        let (dir, port, ids) = chain(n);
+        let mut mesh = Mesh {
+            nodes: Vec::new(),
+            dir,
+            port,
+            ids,
+        };
+        for i in 0..n {
+            mesh.nodes.push(Node::start(&Mesh::config(&mesh.dir, i)));
+            if !at_once {
+                mesh.await_ready(i);
+                let earlier = mesh.ids[..i].to_vec();
+                mesh.nodes[i].expect_each("connected", &earlier);
+            }
+        }
+        for i in 0..n {
+            if at_once {
+                mesh.await_ready(i);
+            }
+            // Started one by one, each already saw the earlier ones.
+            let from = if at_once { 0 } else { i + 1 };
+            let others: Vec<String> = mesh
+                .others(i)
+                .into_iter()
+                .filter(|id| !mesh.ids[..from].contains(id))
+                .collect();
+            mesh.nodes[i].expect_each("connected", &others);
+        }
+        mesh
+    }
+
+    fn config(dir: &tempfile::TempDir, i: usize) -> std::path::PathBuf {
+        dir.path().join(format!("node{i}/config.toml"))
+    }
+
+    /// Checks node `i`'s `ready`: its NodeId and the listen address gen-certs gave it.
+    fn await_ready(&mut self, i: usize) {
+        let ready = self.nodes[i].expect("ready", |v| v["event"] == "ready");
+        assert_eq!(ready["node_id"], self.ids[i].as_str(), "{ready}");
+        let listen = format!("/ip4/127.0.0.1/tcp/{}", self.port as usize + i);
+        assert_eq!(ready["listen"], serde_json::json!([listen]), "{ready}");
+    }
+
+    /// The NodeIds of every node but `i`.
+    fn others(&self, i: usize) -> Vec<String> {
+        (0..self.ids.len())
+            .filter(|&j| j != i)
+            .map(|j| self.ids[j].clone())
+            .collect()
+    }
+
+    fn id(&self, i: usize) -> String {
+        self.ids[i].clone()
+    }
+}
+
+fn response(id: u64) -> impl Fn(&Value) -> bool {
+    move |v| v["event"] == "response" && v["id"] == id
+}
+
+fn message(kind: &'static str, data: String) -> impl Fn(&Value) -> bool {
+    move |v| v["event"] == "message" && v["kind"] == kind && v["data"] == data.as_str()
+}
+
+fn error_containing(text: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["event"] == "error" && v["message"].as_str().unwrap().contains(text)
+}
+
+/// Multicasts `topic` from node `from` until each of `to` printed one of the messages (the
+/// origin learns a new subscription from the subscriber's flooded record, a moment after the
+/// `subscribe`).
+fn multicast_until_received(mesh: &mut Mesh, from: usize, topic: &str, to: &[usize]) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut sent = Vec::new();
+    let mut got = vec![false; to.len()];
+    while !got.iter().all(|g| *g) {
+        assert!(
+            Instant::now() < deadline,
+            "multicasts on {topic} never arrived at {to:?}"
+        );
+        let data = format!("{topic} news {}", sent.len());
+        mesh.nodes[from].send(&format!("multicast {topic} {data}"));
+        sent.push(data);
+        for (k, &j) in to.iter().enumerate() {
+            let node = &mut mesh.nodes[j];
+            let arrived = |v: &Value| {
+                v["event"] == "message"
+                    && v["kind"] == "multicast"
+                    && v["topic"] == topic
+                    && sent.iter().any(|d| v["data"] == d.as_str())
+            };
+            node.drain(Duration::from_millis(if got[k] { 0 } else { 200 }));
+            while let Some(i) = node.pending.iter().position(arrived) {
+                let v = node.pending.remove(i).unwrap();
+                assert_eq!(v["from"], mesh.ids[from].as_str(), "{v}");
+                assert!(v["hops"].as_u64().unwrap() >= 1, "{v}");
+                got[k] = true;
+            }
+        }
+    }
+}
+
+/// Four `run --json` processes from one `gen-certs`: every stdin command, and the JSON events it
+/// causes on the sender and on the other nodes.
+#[test]
+fn four_run_processes_drive_every_command() {
+    let mut mesh = Mesh::start(4);
+    let (id0, id1, id2, id3) = (mesh.id(0), mesh.id(1), mesh.id(2), mesh.id(3));
+    let quiet = Duration::from_millis(300);
+
+    // request: the target prints it and echoes; the sender prints the response, id 1.
+    mesh.nodes[0].send(&format!("request {id1} hello,  world "));
+    let req = mesh.nodes[1].expect("request", |v| v["event"] == "request");
+    assert_eq!(req["from"], id0.as_str(), "{req}");
+    assert_eq!(req["module"], 1, "{req}");
+    assert_eq!(req["data"], "hello,  world ", "{req}");
+    let resp = mesh.nodes[0].expect("response 1", response(1));
+    assert_eq!(resp["ok"], true, "{resp}");
+    assert_eq!(resp["data"], "echo:hello,  world ", "{resp}");
+
+    // A request to a node that is not connected fails: id 2.
+    let stranger = tempfile::tempdir().unwrap();
+    gen_certs(stranger.path(), 1, 30300);
+    let stranger_id = read_id(&stranger.path().join("node0"));
+    mesh.nodes[0].send(&format!("request {stranger_id} anyone?"));
+    let resp = mesh.nodes[0].expect("response 2", response(2));
+    assert_eq!(resp["ok"], false, "{resp}");
+
+    // Bad NodeIds and unknown commands are errors (and take no request id).
+    mesh.nodes[0].send("request 12ab hello");
+    mesh.nodes[0].expect("error for a bad NodeId", error_containing("request"));
+    for command in ["oneway", "deny", "allow"] {
+        mesh.nodes[0].send(&format!("{command} not-a-node-id x"));
+        mesh.nodes[0].expect("error for a bad NodeId", error_containing(command));
+    }
+    mesh.nodes[0].send("frobnicate now");
+    mesh.nodes[0].expect(
+        "error for an unknown command",
+        error_containing("frobnicate"),
+    );
+    mesh.nodes[0].send(&format!("request {id2} third"));
+    let resp = mesh.nodes[0].expect("response 3", response(3));
+    assert_eq!(resp["data"], "echo:third", "{resp}");
+    mesh.nodes[2].expect("request", |v| {
+        v["event"] == "request" && v["data"] == "third"
+    });
+
+    // oneway: the target prints it; nothing comes back.
+    mesh.nodes[1].send(&format!("oneway {id2} one way only"));
+    let oneway = mesh.nodes[2].expect("oneway", |v| v["event"] == "oneway");
+    assert_eq!(oneway["from"], id1.as_str(), "{oneway}");
+    assert_eq!(oneway["module"], 1, "{oneway}");
+    assert_eq!(oneway["data"], "one way only", "{oneway}");
+
+    // broadcast: every other node prints it, the origin does not.
+    mesh.nodes[0].send("broadcast to all nodes");
+    for j in 1..4 {
+        let m = mesh.nodes[j].expect("broadcast", message("broadcast", "to all nodes".into()));
+        assert_eq!(m["from"], id0.as_str(), "{m}");
+        // One hop once every view has the full mesh; more while the views still spread.
+        assert!((1..=3).contains(&m["hops"].as_u64().unwrap()), "{m}");
+    }
+    mesh.nodes[0].expect_none("broadcast at its origin", quiet, |v| {
+        v["event"] == "message"
+    });
+
+    // subscribe on 1 and 2; a multicast from 3 reaches exactly them.
+    for j in [1, 2] {
+        mesh.nodes[j].send("subscribe blocks");
+        mesh.nodes[j].peers();
+    }
+    multicast_until_received(&mut mesh, 3, "blocks", &[1, 2]);
+    for j in [0, 3] {
+        mesh.nodes[j].expect_none("multicast at a non-subscriber", quiet, |v| {
+            v["event"] == "message"
+        });
+    }
+
+    // topic-request: answered by a subscriber (id 1 of node 3); a topic nobody subscribes fails.
+    mesh.nodes[3].send("topic-request blocks which block?");
+    let resp = mesh.nodes[3].expect("response 1", response(1));
+    assert_eq!(resp["ok"], true, "{resp}");
+    assert_eq!(resp["data"], "echo:which block?", "{resp}");
+    let answerer = [1, 2]
+        .into_iter()
+        .find(|&j| resp["node_id"] == mesh.ids[j].as_str())
+        .unwrap_or_else(|| panic!("not answered by a subscriber: {resp}"));
+    let req = mesh.nodes[answerer].expect("topic request", |v| v["event"] == "request");
+    assert_eq!(req["from"], id3.as_str(), "{req}");
+    assert_eq!(req["data"], "which block?", "{req}");
+    mesh.nodes[3].send("topic-request nobody-listens hello?");
+    let resp = mesh.nodes[3].expect("response 2", response(2));
+    assert_eq!(resp["ok"], false, "{resp}");
+    assert!(
+        resp["error"].as_str().unwrap().contains("nobody-listens"),
+        "{resp}"
+    );
+
+    // unsubscribe: 2 no longer gets the topic, 1 still does.
+    mesh.nodes[2].send("unsubscribe blocks");
+    mesh.nodes[2].peers();
+    multicast_until_received(&mut mesh, 3, "blocks", &[1]);
+    mesh.nodes[2].expect_none("multicast after unsubscribe", quiet, |v| {
+        v["event"] == "message"
+    });
+
+    // status: every node sets one; the others print it; `peers` then lists its seq.
+    for (i, node) in mesh.nodes.iter_mut().enumerate() {
+        node.send(&format!("status height {i}"));
+    }
+    let ids = mesh.ids.clone();
+    for (i, node) in mesh.nodes.iter_mut().enumerate() {
+        let others = (0..4).filter(|&j| j != i);
+        let seqs: Vec<(usize, Option<u64>)> = others
+            .map(|j| {
+                let data = format!("height {j}");
+                let s = node.expect("status", |v| {
+                    v["event"] == "status"
+                        && v["node_id"] == ids[j].as_str()
+                        && v["data"] == data.as_str()
+                });
+                (j, s["seq"].as_u64())
+            })
+            .collect();
+        let peers = node.peers();
+        assert_eq!(peers.len(), 3, "{peers:?}");
+        for (j, seq) in seqs {
+            let p = peers
+                .iter()
+                .find(|p| p["node_id"] == ids[j].as_str())
+                .unwrap_or_else(|| panic!("node {j} missing in {peers:?}"));
+            assert_eq!(p["status_seq"].as_u64(), seq, "{p}");
+            let addr = p["addr"].as_str().unwrap();
+            assert!(addr.starts_with("/ip4/127.0.0.1/tcp/"), "{p}");
+        }
+    }
+
+    // deny: both ends disconnect; the denied node keeps redialling and is refused; allow: back.
+    mesh.nodes[0].send(&format!("deny {id1}"));
+    let d = mesh.nodes[0].expect_each("disconnected", &[&id1]);
+    assert!(!d[0]["reason"].as_str().unwrap().is_empty(), "{d:?}");
+    mesh.nodes[1].expect_each("disconnected", &[&id0]);
+    let refused = mesh.nodes[1].expect("refused", |v| v["event"] == "refused");
+    assert!(
+        ["rejected_by_peer", "denied"].contains(&refused["code"].as_str().unwrap()),
+        "{refused}"
+    );
+    // The address dialled (with its `/p2p/` suffix when the dial named the peer).
+    let addr = refused["addr"].as_str().unwrap();
+    assert!(
+        addr.starts_with(&format!("/ip4/127.0.0.1/tcp/{}", mesh.port)),
+        "{refused}"
+    );
+    assert_eq!(refused["node_id"], id0.as_str(), "{refused}");
+    // The denying side reports the refusal too, naming the denied node.
+    let refused = mesh.nodes[0].expect("refused", |v| v["event"] == "refused");
+    assert_eq!(refused["code"], "denied", "{refused}");
+    assert_eq!(refused["node_id"], id1.as_str(), "{refused}");
+    assert_eq!(mesh.nodes[0].peers().len(), 2);
+    mesh.nodes[0].send(&format!("allow {id1}"));
+    mesh.nodes[0].expect_each("connected", &[&id1]);
+    mesh.nodes[1].expect_each("connected", &[&id0]);
+    assert_eq!(mesh.nodes[0].peers().len(), 3);
+
+    // quit: exits 0; the others see it leave.
+    let last = mesh.nodes.pop().unwrap();
+    last.quit();
+    for node in &mut mesh.nodes {
+        node.expect_each("disconnected", &[&id3]);
+    }
+    for node in mesh.nodes.drain(..) {
+        node.quit();
+    }
+}
+
+/// `kill -9` one of four nodes and restart it from the same config: the others see it leave,
+/// then come back (it dials them). Killed again and restarted without peers to dial, it comes
+/// back by the others' redials alone.
+#[test]
+fn killed_node_restarts_and_rejoins() {
+    let mut mesh = Mesh::start(4);
+    let victim = mesh.id(3);
+    let kill = |mesh: &mut Mesh| {
+        let killed = Instant::now();
+        mesh.nodes[3].child.kill().unwrap();
+        mesh.nodes[3].child.wait().unwrap();
+        for i in 0..3 {
+            let d = mesh.nodes[i].expect_each("disconnected", &[&victim]);
+            eprintln!(
+                "node {i}: disconnected {:?} after kill -9",
+                killed.elapsed()
+            );
+            assert!(!d[0]["reason"].as_str().unwrap().is_empty(), "{d:?}");
+        }
+    };
+    let rejoin = |mesh: &mut Mesh, how: &str| {
+        let restarted = Instant::now();
+        mesh.await_ready(3);
+        let others = mesh.others(3);
+        mesh.nodes[3].expect_each("connected", &others);
+        for i in 0..3 {
+            mesh.nodes[i].expect_each("connected", &[&victim]);
+            let t = restarted.elapsed();
+            eprintln!("node {i}: connected again {t:?} after the restart {how}");
+            assert!(t < Duration::from_secs(15), "rejoined after {t:?}");
+        }
+        // One connection per pair: no churn from both sides dialling at once.
+        for node in &mut mesh.nodes {
+            node.expect_none("churn after the rejoin", Duration::from_millis(500), |v| {
+                v["event"] == "disconnected"
+            });
+        }
+    };
+
+    kill(&mut mesh);
+    mesh.nodes[3] = Node::start(&Mesh::config(&mesh.dir, 3));
+    rejoin(&mut mesh, "from its config");
+    mesh.nodes[0].send(&format!("request {victim} still there?"));
+    let resp = mesh.nodes[0].expect("response", response(1));
+    assert_eq!(resp["data"], "echo:still there?", "{resp}");
+
+    kill(&mut mesh);
+    let d3 = mesh.dir.path().join("node3");
+    let file = |f: &str| d3.join(f).into_os_string();
+    let listen = format!("127.0.0.1:{}", mesh.port + 3);
+    mesh.nodes[3] = Node::run([
+        "--key".into(),
+        file("node.key"),
+        "--cert".into(),
+        file("node.crt"),
+        "--ca".into(),
+        file("ca.crt"),
+        "--listen".into(),
+        listen.into(),
+    ]);
+    rejoin(&mut mesh, "without peers (the others redial)");
+}
+
+/// A FISCO BCOS 2.x `config.ini` over gen-certs material runs, and connects to a TOML node.
+#[test]
+fn fisco_config_ini_is_accepted() {
+    let (tmp, port, ids) = chain(2);
+    let (d0, d1) = (tmp.path().join("node0"), tmp.path().join("node1"));
+    let (id0, id1) = (&ids[0], &ids[1]);
+    // A FISCO node directory: config.ini, and the certificates in conf/.
+    let fisco = tmp.path().join("fisco-node1");
+    std::fs::create_dir_all(fisco.join("conf")).unwrap();
+    for f in ["node.key", "node.crt", "ca.crt"] {
+        std::fs::copy(d1.join(f), fisco.join("conf").join(f)).unwrap();
+    }
+    let ini = format!(
+        "[rpc]\n    channel_listen_port=20200\n    jsonrpc_listen_port=8545\n\
+         [p2p]\n    listen_ip=127.0.0.1\n    listen_port={p1}\n    ; nodes to connect to, this one too\n\
+         \x20   node.0=127.0.0.1:{port}\n    node.1=127.0.0.1:{p1}\n\
+         [certificate_blacklist]\n    ; crl.0 should be nodeid, nodeid's length is 128\n\
+         [network_security]\n    ; directory the certificates located in\n    data_path=conf/\n\
+         \x20   key=${{data_path}}/node.key\n    cert=${{data_path}}/node.crt\n    ca_cert=${{data_path}}/ca.crt\n",
+        p1 = port + 1
+    );
+    let ini_path = fisco.join("config.ini");
+    std::fs::write(&ini_path, ini).unwrap();
+
+    let mut n0 = Node::start(&d0.join("config.toml"));
+    n0.expect("ready", |v| v["event"] == "ready");
+    let mut n1 = Node::start(&ini_path);
+    let ready = n1.expect("ready", |v| v["event"] == "ready");
+    assert_eq!(ready["node_id"], id1.as_str(), "{ready}");
+    assert_eq!(
+        ready["listen"],
+        serde_json::json!([format!("/ip4/127.0.0.1/tcp/{}", port + 1)])
+    );
+    n1.expect_each("connected", &[&id0]);
+    n0.expect_each("connected", &[&id1]);
+    // Its own address in the list is skipped, not refused.
+    n1.expect_none("refusal", Duration::from_millis(300), |v| {
+        v["event"] == "refused"
+    });
+    n1.quit();
+    n0.quit();
+}
+
+/// EOF on stdin does not stop a node: it keeps answering requests and reporting events.
+#[test]
+fn stdin_eof_does_not_stop_the_node() {
+    let mut mesh = Mesh::start(2);
+    let (id0, id1) = (mesh.id(0), mesh.id(1));
+    mesh.nodes[1].stdin = None;
+    mesh.nodes[0].send(&format!("request {id1} after eof"));
+    let resp = mesh.nodes[0].expect("response", response(1));
+    assert_eq!(resp["data"], "echo:after eof", "{resp}");
+    mesh.nodes[1].expect("request", |v| {
+        v["event"] == "request" && v["data"] == "after eof" && v["from"] == id0.as_str()
+    });
+    assert!(
+        mesh.nodes[1].child.try_wait().unwrap().is_none(),
+        "exited on EOF"
+    );
+    mesh.nodes.remove(0).quit();
+    mesh.nodes[0].expect_each("disconnected", &[&id0]);
+}
+
+/// SIGTERM stops a node cleanly (exit 0) even while its stdin is open and idle.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_node_with_stdin_open() {
+    let mut mesh = Mesh::start(2);
+    let id1 = mesh.id(1);
+    let pid = mesh.nodes[1].child.id().to_string();
+    let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(st.success());
+    let status = mesh.nodes[1].wait_exit();
+    assert!(status.success(), "exit status {status}");
+    mesh.nodes[0].expect_each("disconnected", &[&id1]);
+}
+
+/// Two nodes started at once dial each other, and one of the two connections is closed as a
+/// duplicate: a request sent as soon as both report `connected` must still be answered.
+#[test]
+#[ignore = "unicast sends on the oldest connection, which the connection manager may be closing as a duplicate"]
+fn request_right_after_a_simultaneous_start_is_answered() {
+    for round in 0..20 {
+        let mut mesh = Mesh::start_at_once(2);
+        let id1 = mesh.id(1);
+        mesh.nodes[0].send(&format!("request {id1} round {round}"));
+        let resp = mesh.nodes[0].expect("response", response(1));
+        assert_eq!(resp["ok"], true, "round {round}: {resp}");
+    }
 }

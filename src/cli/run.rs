@@ -17,10 +17,7 @@ use bcos_p2p::{
 use bytes::Bytes;
 use clap::Args;
 use futures::StreamExt as _;
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -166,7 +163,7 @@ impl Session {
         &mut self,
         mut events: impl futures::Stream<Item = NodeEvent> + Unpin,
     ) -> anyhow::Result<()> {
-        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        let mut stdin = stdin_lines();
         let mut stdin_open = true;
         let mut terminate = terminate_signal()?;
         let interrupt = tokio::signal::ctrl_c();
@@ -178,14 +175,15 @@ impl Session {
                     None => anyhow::bail!("the node stopped"),
                 },
                 Some(event) = self.results.1.recv() => self.out.print(&event),
-                line = stdin.next_line(), if stdin_open => match line {
-                    Ok(Some(line)) => {
-                        if !self.on_command(line.trim()).await {
+                line = stdin.recv(), if stdin_open => match line {
+                    // The data is the rest of the line, trailing spaces included.
+                    Some(line) => {
+                        if !self.on_command(line.trim_start()).await {
                             return Ok(());
                         }
                     }
                     // EOF (or an unreadable stdin) does not stop the node: only `quit` or a signal.
-                    Ok(None) | Err(_) => stdin_open = false,
+                    None => stdin_open = false,
                 },
                 _ = &mut interrupt => return Ok(()),
                 _ = terminate.recv() => return Ok(()),
@@ -369,6 +367,24 @@ impl Session {
             let _ = done.send(response(id, start, result.map(|(n, r)| (Some(n), r))));
         });
     }
+}
+
+/// Stdin's lines (without the line end), read on a thread of their own: tokio's stdin reads on
+/// its blocking pool, and a read in progress there cannot be cancelled, so a signal would leave
+/// the runtime's shutdown waiting for the next line. The channel closes at EOF or a read error.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    // Bounded: a flood of commands waits in the pipe, not in memory.
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// What follows the first word of `rest` (the data of `request`/`oneway`).
