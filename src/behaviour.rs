@@ -103,6 +103,7 @@ impl Behaviour {
             connection.add_peer(peer.0.clone());
         }
         let book = tls.node_ids().clone();
+        let primaries = connection.primaries();
         let mut status = status::Behaviour::new(status_config(config), book.clone());
         let modules = &config.unicast.modules;
         if let Err(e) = status.set_modules(modules.iter().copied()) {
@@ -115,8 +116,17 @@ impl Behaviour {
                 identify::Config::new(PROTOCOL_VERSION.into(), key.keypair().public())
                     .with_agent_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION"))),
             ),
-            unicast: unicast::Behaviour::new(unicast_config(config), book.clone()),
-            flood: flood::Behaviour::new(key.node_id().clone(), flood_config(config), book),
+            unicast: {
+                let mut u = unicast::Behaviour::new(unicast_config(config), book.clone());
+                u.set_primaries(primaries.clone());
+                u
+            },
+            flood: {
+                let mut f =
+                    flood::Behaviour::new(key.node_id().clone(), flood_config(config), book);
+                f.set_primaries(primaries);
+                f
+            },
             status,
         }
     }

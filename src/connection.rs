@@ -44,7 +44,7 @@ use libp2p::{
 };
 
 use crate::{
-    NodeId, NodeIdBook,
+    NodeId, NodeIdBook, PrimaryConnections,
     ca_tls::{self, AccessList, UpgradeError},
     config, events,
 };
@@ -60,10 +60,14 @@ const MIN_DELAY: Duration = Duration::from_millis(10);
 const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 /// How long the smaller side of a duplicate waits for the larger side to close it.
 pub const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
+/// How long the larger side keeps a replaced duplicate open: protocols already send on the
+/// kept connection ([`Behaviour::primaries`]), and what was in flight on the duplicate (a
+/// request sent just before the keeper came up, its answer) gets time to finish.
+pub const REPLACE_GRACE: Duration = Duration::from_millis(1000);
 /// The most connections kept to one peer while duplicates close.
 const MAX_PER_PEER: usize = 3;
 /// How long a connection must stay up to reset the redial backoff, by default.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
+const STABLE_AFTER: Duration = Duration::ZERO;
 
 /// How the manager dials, redials, checks liveness and bounds connections.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +78,10 @@ pub struct Config {
     /// Longest redial delay. Default 30 s.
     pub redial_max: Duration,
     /// A connection that stayed up this long resets the backoff: the next redial waits
-    /// `redial_min` again. Default 10 s.
+    /// `redial_min` again; a shorter one counts as a failed attempt. Default 0: any connection
+    /// that came up (the peer authenticated and accepted us) resets it, so a restarted node is
+    /// redialled within `redial_min`. Raise it to slow down redials of a peer whose
+    /// connections keep dropping at once.
     pub stable_after: Duration,
     /// Ping period per connection. Default 5 s.
     pub ping_interval: Duration,
@@ -386,6 +393,8 @@ pub struct Behaviour {
     local_peer: PeerId,
     access: AccessList,
     node_ids: NodeIdBook,
+    /// The kept connection per peer, for the protocols (see [`Behaviour::primaries`]).
+    primaries: PrimaryConnections,
     ping: ping::Behaviour,
     limits: connection_limits::Behaviour,
     targets: Vec<Target>,
@@ -412,6 +421,7 @@ impl Behaviour {
             local,
             access,
             node_ids,
+            primaries: PrimaryConnections::default(),
             targets: Vec::new(),
             conns: HashMap::new(),
             peers: HashMap::new(),
@@ -422,6 +432,13 @@ impl Behaviour {
             waker: None,
             rng: Rng::new(),
         }
+    }
+
+    /// The connection kept per peer, kept up to date by this manager. Give it to the protocols
+    /// that pick one connection per peer (unicast, flood): while a duplicate connection is
+    /// being closed, what they send then goes on the connection that stays.
+    pub fn primaries(&self) -> PrimaryConnections {
+        self.primaries.clone()
     }
 
     /// Dials `addr` now and keeps it connected. `addr` may end in `/p2p/<PeerId>`; without it the
@@ -838,6 +855,7 @@ impl Behaviour {
                         since: Instant::now(),
                     },
                 );
+                self.primaries.set(e.peer_id, e.connection_id);
                 self.emit(Event::Connected {
                     node: node.clone(),
                     addr,
@@ -848,7 +866,17 @@ impl Behaviour {
                 let others = p.conns.clone();
                 p.conns.push(e.connection_id);
                 match admission {
-                    Admission::Fresh | Admission::Replace => closed = others,
+                    Admission::Fresh => closed = others,
+                    Admission::Replace => {
+                        let deadline = Instant::now() + REPLACE_GRACE;
+                        for id in &others {
+                            if let Some(c) = self.conns.get_mut(id)
+                                && c.closing.is_none()
+                            {
+                                c.superseded.get_or_insert(deadline);
+                            }
+                        }
+                    }
                     Admission::Takeover => {
                         let deadline = Instant::now() + DUPLICATE_GRACE;
                         for id in &others {
@@ -861,6 +889,7 @@ impl Behaviour {
                 }
                 if admission != Admission::Extra {
                     p.primary = e.connection_id;
+                    self.primaries.set(e.peer_id, e.connection_id);
                 }
             }
         }
@@ -905,6 +934,7 @@ impl Behaviour {
                     .copied()
                     .max_by_key(rank)
                     .unwrap_or(p.conns[0]);
+                self.primaries.set(e.peer_id, p.primary);
                 if let Some(c) = self.conns.get_mut(&p.primary) {
                     c.superseded = None;
                 }
@@ -917,6 +947,7 @@ impl Behaviour {
         }
         let since = p.since;
         self.peers.remove(&e.peer_id);
+        self.primaries.remove(&e.peer_id);
         let reason = match (conn.closing, e.cause) {
             (Some(Closing::Dead(n)), _) => format!("dead: {n} pings failed"),
             (Some(Closing::Dropped), _) => "denied".to_string(),

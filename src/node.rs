@@ -280,7 +280,7 @@ impl Node {
         let mut runner = Runner {
             swarm,
             tls,
-            commands: commands.clone(),
+            commands: commands.downgrade(),
             command_rx,
             events: event_tx,
             requests: HashMap::new(),
@@ -438,8 +438,9 @@ enum Pending {
 struct Runner {
     swarm: Swarm<Behaviour>,
     tls: ca_tls::Config,
-    /// For responders.
-    commands: mpsc::Sender<Command>,
+    /// For responders. Weak: the node stops when the application has dropped every handle,
+    /// and the task's own sender must not keep it alive.
+    commands: mpsc::WeakSender<Command>,
     command_rx: mpsc::Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
     requests: HashMap<RequestId, Pending>,
@@ -673,10 +674,12 @@ impl Runner {
                 payload,
                 channel,
             }) => {
-                let responder = Responder {
-                    channel,
-                    commands: self.commands.clone(),
+                // No handle left: the node is stopping; dropping the channel answers
+                // "no response".
+                let Some(commands) = self.commands.upgrade() else {
+                    return;
                 };
+                let responder = Responder { channel, commands };
                 self.emit(NodeEvent::Request {
                     from,
                     module,

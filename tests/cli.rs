@@ -932,7 +932,6 @@ fn sigterm_stops_the_node_with_stdin_open() {
 /// Two nodes started at once dial each other, and one of the two connections is closed as a
 /// duplicate: a request sent as soon as both report `connected` must still be answered.
 #[test]
-#[ignore = "unicast sends on the oldest connection, which the connection manager may be closing as a duplicate"]
 fn request_right_after_a_simultaneous_start_is_answered() {
     for round in 0..20 {
         let mut mesh = Mesh::start_at_once(2);

@@ -328,3 +328,22 @@ async fn shutdown_ends_every_handle() {
     assert_eq!(other.peers().await, Err(NodeError::Stopped));
     assert_eq!(other.broadcast(Bytes::new()).await, Err(NodeError::Stopped));
 }
+
+/// Dropping every handle stops the node: its peers see it go.
+#[tokio::test]
+async fn dropping_every_handle_stops_the_node() {
+    let ca = ca();
+    let (a, ea) = start(&ca, &[], |_| {}).await;
+    let (b, mut eb) = start(&ca, &[&a], |_| {}).await;
+    connected(&mut eb, a.node_id()).await;
+    let a_id = a.node_id().clone();
+    let second = a.clone();
+    drop((a, ea));
+    drop(second);
+    next(&mut eb, |e| match e {
+        NodeEvent::Disconnected { node, .. } if *node == a_id => Some(()),
+        _ => None,
+    })
+    .await;
+    drop(b);
+}

@@ -12,7 +12,9 @@ mod book;
 mod key;
 pub mod link;
 mod node_id;
+mod primary;
 
 pub use book::NodeIdBook;
 pub use key::{KeyError, NodeKey, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1, pem_encode};
 pub use node_id::{KeyType, MAX_RSA_BITS, MIN_RSA_BITS, NodeId, NodeIdError};
+pub use primary::PrimaryConnections;

@@ -43,7 +43,7 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    NodeId, NodeIdBook,
+    NodeId, NodeIdBook, PrimaryConnections,
     link::{Handler, LinkCommand, LinkConfig, LinkEvent, Queue},
 };
 use bytes::Bytes;
@@ -244,10 +244,14 @@ impl Peer {
         self.conns.iter().find(|c| c.state == LinkState::Open)
     }
 
-    /// The connection to send on: an open one, else one still opening (the handler queues
-    /// frames until its stream is up, so messages sent right after connecting are not lost).
-    fn usable(&self) -> Option<&Conn> {
-        self.open()
+    /// The connection to send on: the kept one (`primary`, while a duplicate closes) if its
+    /// link is not dead, else an open one, else one still opening (the handler queues frames
+    /// until its stream is up, so messages sent right after connecting are not lost).
+    fn usable(&self, primary: Option<ConnectionId>) -> Option<&Conn> {
+        self.conns
+            .iter()
+            .find(|c| Some(c.id) == primary && c.state != LinkState::Dead)
+            .or_else(|| self.open())
             .or_else(|| self.conns.iter().find(|c| c.state == LinkState::Opening))
     }
 }
@@ -257,6 +261,7 @@ pub struct Behaviour {
     config: Config,
     link: Arc<LinkConfig<Frame>>,
     node_ids: NodeIdBook,
+    primaries: PrimaryConnections,
     me: NodeId,
     me_bytes: Bytes,
     topology: Topology,
@@ -299,6 +304,7 @@ impl Behaviour {
             me,
             link,
             node_ids,
+            primaries: PrimaryConnections::default(),
             subscriptions: BTreeSet::new(),
             peers: HashMap::new(),
             neighbours: HashMap::new(),
@@ -312,6 +318,12 @@ impl Behaviour {
             stats: Stats::default(),
             config,
         }
+    }
+
+    /// Sends on the connection `primaries` names when a peer has several (the connection
+    /// manager's choice while it closes a duplicate).
+    pub fn set_primaries(&mut self, primaries: PrimaryConnections) {
+        self.primaries = primaries;
     }
 
     /// Subscribes to `topic`; false if already subscribed. The whole network learns it.
@@ -474,7 +486,7 @@ impl Behaviour {
         let mut targets = Vec::new();
         for (peer, p) in &self.peers {
             let Some(short) = &p.short else { continue };
-            if Some(*short) == from || *short == origin || p.usable().is_none() {
+            if Some(*short) == from || *short == origin || p.usable(None).is_none() {
                 continue;
             }
             let go = match &route {
@@ -509,7 +521,8 @@ impl Behaviour {
 
     /// Queues a frame on the peer's open connection; false when there is none or it is full.
     fn send(&mut self, peer: PeerId, frame: Bytes) -> bool {
-        let Some(conn) = self.peers.get(&peer).and_then(Peer::usable) else {
+        let primary = self.primaries.get(&peer);
+        let Some(conn) = self.peers.get(&peer).and_then(|p| p.usable(primary)) else {
             return false;
         };
         if !conn.queue.try_reserve(frame.len()) {

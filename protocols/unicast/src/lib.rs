@@ -38,7 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::{NodeId, NodeIdBook};
+use bcos_p2p_core::{NodeId, NodeIdBook, PrimaryConnections};
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
 use futures::{FutureExt as _, task::AtomicWaker};
@@ -216,6 +216,8 @@ pub struct Behaviour {
     config: Config,
     settings: Arc<Settings>,
     node_ids: NodeIdBook,
+    /// Which of a peer's connections to send on (see [`Behaviour::set_primaries`]).
+    primaries: PrimaryConnections,
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// NodeId → PeerId of connected peers (deriving a PeerId from a key costs curve arithmetic;
     /// this keeps it off the per-message path).
@@ -245,6 +247,7 @@ impl Behaviour {
             config,
             settings,
             node_ids,
+            primaries: PrimaryConnections::default(),
             connections: HashMap::new(),
             peers_by_node: HashMap::new(),
             pending: HashMap::new(),
@@ -255,6 +258,12 @@ impl Behaviour {
             dropped: Arc::default(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Sends on the connection `primaries` names when a peer has several (the connection
+    /// manager's choice while it closes a duplicate); without it, on the oldest.
+    pub fn set_primaries(&mut self, primaries: PrimaryConnections) {
+        self.primaries = primaries;
     }
 
     /// Sends a request to `node` for `module`; the outcome arrives as one [`Event::Response`]
@@ -414,7 +423,7 @@ impl Behaviour {
         }
         self.connections
             .get(peer)
-            .and_then(|c| c.first().copied())
+            .and_then(|c| self.primaries.pick(peer, c))
             .ok_or(UnicastError::NotConnected)
     }
 
