@@ -24,6 +24,7 @@
 
 mod access;
 mod certs;
+mod coalesce;
 pub mod crypto;
 mod error;
 pub mod pki;
@@ -39,6 +40,7 @@ use std::{
 pub use access::AccessList;
 use bcos_p2p_core::{NodeId, NodeIdBook, NodeKey};
 pub use certs::{certified_key, parse_pem_certs, read_pem_certs};
+pub use coalesce::Coalesced;
 pub use error::{ConfigError, Refusal, UpgradeError};
 use futures::{
     AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, FutureExt,
@@ -293,7 +295,10 @@ impl Config {
     }
 
     /// Runs `handshake` under the handshake timeout and records the peer on success.
-    async fn timed<C, F>(&self, handshake: F) -> Result<(PeerId, TlsStream<C>), UpgradeError>
+    async fn timed<C, F>(
+        &self,
+        handshake: F,
+    ) -> Result<(PeerId, Coalesced<TlsStream<C>>), UpgradeError>
     where
         F: std::future::Future<Output = Result<(PeerId, NodeId, TlsStream<C>), UpgradeError>>,
     {
@@ -303,7 +308,8 @@ impl Config {
             Either::Left((Ok((peer_id, node_id, stream)), _)) => {
                 tracing::debug!(peer = %node_id.short(), "CA-TLS handshake complete");
                 self.shared.book.insert(peer_id, node_id);
-                Ok((peer_id, stream))
+                // Only now: handshake records and alerts went out unbuffered.
+                Ok((peer_id, Coalesced::new(stream)))
             }
             Either::Left((Err(e), _)) => Err(e),
             Either::Right(_) => Err(UpgradeError::new(
@@ -340,7 +346,7 @@ impl<C> InboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, TlsStream<C>);
+    type Output = (PeerId, Coalesced<TlsStream<C>>);
     type Error = UpgradeError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -376,7 +382,7 @@ impl<C> OutboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, TlsStream<C>);
+    type Output = (PeerId, Coalesced<TlsStream<C>>);
     type Error = UpgradeError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
