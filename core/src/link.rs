@@ -158,28 +158,40 @@ fn invalid(reason: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason)
 }
 
+/// Takes one varint length-prefixed frame body of `min..=max` bytes off the front of `src`:
+/// `None` until all of it has arrived. The length is checked as soon as the prefix is complete,
+/// before any of the body is buffered, and nothing is reserved from it. Shared by every
+/// protocol's decoder.
+pub fn take_frame(src: &mut BytesMut, min: usize, max: usize) -> io::Result<Option<Bytes>> {
+    let (len, rest) = match unsigned_varint::decode::usize(src) {
+        Ok(v) => v,
+        Err(unsigned_varint::decode::Error::Insufficient) => return Ok(None),
+        Err(e) => return Err(invalid(format!("bad length prefix: {e}"))),
+    };
+    if len > max {
+        return Err(invalid(format!(
+            "frame of {len} bytes exceeds the limit of {max}"
+        )));
+    }
+    if len < min {
+        return Err(invalid(format!(
+            "frame of {len} bytes is shorter than the {min}-byte header"
+        )));
+    }
+    if rest.len() < len {
+        return Ok(None);
+    }
+    let prefix = src.len() - rest.len();
+    src.advance(prefix);
+    Ok(Some(src.split_to(len).freeze()))
+}
+
 impl Decoder for FrameCodec {
     type Item = Bytes;
     type Error = io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, io::Error> {
-        let (len, rest) = match unsigned_varint::decode::usize(src) {
-            Ok(v) => v,
-            Err(unsigned_varint::decode::Error::Insufficient) => return Ok(None),
-            Err(e) => return Err(invalid(format!("bad length prefix: {e}"))),
-        };
-        if len > self.max_frame {
-            return Err(invalid(format!(
-                "frame of {len} bytes exceeds the limit of {}",
-                self.max_frame
-            )));
-        }
-        if rest.len() < len {
-            return Ok(None);
-        }
-        let prefix = src.len() - rest.len();
-        src.advance(prefix);
-        Ok(Some(src.split_to(len).freeze()))
+        take_frame(src, 0, self.max_frame)
     }
 }
 

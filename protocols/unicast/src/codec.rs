@@ -11,6 +11,7 @@
 use std::io;
 
 use asynchronous_codec::{Decoder, Encoder};
+use bcos_p2p_core::link::take_frame;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Bytes before the payload: kind (1), id (8), module (2).
@@ -142,28 +143,9 @@ impl Decoder for Codec {
     type Error = io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, io::Error> {
-        let (len, rest) = match unsigned_varint::decode::usize(src) {
-            Ok(v) => v,
-            Err(unsigned_varint::decode::Error::Insufficient) => return Ok(None),
-            Err(e) => return Err(invalid(format!("bad length prefix: {e}"))),
-        };
-        if len > self.max_frame {
-            return Err(invalid(format!(
-                "frame of {len} bytes exceeds the limit of {}",
-                self.max_frame
-            )));
-        }
-        if len < HEADER_LEN {
-            return Err(invalid(format!(
-                "frame of {len} bytes is shorter than the {HEADER_LEN}-byte header"
-            )));
-        }
-        let prefix_len = src.len() - rest.len();
-        if rest.len() < len {
+        let Some(mut body) = take_frame(src, HEADER_LEN, self.max_frame)? else {
             return Ok(None);
-        }
-        src.advance(prefix_len);
-        let mut body = src.split_to(len).freeze();
+        };
         let kind = body.get_u8();
         let id = body.get_u64();
         let module = body.get_u16();
