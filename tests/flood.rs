@@ -439,6 +439,18 @@ async fn bad_topics_and_oversize_payloads_are_rejected() {
         ));
     }
     assert!(f.subscribe(&"é".repeat(127)).is_ok(), "254 bytes of UTF-8");
+    // A record lists at most 1024 topics: the 1025th subscription is refused, not published.
+    for i in 1..flood::wire::MAX_TOPICS {
+        assert!(f.subscribe(&format!("topic-{i}")).unwrap());
+    }
+    assert_eq!(
+        f.subscribe("one too many"),
+        Err(FloodError::TooManyTopics(flood::wire::MAX_TOPICS))
+    );
+    assert!(
+        !f.subscribe("topic-1").unwrap(),
+        "a known topic is still fine"
+    );
     let max = 4096 - flood::wire::DATA_OVERHEAD;
     assert_eq!(
         f.broadcast(Bytes::from(vec![0; max + 1])),

@@ -128,7 +128,8 @@ pub enum LinkEvent<T> {
     OutboundOpened,
     /// The peer opened its stream to us.
     InboundOpened,
-    /// The peer does not speak the protocol.
+    /// The link cannot be used on this connection, for good: the peer does not speak the
+    /// protocol, or opening the stream kept failing. Frames sent to it are dropped.
     Unsupported,
     /// A decoded frame from the peer.
     Received(T),
@@ -145,12 +146,26 @@ pub enum LinkEvent<T> {
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
     max_frame: usize,
+    /// Largest frame accepted when reading (our own outbound stream reads nothing).
+    max_read: usize,
 }
 
 impl FrameCodec {
     /// A codec for bodies of at most `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        FrameCodec { max_frame }
+        FrameCodec {
+            max_frame,
+            max_read: max_frame,
+        }
+    }
+
+    /// A codec for a write-only stream: any frame longer than 0 bytes read from it is an error
+    /// as soon as its length prefix arrives (nothing is buffered for it).
+    pub fn write_only(max_frame: usize) -> Self {
+        FrameCodec {
+            max_frame,
+            max_read: 0,
+        }
     }
 }
 
@@ -191,7 +206,7 @@ impl Decoder for FrameCodec {
     type Error = io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, io::Error> {
-        take_frame(src, 0, self.max_frame)
+        take_frame(src, 0, self.max_read)
     }
 }
 
@@ -258,13 +273,16 @@ impl<T> Handler<T> {
     fn outbound_failed(&mut self, reason: String) {
         tracing::debug!(protocol = %self.config.protocol, %reason, "link outbound stream failed");
         self.open_failures += 1;
-        self.outbound = if self.open_failures >= MAX_OPEN_FAILURES {
-            Outbound::Dead
-        } else {
-            Outbound::Idle
-        };
         self.drop_queued();
-        self.events.push_back(LinkEvent::OutboundFailed(reason));
+        if self.open_failures >= MAX_OPEN_FAILURES {
+            // For good on this connection: say so, or the behaviour keeps sending into it.
+            tracing::info!(protocol = %self.config.protocol, %reason, "link given up on this connection");
+            self.outbound = Outbound::Dead;
+            self.events.push_back(LinkEvent::Unsupported);
+        } else {
+            self.outbound = Outbound::Idle;
+            self.events.push_back(LinkEvent::OutboundFailed(reason));
+        }
     }
 
     fn inbound_closed(&mut self, reason: String) {
@@ -329,9 +347,12 @@ impl<T> Handler<T> {
                         return self.inbound_closed(format!("malformed frame: {reason}"));
                     }
                 },
-                Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
                     tracing::info!(protocol = %self.config.protocol, reason = %e, "closing a peer's stream: bad framing");
                     return self.inbound_closed(format!("bad frame: {e}"));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return self.inbound_closed(format!("stream failed: {e}"));
                 }
                 Poll::Ready(None) => return self.inbound_closed("closed by the peer".into()),
                 Poll::Pending => {
@@ -430,7 +451,7 @@ impl<T: Send + fmt::Debug + 'static> ConnectionHandler for Handler<T> {
                 self.open_failures = 0;
                 self.outbound = Outbound::Open(Box::new(Framed::new(
                     stream,
-                    FrameCodec::new(self.config.max_frame),
+                    FrameCodec::write_only(self.config.max_frame),
                 )));
                 self.events.push_back(LinkEvent::OutboundOpened);
             }

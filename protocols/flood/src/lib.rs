@@ -191,6 +191,9 @@ pub enum FloodError {
         /// The most a payload may have.
         max: usize,
     },
+    /// This node already subscribes to the most topics a record may list.
+    #[error("already subscribed to {0} topics, the most a node may have")]
+    TooManyTopics(usize),
     /// Every queue the message had to go to is full: the peers are not keeping up.
     #[error("the send queues of all {0} peers the message goes to are full")]
     QueueFull(usize),
@@ -293,7 +296,8 @@ impl Behaviour {
             .map_or(1, |d| d.as_nanos() as u64);
         let link = Arc::new(LinkConfig {
             protocol: PROTOCOL_NAME,
-            max_frame: config.max_frame,
+            // Records must fit whatever the message limit.
+            max_frame: config.max_frame.max(wire::MAX_RECORD_LEN),
             max_queue_frames: config.max_queue_frames,
             max_queue_bytes: config.max_queue_bytes,
             decode,
@@ -329,6 +333,9 @@ impl Behaviour {
     /// Subscribes to `topic`; false if already subscribed. The whole network learns it.
     pub fn subscribe(&mut self, topic: &str) -> Result<bool, FloodError> {
         let topic = Topic::new(topic)?;
+        if self.subscriptions.len() >= wire::MAX_TOPICS && !self.subscriptions.contains(&topic.0) {
+            return Err(FloodError::TooManyTopics(self.subscriptions.len()));
+        }
         let added = self.subscriptions.insert(topic.0);
         if added {
             self.mark_dirty();
@@ -478,7 +485,9 @@ impl Behaviour {
         from: Option<u64>,
         view: u64,
     ) -> Vec<PeerId> {
-        let route = if view != 0 && view == self.topology.digest() {
+        // A node whose links changed since its last record floods too: its record (what the
+        // trees are made of) no longer says where it can send.
+        let route = if view != 0 && !self.dirty && view == self.topology.digest() {
             self.topology.route(origin, topic)
         } else {
             None
@@ -575,8 +584,10 @@ impl Behaviour {
         }
     }
 
+    /// Closes a peer's stream over content that decoded but makes no sense (counted as
+    /// malformed when the handler reports the close).
     fn close_inbound(&mut self, peer: PeerId, conn: ConnectionId, reason: String) {
-        self.stats.malformed += 1;
+        let reason = format!("malformed frame: {reason}");
         tracing::info!(%peer, %reason, "closing a peer's flood stream");
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
@@ -640,6 +651,18 @@ impl Behaviour {
         let neighbours = record.neighbours.clone();
         match self.topology.offer(node.clone(), record) {
             Offer::Stale => {}
+            Offer::OwnNewer {
+                incarnation,
+                version,
+            } => {
+                tracing::info!(
+                    incarnation,
+                    version,
+                    "the network holds a newer record of ours: outgrowing it"
+                );
+                self.topology.outgrow(incarnation, version);
+                self.mark_dirty();
+            }
             Offer::Full => {
                 tracing::warn!(%node, max = self.config.max_nodes, "flood node table full: record dropped")
             }
@@ -715,7 +738,9 @@ impl Behaviour {
         } else if !is_open && was_open {
             self.neighbours.remove(&short);
             self.resynced.remove(&peer);
-            self.mark_dirty();
+            // A lost link is announced at once: until it is, trees route through it.
+            self.dirty = true;
+            self.announce_timer = Some(Delay::new(Duration::ZERO));
         }
     }
 
@@ -752,6 +777,7 @@ impl Behaviour {
             self.refresh_neighbour(peer);
             if empty {
                 self.peers.remove(&peer);
+                self.resynced.remove(&peer);
             }
         }
     }
@@ -833,7 +859,7 @@ impl NetworkBehaviour for Behaviour {
             LinkEvent::Unsupported => self.set_state(peer, connection, LinkState::Dead),
             LinkEvent::InboundOpened => {}
             LinkEvent::InboundClosed(reason) => {
-                if reason != "closed by the peer" {
+                if reason.starts_with("malformed frame") || reason.starts_with("bad frame") {
                     self.stats.malformed += 1;
                 }
             }

@@ -48,6 +48,13 @@ pub(crate) enum Offer {
     },
     /// We already had it or a newer one.
     Stale,
+    /// A record of ours newer than our own (from an earlier run): ours must outgrow it.
+    OwnNewer {
+        /// Its incarnation.
+        incarnation: u64,
+        /// Its version.
+        version: u64,
+    },
     /// The database is full; new origins are not taken.
     Full,
 }
@@ -137,6 +144,14 @@ impl Topology {
         record
     }
 
+    /// Makes our record continue from `(incarnation, version)`: the next [`Self::publish`]
+    /// is newer than a record of ours the network still holds.
+    pub fn outgrow(&mut self, incarnation: u64, version: u64) {
+        let me = self.entries.get_mut(&self.me).expect("own entry");
+        me.incarnation = me.incarnation.max(incarnation);
+        me.version = version;
+    }
+
     /// The stored record of `node` in wire form.
     pub fn record(&self, node: u64) -> Option<wire::Record> {
         self.entries.get(&node).map(to_wire)
@@ -161,7 +176,15 @@ impl Topology {
     pub fn offer(&mut self, node: NodeId, record: wire::Record) -> Offer {
         let id = short_id(&record.origin);
         if id == self.me {
-            return Offer::Stale; // our own, echoed or from a previous run: ours is authoritative
+            let mine = &self.entries[&self.me];
+            return if (record.incarnation, record.version) > (mine.incarnation, mine.version) {
+                Offer::OwnNewer {
+                    incarnation: record.incarnation,
+                    version: record.version,
+                }
+            } else {
+                Offer::Stale // our own, echoed back
+            };
         }
         let mut neighbours = record.neighbours;
         neighbours.sort_unstable();
@@ -213,6 +236,9 @@ impl Topology {
     fn tree(&mut self, root: u64) -> Option<Arc<Tree>> {
         if let Some(t) = self.trees.get(&root) {
             return Some(t.clone());
+        }
+        if self.trees.len() >= MAX_ROUTES {
+            self.trees.clear();
         }
         if !self.entries.contains_key(&root) {
             return None;
@@ -488,6 +514,33 @@ mod tests {
         ));
         assert_eq!(t.offer(ids[2].clone(), rec), Offer::Stale);
         assert_eq!(t.reachable().len(), 1);
+    }
+
+    #[test]
+    fn a_newer_record_of_our_own_is_outgrown() {
+        let ids = nodes(1);
+        let mut t = Topology::new(ids[0].clone(), 5, 10);
+        let ours = t.publish(vec![], BTreeSet::new());
+        assert_eq!(
+            t.offer(ids[0].clone(), ours.clone()),
+            Offer::Stale,
+            "an echo"
+        );
+        let left_over = wire::Record {
+            incarnation: 9,
+            version: 3,
+            ..ours
+        };
+        assert_eq!(
+            t.offer(ids[0].clone(), left_over),
+            Offer::OwnNewer {
+                incarnation: 9,
+                version: 3
+            }
+        );
+        t.outgrow(9, 3);
+        let next = t.publish(vec![], BTreeSet::new());
+        assert!((next.incarnation, next.version) > (9, 3));
     }
 
     #[test]

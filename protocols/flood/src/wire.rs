@@ -12,8 +12,9 @@ const KIND_DATA: u8 = 0x01;
 const KIND_RECORD: u8 = 0x02;
 const KIND_DIGEST: u8 = 0x03;
 
-/// Longest NodeId on the wire: a 4096-bit RSA modulus plus a byte of slack; EC ids are 64.
-pub const MAX_NODE_ID_LEN: usize = 513;
+/// Longest NodeId on the wire: the largest RSA modulus a node may have (8192 bits); EC ids
+/// are 64.
+pub const MAX_NODE_ID_LEN: usize = bcos_p2p_core::MAX_RSA_BITS / 8;
 /// Longest topic name in bytes.
 pub const MAX_TOPIC_LEN: usize = 255;
 /// Most neighbours one record may list.
@@ -24,6 +25,10 @@ pub const MAX_TOPICS: usize = 1024;
 /// Bytes a data frame adds to its payload at most (kind, origin, seqno, ttl, hops, view,
 /// topic).
 pub const DATA_OVERHEAD: usize = 1 + 2 + MAX_NODE_ID_LEN + 8 + 1 + 1 + 8 + 1 + MAX_TOPIC_LEN;
+
+/// Longest RECORD body: a 1024-byte id, every neighbour and every topic at their limits.
+pub const MAX_RECORD_LEN: usize =
+    1 + 2 + MAX_NODE_ID_LEN + 8 + 8 + 2 + 8 * MAX_NEIGHBOURS + 2 + MAX_TOPICS * (1 + MAX_TOPIC_LEN);
 
 /// A decoded frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +94,7 @@ impl Frame {
             Frame::Data(d) => {
                 let topic_len = d.topic.as_ref().map_or(0, String::len);
                 let mut dst =
-                    BytesMut::with_capacity(16 + d.origin.len() + topic_len + d.payload.len());
+                    BytesMut::with_capacity(22 + d.origin.len() + topic_len + d.payload.len());
                 dst.put_u8(KIND_DATA);
                 put_origin(&mut dst, &d.origin);
                 dst.put_u64(d.seqno);
