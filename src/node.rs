@@ -33,7 +33,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt as _};
+use futures::{FutureExt as _, Stream, StreamExt as _};
 use libp2p::{Multiaddr, PeerId, Swarm, swarm::SwarmEvent};
 use tokio::sync::{mpsc, oneshot};
 
@@ -271,6 +271,13 @@ impl Node {
         })
         .await
         .map_err(|_| NodeError::Start("listen addresses did not come up".into()))??;
+        // A listener on 0.0.0.0 reports an address per interface: take the ones already known.
+        while let Some(Some(event)) = swarm.next().now_or_never() {
+            match event {
+                SwarmEvent::NewListenAddr { address, .. } => listen.push(address),
+                other => early.push(other),
+            }
+        }
         for topic in &config.flood.topics {
             swarm.behaviour_mut().flood.subscribe(topic)?;
         }
