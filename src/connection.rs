@@ -484,17 +484,20 @@ impl Behaviour {
 
     /// Refuses `node` from now on: puts it on the deny list (checked in every handshake) and
     /// closes its connections at once. Its addresses are not redialled until [`Self::allow`].
-    pub fn deny(&mut self, node: NodeId) {
-        self.access.deny(node);
+    /// Returns whether the node was newly denied.
+    pub fn deny(&mut self, node: NodeId) -> bool {
+        let new = self.access.deny(node);
         self.enforce_access();
+        new
     }
 
     /// Accepts `node` again: takes it off the deny list, and puts it on the allow list when an
     /// allow list is in use. Its configured addresses are dialled at once.
-    pub fn allow(&mut self, node: NodeId) {
-        self.access.undeny(&node);
+    /// Returns whether the lists changed.
+    pub fn allow(&mut self, node: NodeId) -> bool {
+        let mut changed = self.access.undeny(&node);
         if !self.access.allowed().is_empty() {
-            self.access.allow(node.clone());
+            changed |= self.access.allow(node.clone());
         }
         let now = Instant::now();
         for t in &mut self.targets {
@@ -506,6 +509,7 @@ impl Behaviour {
             }
         }
         self.wake();
+        changed
     }
 
     /// Closes the connections of every peer the access lists now refuse (call it after

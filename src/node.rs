@@ -286,7 +286,6 @@ impl Node {
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let mut runner = Runner {
             swarm,
-            tls,
             commands: commands.downgrade(),
             command_rx,
             events: event_tx,
@@ -444,7 +443,6 @@ enum Pending {
 
 struct Runner {
     swarm: Swarm<Behaviour>,
-    tls: ca_tls::Config,
     /// For responders. Weak: the node stops when the application has dropped every handle,
     /// and the task's own sender must not keep it alive.
     commands: mpsc::WeakSender<Command>,
@@ -558,17 +556,10 @@ impl Runner {
                 let _ = reply.send(Ok(peers));
             }
             Command::Deny(node, reply) => {
-                let access = self.tls.access_list();
-                let new = !access.denied().contains(&node);
-                b.connection.deny(node);
-                let _ = reply.send(Ok(new));
+                let _ = reply.send(Ok(b.connection.deny(node)));
             }
             Command::Allow(node, reply) => {
-                let access = self.tls.access_list();
-                let changed = access.denied().contains(&node)
-                    || (!access.allowed().is_empty() && !access.allowed().contains(&node));
-                b.connection.allow(node);
-                let _ = reply.send(Ok(changed));
+                let _ = reply.send(Ok(b.connection.allow(node)));
             }
             Command::Respond(channel, result) => {
                 let sent = match result {

@@ -22,8 +22,10 @@ use asynchronous_codec::{Decoder, Encoder, Framed};
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures::{SinkExt as _, StreamExt as _};
 use libp2p_core::upgrade::ReadyUpgrade;
+use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, SubstreamProtocol,
+    ConnectionHandler, ConnectionHandlerEvent, ConnectionId, NotifyHandler, Stream, StreamProtocol,
+    SubstreamProtocol, ToSwarm,
     handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound},
 };
 
@@ -94,6 +96,22 @@ impl Queue {
         self.frames.fetch_add(1, Ordering::AcqRel);
         self.bytes.fetch_add(len, Ordering::AcqRel);
         true
+    }
+
+    /// Reserves room for `frame` and returns the swarm command that hands it to connection
+    /// `connection`'s handler; `None` when the queue is full (the frame is not queued).
+    pub fn send<E>(
+        &self,
+        peer_id: PeerId,
+        connection: ConnectionId,
+        frame: Bytes,
+    ) -> Option<ToSwarm<E, LinkCommand>> {
+        self.try_reserve(frame.len())
+            .then(|| ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(connection),
+                event: LinkCommand::Send(frame),
+            })
     }
 
     fn release(&self, len: usize) {

@@ -534,15 +534,13 @@ impl Behaviour {
         let Some(conn) = self.peers.get(&peer).and_then(|p| p.usable(primary)) else {
             return false;
         };
-        if !conn.queue.try_reserve(frame.len()) {
-            return false;
+        match conn.queue.send(peer, conn.id, frame) {
+            Some(command) => {
+                self.events.push_back(command);
+                true
+            }
+            None => false,
         }
-        self.events.push_back(ToSwarm::NotifyHandler {
-            peer_id: peer,
-            handler: NotifyHandler::One(conn.id),
-            event: LinkCommand::Send(frame),
-        });
-        true
     }
 
     fn send_record(&mut self, peer: PeerId, record: wire::Record) {

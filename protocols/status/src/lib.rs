@@ -603,16 +603,12 @@ fn push_frame(
     c: &Connection,
     frame: Bytes,
 ) -> bool {
-    if !c.queue.try_reserve(frame.len()) {
+    let Some(command) = c.queue.send(peer_id, c.id, frame) else {
         stats.queue_full += 1;
         tracing::debug!(%peer_id, "status frame dropped: the connection's queue is full");
         return false;
-    }
-    events.push_back(ToSwarm::NotifyHandler {
-        peer_id,
-        handler: NotifyHandler::One(c.id),
-        event: LinkCommand::Send(frame),
-    });
+    };
+    events.push_back(command);
     true
 }
 
