@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Multi-host fault harness: N hosts (default 4), each in its own network namespace, joined to
+# one switch that lives in a namespace of its own, with impaired links that can be cut and
+# restored. The machine's own network is never touched: every device, address and qdisc is
+# made inside namespaces this script creates (names carry its pid) and removes on exit.
+#
+#   run.sh session [--hosts N] [--backend auto|netem|userspace|bridge] [--delay-ms D] [--loss P]
+#
+# prints one line, then serves commands on stdin, one per line, answering each with one line:
+#   skip <why>            cannot run here (not root, no `ip netns`, no way to impair links);
+#                         the script exits 0 after it
+#   ready backend=B delay_ms=D loss_pct=P hosts=NS1,..,NSn addrs=IP1,..,IPn
+#                         (D and P are 0 for the unimpaired `bridge` backend)
+#   partition I  -> ok partition I     host I's link goes down (I counts from 1)
+#   heal I       -> ok heal I          host I's link comes up again, with its route
+#   links        -> ok links up,down,..  each host's link state as the kernel reports it
+#   quit (or end of input, or a signal): everything is torn down, processes left running in
+#                         the namespaces are stopped, and the script exits.
+# A command that fails answers `err <why>`.
+#
+# Backends: `netem` is veth pairs on a Linux bridge with `tc netem delay D loss P` on each host's
+# egress, so every frame between two hosts is delayed D and lost with probability P once.
+# `userspace` does the same with TAP devices and tests/netns/switch.py, for kernels built
+# without sch_netem. `bridge` is the veth/bridge topology with no impairment (to check the
+# topology itself). `auto` (the default) takes netem when the kernel has it, else userspace.
+set -uo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+hosts=4
+backend=auto
+delay_ms=20
+loss_pct=2
+subnet=10.77.0
+
+usage() { echo "usage: $0 session [--hosts N] [--backend auto|netem|userspace|bridge] [--delay-ms D] [--loss PERCENT]" >&2; exit 2; }
+[ "${1:-}" = session ] || usage
+shift
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hosts) hosts="${2:-}"; shift 2 ;;
+    --backend) backend="${2:-}"; shift 2 ;;
+    --delay-ms) delay_ms="${2:-}"; shift 2 ;;
+    --loss) loss_pct="${2:-}"; shift 2 ;;
+    *) usage ;;
+  esac
+done
+[[ "$hosts" =~ ^[0-9]+$ ]] && [ "$hosts" -ge 2 ] && [ "$hosts" -le 16 ] || usage
+[[ "$delay_ms" =~ ^[0-9]+$ ]] && [ "$delay_ms" -le 10000 ] || usage
+[[ "$loss_pct" =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage
+case "$backend" in auto|netem|userspace|bridge) ;; *) usage ;; esac
+
+skip() { echo "skip $*"; exit 0; }
+[ "$(id -u)" = 0 ] || skip "not root (network namespaces need CAP_SYS_ADMIN)"
+command -v ip >/dev/null 2>&1 || skip "no \`ip\` command (iproute2)"
+
+prefix="bpnet$$"
+sw="$prefix-sw"
+made=()         # namespaces made, torn down on exit
+switch_pid=""
+
+teardown() {
+  trap - EXIT INT TERM HUP
+  # Processes the harness's user started inside our namespaces (nodes) go first, so none
+  # outlives the run; then the userspace switch; then the namespaces.
+  local ns pids
+  for ns in "${made[@]}"; do
+    pids="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
+    [ -n "$pids" ] && kill -TERM $pids 2>/dev/null
+  done
+  for _ in $(seq 1 20); do
+    pids=""
+    for ns in "${made[@]}"; do pids+="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"; done
+    [ -z "${pids// /}" ] && break
+    sleep 0.1
+  done
+  [ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null
+  if [ -n "$switch_pid" ]; then
+    kill -TERM "$switch_pid" 2>/dev/null
+    wait "$switch_pid" 2>/dev/null
+  fi
+  for ns in "${made[@]}"; do ip netns del "$ns" 2>/dev/null; done
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+newns() {
+  ip netns add "$1" || return 1
+  made+=("$1")
+  ip -n "$1" link set lo up
+}
+
+newns "$sw" 2>/dev/null || skip "\`ip netns add\` failed: network namespaces unusable here"
+
+netem_works() {
+  ip -n "$sw" link add probe0 type dummy 2>/dev/null || ip -n "$sw" link add probe0 type veth peer name probe1 2>/dev/null || return 1
+  local ok=1
+  tc -n "$sw" qdisc add dev probe0 root netem delay 1ms loss 1% 2>/dev/null && ok=0
+  ip -n "$sw" link del probe0 2>/dev/null
+  return $ok
+}
+userspace_works() { command -v python3 >/dev/null 2>&1 && [ -c /dev/net/tun ]; }
+
+if [ "$backend" = auto ]; then
+  if command -v tc >/dev/null 2>&1 && netem_works; then backend=netem
+  elif userspace_works; then backend=userspace
+  else skip "the kernel has no tc netem (sch_netem) and python3 or /dev/net/tun for the userspace emulator is missing"
+  fi
+elif [ "$backend" = netem ]; then
+  command -v tc >/dev/null 2>&1 && netem_works || skip "tc netem unusable: the kernel lacks sch_netem"
+elif [ "$backend" = userspace ]; then
+  userspace_works || skip "python3 or /dev/net/tun missing"
+fi
+
+fail() { echo "err setup: $*"; exit 1; }
+host_ns=()
+host_ip=()
+for i in $(seq 1 "$hosts"); do
+  newns "$prefix-h$i" || fail "cannot make namespace $prefix-h$i"
+  host_ns+=("$prefix-h$i")
+  host_ip+=("$subnet.$i")
+done
+
+if [ "$backend" = userspace ]; then
+  loss_frac="$(awk -v p="$loss_pct" 'BEGIN { printf "%.6f", p / 100 }')"
+  ports=()
+  for i in $(seq 1 "$hosts"); do ports+=("p$i"); done
+  coproc SWITCH { exec ip netns exec "$sw" python3 -u "$here/switch.py" "$delay_ms" "$loss_frac" "${ports[@]}" 2>&1; }
+  switch_pid="$SWITCH_PID"
+  read -r -t 10 line <&"${SWITCH[0]}" || fail "userspace switch did not start"
+  [ "$line" = ready ] || fail "userspace switch: $line"
+  for i in $(seq 1 "$hosts"); do
+    ip -n "$sw" link set "p$i" netns "${host_ns[$((i-1))]}" || fail "cannot move p$i"
+    ip -n "${host_ns[$((i-1))]}" link set "p$i" name eth0 || fail "cannot rename p$i"
+  done
+else
+  ip -n "$sw" link add br0 type bridge forward_delay 0 stp_state 0 || fail "cannot make the bridge"
+  ip -n "$sw" link set br0 up || fail "cannot raise the bridge"
+  for i in $(seq 1 "$hosts"); do
+    ns="${host_ns[$((i-1))]}"
+    ip -n "$sw" link add "p$i" type veth peer name eth0 netns "$ns" || fail "cannot make veth p$i"
+    ip -n "$sw" link set "p$i" master br0 || fail "cannot attach p$i"
+    ip -n "$sw" link set "p$i" up || fail "cannot raise p$i"
+    if [ "$backend" = netem ]; then
+      tc -n "$ns" qdisc add dev eth0 root netem delay "${delay_ms}ms" loss "${loss_pct}%" \
+        || fail "tc netem on $ns"
+    fi
+  done
+fi
+
+route_up() { [ -n "$(ip -n "$1" route show "$subnet.0/24" 2>/dev/null)" ]; }
+link_state() { # up or down, as the host's eth0 flags say
+  case "$(ip -n "$1" -o link show eth0 2>/dev/null)" in
+    *"<"*UP*">"*) echo up ;;
+    *) echo down ;;
+  esac
+}
+wait_route() { # the kernel re-adds the prefix route when the link comes up
+  for _ in $(seq 1 50); do route_up "$1" && return 0; sleep 0.1; done
+  return 1
+}
+
+for i in $(seq 1 "$hosts"); do
+  ns="${host_ns[$((i-1))]}"
+  ip -n "$ns" addr add "${host_ip[$((i-1))]}/24" dev eth0 || fail "address on $ns"
+  ip -n "$ns" link set eth0 up || fail "link up on $ns"
+  wait_route "$ns" || fail "no route on $ns"
+  if [ "$backend" = netem ]; then
+    tc -n "$ns" qdisc show dev eth0 | grep -q netem || fail "no netem qdisc on $ns"
+  fi
+done
+
+[ "$backend" = bridge ] && { delay_ms=0; loss_pct=0; }
+join() { local IFS=,; echo "$*"; }
+echo "ready backend=$backend delay_ms=$delay_ms loss_pct=$loss_pct hosts=$(join "${host_ns[@]}") addrs=$(join "${host_ip[@]}")"
+
+host_arg() { # validates I, sets ns
+  [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$hosts" ] || return 1
+  ns="${host_ns[$(($1-1))]}"
+}
+
+while read -r -a cmd; do
+  case "${cmd[0]:-}" in
+    partition)
+      if ! host_arg "${cmd[1]:-}"; then echo "err partition: host 1..$hosts expected"; continue; fi
+      ip -n "$ns" link set eth0 down && [ "$(link_state "$ns")" = down ] \
+        && echo "ok partition ${cmd[1]}" || echo "err partition ${cmd[1]}: link still up"
+      ;;
+    heal)
+      if ! host_arg "${cmd[1]:-}"; then echo "err heal: host 1..$hosts expected"; continue; fi
+      if ip -n "$ns" link set eth0 up && [ "$(link_state "$ns")" = up ] && wait_route "$ns"; then
+        echo "ok heal ${cmd[1]}"
+      else
+        echo "err heal ${cmd[1]}: link or route not back"
+      fi
+      ;;
+    links)
+      states=()
+      for ns in "${host_ns[@]}"; do states+=("$(link_state "$ns")"); done
+      echo "ok links $(join "${states[@]}")"
+      ;;
+    quit) break ;;
+    "") ;;
+    *) echo "err unknown command \`${cmd[0]}\` (partition I, heal I, links, quit)" ;;
+  esac
+done
+exit 0
