@@ -1,0 +1,205 @@
+// A client of bcos-p2p's unicast protocol, /bcos/unicast/1.0.0, written only from
+// protocols/unicast/SPEC.md: the proof that the spec is enough to speak it from another libp2p
+// implementation. It needs a node in open mode (`bcos-p2p run --open`: stock libp2p-tls).
+//
+//   node --import ./polyfill.mjs unicast-client.mjs [--timeout S] MULTIADDR/p2p/PEER OP...
+//   OP = request:MODULE:DATA | oneway:MODULE:DATA     (DATA is UTF-8; it may contain ':')
+//
+// It dials with a fresh secp256k1 identity (bcos-p2p NodeIds are secp256k1, P-256 or RSA keys),
+// runs identify (logged on stderr as `identify {...}`), opens one unicast stream and writes every
+// OP on it at once, in order (requests pipelined, ids 1, 2, ...). It checks every frame that comes
+// back against the spec and prints one JSON object per line on stdout:
+//   {"event":"ready","node_id":..,"peer_id":..}            this client's NodeId, before sending
+//   {"event":"response","id":..,"module":..,"data":..,"rtt_ms":..}
+//   {"event":"error","id":..,"module":..,"reason":..,"rtt_ms":..}
+// and exits 0 once every request is answered. A frame that breaks the spec, the stream closing
+// first, or the timeout (default 30 s) exit 1 with the reason on stderr.
+import { ECDH } from 'node:crypto'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createNode, deadline, log, logIdentify, seconds } from './lib.mjs'
+
+const PROTOCOL = '/bcos/unicast/1.0.0'
+
+// SPEC.md, "Frames".
+const KIND = { request: 0, oneway: 1, response: 2, error: 3 }
+const HEADER = 11 // kind (1) + id (8) + module (2)
+const MAX_VARINT = 9
+const FRAME_LIMIT = 32 * 1024 * 1024 // the default receiver limit
+const MAX_REASON = 1024
+
+/** An unsigned LEB128 varint. */
+function varint (n) {
+  const out = []
+  do {
+    let byte = n % 128
+    n = Math.floor(n / 128)
+    if (n > 0) byte |= 0x80
+    out.push(byte)
+  } while (n > 0)
+  return Buffer.from(out)
+}
+
+/** One frame: varint body length, then kind, id (u64 BE), module (u16 BE), payload. */
+function encodeFrame (kind, id, module, payload) {
+  const body = Buffer.alloc(HEADER + payload.length)
+  body.writeUInt8(kind, 0)
+  body.writeBigUInt64BE(BigInt(id), 1)
+  body.writeUInt16BE(module, 9)
+  body.set(payload, HEADER)
+  return Buffer.concat([varint(body.length), body])
+}
+
+/**
+ * Splits bytes into frames. `push` returns every complete frame in the data so far, or throws
+ * on a malformed varint, a length under 11 or over the limit (checked before buffering the
+ * body), as the spec asks of a receiver.
+ */
+class FrameDecoder {
+  constructor (limit = FRAME_LIMIT) {
+    this.limit = limit
+    this.buf = Buffer.alloc(0)
+  }
+
+  push (chunk) {
+    this.buf = this.buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.buf, chunk])
+    const frames = []
+    for (;;) {
+      const prefix = this.#length()
+      if (prefix === null) break
+      const { length, size } = prefix
+      if (this.buf.length < size + length) break
+      const body = this.buf.subarray(size, size + length)
+      frames.push({
+        kind: body.readUInt8(0),
+        id: body.readBigUInt64BE(1),
+        module: body.readUInt16BE(9),
+        payload: Buffer.from(body.subarray(HEADER))
+      })
+      this.buf = this.buf.subarray(size + length)
+    }
+    return frames
+  }
+
+  /** The body length and the prefix's size, null if the prefix is not complete yet. */
+  #length () {
+    let length = 0
+    for (let i = 0; i < Math.min(this.buf.length, MAX_VARINT); i++) {
+      const byte = this.buf[i]
+      length += (byte & 0x7f) * 2 ** (7 * i)
+      if ((byte & 0x80) === 0) {
+        if (i > 0 && byte === 0) throw new Error('malformed varint (not minimal)')
+        if (length < HEADER) throw new Error(`frame length ${length} is under ${HEADER}`)
+        if (length > this.limit) throw new Error(`frame length ${length} is over the limit ${this.limit}`)
+        return { length, size: i + 1 }
+      }
+    }
+    if (this.buf.length >= MAX_VARINT) throw new Error(`malformed varint (over ${MAX_VARINT} bytes)`)
+    return null
+  }
+}
+
+/** Parses `request:MODULE:DATA` / `oneway:MODULE:DATA`. */
+function parseOp (text) {
+  const first = text.indexOf(':')
+  const second = first < 0 ? -1 : text.indexOf(':', first + 1)
+  if (second < 0) throw new Error(`bad OP ${JSON.stringify(text)}: want request:MODULE:DATA or oneway:MODULE:DATA`)
+  const kind = text.slice(0, first)
+  const module = Number(text.slice(first + 1, second))
+  if (kind !== 'request' && kind !== 'oneway') throw new Error(`bad OP ${JSON.stringify(text)}: unknown kind ${kind}`)
+  if (!Number.isInteger(module) || module < 0 || module > 0xffff || text.slice(first + 1, second) === '') {
+    throw new Error(`bad OP ${JSON.stringify(text)}: the module is an integer 0..65535`)
+  }
+  return { kind, module, data: Buffer.from(text.slice(second + 1), 'utf8') }
+}
+
+function parseArgs (argv) {
+  let timeout = 30
+  const rest = []
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--timeout') {
+      timeout = seconds(argv[++i], undefined, '--timeout')
+    } else {
+      rest.push(argv[i])
+    }
+  }
+  if (rest.length < 2) {
+    throw new Error('usage: unicast-client.mjs [--timeout S] MULTIADDR/p2p/PEER request:MODULE:DATA|oneway:MODULE:DATA...')
+  }
+  const target = multiaddr(rest[0])
+  if (target.getComponents().at(-1)?.name !== 'p2p') throw new Error(`${rest[0]} does not end in /p2p/PEER`)
+  return { timeout, target, ops: rest.slice(1).map(parseOp) }
+}
+
+/** A secp256k1 key's NodeId: the uncompressed point without its 04 prefix, in hex. */
+function nodeId (publicKey) {
+  return ECDH.convertKey(Buffer.from(publicKey.raw), 'secp256k1', undefined, 'hex', 'uncompressed').slice(2)
+}
+
+/** Checks an answer against the spec and the requests still owed one; returns its JSON line. */
+function answer (frame, pending) {
+  if (frame.kind !== KIND.response && frame.kind !== KIND.error) {
+    // Request/Oneway frames never come back on the stream we opened; other kinds are unknown.
+    throw new Error(`frame kind ${frame.kind} on our outbound stream`)
+  }
+  const request = pending.get(frame.id)
+  if (request === undefined) throw new Error(`answer for id ${frame.id}, which is not in flight`)
+  if (frame.module !== 0) throw new Error(`answer for id ${frame.id} has module ${frame.module}, not 0`)
+  pending.delete(frame.id)
+  const base = { id: Number(frame.id), module: request.module }
+  const rttMs = Number(process.hrtime.bigint() - request.sent) / 1e6
+  if (frame.kind === KIND.response) {
+    return { event: 'response', ...base, data: frame.payload.toString('utf8'), rtt_ms: rttMs }
+  }
+  if (frame.payload.length > MAX_REASON) throw new Error(`error reason of ${frame.payload.length} bytes (limit ${MAX_REASON})`)
+  const reason = new TextDecoder('utf-8', { fatal: true }).decode(frame.payload)
+  return { event: 'error', ...base, reason, rtt_ms: rttMs }
+}
+
+async function main () {
+  const { timeout, target, ops } = parseArgs(process.argv.slice(2))
+  const cancel = deadline(timeout, `unicast exchange with ${target}`)
+  const signal = AbortSignal.timeout(timeout * 1000)
+  const node = await createNode({ keyType: 'secp256k1' })
+  console.log(JSON.stringify({ event: 'ready', node_id: nodeId(node.peerId.publicKey), peer_id: node.peerId.toString() }))
+  try {
+    const connection = await node.dial(target, { signal })
+    log(`connected to ${connection.remotePeer} at ${connection.remoteAddr}`)
+    await logIdentify(node, connection, signal)
+
+    const stream = await connection.newStream(PROTOCOL, { signal })
+    const pending = new Map() // id -> { module, sent }
+    let nextId = 1n
+    for (const op of ops) {
+      let id = 0n
+      if (op.kind === 'request') {
+        id = nextId++
+        pending.set(id, { module: op.module, sent: process.hrtime.bigint() })
+      }
+      if (!stream.send(encodeFrame(KIND[op.kind], id, op.module, op.data))) await stream.onDrain({ signal })
+    }
+    log(`sent ${ops.length} frame(s), ${pending.size} request(s) in flight`)
+
+    const decoder = new FrameDecoder()
+    if (pending.size > 0) {
+      for await (const chunk of stream) {
+        for (const frame of decoder.push(chunk instanceof Uint8Array ? chunk : chunk.subarray())) {
+          console.log(JSON.stringify(answer(frame, pending)))
+        }
+        if (pending.size === 0) break
+      }
+    }
+    if (pending.size > 0) throw new Error(`the stream closed with ${pending.size} request(s) unanswered`)
+    await stream.close({ signal })
+  } finally {
+    cancel()
+    await node.stop()
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    log(`error: ${err.stack ?? err}`)
+    process.exit(1)
+  }
+)
