@@ -13,7 +13,7 @@ use std::{
     fmt, io,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
 };
@@ -49,6 +49,8 @@ pub struct LinkConfig<T> {
     pub max_queue_bytes: usize,
     /// Decodes a received frame body.
     pub decode: DecodeFn<T>,
+    /// Counts the frames and bytes every connection of the link moves.
+    pub traffic: Arc<Traffic>,
 }
 
 impl<T> fmt::Debug for LinkConfig<T> {
@@ -59,6 +61,52 @@ impl<T> fmt::Debug for LinkConfig<T> {
             .field("max_queue_frames", &self.max_queue_frames)
             .field("max_queue_bytes", &self.max_queue_bytes)
             .finish()
+    }
+}
+
+/// Frames and frame-body bytes a protocol moved over all its connections, each way (varint
+/// length prefixes and the layers below are not counted). Shared by every handler of the
+/// protocol: the per-frame cost is two relaxed atomic adds, and it can be read at any time, e.g.
+/// by a metrics scrape.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts one frame of `len` body bytes read from a peer.
+    pub fn received(&self, len: usize) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one frame of `len` body bytes handed to a peer's stream.
+    pub fn sent(&self, len: usize) {
+        self.frames_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Frames read so far.
+    pub fn frames_in(&self) -> u64 {
+        self.frames_in.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes read so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Frames sent so far.
+    pub fn frames_out(&self) -> u64 {
+        self.frames_out.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes sent so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
     }
 }
 
@@ -319,11 +367,13 @@ impl<T> Handler<T> {
             match stream.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {
                     let frame = self.to_send.pop_front().expect("checked non-empty");
-                    self.queue.release(frame.len());
+                    let len = frame.len();
+                    self.queue.release(len);
                     if let Err(e) = stream.start_send_unpin(frame) {
                         error = Some(e.to_string());
                         break;
                     }
+                    self.config.traffic.sent(len);
                 }
                 Poll::Ready(Err(e)) => {
                     error = Some(e.to_string());
@@ -358,13 +408,16 @@ impl<T> Handler<T> {
                 return;
             };
             match stream.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(body))) => match (self.config.decode)(body) {
-                    Ok(message) => self.events.push_back(LinkEvent::Received(message)),
-                    Err(reason) => {
-                        tracing::info!(protocol = %self.config.protocol, %reason, "closing a peer's stream: malformed frame");
-                        return self.inbound_closed(format!("malformed frame: {reason}"));
+                Poll::Ready(Some(Ok(body))) => {
+                    self.config.traffic.received(body.len());
+                    match (self.config.decode)(body) {
+                        Ok(message) => self.events.push_back(LinkEvent::Received(message)),
+                        Err(reason) => {
+                            tracing::info!(protocol = %self.config.protocol, %reason, "closing a peer's stream: malformed frame");
+                            return self.inbound_closed(format!("malformed frame: {reason}"));
+                        }
                     }
-                },
+                }
                 Poll::Ready(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
                     tracing::info!(protocol = %self.config.protocol, reason = %e, "closing a peer's stream: bad framing");
                     return self.inbound_closed(format!("bad frame: {e}"));

@@ -44,7 +44,7 @@ use std::{
 
 use bcos_p2p_core::{
     NodeId, NodeIdBook, PrimaryConnections,
-    link::{Handler, LinkCommand, LinkConfig, LinkEvent, Queue},
+    link::{Handler, LinkCommand, LinkConfig, LinkEvent, Queue, Traffic},
 };
 use bytes::Bytes;
 use futures::FutureExt as _;
@@ -301,6 +301,7 @@ impl Behaviour {
             max_queue_frames: config.max_queue_frames,
             max_queue_bytes: config.max_queue_bytes,
             decode,
+            traffic: Arc::default(),
         });
         Behaviour {
             me_bytes: Bytes::copy_from_slice(me.as_bytes()),
@@ -387,6 +388,12 @@ impl Behaviour {
     /// What the behaviour did so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Frames and bytes moved over all connections, both ways: a live, shared counter (keep
+    /// the `Arc` and read it at any time, e.g. from a metrics scrape).
+    pub fn traffic(&self) -> Arc<Traffic> {
+        self.link.traffic.clone()
     }
 
     /// This node's id.

@@ -43,7 +43,7 @@ use std::{
 
 use bcos_p2p_core::{
     NodeId, NodeIdBook,
-    link::{Handler, LinkCommand, LinkConfig, LinkEvent, Queue},
+    link::{Handler, LinkCommand, LinkConfig, LinkEvent, Queue, Traffic},
 };
 use bytes::Bytes;
 use codec::{FRAME_OVERHEAD, Message};
@@ -257,6 +257,7 @@ impl Behaviour {
             max_queue_frames: QUEUE_FRAMES,
             max_queue_bytes: config.max_frame().saturating_mul(2),
             decode: codec::decode,
+            traffic: Arc::default(),
         });
         let next_announce = Instant::now() + config.announce_interval;
         Behaviour {
@@ -330,6 +331,12 @@ impl Behaviour {
     /// Counters since creation.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Frames and bytes moved over all connections, both ways: a live, shared counter (keep
+    /// the `Arc` and read it at any time, e.g. from a metrics scrape).
+    pub fn traffic(&self) -> Arc<Traffic> {
+        self.link.traffic.clone()
     }
 
     fn change_if_different(&mut self, next: Status) -> Result<u64, StatusError> {

@@ -21,7 +21,12 @@ use libp2p_swarm::{
     handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound},
 };
 
-use crate::codec::{Codec, Frame};
+use bcos_p2p_core::link::Traffic;
+
+use crate::{
+    Counters, Direction, Outcome,
+    codec::{Codec, Frame},
+};
 
 const CLOSED_BY_PEER: &str = "closed by the peer";
 
@@ -36,6 +41,7 @@ pub(crate) struct Settings {
     pub max_inbound_pending: usize,
     pub max_inbound_pending_bytes: usize,
     pub modules: HashSet<u16>,
+    pub counters: Arc<Counters>,
 }
 
 /// Behaviour → handler.
@@ -167,6 +173,9 @@ impl Handler {
                 payload,
             } => {
                 if !self.settings.modules.contains(&module) {
+                    self.settings
+                        .counters
+                        .count(Direction::Inbound, Outcome::UnknownModule);
                     self.to_answer.push_back(Frame::Error {
                         id,
                         reason: format!("no handler for module {module}"),
@@ -175,6 +184,9 @@ impl Handler {
                     || self.inbound_pending_bytes + payload.len()
                         > self.settings.max_inbound_pending_bytes
                 {
+                    self.settings
+                        .counters
+                        .count(Direction::Inbound, Outcome::Busy);
                     self.to_answer.push_back(Frame::Error {
                         id,
                         reason: "busy".into(),
@@ -215,7 +227,8 @@ impl Handler {
         };
         let (queued, cancelled, awaiting) =
             (&mut self.queued, &mut self.cancelled, &mut self.awaiting);
-        let mut error = write_queued(stream, &mut self.to_send, cx, |frame| {
+        let traffic = self.settings.counters.traffic();
+        let mut error = write_queued(stream, &mut self.to_send, traffic, cx, |frame| {
             if let Frame::Request { id, .. } = frame {
                 queued.remove(id);
                 if cancelled.remove(id) {
@@ -228,7 +241,11 @@ impl Handler {
         .err();
         if error.is_none() {
             for _ in 0..READ_BATCH {
-                let (id, result) = match stream.poll_next_unpin(cx) {
+                let frame = stream.poll_next_unpin(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &frame {
+                    traffic.received(frame.body_len());
+                }
+                let (id, result) = match frame {
                     Poll::Ready(Some(Ok(Frame::Response { id, payload }))) => (id, Ok(payload)),
                     Poll::Ready(Some(Ok(Frame::Error { id, reason }))) => (id, Err(reason)),
                     Poll::Ready(Some(Ok(other))) => {
@@ -274,6 +291,7 @@ impl Handler {
             };
             match stream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    self.settings.counters.traffic().received(frame.body_len());
                     if let Err(reason) = self.on_inbound_frame(frame) {
                         return self.inbound_failed(reason);
                     }
@@ -297,17 +315,24 @@ impl Handler {
     /// Writes queued answers on the inbound stream and flushes.
     fn write_answers(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
         match &mut self.inbound {
-            Some(stream) => write_queued(stream, &mut self.to_answer, cx, |_| true),
+            Some(stream) => write_queued(
+                stream,
+                &mut self.to_answer,
+                self.settings.counters.traffic(),
+                cx,
+                |_| true,
+            ),
             None => Ok(()),
         }
     }
 }
 
-/// Moves frames from `queue` into `stream` while it accepts them, then flushes. `admit` sees
-/// each frame as it leaves the queue and may drop it (returns false).
+/// Moves frames from `queue` into `stream` while it accepts them (counting them in `traffic`),
+/// then flushes. `admit` sees each frame as it leaves the queue and may drop it (returns false).
 fn write_queued(
     stream: &mut Framed<Stream, Codec>,
     queue: &mut VecDeque<Frame>,
+    traffic: &Traffic,
     cx: &mut Context<'_>,
     mut admit: impl FnMut(&Frame) -> bool,
 ) -> Result<(), String> {
@@ -316,7 +341,9 @@ fn write_queued(
             Poll::Ready(Ok(())) => {
                 let frame = queue.pop_front().expect("checked non-empty");
                 if admit(&frame) {
+                    let len = frame.body_len();
                     stream.start_send_unpin(frame).map_err(|e| e.to_string())?;
+                    traffic.sent(len);
                 }
             }
             Poll::Ready(Err(e)) => return Err(e.to_string()),

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+mod counters;
 mod handler;
 
 use std::{
@@ -41,6 +42,7 @@ use std::{
 use bcos_p2p_core::{NodeId, NodeIdBook, PrimaryConnections};
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
+pub use counters::{Counters, Direction, Outcome};
 use futures::{FutureExt as _, task::AtomicWaker};
 use handler::{Command, Handler, HandlerEvent, Settings};
 use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
@@ -242,6 +244,7 @@ impl Behaviour {
             max_inbound_pending: config.max_in_flight,
             max_inbound_pending_bytes: config.max_pending_bytes.max(config.max_frame_size),
             modules: config.modules.clone(),
+            counters: Arc::default(),
         });
         Behaviour {
             config,
@@ -322,11 +325,12 @@ impl Behaviour {
             }
             Err(e) => {
                 tracing::debug!(%rid, error = %e, "unicast request failed at once");
+                let result = Err(e);
+                self.settings
+                    .counters
+                    .count(Direction::Outbound, Outcome::of(&result));
                 self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::Response {
-                        id: rid,
-                        result: Err(e),
-                    }));
+                    .push_back(ToSwarm::GenerateEvent(Event::Response { id: rid, result }));
             }
         }
         rid
@@ -379,6 +383,12 @@ impl Behaviour {
         self.answer(channel, Err(reason.into()))
     }
 
+    /// Frames, bytes and request outcomes so far: a live, shared counter (keep the `Arc` and
+    /// read it at any time, e.g. from a metrics scrape).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.settings.counters.clone()
+    }
+
     /// Requests in flight (sent, not yet answered or failed).
     pub fn pending_requests(&self) -> usize {
         self.pending.len()
@@ -390,13 +400,20 @@ impl Behaviour {
         result: Result<Bytes, String>,
     ) -> Result<(), UnicastError> {
         let (peer, connection, id, stream) = channel.take();
+        let counters = &self.settings.counters;
         if !self
             .connections
             .get(&peer)
             .is_some_and(|c| c.contains(&connection))
         {
+            counters.count(Direction::Inbound, Outcome::Closed);
             return Err(UnicastError::ConnectionClosed);
         }
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(_) => Outcome::Error,
+        };
+        counters.count(Direction::Inbound, outcome);
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
             handler: NotifyHandler::One(connection),
@@ -470,6 +487,9 @@ impl Behaviour {
             if let Err(e) = &result {
                 tracing::debug!(id, error = %e, "unicast request failed");
             }
+            self.settings
+                .counters
+                .count(Direction::Outbound, Outcome::of(&result));
             self.events
                 .push_back(ToSwarm::GenerateEvent(Event::Response {
                     id: RequestId(id),
