@@ -8,13 +8,13 @@
 //
 // The listener RPUSHes its /p2p/ multiaddr to the Redis list `listenerAddr` and waits (until the
 // timeout or a signal). The dialer BLPOPs that address, dials, pings, and prints one line on
-// stdout: {"handshakePlusOneRTTMillis":..,"pingRTTMilllis":..} (sic). Then it runs identify and
+// stdout: {"handshakePlusOneRTTMillis":..,"pingRTTMilllis":..} (sic). Then it waits for identify and
 // logs the peer's protocols on stderr (`identify {...}`). Everything else goes to stderr.
 //
 // Run with `node --import ./polyfill.mjs interop.mjs` (Node 20 lacks Promise.withResolvers).
 import { multiaddr } from '@multiformats/multiaddr'
 import { createClient } from 'redis'
-import { createNode, deadline, log, logIdentify, seconds } from './lib.mjs'
+import { createNode, deadline, log, logIdentify, peerOf, seconds } from './lib.mjs'
 
 const SUPPORTED = { transport: ['tcp'], security: ['tls'], muxer: ['yamux'] }
 
@@ -93,6 +93,7 @@ async function dial (cfg, redis) {
   const target = multiaddr(String(reply[1]))
   const signal = AbortSignal.timeout(cfg.timeout * 1000)
 
+  const identified = logIdentify(node, peerOf(target), signal)
   log(`dialing ${target}`)
   const start = Date.now()
   const connection = await node.dial(target, { signal })
@@ -104,7 +105,7 @@ async function dial (cfg, redis) {
   }))
 
   try {
-    await logIdentify(node, connection, signal)
+    await identified
   } catch (err) {
     // The interop result above stands; the Rust test, which needs identify, sees this line.
     log(`identify failed: ${err.message}`)

@@ -41,19 +41,45 @@ export async function createNode ({ listen = [], keyType = 'ed25519' } = {}) {
 }
 
 /**
- * Runs identify on `connection` and logs the peer's protocols and agent on stderr as one line,
- * `identify {"peer":..,"agent":..,"protocols":[..]}`, which the Rust tests read.
+ * Waits for libp2p's own identify exchange with `peer` (a PeerId string; it runs on every new
+ * connection, so call this before dialing) and logs the peer's protocols and agent on stderr as
+ * one line, `identify {"peer":..,"agent":..,"protocols":[..]}`, which the Rust tests read.
  */
-export async function logIdentify (node, connection, signal) {
-  const result = await node.services.identify.identify(connection, { signal })
-  const summary = {
-    peer: result.peerId.toString(),
-    agent: result.agentVersion ?? null,
-    protocolVersion: result.protocolVersion ?? null,
-    protocols: [...result.protocols].sort()
+export function logIdentify (node, peer, signal) {
+  const { promise, resolve, reject } = Promise.withResolvers()
+  const onIdentify = (evt) => {
+    if (evt.detail.peerId.toString() !== peer) return
+    const result = evt.detail
+    const summary = {
+      peer,
+      agent: result.agentVersion ?? null,
+      protocolVersion: result.protocolVersion ?? null,
+      protocols: [...result.protocols].sort()
+    }
+    log(`identify ${JSON.stringify(summary)}`)
+    done()
+    resolve(summary)
   }
-  log(`identify ${JSON.stringify(summary)}`)
-  return summary
+  const onAbort = () => {
+    done()
+    reject(new Error(`no identify from ${peer}: ${signal.reason?.message ?? 'aborted'}`))
+  }
+  const done = () => {
+    node.removeEventListener('peer:identify', onIdentify)
+    signal.removeEventListener('abort', onAbort)
+  }
+  node.addEventListener('peer:identify', onIdentify)
+  signal.addEventListener('abort', onAbort)
+  // Not awaited on every path (a failed dial ends the run first): no unhandled rejection.
+  promise.catch(() => {})
+  return promise
+}
+
+/** The PeerId string a multiaddr ends in (`/p2p/<PeerId>`), or an error. */
+export function peerOf (addr) {
+  const last = addr.getComponents().at(-1)
+  if (last?.name !== 'p2p' || !last.value) throw new Error(`${addr} does not end in /p2p/PEER`)
+  return last.value
 }
 
 /**

@@ -6,7 +6,7 @@
 //   OP = request:MODULE:DATA | oneway:MODULE:DATA     (DATA is UTF-8; it may contain ':')
 //
 // It dials with a fresh secp256k1 identity (bcos-p2p NodeIds are secp256k1, P-256 or RSA keys),
-// runs identify (logged on stderr as `identify {...}`), opens one unicast stream and writes every
+// waits for identify (logged on stderr as `identify {...}`), opens one unicast stream, writes every
 // OP on it at once, in order (requests pipelined, ids 1, 2, ...). It checks every frame that comes
 // back against the spec and prints one JSON object per line on stdout:
 //   {"event":"ready","node_id":..,"peer_id":..}            this client's NodeId, before sending
@@ -16,7 +16,7 @@
 // first, or the timeout (default 30 s) exit 1 with the reason on stderr.
 import { ECDH } from 'node:crypto'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createNode, deadline, log, logIdentify, seconds } from './lib.mjs'
+import { createNode, deadline, log, logIdentify, peerOf, seconds } from './lib.mjs'
 
 const PROTOCOL = '/bcos/unicast/1.0.0'
 
@@ -126,8 +126,7 @@ function parseArgs (argv) {
     throw new Error('usage: unicast-client.mjs [--timeout S] MULTIADDR/p2p/PEER request:MODULE:DATA|oneway:MODULE:DATA...')
   }
   const target = multiaddr(rest[0])
-  if (target.getComponents().at(-1)?.name !== 'p2p') throw new Error(`${rest[0]} does not end in /p2p/PEER`)
-  return { timeout, target, ops: rest.slice(1).map(parseOp) }
+  return { timeout, target, peer: peerOf(target), ops: rest.slice(1).map(parseOp) }
 }
 
 /** A secp256k1 key's NodeId: the uncompressed point without its 04 prefix, in hex. */
@@ -156,15 +155,16 @@ function answer (frame, pending) {
 }
 
 async function main () {
-  const { timeout, target, ops } = parseArgs(process.argv.slice(2))
+  const { timeout, target, peer, ops } = parseArgs(process.argv.slice(2))
   const cancel = deadline(timeout, `unicast exchange with ${target}`)
   const signal = AbortSignal.timeout(timeout * 1000)
   const node = await createNode({ keyType: 'secp256k1' })
   console.log(JSON.stringify({ event: 'ready', node_id: nodeId(node.peerId.publicKey), peer_id: node.peerId.toString() }))
   try {
+    const identified = logIdentify(node, peer, signal)
     const connection = await node.dial(target, { signal })
     log(`connected to ${connection.remotePeer} at ${connection.remoteAddr}`)
-    await logIdentify(node, connection, signal)
+    await identified
 
     const stream = await connection.newStream(PROTOCOL, { signal })
     const pending = new Map() // id -> { module, sent }
