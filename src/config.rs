@@ -66,6 +66,11 @@ pub struct Connection {
     pub max_pending_outgoing: u32,
     /// Most established connections. Default 1024.
     pub max_established: u32,
+    /// New incoming connections per second from one IP address (IPv6: one /64), on average,
+    /// before their handshake; addresses of `[network] peers` are exempt. Default 10.
+    pub new_inbound_per_ip_per_s: u32,
+    /// New incoming connections one IP address may open at once. Default 20.
+    pub new_inbound_per_ip_burst: u32,
 }
 
 impl Default for Connection {
@@ -80,6 +85,8 @@ impl Default for Connection {
             max_pending_incoming: 256,
             max_pending_outgoing: 256,
             max_established: 1024,
+            new_inbound_per_ip_per_s: 10,
+            new_inbound_per_ip_burst: 20,
         }
     }
 }
@@ -333,6 +340,8 @@ impl Config {
             ("max_pending_incoming", c.max_pending_incoming),
             ("max_pending_outgoing", c.max_pending_outgoing),
             ("max_established", c.max_established),
+            ("new_inbound_per_ip_per_s", c.new_inbound_per_ip_per_s),
+            ("new_inbound_per_ip_burst", c.new_inbound_per_ip_burst),
         ] {
             check(
                 n >= 1,

@@ -11,17 +11,21 @@
 //! - refuses connections to itself, and never dials such an address again;
 //! - detects dead connections by wrapping [`libp2p::ping`] (its handler is this behaviour's
 //!   handler): a connection whose pings fail [`Config::ping_max_failures`] times in a row closes;
-//! - bounds pending and established connections by wrapping [`libp2p::connection_limits`];
+//! - bounds pending and established connections by wrapping [`libp2p::connection_limits`],
+//!   and new incoming connections per second per IP address ([`Config::new_inbound_per_ip`]);
 //! - applies run-time [`Behaviour::deny`] / [`Behaviour::allow`] to the shared CA-TLS
 //!   [`AccessList`] and drops refused sessions at once (FISCO's hot reload).
 //!
 //! Every decision is reported as an [`Event`]. The manager needs a tokio runtime (its redial
 //! timer is a tokio timer), as the swarms of [`crate::behaviour::build_swarm`] have.
 
+mod ip_rate;
+
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     convert::Infallible,
     hash::BuildHasher as _,
+    net::IpAddr,
     pin::Pin,
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -48,6 +52,9 @@ use crate::{
     ca_tls::{self, AccessList, UpgradeError},
     config, events,
 };
+
+pub use ip_rate::RateLimit;
+use ip_rate::{IpRate, Verdict};
 
 /// How much of a redial delay jitter may take off: each delay is drawn from
 /// `[base * (1 - JITTER), base]`, so delays never pass [`Config::redial_max`] and still grow.
@@ -96,6 +103,11 @@ pub struct Config {
     pub max_pending_outgoing: Option<u32>,
     /// Most established connections (`None`: no limit). Default 1024.
     pub max_established: Option<u32>,
+    /// New incoming connections per IP address (IPv6: per /64) before their handshake
+    /// (`None`: no limit). Default 20 at once, then 10 per second. Addresses of configured
+    /// peers are exempt: a node this one is told to keep connected is never locked out by
+    /// someone else on its host; peers configured by name are dialled by this node anyway.
+    pub new_inbound_per_ip: Option<RateLimit>,
 }
 
 impl Default for Config {
@@ -116,6 +128,10 @@ impl From<&config::Connection> for Config {
             max_pending_incoming: Some(c.max_pending_incoming),
             max_pending_outgoing: Some(c.max_pending_outgoing),
             max_established: Some(c.max_established),
+            new_inbound_per_ip: Some(RateLimit {
+                per_second: c.new_inbound_per_ip_per_s,
+                burst: c.new_inbound_per_ip_burst,
+            }),
         }
     }
 }
@@ -152,6 +168,14 @@ pub enum Refusal {
     Tls(ca_tls::Refusal),
     /// A connection limit of [`Config`] was reached.
     Limit(Exceeded),
+    /// The address opened new connections faster than [`Config::new_inbound_per_ip`] allows.
+    RateLimited {
+        /// The address (IPv6: its /64).
+        ip: IpAddr,
+        /// Refusals of the address not reported since the last report (at most one a second
+        /// is reported).
+        unreported: u32,
+    },
     /// The peer's NodeId is unknown: it did not authenticate with CA-TLS.
     UnknownNode,
 }
@@ -163,6 +187,7 @@ impl Refusal {
         match self {
             Refusal::Tls(r) => r.code(),
             Refusal::Limit(_) => "limit",
+            Refusal::RateLimited { .. } => "rate_limit",
             Refusal::UnknownNode => "unknown_node",
         }
     }
@@ -173,6 +198,11 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Tls(r) => r.fmt(f),
             Refusal::Limit(e) => e.fmt(f),
+            Refusal::RateLimited { ip, unreported } => write!(
+                f,
+                "too many new connections from {ip} ({unreported} more refused since the last \
+                 report)"
+            ),
             Refusal::UnknownNode => f.write_str("the peer's NodeId is unknown (no CA-TLS)"),
         }
     }
@@ -270,6 +300,8 @@ enum Denial {
     Access(NodeId, ca_tls::Refusal),
     #[error("NodeId of {0} unknown")]
     UnknownNode(PeerId),
+    #[error("too many new connections from {0}")]
+    RateLimited(IpAddr),
 }
 
 /// Where a configured address stands.
@@ -397,6 +429,7 @@ pub struct Behaviour {
     primaries: PrimaryConnections,
     ping: ping::Behaviour,
     limits: connection_limits::Behaviour,
+    ip_rate: Option<IpRate>,
     targets: Vec<Target>,
     conns: HashMap<ConnectionId, Conn>,
     peers: HashMap<PeerId, Peer>,
@@ -416,6 +449,7 @@ impl Behaviour {
         Behaviour {
             ping: ping::Behaviour::new(config.ping()),
             limits: connection_limits::Behaviour::new(config.limits()),
+            ip_rate: config.new_inbound_per_ip.map(IpRate::new),
             config,
             local_peer: local.to_peer_id(),
             local,
@@ -807,6 +841,44 @@ impl Behaviour {
         }
     }
 
+    /// Applies [`Config::new_inbound_per_ip`] to a pending incoming connection from `remote`.
+    fn rate_check(&mut self, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
+        let ip = match remote.iter().next() {
+            Some(Protocol::Ip4(ip)) => IpAddr::V4(ip),
+            Some(Protocol::Ip6(ip)) => IpAddr::V6(ip),
+            _ => return Ok(()),
+        };
+        let Some(rate) = &mut self.ip_rate else {
+            return Ok(());
+        };
+        let group = ip_rate::group(ip);
+        let configured = self.targets.iter().any(|t| match t.addr.iter().next() {
+            Some(Protocol::Ip4(a)) => ip_rate::group(IpAddr::V4(a)) == group,
+            Some(Protocol::Ip6(a)) => ip_rate::group(IpAddr::V6(a)) == group,
+            _ => false,
+        });
+        if configured {
+            return Ok(());
+        }
+        match rate.admit(ip, Instant::now()) {
+            Verdict::Admit => Ok(()),
+            Verdict::Refuse { report } => {
+                if let Some(unreported) = report {
+                    tracing::warn!(%ip, unreported, "too many new connections: refusing");
+                    self.emit(Event::Refused {
+                        addr: remote.clone(),
+                        reason: Refusal::RateLimited {
+                            ip: group,
+                            unreported,
+                        },
+                        node: None,
+                    });
+                }
+                Err(ConnectionDenied::new(Denial::RateLimited(group)))
+            }
+        }
+    }
+
     /// Emits a refusal for a connection limit.
     fn limit_refused(
         &mut self,
@@ -1110,6 +1182,7 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
+        self.rate_check(remote_addr)?;
         self.limits
             .handle_pending_inbound_connection(id, local_addr, remote_addr)
             .map_err(|d| self.limit_refused(d, Some(remote_addr), None))
@@ -1272,6 +1345,13 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(5));
         assert_eq!(c.ping_max_failures, 3);
         assert_eq!(c.max_established, Some(1024));
+        assert_eq!(
+            c.new_inbound_per_ip,
+            Some(RateLimit {
+                per_second: 10,
+                burst: 20
+            })
+        );
     }
 
     #[test]
@@ -1280,6 +1360,71 @@ mod tests {
         for _ in 0..10_000 {
             let r = rng.next_f64();
             assert!((0.0..1.0).contains(&r), "{r}");
+        }
+    }
+
+    /// A manager of a new node with `limit` as its per-address rate limit.
+    fn manager(limit: Option<RateLimit>) -> Behaviour {
+        let key = crate::NodeKey::generate(crate::KeyType::Secp256k1).unwrap();
+        let config = Config {
+            new_inbound_per_ip: limit,
+            ..Config::default()
+        };
+        let (access, book) = (AccessList::default(), NodeIdBook::default());
+        Behaviour::new(key.node_id().clone(), config, access, book)
+    }
+
+    #[test]
+    fn new_inbound_connections_are_limited_per_address_except_configured_peers() {
+        let mut b = manager(Some(RateLimit {
+            per_second: 1,
+            burst: 2,
+        }));
+        b.add_peer("/ip4/10.0.0.9/tcp/30300".parse().unwrap());
+        b.queue.clear();
+        let local: Multiaddr = "/ip4/10.0.0.5/tcp/30300".parse().unwrap();
+        let mut ids = 0..;
+        let mut pending = |b: &mut Behaviour, remote: &str| {
+            let id = ConnectionId::new_unchecked(ids.next().unwrap());
+            let remote: Multiaddr = remote.parse().unwrap();
+            b.handle_pending_inbound_connection(id, &local, &remote)
+        };
+        assert!(pending(&mut b, "/ip4/10.0.0.1/tcp/5000").is_ok());
+        assert!(pending(&mut b, "/ip4/10.0.0.1/tcp/5001").is_ok());
+        let denied = pending(&mut b, "/ip4/10.0.0.1/tcp/5002").unwrap_err();
+        let cause = denied.downcast_ref::<Denial>().map(|d| d.to_string());
+        assert_eq!(
+            cause.as_deref(),
+            Some("too many new connections from 10.0.0.1")
+        );
+        // Reported once with the reason; the next refusals within a second are only counted.
+        assert!(pending(&mut b, "/ip4/10.0.0.1/tcp/5003").is_err());
+        let refused: Vec<_> = b
+            .queue
+            .drain(..)
+            .filter_map(|a| match a {
+                ToSwarm::GenerateEvent(Event::Refused { addr, reason, node }) => {
+                    Some((addr, reason, node))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        let (addr, reason, node) = &refused[0];
+        assert_eq!(addr.to_string(), "/ip4/10.0.0.1/tcp/5002");
+        assert!(node.is_none());
+        assert_eq!(reason.code(), "rate_limit");
+        assert!(
+            matches!(reason, Refusal::RateLimited { ip, unreported: 0 } if ip.to_string() == "10.0.0.1")
+        );
+        // Other addresses have their own budget; a configured peer's address has none.
+        assert!(pending(&mut b, "/ip4/10.0.0.2/tcp/5000").is_ok());
+        for port in 0..20 {
+            assert!(pending(&mut b, &format!("/ip4/10.0.0.9/tcp/{port}")).is_ok());
+        }
+        let mut b = manager(None);
+        for port in 0..20 {
+            assert!(pending(&mut b, &format!("/ip4/10.0.0.1/tcp/{port}")).is_ok());
         }
     }
 
