@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod accept_any;
+pub mod process;
+pub mod raw;
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -189,12 +191,7 @@ pub async fn next_incoming_refusal<B: NetworkBehaviour>(swarm: &mut Swarm<B>) ->
 
 /// What a raw client sends to select `/bcos-tls/1.0.0` with multistream-select.
 pub fn select_ca_tls() -> Vec<u8> {
-    let mut out = Vec::new();
-    for msg in ["/multistream/1.0.0\n", "/bcos-tls/1.0.0\n"] {
-        out.push(msg.len() as u8);
-        out.extend_from_slice(msg.as_bytes());
-    }
-    out
+    raw::select(bcos_p2p::ca_tls::PROTOCOL_NAME)
 }
 
 /// An attacker with a valid certificate from `ca`: dials `addr`, opens a raw `protocol` stream
