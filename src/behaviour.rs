@@ -14,7 +14,11 @@ use libp2p::{
     Swarm, SwarmBuilder, identify, identity::Keypair, swarm::NetworkBehaviour, tcp, yamux,
 };
 
-use crate::{NodeKey, config::Config, connection, flood, status, unicast};
+use crate::{
+    NodeKey,
+    config::{self, Config},
+    connection, flood, open, status, unicast,
+};
 
 /// The identify protocol version string of bcos-p2p nodes.
 pub const PROTOCOL_VERSION: &str = "/bcos-p2p/1.0.0";
@@ -86,7 +90,22 @@ impl Behaviour {
     /// (`Config::default()` for the defaults). The config's peers are dialled and kept
     /// connected; its access lists are added to `tls`'s.
     pub fn new(key: &NodeKey, tls: &ca_tls::Config, config: &Config) -> Self {
-        let access = tls.access_list();
+        Self::with_parts(key, tls.access_list(), tls.node_ids(), config)
+    }
+
+    /// Like [`Behaviour::new`], for either security mode (see [`Security`]).
+    pub fn with_security(key: &NodeKey, security: &Security, config: &Config) -> Self {
+        Self::with_parts(key, security.access_list(), security.node_ids(), config)
+    }
+
+    /// The behaviour over a security upgrade's access lists (to which the config's are added)
+    /// and NodeId book.
+    fn with_parts(
+        key: &NodeKey,
+        access: &ca_tls::AccessList,
+        book: &crate::NodeIdBook,
+        config: &Config,
+    ) -> Self {
         for node in &config.access.deny {
             access.deny(node.clone());
         }
@@ -97,12 +116,12 @@ impl Behaviour {
             key.node_id().clone(),
             (&config.connection).into(),
             access.clone(),
-            tls.node_ids().clone(),
+            book.clone(),
         );
         for peer in &config.network.peers {
             connection.add_peer(peer.0.clone());
         }
-        let book = tls.node_ids().clone();
+        let book = book.clone();
         let primaries = connection.primaries();
         let mut status = status::Behaviour::new(status_config(config), book.clone());
         let modules = &config.unicast.modules;
@@ -167,12 +186,79 @@ pub fn status_config(config: &Config) -> status::Config {
 /// protocol negotiation and the muxer).
 const CONNECT_MARGIN: Duration = Duration::from_secs(5);
 
+/// The security handshake of a node's connections: CA-TLS (the default) or open mode. The two
+/// never connect to each other; each side reports why (a [`ca_tls::Refusal`]).
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// CA-authenticated TLS, `/bcos-tls/1.0.0` (`security = "ca-tls"`).
+    CaTls(ca_tls::Config),
+    /// Stock libp2p TLS with the node key, `/tls/1.0.0` (`security = "libp2p-tls"`).
+    Open(open::Config),
+}
+
+impl Security {
+    /// The deny/allow lists enforced in every handshake.
+    pub fn access_list(&self) -> &ca_tls::AccessList {
+        match self {
+            Security::CaTls(c) => c.access_list(),
+            Security::Open(c) => c.access_list(),
+        }
+    }
+
+    /// PeerId → NodeId of every authenticated peer.
+    pub fn node_ids(&self) -> &crate::NodeIdBook {
+        match self {
+            Security::CaTls(c) => c.node_ids(),
+            Security::Open(c) => c.node_ids(),
+        }
+    }
+
+    /// The limit on a security handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        match self {
+            Security::CaTls(c) => c.handshake_timeout(),
+            Security::Open(c) => c.handshake_timeout(),
+        }
+    }
+
+    /// Sets the limit on a security handshake.
+    pub fn with_handshake_timeout(self, timeout: Duration) -> Security {
+        match self {
+            Security::CaTls(c) => Security::CaTls(c.with_handshake_timeout(timeout)),
+            Security::Open(c) => Security::Open(c.with_handshake_timeout(timeout)),
+        }
+    }
+
+    /// Which mode this is, as the config names it.
+    pub fn mode(&self) -> config::Security {
+        match self {
+            Security::CaTls(_) => config::Security::CaTls,
+            Security::Open(_) => config::Security::Libp2pTls,
+        }
+    }
+}
+
+impl From<ca_tls::Config> for Security {
+    fn from(c: ca_tls::Config) -> Self {
+        Security::CaTls(c)
+    }
+}
+
+impl From<open::Config> for Security {
+    fn from(c: open::Config) -> Self {
+        Security::Open(c)
+    }
+}
+
 /// Why a swarm could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The CA-TLS configuration does not fit the key.
     #[error(transparent)]
     Tls(#[from] ca_tls::ConfigError),
+    /// The open-mode configuration does not fit the key.
+    #[error(transparent)]
+    Open(#[from] open::ConfigError),
     /// libp2p refused the setup.
     #[error("swarm setup: {0}")]
     Swarm(String),
@@ -208,6 +294,54 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
         // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part alone.
         .with_connection_timeout(tls.handshake_timeout() + CONNECT_MARGIN)
+        .build();
+    Ok(swarm)
+}
+
+/// Builds a tokio swarm for either security mode: TCP, `security`, yamux, and [`Behaviour`]
+/// with `config`.
+pub fn build_secured_swarm(
+    key: &NodeKey,
+    security: &Security,
+    config: &Config,
+) -> Result<Swarm<Behaviour>, BuildError> {
+    build_secured_swarm_with(key, security, |_| {
+        Behaviour::with_security(key, security, config)
+    })
+}
+
+/// Like [`build_secured_swarm`], with your own behaviour.
+pub fn build_secured_swarm_with<B: NetworkBehaviour>(
+    key: &NodeKey,
+    security: &Security,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Result<Swarm<B>, BuildError> {
+    match security {
+        Security::CaTls(tls) => build_swarm_with(key, tls, behaviour),
+        Security::Open(open) => build_open_swarm_with(key, open, behaviour),
+    }
+}
+
+/// Like [`build_swarm_with`], in open mode: TCP, stock libp2p TLS with the node key (see
+/// [`open`]), yamux.
+pub fn build_open_swarm_with<B: NetworkBehaviour>(
+    key: &NodeKey,
+    open: &open::Config,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Result<Swarm<B>, BuildError> {
+    let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            |kp: &Keypair| open.for_keypair(kp),
+            yamux::Config::default,
+        )?
+        .with_dns()
+        .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
+        .with_behaviour(|kp| behaviour(kp))
+        .map_err(|e| BuildError::Swarm(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
+        .with_connection_timeout(open.handshake_timeout() + CONNECT_MARGIN)
         .build();
     Ok(swarm)
 }

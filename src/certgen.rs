@@ -145,6 +145,7 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
             network: Network {
                 listen: vec![PeerAddr(node.listen.clone())],
                 peers,
+                ..Network::default()
             },
             ..Config::default()
         };

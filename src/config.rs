@@ -169,6 +169,32 @@ pub struct Network {
     pub listen: Vec<PeerAddr>,
     /// Nodes to connect to and keep connected (multiaddr, optionally with `/p2p/<PeerId>`, or host:port).
     pub peers: Vec<PeerAddr>,
+    /// How connections are secured. Default [`Security::CaTls`].
+    pub security: Security,
+}
+
+/// `[network] security`: the security handshake of every connection. The two never mix: a
+/// CA-mode node and an open-mode node refuse each other, each saying why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// `"ca-tls"`: CA-authenticated TLS (`/bcos-tls/1.0.0`), with `[certificate]`.
+    #[default]
+    #[serde(rename = "ca-tls")]
+    CaTls,
+    /// `"libp2p-tls"`: open mode, stock libp2p TLS (`/tls/1.0.0`) with the node key as the
+    /// libp2p identity; no certificates. Any node with a secp256k1, P-256 or RSA key may connect
+    /// (restrict it with `[access]`).
+    #[serde(rename = "libp2p-tls")]
+    Libp2pTls,
+}
+
+impl std::fmt::Display for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Security::CaTls => "ca-tls",
+            Security::Libp2pTls => "libp2p-tls",
+        })
+    }
 }
 
 impl Default for Network {
@@ -180,6 +206,7 @@ impl Default for Network {
                     .with(Protocol::Tcp(DEFAULT_PORT)),
             )],
             peers: Vec::new(),
+            security: Security::default(),
         }
     }
 }
@@ -900,6 +927,7 @@ mod fisco {
                     .with(Protocol::Tcp(port)),
             )],
             peers,
+            security: Security::CaTls,
         })
     }
 

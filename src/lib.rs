@@ -53,6 +53,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod node;
+pub mod open;
 
 pub use bcos_p2p_ca_tls as ca_tls;
 /// `NodeId`: see [`bcos_p2p_core::NodeId`]. It lives in the core crate so every protocol crate

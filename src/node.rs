@@ -39,11 +39,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     NodeId, NodeKey,
-    behaviour::{Behaviour, Event as BehaviourEvent, build_swarm},
+    behaviour::{Behaviour, Event as BehaviourEvent, Security, build_secured_swarm},
     ca_tls,
     config::Config,
     connection,
     flood::{self, FloodError, MessageId},
+    open,
     status::{self, Status, StatusError},
     unicast::{self, RequestId, ResponseChannel, UnicastError},
 };
@@ -223,12 +224,36 @@ impl Node {
         tls: ca_tls::Config,
         config: Config,
     ) -> Result<Node, NodeError> {
+        Self::start_secured(key, Security::CaTls(tls), config).await
+    }
+
+    /// Starts a node in open mode (`security = "libp2p-tls"`): stock libp2p TLS with `key` as
+    /// the libp2p identity, no certificates (see [`crate::open`]).
+    pub async fn start_open(key: NodeKey, config: Config) -> Result<Node, NodeError> {
+        let open = open::Config::new(&key).map_err(|e| NodeError::Start(e.to_string()))?;
+        Self::start_secured(key, Security::Open(open), config).await
+    }
+
+    /// Starts a node with either security mode; it must be the one the config names
+    /// (`[network] security`), so that a node never runs another mode than its file says.
+    pub async fn start_secured(
+        key: NodeKey,
+        security: Security,
+        config: Config,
+    ) -> Result<Node, NodeError> {
         config.validate().map_err(NodeError::Start)?;
-        let tls = tls.with_handshake_timeout(Duration::from_millis(
+        if security.mode() != config.network.security {
+            return Err(NodeError::Start(format!(
+                "the config sets [network] security = \"{}\" but the node was started with \"{}\"",
+                config.network.security,
+                security.mode()
+            )));
+        }
+        let security = security.with_handshake_timeout(Duration::from_millis(
             config.connection.handshake_timeout_ms,
         ));
-        let mut swarm =
-            build_swarm(&key, &tls, &config).map_err(|e| NodeError::Start(e.to_string()))?;
+        let mut swarm = build_secured_swarm(&key, &security, &config)
+            .map_err(|e| NodeError::Start(e.to_string()))?;
         if config.network.listen.is_empty() {
             return Err(NodeError::Start("no listen address".into()));
         }

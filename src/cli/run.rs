@@ -6,8 +6,8 @@ use std::{path::PathBuf, time::Instant};
 
 use anyhow::Context as _;
 use bcos_p2p::{
-    NodeId, ca_tls,
-    config::{Config, DEFAULT_MODULE, PeerAddr},
+    NodeId, NodeKey, ca_tls,
+    config::{Config, DEFAULT_MODULE, PeerAddr, Security},
     connection,
     events::{Event, MessageKind, PeerInfo},
     flood,
@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// Print one JSON object per line on stdout.
     #[arg(long)]
     json: bool,
+    /// Open mode: stock libp2p TLS with the node key as identity, no certificates (sets
+    /// `[network] security = "libp2p-tls"`). Open and CA nodes refuse each other.
+    #[arg(long)]
+    open: bool,
 }
 
 impl RunArgs {
@@ -77,6 +81,9 @@ impl RunArgs {
         }
         config.access.deny.extend(self.deny);
         config.access.allow.extend(self.allow);
+        if self.open {
+            config.network.security = Security::Libp2pTls;
+        }
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
@@ -93,15 +100,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let (config, json) = args.into_config()?;
     let c = &config.certificate;
-    let (key, tls) = ca_tls::Config::load(&c.key, &c.cert, &c.ca).with_context(|| {
-        format!(
-            "cannot load key {} / certificate {} / CA {}",
-            c.key.display(),
-            c.cert.display(),
-            c.ca.display()
-        )
-    })?;
-    let mut node = Node::start(key, tls, config).await?;
+    let mut node = match config.network.security {
+        Security::CaTls => {
+            let (key, tls) = ca_tls::Config::load(&c.key, &c.cert, &c.ca).with_context(|| {
+                format!(
+                    "cannot load key {} / certificate {} / CA {}",
+                    c.key.display(),
+                    c.cert.display(),
+                    c.ca.display()
+                )
+            })?;
+            Node::start(key, tls, config).await?
+        }
+        Security::Libp2pTls => {
+            let key = NodeKey::from_file(&c.key)
+                .with_context(|| format!("cannot load key {}", c.key.display()))?;
+            Node::start_open(key, config).await?
+        }
+    };
     let events = node.events().expect("first call");
     let out = Output { json };
     out.print(&Event::Ready {

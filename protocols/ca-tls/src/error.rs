@@ -39,6 +39,10 @@ pub enum Refusal {
     /// The peer does not speak CA-authenticated TLS: it offered stock libp2p `/tls/1.0.0`, or (when
     /// we dial) declined `/bcos-tls/1.0.0`. Typically an open-mode node.
     StockLibp2pTls,
+    /// The peer requires CA-authenticated TLS: it answered stock libp2p `/tls/1.0.0` with the
+    /// `insufficient_security` alert CA nodes send to open nodes (see [`crate::STOCK_TLS_PROTOCOL`]).
+    /// Reported by an open-mode node that met a CA-mode node.
+    CaTlsRequired,
     /// The peer aborted the handshake with this TLS alert (it refused us).
     RejectedByPeer(String),
     /// Any other handshake failure (I/O, protocol violation).
@@ -58,6 +62,7 @@ impl Refusal {
             Refusal::Denied => "denied",
             Refusal::NotAllowed => "not_allowed",
             Refusal::StockLibp2pTls => "stock_libp2p_tls",
+            Refusal::CaTlsRequired => "ca_tls_required",
             Refusal::RejectedByPeer(_) => "rejected_by_peer",
             Refusal::Handshake(_) => "handshake",
         }
@@ -89,6 +94,9 @@ impl fmt::Display for Refusal {
             Refusal::NotAllowed => f.write_str("NodeId is not on the allow list"),
             Refusal::StockLibp2pTls => f.write_str(
                 "peer does not speak CA-authenticated /bcos-tls/1.0.0 (stock libp2p /tls/1.0.0 or another security protocol: an open-mode node?)",
+            ),
+            Refusal::CaTlsRequired => f.write_str(
+                "peer requires CA-authenticated /bcos-tls/1.0.0 (a CA-mode node) but this node is in open mode (stock libp2p /tls/1.0.0)",
             ),
             Refusal::RejectedByPeer(alert) => write!(f, "peer refused the handshake (TLS alert: {alert})"),
             Refusal::Handshake(why) => write!(f, "TLS handshake failed: {why}"),
@@ -128,7 +136,9 @@ pub struct UpgradeError {
 }
 
 impl UpgradeError {
-    pub(crate) fn new(refusal: Refusal, node_id: Option<NodeId>) -> Self {
+    /// A refusal, with the peer's NodeId when it is known. Public so that other security
+    /// upgrades (open mode) report refusals in the same form.
+    pub fn new(refusal: Refusal, node_id: Option<NodeId>) -> Self {
         UpgradeError { refusal, node_id }
     }
 

@@ -65,7 +65,8 @@ pub const PROTOCOL_NAME: &str = "/bcos-tls/1.0.0";
 /// Stock libp2p TLS. Listed only so that a stock (open-mode) peer is refused with a clear reason
 /// ([`Refusal::StockLibp2pTls`]) instead of an opaque negotiation failure. When dialling, libp2p
 /// selects the last offered protocol without waiting for the listener's confirmation, so any
-/// listener that declines `/bcos-tls/1.0.0` ends up here too.
+/// listener that declines `/bcos-tls/1.0.0` ends up here too. Either way the peer is sent a
+/// fatal TLS `insufficient_security` alert, so it learns why as well (SPEC.md §1).
 pub const STOCK_TLS_PROTOCOL: &str = "/tls/1.0.0";
 
 /// The CA-TLS security upgrade: a node's certificate chain, key and trust anchors.
@@ -338,8 +339,49 @@ impl UpgradeInfo for Config {
     }
 }
 
-fn stock_refusal<T: Send + 'static>() -> BoxFuture<'static, Result<T, UpgradeError>> {
-    futures::future::ready(Err(UpgradeError::new(Refusal::StockLibp2pTls, None))).boxed()
+/// A TLS record holding a fatal `insufficient_security` alert (content type 21, legacy version
+/// 3.3, length 2, level fatal, description 71): our answer to a peer on stock `/tls/1.0.0`.
+const INSUFFICIENT_SECURITY_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 71];
+/// How long a refused stock peer gets to read the alert and close its side.
+const STOCK_GOODBYE: Duration = Duration::from_secs(2);
+/// Most bytes read from a refused stock peer while waiting for it to close.
+const STOCK_DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Refuses a peer on stock `/tls/1.0.0`. It is told why with a fatal `insufficient_security`
+/// alert, which a TLS stack reports as "received fatal alert: InsufficientSecurity" (open-mode
+/// nodes turn it into [`Refusal::CaTlsRequired`]). Then its bytes are drained until it closes
+/// (bounded in time and size), so our close does not reset the connection before it has read
+/// the alert.
+fn stock_refusal<C, T>(
+    mut socket: C,
+    limit: Duration,
+) -> BoxFuture<'static, Result<T, UpgradeError>>
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    T: Send + 'static,
+{
+    async move {
+        let goodbye = async {
+            socket.write_all(&INSUFFICIENT_SECURITY_ALERT).await?;
+            socket.flush().await?;
+            let mut buf = [0u8; 1024];
+            let mut drained = 0;
+            while drained < STOCK_DRAIN_LIMIT {
+                match socket.read(&mut buf).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            socket.close().await
+        };
+        futures::pin_mut!(goodbye);
+        let timer = futures_timer::Delay::new(limit.min(STOCK_GOODBYE));
+        if let Either::Left((Err(e), _)) = futures::future::select(goodbye, timer).await {
+            tracing::debug!(error = %e, "stock libp2p TLS peer gone before the refusal was sent");
+        }
+        Err(UpgradeError::new(Refusal::StockLibp2pTls, None))
+    }
+    .boxed()
 }
 
 impl<C> InboundConnectionUpgrade<C> for Config
@@ -352,7 +394,7 @@ where
 
     fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
         if info == STOCK_TLS_PROTOCOL {
-            return stock_refusal();
+            return stock_refusal(socket, self.handshake_timeout);
         }
         async move {
             let handshake = async {
@@ -388,7 +430,7 @@ where
 
     fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
         if info == STOCK_TLS_PROTOCOL {
-            return stock_refusal();
+            return stock_refusal(socket, self.handshake_timeout);
         }
         async move {
             let handshake = async {
