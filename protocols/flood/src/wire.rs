@@ -301,9 +301,39 @@ mod tests {
     }
 
     proptest! {
+        /// Arbitrary bytes never panic, and whatever decodes re-encodes to exactly the same
+        /// bytes (one encoding per frame).
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = Frame::decode(Bytes::from(bytes));
+            let bytes = Bytes::from(bytes);
+            if let Ok(frame) = Frame::decode(bytes.clone()) {
+                prop_assert_eq!(frame.encode(), bytes);
+            }
+        }
+
+        /// Records and digests cut anywhere are errors (data frames end in an open-ended
+        /// payload, so they are cut inside their header).
+        #[test]
+        fn truncated_frames_are_errors(
+            origin in proptest::collection::vec(any::<u8>(), 1..100),
+            neighbours in proptest::collection::vec(any::<u64>(), 0..8),
+            topics in proptest::collection::vec("[a-z]{1,8}", 0..4),
+            digest: u64,
+            topic in proptest::option::of("[a-z]{1,8}"),
+            cut: usize,
+        ) {
+            let record = Frame::Record(Record {
+                origin: origin.clone().into(), incarnation: 1, version: 2, neighbours, topics,
+            });
+            let data = Frame::Data(Data {
+                origin: origin.into(), seqno: 3, ttl: 4, hops: 1, view: 5, topic,
+                payload: Bytes::from_static(b"payload"),
+            });
+            for (frame, open_tail) in [(record, 0), (Frame::Digest(digest), 0), (data, 7)] {
+                let wire = frame.encode();
+                let cut = cut % (wire.len() - open_tail);
+                prop_assert!(Frame::decode(wire.slice(..cut)).is_err(), "{:?} cut at {}", frame, cut);
+            }
         }
 
         #[test]

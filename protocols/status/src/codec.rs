@@ -438,9 +438,24 @@ mod tests {
             prop_assert_eq!(Message::decode(m.encode()).unwrap(), m);
         }
 
+        /// Arbitrary bytes never panic; what decodes is within the protocol's limits and
+        /// survives encode → decode.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = Message::decode(Bytes::from(bytes));
+            if let Ok(m) = Message::decode(Bytes::from(bytes)) {
+                if let Message::Status(s) = &m {
+                    prop_assert_eq!(s.check(usize::MAX), Ok(()));
+                }
+                prop_assert_eq!(Message::decode(m.encode()).unwrap(), m);
+            }
+        }
+
+        /// A status cut anywhere is an error, never a panic or a shorter status.
+        #[test]
+        fn truncated_statuses_are_errors(m in any_status(), cut: usize) {
+            let wire = Message::Status(m).encode();
+            let cut = cut % wire.len();
+            prop_assert!(Message::decode(wire.slice(..cut)).is_err(), "cut at {}", cut);
         }
 
         #[test]

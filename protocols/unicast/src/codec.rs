@@ -233,17 +233,40 @@ mod tests {
             prop_assert!(src.is_empty());
         }
 
-        /// Arbitrary bytes never panic: they decode, wait for more, or fail.
+        /// Arbitrary bytes never panic: they decode, wait for more, or fail. What decodes is
+        /// within the limit and survives encode → decode.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let mut codec = Codec::new(512);
             let mut src = BytesMut::from(&bytes[..]);
             for _ in 0..bytes.len() + 1 {
                 match codec.decode(&mut src) {
-                    Ok(Some(_)) => continue,
+                    Ok(Some(frame)) => {
+                        prop_assert!(frame.body_len() <= 512);
+                        let mut wire = BytesMut::new();
+                        codec.encode(frame.clone(), &mut wire).unwrap();
+                        prop_assert_eq!(codec.decode(&mut wire).unwrap(), Some(frame));
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }
+        }
+
+        /// A length prefix beyond the limit fails as soon as it is complete, before any of the
+        /// body arrives and without reserving memory; one at the limit waits for its body.
+        #[test]
+        fn oversize_prefixes_are_refused_before_buffering(
+            max in HEADER_LEN..1 << 20,
+            excess in 1u64..1 << 40,
+        ) {
+            let mut codec = Codec::new(max);
+            let mut prefix = unsigned_varint::encode::u64_buffer();
+            let mut src = BytesMut::from(unsigned_varint::encode::u64(max as u64 + excess, &mut prefix));
+            let cap = src.capacity();
+            prop_assert!(codec.decode(&mut src).is_err());
+            prop_assert_eq!(src.capacity(), cap);
+            let mut src = BytesMut::from(unsigned_varint::encode::u64(max as u64, &mut prefix));
+            prop_assert!(codec.decode(&mut src).unwrap().is_none());
         }
     }
 
