@@ -1,14 +1,16 @@
 //! Faults across hosts: four `bcos-p2p run --json` processes, each on its own host (a network
-//! namespace made by `tests/netns/run.sh`), on links that delay and drop packets (tc netem:
-//! 20 ms, 2 %), with one host cut off for 30 s and then reconnected. Checks that no request
-//! is ever left without an answer, that the mesh and the status table heal, and that
-//! broadcasts after healing reach every node exactly once. Prints its figures on stderr.
+//! namespace made by `tests/netns/run.sh`), on links that delay and drop packets (20 ms, 2 %:
+//! tc netem, or run.sh's userspace emulator where the kernel has no sch_netem), with one host
+//! cut off for 30 s and then reconnected. Checks that no request is ever left without an
+//! answer, that the mesh and the status table heal, and that broadcasts after healing reach
+//! every node exactly once. Prints its figures on stderr.
 //!
 //! Needs root and network namespaces; anywhere else it prints `SKIPPED: <why>` and passes.
-//! `BCOS_NETNS_BACKEND` (auto, netem, userspace, bridge) picks how links are impaired (see
-//! run.sh) and `BCOS_NETNS_REDIAL_MAX_MS` the nodes' longest redial delay (default 2000 here;
-//! the library's default is 30000); with `BCOS_NETNS_KEEP_LOGS` set the nodes' logs are kept
-//! (they always are when the test fails).
+//! Settings, from the environment: `BCOS_NETNS_BACKEND` (auto, netem, userspace, bridge: how
+//! links are impaired, see run.sh); `BCOS_NETNS_REDIAL_MAX_MS`, the nodes' longest redial delay
+//! (2000 here, the library's default is 30000); `BCOS_NETNS_PARTITION_S`, the partition's
+//! length (30; at least 12, so that requests across the cut have time to fail);
+//! `BCOS_NETNS_KEEP_LOGS`, keep the nodes' logs (they are always kept when the test fails).
 
 use std::{
     collections::HashMap,
@@ -26,7 +28,6 @@ const HOSTS: usize = 4;
 const BASE_PORT: u16 = 30300;
 /// The host cut off in the partition (an index into the nodes).
 const CUT: usize = HOSTS - 1;
-const PARTITION: Duration = Duration::from_secs(30);
 /// The nodes' `[unicast] request_timeout_ms` (the default): a request may stay unanswered
 /// this long before it must fail.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -597,6 +598,14 @@ impl Drop for Logs {
     }
 }
 
+/// The number in environment variable `name`, or `default` when it is not set.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -611,13 +620,18 @@ fn faults_across_hosts_heal_with_nothing_lost() {
             return;
         }
     };
-    let redial_max_ms: u64 = std::env::var("BCOS_NETNS_REDIAL_MAX_MS")
-        .ok()
-        .map(|v| v.parse().expect("BCOS_NETNS_REDIAL_MAX_MS is a number"))
-        .unwrap_or(2000);
+    let redial_max_ms = env_number("BCOS_NETNS_REDIAL_MAX_MS", 2000);
+    let partition_length = Duration::from_secs(env_number("BCOS_NETNS_PARTITION_S", 30));
+    assert!(
+        partition_length >= REQUEST_TIMEOUT + Duration::from_secs(2),
+        "BCOS_NETNS_PARTITION_S must be at least 12"
+    );
     eprintln!(
-        "netns: {HOSTS} hosts, backend {} (delay {} ms, loss {} %), redial_max_ms {redial_max_ms}",
-        harness.backend, harness.delay_ms, harness.loss_pct
+        "netns: {HOSTS} hosts, backend {} (delay {} ms, loss {} %), redial_max_ms {redial_max_ms}, partition {}",
+        harness.backend,
+        harness.delay_ms,
+        harness.loss_pct,
+        secs(partition_length)
     );
     let chain = tempfile::tempdir().expect("tempdir");
     let logs = Logs(Some(tempfile::tempdir().expect("tempdir")));
@@ -634,7 +648,7 @@ fn faults_across_hosts_heal_with_nothing_lost() {
 
     requests_under_netem(&mut net, 2.0 * harness.delay_ms as f64);
     let seq_before = change_statuses(&mut net, "before");
-    let cut = partition(&mut net, &mut harness);
+    let cut = partition(&mut net, &mut harness, partition_length);
     statuses_resync(&mut net, &cut, &seq_before);
     broadcasts_reach_all_once(&mut net);
 
@@ -710,20 +724,20 @@ struct Cut {
     reconnected: Option<Duration>,
 }
 
-/// (b) The cut host's link goes down for 30 s while requests keep flowing along every pair
+/// (b) The cut host's link goes down for `length` while requests keep flowing along every pair
 /// (a third of the way in, every node changes its status: `during-<i>`), then comes back.
 /// Requests across the cut fail explicitly, others succeed, none goes unanswered; afterwards
 /// every pair across the cut answers requests again and the mesh is full.
-fn partition(net: &mut Net, harness: &mut Harness) -> Cut {
+fn partition(net: &mut Net, harness: &mut Harness, length: Duration) -> Cut {
     harness.set_link(CUT, true);
     let cut_at = Instant::now();
     let mut changed_at = None;
     net.stream(
-        PARTITION,
+        length,
         Duration::from_millis(250),
         Phase::Partition,
         |net, elapsed| {
-            if changed_at.is_none() && elapsed >= PARTITION / 3 {
+            if changed_at.is_none() && elapsed >= length / 3 {
                 for i in 0..HOSTS {
                     net.send(i, &format!("status during-{i}"));
                 }
@@ -731,7 +745,7 @@ fn partition(net: &mut Net, harness: &mut Harness) -> Cut {
             }
         },
     );
-    net.pump(cut_at + PARTITION);
+    net.pump(cut_at + length);
     let changed_at = changed_at.expect("statuses changed");
     harness.set_link(CUT, false);
     let healed_at = Instant::now();
