@@ -188,7 +188,8 @@ struct Net {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
     ids: Vec<String>,
-    events: Receiver<(usize, Instant, String)>,
+    /// Each node's stdout lines, then `None` when it closes.
+    events: Receiver<(usize, Instant, Option<String>)>,
     /// Per node: the next response id (ids count requests from 1) and requests not answered.
     next_id: Vec<u64>,
     open: Vec<HashMap<u64, Request>>,
@@ -247,10 +248,11 @@ impl Net {
             let out = child.stdout.take().expect("piped");
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send((i, Instant::now(), line)).is_err() {
-                        break;
+                    if tx.send((i, Instant::now(), Some(line))).is_err() {
+                        return;
                     }
                 }
+                let _ = tx.send((i, Instant::now(), None));
             });
             net.children.push(child);
         }
@@ -275,6 +277,12 @@ impl Net {
             .events
             .recv_timeout(until.saturating_duration_since(Instant::now()))
         {
+            let Some(line) = line else {
+                panic!(
+                    "node {i} closed its stdout (exited: {:?})",
+                    self.children[i].try_wait()
+                );
+            };
             let v: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("node {i} printed non-JSON `{line}`: {e}"));
             self.take(i, at, v);
