@@ -28,6 +28,9 @@ pub enum Event {
         node_id: NodeId,
         /// Listen addresses.
         listen: Vec<String>,
+        /// Where Prometheus metrics are served (`ip:port`), with `run --metrics`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metrics: Option<String>,
     },
     /// The first connection to a peer is up.
     Connected {
@@ -183,8 +186,16 @@ impl Event {
                 .map_or_else(|| "<unknown>".to_string(), |n| n.to_string())
         };
         match self {
-            Event::Ready { node_id, listen } => {
-                format!("ready: node {node_id} listening on {}", listen.join(", "))
+            Event::Ready {
+                node_id,
+                listen,
+                metrics,
+            } => {
+                let mut line = format!("ready: node {node_id} listening on {}", listen.join(", "));
+                if let Some(addr) = metrics {
+                    line.push_str(&format!("; metrics on http://{addr}/metrics"));
+                }
+                line
             }
             Event::Connected { node_id, addr } => format!("connected: {} at {addr}", id(node_id)),
             Event::Disconnected { node_id, reason } => {

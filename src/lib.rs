@@ -52,6 +52,7 @@ pub mod certgen;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod metrics;
 pub mod node;
 pub mod open;
 

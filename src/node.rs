@@ -44,6 +44,7 @@ use crate::{
     config::Config,
     connection,
     flood::{self, FloodError, MessageId},
+    metrics::{Metrics, Registry, SAMPLE_INTERVAL},
     open,
     status::{self, Status, StatusError},
     unicast::{self, RequestId, ResponseChannel, UnicastError},
@@ -241,6 +242,27 @@ impl Node {
         security: Security,
         config: Config,
     ) -> Result<Node, NodeError> {
+        Self::launch(key, security, config, None).await
+    }
+
+    /// Like [`Node::start_secured`], with the node's metrics registered in `registry` (see
+    /// [`crate::metrics`]): serve it with [`crate::metrics::MetricsServer`], or encode it
+    /// yourself.
+    pub async fn start_with_metrics(
+        key: NodeKey,
+        security: Security,
+        config: Config,
+        registry: &mut Registry,
+    ) -> Result<Node, NodeError> {
+        Self::launch(key, security, config, Some(registry)).await
+    }
+
+    async fn launch(
+        key: NodeKey,
+        security: Security,
+        config: Config,
+        registry: Option<&mut Registry>,
+    ) -> Result<Node, NodeError> {
         config.validate().map_err(NodeError::Start)?;
         if security.mode() != config.network.security {
             return Err(NodeError::Start(format!(
@@ -257,6 +279,7 @@ impl Node {
         if config.network.listen.is_empty() {
             return Err(NodeError::Start("no listen address".into()));
         }
+        let metrics = registry.map(|r| Metrics::new(r, swarm.behaviour()));
         let mut listeners = HashSet::new();
         for addr in &config.network.listen {
             let id = swarm
@@ -316,6 +339,8 @@ impl Node {
             events: event_tx,
             requests: HashMap::new(),
             dropped_events: 0,
+            metrics,
+            sampler: sampler(),
         };
         for event in early {
             runner.on_swarm_event(event);
@@ -454,6 +479,13 @@ fn sync_topics(swarm: &mut Swarm<Behaviour>) {
     }
 }
 
+/// Ticks every [`SAMPLE_INTERVAL`]; a busy node skips ticks rather than catching up.
+fn sampler() -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(SAMPLE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 enum Pending {
     Request(Reply<Bytes>),
     Topic {
@@ -475,6 +507,9 @@ struct Runner {
     events: mpsc::Sender<NodeEvent>,
     requests: HashMap<RequestId, Pending>,
     dropped_events: u64,
+    metrics: Option<Metrics>,
+    /// When to copy the protocols' counters into `metrics` (ticks only while it is set).
+    sampler: tokio::time::Interval,
 }
 
 impl Runner {
@@ -491,6 +526,11 @@ impl Runner {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = self.sampler.tick(), if self.metrics.is_some() => {
+                    if let Some(m) = &self.metrics {
+                        m.sample(self.swarm.behaviour());
+                    }
+                }
             }
         }
     }
@@ -681,6 +721,12 @@ impl Runner {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.metrics {
+            m.record(&event);
+            if let SwarmEvent::Behaviour(e) = &event {
+                m.record_behaviour(e);
+            }
+        }
         if let SwarmEvent::Behaviour(event) = event {
             self.on_behaviour_event(event);
         }

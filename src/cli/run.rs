@@ -2,17 +2,18 @@
 //! contract in ARCHITECTURE.md). Everything network-side is [`bcos_p2p::node::Node`]; this file
 //! only parses commands and prints events.
 
-use std::{path::PathBuf, time::Instant};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use bcos_p2p::{
-    NodeId, NodeKey, ca_tls,
+    NodeId, NodeKey, behaviour, ca_tls,
     config::{Config, DEFAULT_MODULE, PeerAddr, Security},
     connection,
     events::{Event, MessageKind, PeerInfo},
     flood,
+    metrics::{MetricsServer, Registry},
     node::{Node, NodeEvent},
-    status,
+    open, status,
 };
 use bytes::Bytes;
 use clap::Args;
@@ -52,6 +53,10 @@ pub struct RunArgs {
     /// `[network] security = "libp2p-tls"`). Open and CA nodes refuse each other.
     #[arg(long)]
     open: bool,
+    /// Serve Prometheus metrics on http://IP:PORT/metrics (port 0: any free port; the `ready`
+    /// event names the bound address).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 impl RunArgs {
@@ -98,9 +103,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         "warn,bcos_p2p=info"
     });
+    let metrics = args.metrics;
     let (config, json) = args.into_config()?;
     let c = &config.certificate;
-    let mut node = match config.network.security {
+    let (key, security) = match config.network.security {
         Security::CaTls => {
             let (key, tls) = ca_tls::Config::load(&c.key, &c.cert, &c.ca).with_context(|| {
                 format!(
@@ -110,19 +116,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     c.ca.display()
                 )
             })?;
-            Node::start(key, tls, config).await?
+            (key, behaviour::Security::CaTls(tls))
         }
         Security::Libp2pTls => {
             let key = NodeKey::from_file(&c.key)
                 .with_context(|| format!("cannot load key {}", c.key.display()))?;
-            Node::start_open(key, config).await?
+            let open = open::Config::new(&key).context("open mode")?;
+            (key, behaviour::Security::Open(open))
         }
+    };
+    // The server stops when dropped, at the end of this function.
+    let (mut node, server) = match metrics {
+        Some(addr) => {
+            let mut registry = Registry::default();
+            let node = Node::start_with_metrics(key, security, config, &mut registry).await?;
+            let server = MetricsServer::bind(addr, Arc::new(registry))
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            (node, Some(server))
+        }
+        None => (Node::start_secured(key, security, config).await?, None),
     };
     let events = node.events().expect("first call");
     let out = Output { json };
     out.print(&Event::Ready {
         node_id: node.node_id().clone(),
         listen: node.listen_addrs().iter().map(|a| a.to_string()).collect(),
+        metrics: server.as_ref().map(|s| s.local_addr().to_string()),
     });
     let mut session = Session {
         node,

@@ -1,0 +1,522 @@
+//! Prometheus metrics of a node, and a small HTTP endpoint that serves them.
+//!
+//! An operator of a consortium chain wants to see, without reading logs, whether a node keeps
+//! its peers, who is being refused and why, how much each protocol moves and whether requests
+//! succeed. [`Metrics`] puts that into a [`prometheus_client`] [`Registry`]; `libp2p-metrics`
+//! adds libp2p's own swarm and identify metrics (prefix `libp2p_`). Every series of ours has the
+//! prefix `bcos_p2p_`:
+//!
+//! | series | labels | what |
+//! | --- | --- | --- |
+//! | `connections_open` | `direction` (`inbound`/`outbound`) | connections open now |
+//! | `connections_established_total`, `connections_closed_total` | `direction` | connections opened, closed |
+//! | `handshake_failures_total` | `code` (as the `refused` event's) | connections refused, by us or by the peer |
+//! | `ping_rtt_seconds` | | ping round trips (histogram) |
+//! | `frames_total`, `transferred_bytes_total` | `protocol` (`unicast`/`flood`/`status`), `direction` (`in`/`out`) | frames and their body bytes |
+//! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
+//! | `flood_{published,delivered,duplicates,dropped,malformed}_total` | | multicasts and broadcasts |
+//! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
+//! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
+//!
+//! Frame and request counters are live (atomics shared with the connection handlers); the flood
+//! and status counters live inside their behaviours and are copied by [`Metrics::sample`], which
+//! [`crate::node::Node`] calls every [`SAMPLE_INTERVAL`].
+//!
+//! With a [`Node`](crate::node::Node), pass a registry to
+//! [`Node::start_with_metrics`](crate::node::Node::start_with_metrics); with a swarm of your own,
+//! create [`Metrics`] over your [`Behaviour`], give it every swarm event ([`Metrics::record`])
+//! and every event of [`Behaviour`] ([`Metrics::record_behaviour`]). [`MetricsServer`]
+//! serves a registry on `GET /metrics` (what `bcos-p2p run --metrics ADDR` does).
+
+use std::{
+    convert::Infallible,
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bcos_p2p_core::link::Traffic;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, header, server::conn::http1};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use libp2p::swarm::SwarmEvent;
+use libp2p_metrics::Recorder as _;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Unit,
+};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
+
+/// The registry type metrics are registered in (the `prometheus-client` version this crate uses).
+pub use prometheus_client::registry::Registry;
+
+use crate::{
+    behaviour::{Behaviour, Event as BehaviourEvent},
+    connection, flood, status,
+    unicast::{self, Direction, Outcome},
+};
+
+/// How often [`crate::node::Node`] copies the flood and status counters into the registry.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// The metrics of one node, registered in a [`Registry`].
+pub struct Metrics {
+    libp2p: libp2p_metrics::Metrics,
+    connections_open: Family<Labels, Gauge>,
+    connections_established: Family<Labels, Counter>,
+    connections_closed: Family<Labels, Counter>,
+    handshake_failures: Family<Labels, Counter>,
+    ping_rtt: Histogram,
+    sampled: Arc<Mutex<Sampled>>,
+}
+
+impl Metrics {
+    /// Registers a node's metrics in `registry` (ours with the prefix `bcos_p2p`, libp2p's
+    /// with `libp2p`). Frame and request counters are read live from `behaviour`'s protocols;
+    /// the rest move as [`Metrics::record`] sees swarm events and [`Metrics::sample`] runs.
+    pub fn new(registry: &mut Registry, behaviour: &Behaviour) -> Metrics {
+        let libp2p = libp2p_metrics::Metrics::new(registry);
+        let r = registry.sub_registry_with_prefix("bcos_p2p");
+        let connections_open = Family::default();
+        r.register(
+            "connections_open",
+            "Connections open now, by direction",
+            connections_open.clone(),
+        );
+        let connections_established = Family::default();
+        r.register(
+            "connections_established",
+            "Connections established, by direction",
+            connections_established.clone(),
+        );
+        let connections_closed = Family::default();
+        r.register(
+            "connections_closed",
+            "Connections closed, by direction",
+            connections_closed.clone(),
+        );
+        let handshake_failures = Family::default();
+        r.register(
+            "handshake_failures",
+            "Connections refused by either side's CA-TLS handshake, access lists or a \
+             connection limit, by refusal code",
+            handshake_failures.clone(),
+        );
+        // 100 µs to ~3.3 s.
+        let ping_rtt = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        r.register_with_unit(
+            "ping_rtt",
+            "Ping round trips",
+            Unit::Seconds,
+            ping_rtt.clone(),
+        );
+        let sampled = Arc::new(Mutex::new(Sampled::default()));
+        r.register_collector(Box::new(ProtocolCollector {
+            unicast: behaviour.unicast.counters(),
+            flood: behaviour.flood.traffic(),
+            status: behaviour.status.traffic(),
+            sampled: sampled.clone(),
+        }));
+        let metrics = Metrics {
+            libp2p,
+            connections_open,
+            connections_established,
+            connections_closed,
+            handshake_failures,
+            ping_rtt,
+            sampled,
+        };
+        metrics.sample(behaviour);
+        metrics
+    }
+
+    /// Records what a swarm event says about connections. Call it with every event of the
+    /// swarm, and [`Metrics::record_behaviour`] with [`Behaviour`]'s.
+    pub fn record<E>(&self, event: &SwarmEvent<E>) {
+        self.libp2p.record(event);
+        match event {
+            SwarmEvent::ConnectionEstablished { endpoint, .. } => {
+                let labels = direction(endpoint.is_dialer());
+                self.connections_open.get_or_create(&labels).inc();
+                self.connections_established.get_or_create(&labels).inc();
+            }
+            SwarmEvent::ConnectionClosed { endpoint, .. } => {
+                let labels = direction(endpoint.is_dialer());
+                self.connections_open.get_or_create(&labels).dec();
+                self.connections_closed.get_or_create(&labels).inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// Records what an event of [`Behaviour`] says (refusals, pings, identify).
+    pub fn record_behaviour(&self, event: &BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(e) => self.libp2p.record(&**e),
+            BehaviourEvent::Connection(e) => match e {
+                connection::Event::Refused { reason, .. } => {
+                    // A rate-limit report also stands for the refusals not reported before it.
+                    let refusals = match reason {
+                        connection::Refusal::RateLimited { unreported, .. } => {
+                            1 + u64::from(*unreported)
+                        }
+                        _ => 1,
+                    };
+                    self.handshake_failures
+                        .get_or_create(&[("code", reason.code())])
+                        .inc_by(refusals);
+                }
+                connection::Event::Ping { rtt, .. } => self.ping_rtt.observe(rtt.as_secs_f64()),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// Copies the counters flood and status keep inside their behaviours.
+    pub fn sample(&self, behaviour: &Behaviour) {
+        *self.sampled.lock().unwrap_or_else(|p| p.into_inner()) = Sampled {
+            flood: behaviour.flood.stats(),
+            status: behaviour.status.stats(),
+        };
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn direction(dialer: bool) -> Labels {
+    [("direction", if dialer { "outbound" } else { "inbound" })]
+}
+
+#[derive(Debug, Default)]
+struct Sampled {
+    flood: flood::Stats,
+    status: status::Stats,
+}
+
+/// Encodes the protocols' counters at each scrape.
+#[derive(Debug)]
+struct ProtocolCollector {
+    unicast: Arc<unicast::Counters>,
+    flood: Arc<Traffic>,
+    status: Arc<Traffic>,
+    sampled: Arc<Mutex<Sampled>>,
+}
+
+impl Collector for ProtocolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let traffic = [
+            ("unicast", self.unicast.traffic()),
+            ("flood", &*self.flood),
+            ("status", &*self.status),
+        ];
+        let per_protocol = |frames: bool| {
+            traffic.iter().flat_map(move |(protocol, t)| {
+                let (r#in, out) = if frames {
+                    (t.frames_in(), t.frames_out())
+                } else {
+                    (t.bytes_in(), t.bytes_out())
+                };
+                [
+                    ([("protocol", *protocol), ("direction", "in")], r#in),
+                    ([("protocol", *protocol), ("direction", "out")], out),
+                ]
+            })
+        };
+        counters(
+            &mut encoder,
+            "frames",
+            "Protocol frames, by protocol and direction",
+            None,
+            per_protocol(true),
+        )?;
+        counters(
+            &mut encoder,
+            "transferred",
+            "Protocol frame bodies (without length prefixes and the layers below), by protocol \
+             and direction",
+            Some(&Unit::Bytes),
+            per_protocol(false),
+        )?;
+        let requests = [Direction::Outbound, Direction::Inbound]
+            .into_iter()
+            .flat_map(|d| {
+                let outcomes: &[Outcome] = match d {
+                    Direction::Outbound => &Outcome::OUTBOUND,
+                    Direction::Inbound => &Outcome::INBOUND,
+                };
+                outcomes.iter().map(move |o| {
+                    (
+                        [("direction", d.as_str()), ("outcome", o.as_str())],
+                        self.unicast.requests(d, *o),
+                    )
+                })
+            });
+        counters(
+            &mut encoder,
+            "unicast_requests",
+            "Unicast requests by direction (ours: outbound) and how they ended",
+            None,
+            requests,
+        )?;
+
+        let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
+        let single: [(&str, &str, u64); 12] = [
+            (
+                "flood_published",
+                "Multicasts and broadcasts this node sent",
+                flood.published,
+            ),
+            (
+                "flood_delivered",
+                "Multicasts and broadcasts delivered to this node's application",
+                flood.delivered,
+            ),
+            (
+                "flood_duplicates",
+                "Copies received of messages already seen (dropped)",
+                flood.duplicates,
+            ),
+            (
+                "flood_dropped",
+                "Data frames not sent because a peer's queue was full",
+                flood.dropped,
+            ),
+            (
+                "flood_malformed",
+                "Flood streams closed over malformed input",
+                flood.malformed,
+            ),
+            (
+                "status_queries_sent",
+                "Status queries sent to peers",
+                status.queries_sent,
+            ),
+            (
+                "status_queries_received",
+                "Status queries received from peers",
+                status.queries_received,
+            ),
+            (
+                "status_queries_answered",
+                "Status responses sent to peers",
+                status.responses_sent,
+            ),
+            (
+                "status_responses_accepted",
+                "Status responses from peers taken into the table",
+                status.responses_accepted,
+            ),
+            (
+                "status_query_timeouts",
+                "Status queries that got no answer in time",
+                status.query_timeouts,
+            ),
+            (
+                "status_malformed",
+                "Status streams closed over malformed input",
+                status.malformed,
+            ),
+            (
+                "status_queue_full",
+                "Status frames not sent because a peer's queue was full",
+                status.queue_full,
+            ),
+        ];
+        for (name, help, value) in single {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        counters(
+            &mut encoder,
+            "status_announces",
+            "Status announcements, by direction",
+            None,
+            [
+                ([("direction", "in")], status.announces_received),
+                ([("direction", "out")], status.announces_sent),
+            ],
+        )
+    }
+}
+
+/// Encodes one counter family.
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    values: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    for (labels, value) in values {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The content type of the OpenMetrics text that [`prometheus_client::encoding::text`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Scrapes served at once; more connections wait in the listen backlog.
+const MAX_SCRAPES: usize = 4;
+/// Largest request head (hyper's smallest read buffer); larger heads get 431 and a close.
+const MAX_HEAD: usize = 8192;
+/// A client must send its request head within this time.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole scrape connection, slow readers included, ends after this time.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves a registry as OpenMetrics text on `GET /metrics` (HTTP/1.1, one request per
+/// connection). Bounded: the request head must fit in 8 KiB and arrive within 5 s, a connection
+/// lasts at most 10 s, and at most 4 are served at once. Stops when dropped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Listens on `addr` (port 0 picks a free port) and serves `registry`.
+    pub async fn bind(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let task = tokio::spawn(accept_loop(listener, registry));
+        Ok(MetricsServer { local_addr, task })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, registry: Arc<Registry>) {
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&request, &registry);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(SCRAPE_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics scrape failed"),
+                Err(_) => tracing::debug!(%peer, "metrics scrape timed out"),
+            }
+        });
+    }
+}
+
+fn respond<B>(request: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+    };
+    let text = "text/plain; charset=utf-8";
+    if request.uri().path() != "/metrics" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            text,
+            "not found: try /metrics\n".into(),
+        );
+    }
+    if request.method() != Method::GET {
+        let mut response = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            text,
+            "only GET is served\n".into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+        return response;
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => reply(StatusCode::OK, CONTENT_TYPE, body),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            text,
+            format!("cannot encode the metrics: {e}\n"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_families_encode_with_prefix_labels_and_unit() {
+        let mut registry = Registry::default();
+        #[derive(Debug)]
+        struct Fixed;
+        impl Collector for Fixed {
+            fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+                counters(
+                    &mut encoder,
+                    "transferred",
+                    "help",
+                    Some(&Unit::Bytes),
+                    [([("protocol", "flood")], 7)],
+                )
+            }
+        }
+        registry
+            .sub_registry_with_prefix("bcos_p2p")
+            .register_collector(Box::new(Fixed));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("bcos_p2p_transferred_bytes_total{protocol=\"flood\"} 7\n"),
+            "{text}"
+        );
+    }
+}
