@@ -59,6 +59,8 @@ const LISTEN_SETTLE: Duration = Duration::from_millis(200);
 const IDENTIFY_WAIT: Duration = Duration::from_secs(1);
 /// Pause between attempts to reach Redis (it may start after us in a harness).
 const REDIS_RETRY: Duration = Duration::from_millis(100);
+/// How long one attempt to connect to Redis may take.
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(NetworkBehaviour)]
 struct Interop {
@@ -258,9 +260,17 @@ async fn connect_redis(
     redis: &redis::Client,
     deadline: Instant,
 ) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    // BLPOP blocks until the listener publishes: no response timeout (redis-rs defaults to
+    // 500 ms); the caller's deadline bounds the wait instead.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT));
     let mut logged = false;
     loop {
-        match redis.get_multiplexed_async_connection().await {
+        match redis
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() + REDIS_RETRY >= deadline => {
                 bail!("cannot reach Redis: {e}")
