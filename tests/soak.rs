@@ -157,11 +157,9 @@ async fn four_nodes_sixty_seconds_of_mixed_traffic() {
                         tally.delivered_from[origin].fetch_add(1, Ordering::Relaxed);
                     }
                     NodeEvent::Flood(flood::Event::Subscribed { node, topic })
-                        if topic.as_str() == TOPIC =>
+                        if topic.as_str() == TOPIC && index_of.contains_key(&node) =>
                     {
-                        if index_of.contains_key(&node) {
-                            tally.subscribed[me].fetch_add(1, Ordering::Relaxed);
-                        }
+                        tally.subscribed[me].fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {}
                 }
@@ -250,7 +248,7 @@ async fn four_nodes_sixty_seconds_of_mixed_traffic() {
                     continue;
                 }
                 seq += 1;
-                let broadcast = seq % 2 == 0;
+                let broadcast = seq.is_multiple_of(2);
                 let payload = flood_payload(me, seq, broadcast);
                 let sent = if broadcast {
                     nodes[me].broadcast(payload).await
