@@ -41,6 +41,8 @@ pub struct Config {
     pub flood: Flood,
     /// Status sync.
     pub status: Status,
+    /// The Prometheus endpoint of `bcos-p2p run`.
+    pub metrics: Metrics,
 }
 
 /// `[connection]`: how connections are made, kept and bounded.
@@ -158,6 +160,22 @@ impl Default for Status {
             announce_interval_ms: 1000,
             max_payload: 1024 * 1024,
         }
+    }
+}
+
+/// `[metrics]`: where `bcos-p2p run` serves Prometheus metrics (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Metrics {
+    /// `ip:port` to serve `GET /metrics` on (port 0: any free port); empty: not served.
+    /// `run --metrics` overrides it. Default empty.
+    pub listen: String,
+}
+
+impl Metrics {
+    /// The address to serve on; `None` when empty (or invalid: [`Config::validate`] says so).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 
@@ -457,6 +475,13 @@ impl Config {
                 "{} is above unicast.max_message_size ({})",
                 s.max_payload, u.max_message_size
             ),
+        );
+
+        let m = &self.metrics.listen;
+        check(
+            m.is_empty() || m.parse::<SocketAddr>().is_ok(),
+            "[metrics] listen",
+            format!("`{m}` is not `<ip>:<port>` (or empty)"),
         );
 
         if problems.is_empty() {
@@ -1249,6 +1274,23 @@ mod tests {
             cert("key=\n")
                 .unwrap_err()
                 .contains("[network_security] key: is empty")
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_an_ip_port_or_empty() {
+        let mut c = Config::default();
+        assert_eq!(c.metrics.listen_addr(), None);
+        c.metrics.listen = "127.0.0.1:0".into();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            c.metrics.listen_addr(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        c.metrics.listen = "localhost:9100".into();
+        assert_all_in(
+            &c.validate().unwrap_err(),
+            &["[metrics] listen: `localhost:9100` is not `<ip>:<port>` (or empty)"],
         );
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_bcos-p2p");
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `bcos-p2p run --json --metrics 127.0.0.1:0` process. Killed on drop.
+/// A `bcos-p2p run --json` process serving metrics. Killed on drop.
 struct Node {
     child: Child,
     stdin: ChildStdin,
@@ -30,10 +30,12 @@ struct Node {
 }
 
 impl Node {
-    fn start(config: &Path) -> Node {
+    /// `run --json --config FILE` with `args`; metrics must be on (by `args` or the file).
+    fn start(config: &Path, args: &[&str]) -> Node {
         let mut child = Command::new(BIN)
-            .args(["run", "--json", "--metrics", "127.0.0.1:0", "--config"])
+            .args(["run", "--json", "--config"])
             .arg(config)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -234,12 +236,25 @@ fn run_serves_metrics_that_follow_the_traffic() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    let mut n0 = Node::start(&tmp.path().join("node0/config.toml"));
+    let mut n0 = Node::start(
+        &tmp.path().join("node0/config.toml"),
+        &["--metrics", "127.0.0.1:0"],
+    );
     // An idle client from the start: it must be cut off by the head timeout, and must not
     // hold up anyone else's scrape meanwhile.
     let mut idle = TcpStream::connect(n0.metrics).unwrap();
     let idle_since = Instant::now();
-    let mut n1 = Node::start(&tmp.path().join("node1/config.toml"));
+    // n1 from its config file's `[metrics] listen`.
+    let config1 = tmp.path().join("node1/config.toml");
+    let text = std::fs::read_to_string(&config1).unwrap();
+    let off = "[metrics]\nlisten = \"\"\n";
+    assert!(
+        text.contains(off),
+        "gen-certs writes every section:\n{text}"
+    );
+    let on = off.replace("\"\"", "\"127.0.0.1:0\"");
+    std::fs::write(&config1, text.replace(off, &on)).unwrap();
+    let mut n1 = Node::start(&config1, &[]);
     let (id0, id1) = (n0.id.clone(), n1.id.clone());
     n0.expect("connected", |v| {
         v["event"] == "connected" && v["node_id"] == id1

@@ -54,7 +54,7 @@ pub struct RunArgs {
     #[arg(long)]
     open: bool,
     /// Serve Prometheus metrics on http://IP:PORT/metrics (port 0: any free port; the `ready`
-    /// event names the bound address).
+    /// event names the bound address); replaces the config's `[metrics] listen`.
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
 }
@@ -86,6 +86,9 @@ impl RunArgs {
         }
         config.access.deny.extend(self.deny);
         config.access.allow.extend(self.allow);
+        if let Some(addr) = self.metrics {
+            config.metrics.listen = addr.to_string();
+        }
         if self.open {
             config.network.security = Security::Libp2pTls;
         }
@@ -103,7 +106,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         "warn,bcos_p2p=info"
     });
-    let metrics = args.metrics;
     let (config, json) = args.into_config()?;
     let c = &config.certificate;
     let (key, security) = match config.network.security {
@@ -126,7 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     // The server stops when dropped, at the end of this function.
-    let (mut node, server) = match metrics {
+    let (mut node, server) = match config.metrics.listen_addr() {
         Some(addr) => {
             let mut registry = Registry::default();
             let node = Node::start_with_metrics(key, security, config, &mut registry).await?;
