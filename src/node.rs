@@ -247,7 +247,8 @@ impl Node {
 
     /// Like [`Node::start_secured`], with the node's metrics registered in `registry` (see
     /// [`crate::metrics`]): serve it with [`crate::metrics::MetricsServer`], or encode it
-    /// yourself.
+    /// yourself. Several nodes in one registry each need their own sub-registry
+    /// (`registry.sub_registry_with_label(..)`), or their series would collide.
     pub async fn start_with_metrics(
         key: NodeKey,
         security: Security,
