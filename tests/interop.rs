@@ -292,8 +292,8 @@ fn interop_binary_fails_clearly_on_bad_settings() {
 
 type Events = std::pin::Pin<Box<dyn futures::Stream<Item = NodeEvent> + Send>>;
 
-/// An open-mode node with a fresh `key_type` key on a loopback port, dialling `peers`.
-async fn open_node(key_type: KeyType, peers: &[&Node]) -> (Node, Events) {
+/// An open-mode config on a loopback port, dialling `peers`.
+fn open_config(peers: &[&Node]) -> Config {
     let mut config = Config::default();
     config.network.security = Security::Libp2pTls;
     config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
@@ -301,8 +301,13 @@ async fn open_node(key_type: KeyType, peers: &[&Node]) -> (Node, Events) {
         .iter()
         .map(|p| PeerAddr(p.listen_addrs()[0].clone()))
         .collect();
+    config
+}
+
+/// An open-mode node with a fresh `key_type` key on a loopback port, dialling `peers`.
+async fn open_node(key_type: KeyType, peers: &[&Node]) -> (Node, Events) {
     let key = NodeKey::generate(key_type).unwrap();
-    let mut n = Node::start_open(key, config).await.unwrap();
+    let mut n = Node::start_open(key, open_config(peers)).await.unwrap();
     let events = Box::pin(n.events().unwrap());
     (n, events)
 }
@@ -584,4 +589,62 @@ fn run_open_nodes_talk_and_refuse_ca_nodes_both_ways() {
             run.seen
         );
     }
+}
+
+#[tokio::test]
+async fn an_open_node_refuses_stock_peers_without_a_node_id() {
+    let (open, mut events) = open_node(KeyType::Secp256k1, &[]).await;
+    // A stock libp2p peer with an Ed25519 identity (js-libp2p's and rust-libp2p's default).
+    let mut stock =
+        libp2p::SwarmBuilder::with_existing_identity(libp2p::identity::Keypair::generate_ed25519())
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::tls::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+            .unwrap()
+            .build();
+    stock.dial(open.listen_addrs()[0].clone()).unwrap();
+    let driven = tokio::spawn(async move {
+        loop {
+            stock.select_next_some().await;
+        }
+    });
+    let seen = refusal(&mut events).await;
+    assert!(
+        matches!(&seen, Refusal::UnsupportedKey(why) if why.contains("without a NodeId")),
+        "{seen:?}"
+    );
+    driven.abort();
+    open.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn open_mode_enforces_the_deny_list_by_node_id() {
+    let b_key = NodeKey::generate(KeyType::P256).unwrap();
+    let b_id = b_key.node_id().clone();
+    let mut config = open_config(&[]);
+    config.access.deny = vec![b_id.clone()];
+    let mut a = Node::start_open(NodeKey::generate(KeyType::Secp256k1).unwrap(), config)
+        .await
+        .unwrap();
+    let mut a_events: Events = Box::pin(a.events().unwrap());
+    let b = Node::start_open(b_key, open_config(&[&a])).await.unwrap();
+    let (reason, node) = next(&mut a_events, |e| match e {
+        NodeEvent::Connected { node, .. } => panic!("a denied node connected: {node}"),
+        NodeEvent::Refused {
+            reason: connection::Refusal::Tls(r),
+            node,
+            ..
+        } => Some((r.clone(), node.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, Refusal::Denied);
+    assert_eq!(node, Some(b_id));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
