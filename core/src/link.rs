@@ -239,6 +239,9 @@ fn invalid(reason: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason)
 }
 
+/// The longest varint length prefix (the multiformats unsigned-varint limit).
+const MAX_PREFIX: usize = 9;
+
 /// Takes one varint length-prefixed frame body of `min..=max` bytes off the front of `src`:
 /// `None` until all of it has arrived. The length is checked as soon as the prefix is complete,
 /// before any of the body is buffered, and nothing is reserved from it. Shared by every
@@ -249,6 +252,13 @@ pub fn take_frame(src: &mut BytesMut, min: usize, max: usize) -> io::Result<Opti
         Err(unsigned_varint::decode::Error::Insufficient) => return Ok(None),
         Err(e) => return Err(invalid(format!("bad length prefix: {e}"))),
     };
+    // unsigned-varint's 64-bit decoder takes a 10th byte and drops the bits that do not fit,
+    // so an overlong prefix could pass as a small length; the varint spec allows 9 bytes.
+    if src.len() - rest.len() > MAX_PREFIX {
+        return Err(invalid(format!(
+            "length prefix longer than {MAX_PREFIX} bytes"
+        )));
+    }
     if len > max {
         return Err(invalid(format!(
             "frame of {len} bytes exceeds the limit of {max}"
@@ -543,6 +553,22 @@ impl<T: Send + fmt::Debug + 'static> ConnectionHandler for Handler<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlong_length_prefix_is_refused() {
+        // Nine continuation bytes and a tenth: 5 in the low bits, the rest shifted out of 64.
+        let mut src = BytesMut::from(
+            &[
+                0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0, 0, 0, 0, 0,
+            ][..],
+        );
+        assert!(take_frame(&mut src, 0, 1 << 20).is_err());
+        // The same length written in nine bytes or fewer is fine.
+        let mut src = BytesMut::from(&[0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00][..]);
+        assert!(take_frame(&mut src, 0, 1 << 20).is_err(), "not minimal");
+        let mut src = BytesMut::from(&[0x05, 1, 2, 3, 4, 5][..]);
+        assert_eq!(take_frame(&mut src, 0, 1 << 20).unwrap().unwrap().len(), 5);
+    }
 
     #[test]
     fn frames_round_trip_and_limits_hold() {
