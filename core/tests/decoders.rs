@@ -90,8 +90,8 @@ proptest! {
         prop_assert_eq!(src.capacity(), cap);
     }
 
-    /// Arbitrary bytes decode, wait, or fail; frames are within `min..=max`; a frame never
-    /// comes out of fewer bytes than it holds.
+    /// Arbitrary bytes decode, wait, or fail; frames are within `min..=max` and come with
+    /// their minimal length prefix (an overlong one is refused, never read as another length).
     #[test]
     fn arbitrary_bytes_never_panic_the_link_decoder(
         bytes in proptest::collection::vec(any::<u8>(), 0..1000),
@@ -104,7 +104,10 @@ proptest! {
             match take_frame(&mut src, min, max) {
                 Ok(Some(body)) => {
                     prop_assert!(body.len() >= min && body.len() <= max);
-                    prop_assert!(before - src.len() > body.len());
+                    // Exactly a minimal varint prefix and the body were taken.
+                    let mut p = unsigned_varint::encode::usize_buffer();
+                    let prefix = unsigned_varint::encode::usize(body.len(), &mut p).len();
+                    prop_assert_eq!(before - src.len(), prefix + body.len());
                 }
                 Ok(None) | Err(_) => break,
             }

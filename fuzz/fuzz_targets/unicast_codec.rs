@@ -1,6 +1,6 @@
 //! The unicast stream decoder (`/bcos/unicast/1.0.0`): arbitrary bytes, arriving in arbitrary
-//! chunks, against an arbitrary frame limit. Every frame it yields must re-encode and decode to
-//! itself, and the decoder must never take more bytes than it was given.
+//! chunks, against an arbitrary frame limit. Every frame it yields must re-encode to as many bytes
+//! as it was read from and decode to itself, and waiting for more must consume nothing.
 #![no_main]
 
 use asynchronous_codec::{Decoder as _, Encoder as _};
@@ -29,6 +29,8 @@ fuzz_target!(|data: &[u8]| {
                     codec
                         .encode(frame.clone(), &mut wire)
                         .expect("a decoded frame re-encodes");
+                    // Same size: the length prefix it came with was the minimal one.
+                    assert_eq!(wire.len(), before - src.len(), "{frame:?}");
                     assert_eq!(codec.decode(&mut wire).unwrap(), Some(frame));
                     assert!(wire.is_empty());
                 }
