@@ -31,6 +31,10 @@ seed status_codec query    "\x02${ID}${ID}"
 # {"payload": h'6869', "future": [1, {"x": 2}], "topics": ["t"], "modules": [7], "version": "v"}
 seed status_codec status   "\x03${ID}${ID}\xa5\x67payload\x42hi\x66future\x82\x01\xa1\x61x\x02\x66topics\x81\x61t\x67modules\x81\x07\x67version\x61v"
 seed link_frame frames     "\x00\x01\x02\x03\x05hello\x00\x03abc"
+# Regression inputs: a 10-byte varint prefix once read as a small length (fixed in take_frame).
+OVERLONG='\x80\x80\x80\x80\x80\x80\x80\x80\x02'
+seed link_frame overlong-prefix    "\x00\x04\x00\x10\x85${OVERLONG}abcde"
+seed unicast_codec overlong-prefix "\x00\x04\x10\x8d${OVERLONG}\x00${ID}\x00\x01hi"
 
 # Keys, certificates and configs from gen-certs, in every form openssl writes them.
 for kt in secp256k1 p256 rsa; do
