@@ -64,6 +64,10 @@ pub struct Connection {
     pub handshake_timeout_ms: u64,
     /// Most incoming connections still handshaking. Default 256.
     pub max_pending_incoming: u32,
+    /// Most incoming connections still handshaking from one IP address (IPv6: one /64), so a
+    /// few addresses holding silent connections cannot take all of `max_pending_incoming`;
+    /// addresses of `[network] peers` are exempt. Default 16.
+    pub max_pending_incoming_per_ip: u32,
     /// Most outgoing dials in progress. Default 256.
     pub max_pending_outgoing: u32,
     /// Most established connections. Default 1024.
@@ -85,6 +89,7 @@ impl Default for Connection {
             ping_max_failures: 3,
             handshake_timeout_ms: 10_000,
             max_pending_incoming: 256,
+            max_pending_incoming_per_ip: 16,
             max_pending_outgoing: 256,
             max_established: 1024,
             new_inbound_per_ip_per_s: 10,
@@ -383,6 +388,7 @@ impl Config {
         for (key, n) in [
             ("ping_max_failures", c.ping_max_failures),
             ("max_pending_incoming", c.max_pending_incoming),
+            ("max_pending_incoming_per_ip", c.max_pending_incoming_per_ip),
             ("max_pending_outgoing", c.max_pending_outgoing),
             ("max_established", c.max_established),
             ("new_inbound_per_ip_per_s", c.new_inbound_per_ip_per_s),

@@ -12,13 +12,16 @@
 //! - detects dead connections by wrapping [`libp2p::ping`] (its handler is this behaviour's
 //!   handler): a connection whose pings fail [`Config::ping_max_failures`] times in a row closes;
 //! - bounds pending and established connections by wrapping [`libp2p::connection_limits`],
-//!   and new incoming connections per second per IP address ([`Config::new_inbound_per_ip`]);
+//!   new incoming connections per second per IP address ([`Config::new_inbound_per_ip`]) and
+//!   incoming connections still handshaking per IP address
+//!   ([`Config::max_pending_incoming_per_ip`]);
 //! - applies run-time [`Behaviour::deny`] / [`Behaviour::allow`] to the shared CA-TLS
 //!   [`AccessList`] and drops refused sessions at once (FISCO's hot reload).
 //!
 //! Every decision is reported as an [`Event`]. The manager needs a tokio runtime (its redial
 //! timer is a tokio timer), as the swarms of [`crate::behaviour::build_swarm`] have.
 
+mod ip_pending;
 mod ip_rate;
 
 use std::{
@@ -53,6 +56,7 @@ use crate::{
     config, events,
 };
 
+use ip_pending::PendingPerIp;
 pub use ip_rate::RateLimit;
 use ip_rate::{IpRate, Verdict};
 
@@ -99,6 +103,12 @@ pub struct Config {
     pub ping_max_failures: u32,
     /// Most incoming connections still handshaking (`None`: no limit). Default 256.
     pub max_pending_incoming: Option<u32>,
+    /// Most incoming connections still handshaking from one IP address (IPv6: per /64;
+    /// `None`: no limit). Default 16. A silent connection lasts until libp2p's connection
+    /// timeout (handshake timeout + 5 s), so without it two addresses could hold every slot of
+    /// `max_pending_incoming` within the rate limit. Addresses of configured peers are exempt,
+    /// as from [`Self::new_inbound_per_ip`].
+    pub max_pending_incoming_per_ip: Option<u32>,
     /// Most outgoing dials in progress (`None`: no limit). Default 256.
     pub max_pending_outgoing: Option<u32>,
     /// Most established connections (`None`: no limit). Default 1024.
@@ -126,6 +136,7 @@ impl From<&config::Connection> for Config {
             ping_timeout: Duration::from_millis(c.ping_timeout_ms),
             ping_max_failures: c.ping_max_failures,
             max_pending_incoming: Some(c.max_pending_incoming),
+            max_pending_incoming_per_ip: Some(c.max_pending_incoming_per_ip),
             max_pending_outgoing: Some(c.max_pending_outgoing),
             max_established: Some(c.max_established),
             new_inbound_per_ip: Some(RateLimit {
@@ -176,18 +187,28 @@ pub enum Refusal {
         /// is reported).
         unreported: u32,
     },
+    /// The address already had [`Config::max_pending_incoming_per_ip`] connections
+    /// handshaking.
+    PendingLimited {
+        /// The address (IPv6: its /64).
+        ip: IpAddr,
+        /// Refusals of the address not reported since the last report (at most one a second
+        /// is reported).
+        unreported: u32,
+    },
     /// The peer's NodeId is unknown: it did not authenticate with CA-TLS.
     UnknownNode,
 }
 
 impl Refusal {
     /// A short, stable code for machine consumers (`run --json`'s `refused` event): the CA-TLS
-    /// code, `limit` or `unknown_node`.
+    /// code, `limit`, `rate_limit`, `pending_limit` or `unknown_node`.
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Tls(r) => r.code(),
             Refusal::Limit(_) => "limit",
             Refusal::RateLimited { .. } => "rate_limit",
+            Refusal::PendingLimited { .. } => "pending_limit",
             Refusal::UnknownNode => "unknown_node",
         }
     }
@@ -202,6 +223,11 @@ impl std::fmt::Display for Refusal {
                 f,
                 "too many new connections from {ip} ({unreported} more refused since the last \
                  report)"
+            ),
+            Refusal::PendingLimited { ip, unreported } => write!(
+                f,
+                "too many connections from {ip} still handshaking ({unreported} more refused \
+                 since the last report)"
             ),
             Refusal::UnknownNode => f.write_str("the peer's NodeId is unknown (no CA-TLS)"),
         }
@@ -302,6 +328,8 @@ enum Denial {
     UnknownNode(PeerId),
     #[error("too many new connections from {0}")]
     RateLimited(IpAddr),
+    #[error("too many connections from {0} still handshaking")]
+    PendingLimited(IpAddr),
 }
 
 /// Where a configured address stands.
@@ -430,6 +458,7 @@ pub struct Behaviour {
     ping: ping::Behaviour,
     limits: connection_limits::Behaviour,
     ip_rate: Option<IpRate>,
+    ip_pending: Option<PendingPerIp>,
     targets: Vec<Target>,
     conns: HashMap<ConnectionId, Conn>,
     peers: HashMap<PeerId, Peer>,
@@ -450,6 +479,7 @@ impl Behaviour {
             ping: ping::Behaviour::new(config.ping()),
             limits: connection_limits::Behaviour::new(config.limits()),
             ip_rate: config.new_inbound_per_ip.map(IpRate::new),
+            ip_pending: config.max_pending_incoming_per_ip.map(PendingPerIp::new),
             config,
             local_peer: local.to_peer_id(),
             local,
@@ -841,41 +871,70 @@ impl Behaviour {
         }
     }
 
-    /// Applies [`Config::new_inbound_per_ip`] to a pending incoming connection from `remote`.
-    fn rate_check(&mut self, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
-        let ip = match remote.iter().next() {
-            Some(Protocol::Ip4(ip)) => IpAddr::V4(ip),
-            Some(Protocol::Ip6(ip)) => IpAddr::V6(ip),
-            _ => return Ok(()),
-        };
-        let Some(rate) = &mut self.ip_rate else {
-            return Ok(());
-        };
+    /// The IP address of `remote`, unless it is one of a configured peer's (exempt from the
+    /// per-address limits) or has none.
+    fn limited_ip(&self, remote: &Multiaddr) -> Option<IpAddr> {
+        let ip = first_ip(remote)?;
         let group = ip_rate::group(ip);
-        let configured = self.targets.iter().any(|t| match t.addr.iter().next() {
-            Some(Protocol::Ip4(a)) => ip_rate::group(IpAddr::V4(a)) == group,
-            Some(Protocol::Ip6(a)) => ip_rate::group(IpAddr::V6(a)) == group,
-            _ => false,
-        });
-        if configured {
+        let configured = self
+            .targets
+            .iter()
+            .any(|t| first_ip(&t.addr).is_some_and(|a| ip_rate::group(a) == group));
+        (!configured).then_some(ip)
+    }
+
+    /// Applies the per-address limits to the pending incoming connection `id` from `remote`:
+    /// [`Config::new_inbound_per_ip`], then [`Config::max_pending_incoming_per_ip`] (which
+    /// counts the connection until [`Self::release_pending`]).
+    fn per_ip_check(
+        &mut self,
+        id: ConnectionId,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        let Some(ip) = self.limited_ip(remote) else {
             return Ok(());
+        };
+        let now = Instant::now();
+        let group = ip_rate::group(ip);
+        if let Some(Verdict::Refuse { report }) = self.ip_rate.as_mut().map(|r| r.admit(ip, now)) {
+            let reason = |ip, unreported| Refusal::RateLimited { ip, unreported };
+            return Err(self.refuse_ip(remote, group, report, reason, Denial::RateLimited));
         }
-        match rate.admit(ip, Instant::now()) {
-            Verdict::Admit => Ok(()),
-            Verdict::Refuse { report } => {
-                if let Some(unreported) = report {
-                    tracing::warn!(%ip, unreported, "too many new connections: refusing");
-                    self.emit(Event::Refused {
-                        addr: remote.clone(),
-                        reason: Refusal::RateLimited {
-                            ip: group,
-                            unreported,
-                        },
-                        node: None,
-                    });
-                }
-                Err(ConnectionDenied::new(Denial::RateLimited(group)))
-            }
+        let pending = self.ip_pending.as_mut().map(|p| p.admit(id, ip, now));
+        if let Some(Verdict::Refuse { report }) = pending {
+            let reason = |ip, unreported| Refusal::PendingLimited { ip, unreported };
+            return Err(self.refuse_ip(remote, group, report, reason, Denial::PendingLimited));
+        }
+        Ok(())
+    }
+
+    /// Refuses a pending connection from `remote` (address `group`) by a per-address limit;
+    /// emits the refusal when `report` says so (see [`ip_rate::Verdict`]).
+    fn refuse_ip(
+        &mut self,
+        remote: &Multiaddr,
+        group: IpAddr,
+        report: Option<u32>,
+        reason: fn(IpAddr, u32) -> Refusal,
+        denial: fn(IpAddr) -> Denial,
+    ) -> ConnectionDenied {
+        if let Some(unreported) = report {
+            let reason = reason(group, unreported);
+            tracing::warn!(%remote, "refusing: {reason}");
+            self.emit(Event::Refused {
+                addr: remote.clone(),
+                reason,
+                node: None,
+            });
+        }
+        ConnectionDenied::new(denial(group))
+    }
+
+    /// Connection `id` is no longer pending (established, failed or denied): its address may
+    /// start another.
+    fn release_pending(&mut self, id: ConnectionId) {
+        if let Some(pending) = &mut self.ip_pending {
+            pending.release(id);
         }
     }
 
@@ -1125,6 +1184,7 @@ impl Behaviour {
 
     fn on_listen_failure(&mut self, e: ListenFailure<'_>) {
         self.admitted.remove(&e.connection_id);
+        self.release_pending(e.connection_id);
         if let Some(u) = UpgradeError::find(e.error) {
             self.refused_tls(e.send_back_addr.clone(), u);
         }
@@ -1182,10 +1242,14 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        self.rate_check(remote_addr)?;
+        self.per_ip_check(id, remote_addr)?;
         self.limits
             .handle_pending_inbound_connection(id, local_addr, remote_addr)
-            .map_err(|d| self.limit_refused(d, Some(remote_addr), None))
+            .map_err(|d| {
+                // The swarm's ListenFailure would release it too.
+                self.release_pending(id);
+                self.limit_refused(d, Some(remote_addr), None)
+            })
     }
 
     fn handle_established_inbound_connection(
@@ -1235,7 +1299,10 @@ impl NetworkBehaviour for Behaviour {
         self.limits.on_swarm_event(event);
         self.ping.on_swarm_event(event);
         match event {
-            FromSwarm::ConnectionEstablished(e) => self.on_established(e),
+            FromSwarm::ConnectionEstablished(e) => {
+                self.release_pending(e.connection_id);
+                self.on_established(e);
+            }
             FromSwarm::ConnectionClosed(e) => self.on_closed(e),
             FromSwarm::DialFailure(e) => self.on_dial_failure(e),
             FromSwarm::ListenFailure(e) => self.on_listen_failure(e),
@@ -1303,6 +1370,15 @@ fn split_peer(mut addr: Multiaddr) -> (Multiaddr, Option<PeerId>) {
     }
 }
 
+/// The IP address `addr` starts with, if any.
+fn first_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => Some(IpAddr::V4(ip)),
+        Some(Protocol::Ip6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
+}
+
 /// The remote address of a connection, without `/p2p/`.
 fn remote_addr(endpoint: &ConnectedPoint) -> Multiaddr {
     split_peer(endpoint.get_remote_address().clone()).0
@@ -1310,6 +1386,8 @@ fn remote_addr(endpoint: &ConnectedPoint) -> Multiaddr {
 
 #[cfg(test)]
 mod tests {
+    use libp2p::swarm::ListenError;
+
     use super::*;
 
     #[test]
@@ -1345,6 +1423,7 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(5));
         assert_eq!(c.ping_max_failures, 3);
         assert_eq!(c.max_established, Some(1024));
+        assert_eq!(c.max_pending_incoming_per_ip, Some(16));
         assert_eq!(
             c.new_inbound_per_ip,
             Some(RateLimit {
@@ -1363,11 +1442,13 @@ mod tests {
         }
     }
 
-    /// A manager of a new node with `limit` as its per-address rate limit.
+    /// A manager of a new node with `limit` as its per-address rate limit (and no cap on
+    /// pending connections per address).
     fn manager(limit: Option<RateLimit>) -> Behaviour {
         let key = crate::NodeKey::generate(crate::KeyType::Secp256k1).unwrap();
         let config = Config {
             new_inbound_per_ip: limit,
+            max_pending_incoming_per_ip: None,
             ..Config::default()
         };
         let (access, book) = (AccessList::default(), NodeIdBook::default());
@@ -1426,6 +1507,116 @@ mod tests {
         for port in 0..20 {
             assert!(pending(&mut b, &format!("/ip4/10.0.0.1/tcp/{port}")).is_ok());
         }
+    }
+
+    #[test]
+    fn pending_incoming_connections_are_capped_per_address_until_they_end() {
+        let key = crate::NodeKey::generate(crate::KeyType::Secp256k1).unwrap();
+        let config = Config {
+            new_inbound_per_ip: None,
+            max_pending_incoming_per_ip: Some(2),
+            ..Config::default()
+        };
+        let (access, book) = (AccessList::default(), NodeIdBook::default());
+        let mut b = Behaviour::new(key.node_id().clone(), config, access, book);
+        b.add_peer("/ip4/10.0.0.9/tcp/30300".parse().unwrap());
+        b.queue.clear();
+        let local: Multiaddr = "/ip4/10.0.0.5/tcp/30300".parse().unwrap();
+        let remote: Multiaddr = "/ip4/10.0.0.1/tcp/5000".parse().unwrap();
+        let id = ConnectionId::new_unchecked;
+        let failed = |b: &mut Behaviour, n: usize, error: &ListenError| {
+            b.on_swarm_event(FromSwarm::ListenFailure(ListenFailure {
+                local_addr: &local,
+                send_back_addr: &remote,
+                error,
+                connection_id: id(n),
+                peer_id: None,
+            }));
+        };
+        let pending = |b: &mut Behaviour, n: usize| {
+            b.handle_pending_inbound_connection(id(n), &local, &remote)
+        };
+        let endpoint = ConnectedPoint::Listener {
+            local_addr: local.clone(),
+            send_back_addr: remote.clone(),
+        };
+        let aborted = ListenError::Aborted;
+        let start = Instant::now();
+        // Every way a pending connection ends, many times over: the count never leaks.
+        for round in 0..100 {
+            let n = round * 10;
+            assert!(pending(&mut b, n).is_ok());
+            assert!(pending(&mut b, n + 1).is_ok());
+            let denied = pending(&mut b, n + 2).unwrap_err();
+            let cause = denied.downcast_ref::<Denial>().map(|d| d.to_string());
+            assert_eq!(
+                cause.as_deref(),
+                Some("too many connections from 10.0.0.1 still handshaking")
+            );
+            // The swarm reports the denial as a ListenFailure: that id was never counted.
+            failed(&mut b, n + 2, &ListenError::Denied { cause: denied });
+            assert!(pending(&mut b, n + 3).is_err());
+            // A handshake that fails or times out (a transport error), or is aborted.
+            failed(&mut b, n, &aborted);
+            assert!(pending(&mut b, n + 4).is_ok());
+            // One that completes.
+            b.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id: PeerId::random(),
+                connection_id: id(n + 1),
+                endpoint: &endpoint,
+                failed_addresses: &[],
+                other_established: 0,
+            }));
+            // A later failure of an established id, or a repeated one, changes nothing.
+            failed(&mut b, n + 1, &aborted);
+            assert!(pending(&mut b, n + 5).is_ok());
+            assert!(pending(&mut b, n + 6).is_err());
+            failed(&mut b, n + 4, &aborted);
+            failed(&mut b, n + 5, &aborted);
+            failed(&mut b, n + 5, &aborted);
+            let pending = b.ip_pending.as_ref().unwrap();
+            assert_eq!(pending.tracked(), (0, 0), "round {round}");
+        }
+        // One refusal reported (with its code), the rest within the second only counted.
+        let refused: Vec<Refusal> = b
+            .queue
+            .drain(..)
+            .filter_map(|a| match a {
+                ToSwarm::GenerateEvent(Event::Refused { reason, .. }) => Some(reason),
+                _ => None,
+            })
+            .collect();
+        let most = 1 + start.elapsed().as_secs() as usize;
+        assert!(!refused.is_empty() && refused.len() <= most, "{refused:?}");
+        assert_eq!(refused[0].code(), "pending_limit");
+        assert!(matches!(
+            refused[0],
+            Refusal::PendingLimited { unreported: 0, .. }
+        ));
+        // Another address has its own slots; a configured peer's address is not counted.
+        let stranger: Multiaddr = "/ip6/2001:db8::1/tcp/1".parse().unwrap();
+        for n in 0..2 {
+            let id = id(10_000 + n);
+            assert!(
+                b.handle_pending_inbound_connection(id, &local, &stranger)
+                    .is_ok()
+            );
+        }
+        let same_64: Multiaddr = "/ip6/2001:db8::2/tcp/1".parse().unwrap();
+        let id3 = id(10_002);
+        assert!(
+            b.handle_pending_inbound_connection(id3, &local, &same_64)
+                .is_err()
+        );
+        for n in 0..20 {
+            let peer: Multiaddr = format!("/ip4/10.0.0.9/tcp/{n}").parse().unwrap();
+            let id = id(20_000 + n);
+            assert!(
+                b.handle_pending_inbound_connection(id, &local, &peer)
+                    .is_ok()
+            );
+        }
+        assert_eq!(b.ip_pending.as_ref().unwrap().tracked(), (1, 2));
     }
 
     #[test]

@@ -621,6 +621,35 @@ async fn slowloris_connections_are_closed_by_the_handshake_timeout() {
     scene.finish(watch, "slowloris", details).await;
 }
 
+/// Starts a new node (listening on `listen`, not configured at the target) that dials the
+/// target and requests an echo of `data` until it is answered (bounded: 100 tries, 10 s or so);
+/// sets `answered` then. Returns how long it asked, and the node.
+async fn ask_as_new_node(
+    scene: &Scene,
+    (key, tls): (NodeKey, bcos_p2p::ca_tls::Config),
+    listen: &str,
+    data: &'static [u8],
+    answered: &AtomicBool,
+) -> (Duration, Node) {
+    let mut config = Config::default();
+    config.network.listen = vec![PeerAddr::from_str(listen).unwrap()];
+    config.network.peers = vec![PeerAddr(scene.target_multiaddr())];
+    let node = Node::start(key, tls, config).await.unwrap();
+    let asked = Instant::now();
+    let echo = [b"echo:", data].concat();
+    for _ in 0..100 {
+        let reply = node
+            .request(&scene.target_id, 1, Bytes::from_static(data))
+            .await;
+        if reply.is_ok_and(|r| r[..] == echo[..]) {
+            answered.store(true, Ordering::Relaxed);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (asked.elapsed(), node)
+}
+
 /// Runs full valid handshakes (CA-TLS with a valid certificate, then yamux) then disconnects,
 /// one every 5 ms (200/s), from `sources` round robin, with `clients` round robin, for
 /// `duration`, or once `until` is set after at least `min`; returns (attempted, completed,
@@ -695,23 +724,8 @@ async fn churn_from_one_address_is_rate_limited_and_starves_nobody() {
     let answered = AtomicBool::new(false);
     let late = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut config = Config::default();
-        config.network.listen = vec![PeerAddr::from_str("127.0.0.4:0").unwrap()];
-        config.network.peers = vec![PeerAddr(scene.target_multiaddr())];
-        let node = Node::start(key, tls, config).await.unwrap();
-        let asked = Instant::now();
-        // Until the node is connected and answered (bounded: 20 s).
-        for _ in 0..200 {
-            let reply = node
-                .request(&scene.target_id, 1, Bytes::from_static(b"late"))
-                .await;
-            if reply.is_ok_and(|r| &r[..] == b"echo:late") {
-                answered.store(true, Ordering::Relaxed);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let took = asked.elapsed();
+        let new = (key, tls);
+        let (took, node) = ask_as_new_node(&scene, new, "127.0.0.4:0", b"late", &answered).await;
         node.shutdown().await.unwrap();
         took
     };
@@ -751,4 +765,138 @@ async fn churn_from_one_address_is_rate_limited_and_starves_nobody() {
         late_took.as_millis()
     );
     scene.finish(watch, "one-address churn", details).await;
+}
+
+/// Slowloris from two addresses against a pending budget they could fill without the cap per
+/// address: `max_pending_incoming` = 2 × `max_pending_incoming_per_ip` + 8 (40 by default).
+/// Each address opens the rate limit's whole burst at once (20: half silent, half stopped
+/// mid-handshake, after selecting CA-TLS and half a TLS record), then one more connection every
+/// 100 ms. Exactly `max_pending_incoming_per_ip` of each address's burst are held, the rest are
+/// refused at once (`pending_limit`), and while the held ones are still open a new node that
+/// is no configured peer connects and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_from_two_addresses_leaves_pending_slots_for_strangers() {
+    let _serial = SERIAL.lock().await;
+    let defaults = Config::default().connection;
+    let per_ip = defaults.max_pending_incoming_per_ip as usize;
+    let burst = defaults.new_inbound_per_ip_burst as usize;
+    let max_pending = 2 * per_ip + 8;
+    assert!(
+        2 * burst >= max_pending,
+        "the burst alone would fill the slots"
+    );
+    // Half-finished handshakes last 4 s, silent connections 9 s: longer than the test needs.
+    let handshake = Duration::from_secs(4);
+    let scene = Scene::start(|c| {
+        c.connection.max_pending_incoming = max_pending as u32;
+        c.connection.handshake_timeout_ms = handshake.as_millis() as u64;
+    })
+    .await;
+    let (key, tls) = common::node(&scene.ca, KeyType::Secp256k1, Period::days(1));
+    let watch = scene.watch().await;
+    let attackers = [lo(70), lo(71)];
+    // A TLS handshake record header announcing 512 bytes, and the first 3 of them.
+    let half_hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01];
+    let open = |from: Ipv4Addr, n: usize| {
+        let addr = scene.addr;
+        async move {
+            let mut tcp = connect_from(from, addr).await.unwrap();
+            if n % 2 == 1 {
+                let mut bytes = common::select_ca_tls();
+                bytes.extend(half_hello);
+                tcp.write_all(&bytes).await.unwrap();
+            }
+            tokio_util::compat::TokioAsyncReadCompatExt::compat(tcp)
+        }
+    };
+    let opened_at = Instant::now();
+    let bursts = attackers.map(|from| join_all((0..burst).map(|n| open(from, n))));
+    let [first, second] = bursts;
+    let (first, second) = tokio::join!(first, second);
+    // The refused ones are closed at once; the held ones stay open.
+    let mut held = Vec::new();
+    for (from, sockets) in attackers.iter().zip([first, second]) {
+        let checks = sockets.into_iter().map(|mut s| async move {
+            let closed = closed_within(&mut s, Duration::from_millis(500)).await;
+            (closed, s)
+        });
+        let (kept, refused): (Vec<_>, Vec<_>) = join_all(checks)
+            .await
+            .into_iter()
+            .partition(|(closed, _)| closed.is_none());
+        assert_eq!(
+            kept.len(),
+            per_ip,
+            "{from}: {} of {burst} connections held, {} refused",
+            kept.len(),
+            refused.len()
+        );
+        held.extend(kept.into_iter().map(|(_, s)| s));
+    }
+    // Both addresses keep pressing, about at the per-address rate, until the stranger is
+    // answered (bounded: 100 rounds of 100 ms); the pending cap refuses each of these.
+    let answered = AtomicBool::new(false);
+    let press = async {
+        let mut pressed = Vec::new();
+        for n in 0..100 {
+            if answered.load(Ordering::Relaxed) {
+                break;
+            }
+            pressed.extend(join_all(attackers.map(|from| open(from, n))).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pressed
+    };
+    let new = (key, tls);
+    let stranger = ask_as_new_node(&scene, new, "127.0.0.4:0", b"stranger", &answered);
+    let ((took, node), pressed) = tokio::join!(stranger, press);
+    assert!(
+        answered.load(Ordering::Relaxed),
+        "the stranger got no answer during the slowloris"
+    );
+    // The attackers still held their slots when the stranger was answered.
+    let since = opened_at.elapsed();
+    assert!(
+        since < handshake,
+        "the check came {since:?} after the attack opened"
+    );
+    let mut still_open = 0;
+    for s in &mut held {
+        if closed_within(s, Duration::from_millis(1)).await.is_none() {
+            still_open += 1;
+        }
+    }
+    assert_eq!(still_open, 2 * per_ip, "held connections closed early");
+    let pressed = join_all(pressed.into_iter().map(|mut s| async move {
+        closed_within(&mut s, Duration::from_secs(1))
+            .await
+            .is_some()
+    }))
+    .await;
+    let admitted = pressed.iter().filter(|closed| !**closed).count();
+    assert_eq!(
+        admitted, 0,
+        "{admitted} connections beyond the cap were held"
+    );
+    let pressed = pressed.len();
+    node.shutdown().await.unwrap();
+    let reported = scene
+        .target
+        .wait_for("pending_limit refusal", WAIT, |v| {
+            v["event"] == "refused" && v["code"] == "pending_limit"
+        })
+        .await;
+    let refusals = scene.target.count(|v| v["code"] == "pending_limit");
+    drop(held);
+    let details = format!(
+        "max_pending_incoming {max_pending}; each of 2 addresses opened {burst} at once, \
+         {per_ip} held, the rest and {pressed} more opened while the stranger connected refused; a new node was answered {} ms \
+         after it started, {} ms into the attack, all {} held connections still open; \
+         {refusals} pending_limit refusal events, e.g. {}",
+        took.as_millis(),
+        since.as_millis(),
+        2 * per_ip,
+        reported["reason"]
+    );
+    scene.finish(watch, "two-address slowloris", details).await;
 }

@@ -33,7 +33,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// What [`IpRate::admit`] decided.
+/// What [`IpRate::admit`] (or [`super::ip_pending::PendingPerIp::admit`]) decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
     /// Within the limit.
@@ -47,12 +47,42 @@ pub enum Verdict {
     },
 }
 
+/// When refusals of one address were last reported, and how many were only counted since.
+#[derive(Debug, Default)]
+pub struct Reports {
+    last: Option<Instant>,
+    unreported: u32,
+}
+
+impl Reports {
+    /// When a refusal was last reported.
+    pub fn last(&self) -> Option<Instant> {
+        self.last
+    }
+
+    /// A refusal at `now`: reported (with the refusals counted since the last report) when
+    /// none was reported in the last [`REPORT_EVERY`], else only counted.
+    pub fn refuse(&mut self, now: Instant) -> Verdict {
+        let due = self
+            .last
+            .is_none_or(|at| now.saturating_duration_since(at) >= REPORT_EVERY);
+        if due {
+            self.last = Some(now);
+            Verdict::Refuse {
+                report: Some(std::mem::take(&mut self.unreported)),
+            }
+        } else {
+            self.unreported = self.unreported.saturating_add(1);
+            Verdict::Refuse { report: None }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
     at: Instant,
-    last_report: Option<Instant>,
-    unreported: u32,
+    reports: Reports,
 }
 
 /// Token buckets per address (see the module docs).
@@ -95,8 +125,7 @@ impl IpRate {
         let b = self.buckets.entry(key).or_insert(Bucket {
             tokens: burst,
             at: now,
-            last_report: None,
-            unreported: 0,
+            reports: Reports::default(),
         });
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(burst);
@@ -105,18 +134,7 @@ impl IpRate {
             b.tokens -= 1.0;
             return Verdict::Admit;
         }
-        let due = b
-            .last_report
-            .is_none_or(|at| now.saturating_duration_since(at) >= REPORT_EVERY);
-        if due {
-            b.last_report = Some(now);
-            Verdict::Refuse {
-                report: Some(std::mem::take(&mut b.unreported)),
-            }
-        } else {
-            b.unreported = b.unreported.saturating_add(1);
-            Verdict::Refuse { report: None }
-        }
+        b.reports.refuse(now)
     }
 
     /// Drops every full bucket (the same as no entry); if none is full, the fullest
