@@ -99,7 +99,10 @@ pub struct Config {
     /// How long a ping may take. Default 5 s.
     pub ping_timeout: Duration,
     /// Consecutive failed pings after which a connection is closed as dead. Default 3. libp2p's
-    /// ping forgives the first failure silently, so values below 2 act as 2.
+    /// ping forgives the first failure silently, so values below 2 act as 2. A connection is
+    /// also closed as dead when no ping has been answered for [`Config::dead_after`] (over a
+    /// cut link libp2p opens each new ping stream with a fixed 10 s negotiation timeout, so
+    /// counting failures alone takes 30 s and more).
     pub ping_max_failures: u32,
     /// Most incoming connections still handshaking (`None`: no limit). Default 256.
     pub max_pending_incoming: Option<u32>,
@@ -155,6 +158,14 @@ impl Config {
         let max = self.redial_max.clamp(min, MAX_DELAY);
         min.saturating_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
             .min(max)
+    }
+
+    /// How long a connection may go without an answered ping before it is closed as dead:
+    /// `ping_max_failures` periods plus one timeout (20 s by default).
+    pub fn dead_after(&self) -> Duration {
+        let interval = self.ping_interval.clamp(MIN_DELAY, MAX_DELAY);
+        let timeout = self.ping_timeout.clamp(MIN_DELAY, MAX_DELAY);
+        interval.saturating_mul(self.ping_max_failures.max(2)) + timeout
     }
 
     fn ping(&self) -> ping::Config {
@@ -295,12 +306,15 @@ pub enum Event {
         /// The address.
         addr: Multiaddr,
     },
-    /// A connection was closed because this many pings in a row failed.
+    /// A connection was closed as dead: [`Config::ping_max_failures`] pings in a row failed,
+    /// or none was answered for [`Config::dead_after`].
     Dead {
         /// The peer.
         node: NodeId,
-        /// Consecutive failed pings.
+        /// Consecutive failed pings reported.
         failures: u32,
+        /// How long since a ping was last answered (or the connection came up).
+        silent: Duration,
     },
     /// A peer's connections were closed because [`Behaviour::deny`] (or a change of the access
     /// lists, see [`Behaviour::enforce_access`]) now refuses it.
@@ -367,7 +381,8 @@ struct Target {
 #[derive(Debug, Clone, Copy)]
 enum Closing {
     Duplicate,
-    Dead(u32),
+    /// Consecutive failed pings, and for how long none was answered.
+    Dead(u32, Duration),
     Dropped,
 }
 
@@ -379,6 +394,10 @@ struct Conn {
     outbound: bool,
     /// Consecutive failed pings.
     failures: u32,
+    /// When a ping was last answered, or the connection came up.
+    answered: Instant,
+    /// False once the peer turned out not to speak ping (then it cannot be found dead).
+    pings: bool,
     rtt: Option<Duration>,
     closing: Option<Closing>,
     /// Set on a duplicate this node waits for the peer to close: when to close it anyway.
@@ -725,7 +744,8 @@ impl Behaviour {
         }
     }
 
-    /// Arms the timer for the earliest redial or duplicate grace; returns true if one is due.
+    /// Arms the timer for the earliest redial, duplicate grace or ping deadline; returns true if
+    /// one is due.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let redials = self.targets.iter().filter_map(|t| match t.state {
             State::Waiting(at) => Some(at),
@@ -736,7 +756,17 @@ impl Behaviour {
             .values()
             .filter(|c| c.closing.is_none())
             .filter_map(|c| c.superseded);
-        let next = redials.chain(overdue).min();
+        // The same connections `close_silent` looks at, or a deadline it cannot act on would
+        // make this timer fire forever.
+        let dead_after = self.config.dead_after();
+        let silent = self
+            .peers
+            .values()
+            .flat_map(|p| p.conns.iter())
+            .filter_map(|id| self.conns.get(id))
+            .filter(|c| c.closing.is_none() && c.pings)
+            .map(|c| c.answered + dead_after);
+        let next = redials.chain(overdue).chain(silent).min();
         let Some(at) = next else {
             self.timer = None;
             return false;
@@ -972,6 +1002,8 @@ impl Behaviour {
                 addr: addr.clone(),
                 outbound,
                 failures: 0,
+                answered: Instant::now(),
+                pings: true,
                 rtt: None,
                 closing: None,
                 superseded: (admission == Admission::Extra)
@@ -1084,7 +1116,10 @@ impl Behaviour {
         self.peers.remove(&e.peer_id);
         self.primaries.remove(&e.peer_id);
         let reason = match (conn.closing, e.cause) {
-            (Some(Closing::Dead(n)), _) => format!("dead: {n} pings failed"),
+            (Some(Closing::Dead(n, silent)), _) => format!(
+                "dead: no ping answered for {:.1} s ({n} failed)",
+                silent.as_secs_f64()
+            ),
             (Some(Closing::Dropped), _) => "denied".to_string(),
             (Some(Closing::Duplicate), _) => "duplicate closed".to_string(),
             (None, Some(cause)) => cause.to_string(),
@@ -1198,6 +1233,43 @@ impl Behaviour {
         });
     }
 
+    /// Closes connection `id` to `peer` as dead.
+    fn close_dead(&mut self, peer: PeerId, id: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let (failures, silent) = (conn.failures, conn.answered.elapsed());
+        conn.closing = Some(Closing::Dead(failures, silent));
+        let node = conn.node.clone();
+        self.queue.push_back(ToSwarm::CloseConnection {
+            peer_id: peer,
+            connection: CloseConnection::One(id),
+        });
+        self.emit(Event::Dead {
+            node,
+            failures,
+            silent,
+        });
+    }
+
+    /// Closes the connections no ping has been answered on for [`Config::dead_after`].
+    fn close_silent(&mut self, now: Instant) {
+        let dead_after = self.config.dead_after();
+        let silent: Vec<(PeerId, ConnectionId)> = self
+            .peers
+            .iter()
+            .flat_map(|(peer, p)| p.conns.iter().map(move |id| (*peer, *id)))
+            .filter(|(_, id)| {
+                self.conns.get(id).is_some_and(|c| {
+                    c.closing.is_none() && c.pings && c.answered + dead_after <= now
+                })
+            })
+            .collect();
+        for (peer, id) in silent {
+            self.close_dead(peer, id);
+        }
+    }
+
     /// Counts a ping result of a connection; closes the connection when it is dead.
     fn on_ping(&mut self, e: ping::Event) {
         let Some(conn) = self.conns.get_mut(&e.connection) else {
@@ -1206,12 +1278,14 @@ impl Behaviour {
         match e.result {
             Ok(rtt) => {
                 conn.failures = 0;
+                conn.answered = Instant::now();
                 conn.rtt = Some(rtt);
                 let node = conn.node.clone();
                 self.emit(Event::Ping { node, rtt });
             }
             Err(ping::Failure::Unsupported) => {
                 tracing::debug!(peer = %conn.node, "peer does not answer pings");
+                conn.pings = false;
             }
             Err(error) => {
                 // libp2p's ping handler reports failures from the second one in a row on.
@@ -1219,13 +1293,7 @@ impl Behaviour {
                 let failures = conn.failures;
                 tracing::debug!(peer = %conn.node, failures, "ping failed: {error}");
                 if failures >= self.config.ping_max_failures && conn.closing.is_none() {
-                    conn.closing = Some(Closing::Dead(failures));
-                    let node = conn.node.clone();
-                    self.queue.push_back(ToSwarm::CloseConnection {
-                        peer_id: e.peer,
-                        connection: CloseConnection::One(e.connection),
-                    });
-                    self.emit(Event::Dead { node, failures });
+                    self.close_dead(e.peer, e.connection);
                 }
             }
         }
@@ -1351,6 +1419,7 @@ impl NetworkBehaviour for Behaviour {
             }
             let now = Instant::now();
             self.close_overdue(now);
+            self.close_silent(now);
             self.dial_due(now);
             if self.queue.is_empty() && !self.poll_timer(cx) {
                 return Poll::Pending;

@@ -631,6 +631,7 @@ async fn a_peer_that_stops_answering_pings_is_closed_as_dead() {
         ping_max_failures: 3,
         ..fast()
     };
+    let config_dead_after = config.dead_after();
     let mut a = Running::start("a", &key, &tls, config, 0).await;
     a.add_peer(peer_addr).await;
     a.wait("connection", connected_to(&peer)).await;
@@ -645,9 +646,17 @@ async fn a_peer_that_stops_answering_pings_is_closed_as_dead() {
         })
         .await
     {
-        Event::Dead { node, failures } => {
+        Event::Dead {
+            node,
+            failures,
+            silent,
+        } => {
             assert_eq!(node, peer);
-            assert_eq!(failures, 3);
+            // Whichever comes first: the third failure, or the deadline without an answer.
+            assert!(
+                failures == 3 || silent >= config_dead_after,
+                "{failures} failures, {silent:?}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -665,6 +674,95 @@ async fn a_peer_that_stops_answering_pings_is_closed_as_dead() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// A TCP relay to `target` that, once `cut` is set, drops everything and answers nothing
+/// while holding the sockets open: a link that went dark.
+async fn cuttable_relay(target: Multiaddr, cut: Arc<AtomicBool>) -> Multiaddr {
+    let Some(Protocol::Tcp(port)) = target.iter().nth(1) else {
+        panic!("not a TCP address: {target}");
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = loopback(listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                continue;
+            };
+            let (a_read, a_write) = inbound.into_split();
+            let (b_read, b_write) = outbound.into_split();
+            for (mut from, mut to) in [(a_read, b_write), (b_read, a_write)] {
+                let cut = cut.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if cut.load(Ordering::SeqCst) {
+                            // Hold both sockets, never deliver: the link is dark.
+                            futures::future::pending::<()>().await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    relay
+}
+
+#[tokio::test]
+async fn a_link_that_goes_dark_is_closed_as_dead_within_dead_after() {
+    // Over a cut link, libp2p's ping reports failures only as each new ping stream's fixed 10 s
+    // negotiation times out; the manager's own deadline must close the connection first.
+    let ca = ca();
+    let (key_b, tls_b) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let b = Running::start("b", &key_b, &tls_b, fast(), 0).await;
+    let cut = Arc::new(AtomicBool::new(false));
+    let relay = cuttable_relay(b.addr.clone(), cut.clone()).await;
+    let (key_a, tls_a) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let config = Config {
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(300),
+        ping_max_failures: 3,
+        ..fast()
+    };
+    let dead_after = config.dead_after();
+    assert_eq!(dead_after, Duration::from_millis(900));
+    let mut a = Running::start("a", &key_a, &tls_a, config, 0).await;
+    a.add_peer(relay).await;
+    a.wait("connection", connected_to(&b.id)).await;
+    a.wait("a ping answered", |e| matches!(e, Event::Ping { .. }))
+        .await;
+
+    cut.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    match a
+        .wait("the connection declared dead", |e| {
+            matches!(e, Event::Dead { .. })
+        })
+        .await
+    {
+        Event::Dead { node, silent, .. } => {
+            assert_eq!(node, b.id);
+            assert!(silent >= dead_after, "closed after only {silent:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let took = t.elapsed();
+    eprintln!("dark link closed {} ms after the cut", took.as_millis());
+    // The last answered ping was at most one period before the cut; 10 s is where counting
+    // failures alone would have got to (the first stream's negotiation timeout).
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    match a.wait("the disconnect", disconnected_from(&b.id)).await {
+        Event::Disconnected { reason, .. } => assert!(reason.contains("dead"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 #[tokio::test]
