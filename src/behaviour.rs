@@ -285,7 +285,7 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             |kp: &Keypair| tls.for_keypair(kp),
-            crate::muxer::Config::default,
+            yamux::Config::default,
         )?
         .with_dns()
         .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?

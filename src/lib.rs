@@ -53,7 +53,6 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod metrics;
-pub mod muxer;
 pub mod node;
 pub mod open;
 
