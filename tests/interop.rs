@@ -29,7 +29,7 @@ use bcos_p2p::{
     node::{Node, NodeEvent},
 };
 use bytes::Bytes;
-use common::{TIMEOUT, node};
+use common::{Events, TIMEOUT, next, node};
 use futures::StreamExt as _;
 use serde_json::Value;
 
@@ -290,8 +290,6 @@ fn interop_binary_fails_clearly_on_bad_settings() {
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
 
-type Events = std::pin::Pin<Box<dyn futures::Stream<Item = NodeEvent> + Send>>;
-
 /// An open-mode config on a loopback port, dialling `peers`.
 fn open_config(peers: &[&Node]) -> Config {
     let mut config = Config::default();
@@ -310,26 +308,6 @@ async fn open_node(key_type: KeyType, peers: &[&Node]) -> (Node, Events) {
     let mut n = Node::start_open(key, open_config(peers)).await.unwrap();
     let events = Box::pin(n.events().unwrap());
     (n, events)
-}
-
-/// The first event `pick` accepts (answering requests by echo meanwhile), within [`TIMEOUT`].
-async fn next<T>(events: &mut Events, mut pick: impl FnMut(&NodeEvent) -> Option<T>) -> T {
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let event = events.next().await.expect("node runs");
-            if let Some(t) = pick(&event) {
-                return t;
-            }
-            if let NodeEvent::Request {
-                payload, responder, ..
-            } = event
-            {
-                responder.respond(payload).await.unwrap();
-            }
-        }
-    })
-    .await
-    .expect("event in time")
 }
 
 #[tokio::test]

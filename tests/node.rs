@@ -14,10 +14,8 @@ use bcos_p2p::{
     unicast::UnicastError,
 };
 use bytes::Bytes;
-use common::{TIMEOUT, node};
-use futures::{Stream, StreamExt as _};
-
-type Events = std::pin::Pin<Box<dyn Stream<Item = NodeEvent> + Send>>;
+use common::{Events, TIMEOUT, next, node};
+use futures::StreamExt as _;
 
 fn ca() -> CertificateAuthority {
     CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1)).unwrap()
@@ -40,26 +38,6 @@ async fn start(
     let mut n = Node::start(key, tls, config).await.unwrap();
     let events = Box::pin(n.events().unwrap());
     (n, events)
-}
-
-/// Waits for the first event `pick` accepts, answering requests by echo meanwhile.
-async fn next<T>(events: &mut Events, mut pick: impl FnMut(&NodeEvent) -> Option<T>) -> T {
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let event = events.next().await.expect("node runs");
-            if let Some(t) = pick(&event) {
-                return t;
-            }
-            if let NodeEvent::Request {
-                payload, responder, ..
-            } = event
-            {
-                responder.respond(payload).await.unwrap();
-            }
-        }
-    })
-    .await
-    .expect("event in time")
 }
 
 /// Keeps answering requests on `events` by echo, in the background.

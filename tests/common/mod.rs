@@ -244,3 +244,29 @@ pub fn varint(mut n: u64) -> Vec<u8> {
     out.push(n as u8);
     out
 }
+
+/// A node's event stream, as the tests hold it.
+pub type Events = std::pin::Pin<Box<dyn futures::Stream<Item = bcos_p2p::node::NodeEvent> + Send>>;
+
+/// Waits for the first event `pick` accepts, answering requests by echo meanwhile.
+pub async fn next<T>(
+    events: &mut Events,
+    mut pick: impl FnMut(&bcos_p2p::node::NodeEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let event = events.next().await.expect("node runs");
+            if let Some(t) = pick(&event) {
+                return t;
+            }
+            if let bcos_p2p::node::NodeEvent::Request {
+                payload, responder, ..
+            } = event
+            {
+                responder.respond(payload).await.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
