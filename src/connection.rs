@@ -404,6 +404,14 @@ struct Conn {
     superseded: Option<Instant>,
 }
 
+impl Conn {
+    /// When this connection counts as dead unless a ping is answered first; none while it is
+    /// closing or when the peer does not speak ping.
+    fn silent_deadline(&self, dead_after: Duration) -> Option<Instant> {
+        (self.closing.is_none() && self.pings).then(|| self.answered + dead_after)
+    }
+}
+
 /// A connected peer.
 #[derive(Debug)]
 struct Peer {
@@ -760,12 +768,8 @@ impl Behaviour {
         // make this timer fire forever.
         let dead_after = self.config.dead_after();
         let silent = self
-            .peers
-            .values()
-            .flat_map(|p| p.conns.iter())
-            .filter_map(|id| self.conns.get(id))
-            .filter(|c| c.closing.is_none() && c.pings)
-            .map(|c| c.answered + dead_after);
+            .peer_conns()
+            .filter_map(|(_, _, c)| c.silent_deadline(dead_after));
         let next = redials.chain(overdue).chain(silent).min();
         let Some(at) = next else {
             self.timer = None;
@@ -885,16 +889,20 @@ impl Behaviour {
     }
 
     /// Closes duplicates the peer has left open past their grace.
+    /// Every connection of every connected peer.
+    fn peer_conns(&self) -> impl Iterator<Item = (PeerId, ConnectionId, &Conn)> + '_ {
+        self.peers.iter().flat_map(move |(peer, p)| {
+            p.conns
+                .iter()
+                .filter_map(move |id| self.conns.get(id).map(|c| (*peer, *id, c)))
+        })
+    }
+
     fn close_overdue(&mut self, now: Instant) {
         let overdue: Vec<(PeerId, ConnectionId)> = self
-            .peers
-            .iter()
-            .flat_map(|(peer, p)| p.conns.iter().map(move |id| (*peer, *id)))
-            .filter(|(_, id)| {
-                self.conns
-                    .get(id)
-                    .is_some_and(|c| c.superseded.is_some_and(|at| at <= now))
-            })
+            .peer_conns()
+            .filter(|(_, _, c)| c.superseded.is_some_and(|at| at <= now))
+            .map(|(peer, id, _)| (peer, id))
             .collect();
         for (peer, id) in overdue {
             self.close_duplicate(peer, id);
@@ -1256,14 +1264,9 @@ impl Behaviour {
     fn close_silent(&mut self, now: Instant) {
         let dead_after = self.config.dead_after();
         let silent: Vec<(PeerId, ConnectionId)> = self
-            .peers
-            .iter()
-            .flat_map(|(peer, p)| p.conns.iter().map(move |id| (*peer, *id)))
-            .filter(|(_, id)| {
-                self.conns.get(id).is_some_and(|c| {
-                    c.closing.is_none() && c.pings && c.answered + dead_after <= now
-                })
-            })
+            .peer_conns()
+            .filter(|(_, _, c)| c.silent_deadline(dead_after).is_some_and(|at| at <= now))
+            .map(|(peer, id, _)| (peer, id))
             .collect();
         for (peer, id) in silent {
             self.close_dead(peer, id);
