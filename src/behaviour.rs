@@ -264,6 +264,32 @@ pub enum BuildError {
     Swarm(String),
 }
 
+/// A tokio swarm over TCP (nodelay) with `$security` (a CA-TLS or open-mode config: both have
+/// `for_keypair` and `handshake_timeout`), yamux and `$behaviour`. A macro because the swarm
+/// builder's type changes with the security upgrade. Connections stay open while idle: nodes
+/// keep long-lived connections, as FISCO BCOS does.
+macro_rules! tcp_swarm {
+    ($key:expr, $security:expr, $behaviour:expr) => {{
+        let security = $security;
+        let swarm = SwarmBuilder::with_existing_identity($key.keypair().clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                |kp: &Keypair| security.for_keypair(kp),
+                yamux::Config::default,
+            )?
+            .with_dns()
+            .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
+            .with_behaviour(|kp| $behaviour(kp))
+            .map_err(|e| BuildError::Swarm(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
+            // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part.
+            .with_connection_timeout(security.handshake_timeout() + CONNECT_MARGIN)
+            .build();
+        Ok(swarm)
+    }};
+}
+
 /// Builds a tokio swarm: TCP, CA-TLS with `tls`, yamux, and [`Behaviour`] with `config`.
 /// Connections stay open while idle: nodes keep long-lived connections, as FISCO BCOS does.
 pub fn build_swarm(
@@ -280,22 +306,7 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
     tls: &ca_tls::Config,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, BuildError> {
-    let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            |kp: &Keypair| tls.for_keypair(kp),
-            yamux::Config::default,
-        )?
-        .with_dns()
-        .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
-        .with_behaviour(|kp| behaviour(kp))
-        .map_err(|e| BuildError::Swarm(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
-        // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part alone.
-        .with_connection_timeout(tls.handshake_timeout() + CONNECT_MARGIN)
-        .build();
-    Ok(swarm)
+    tcp_swarm!(key, tls, behaviour)
 }
 
 /// Builds a tokio swarm for either security mode: TCP, `security`, yamux, and [`Behaviour`]
@@ -329,19 +340,5 @@ pub fn build_open_swarm_with<B: NetworkBehaviour>(
     open: &open::Config,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, BuildError> {
-    let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            |kp: &Keypair| open.for_keypair(kp),
-            yamux::Config::default,
-        )?
-        .with_dns()
-        .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
-        .with_behaviour(|kp| behaviour(kp))
-        .map_err(|e| BuildError::Swarm(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
-        .with_connection_timeout(open.handshake_timeout() + CONNECT_MARGIN)
-        .build();
-    Ok(swarm)
+    tcp_swarm!(key, open, behaviour)
 }
