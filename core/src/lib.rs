@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod book;
+pub mod framed;
 mod key;
 pub mod link;
 mod node_id;

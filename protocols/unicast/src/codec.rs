@@ -11,7 +11,10 @@
 use std::io;
 
 use asynchronous_codec::{Decoder, Encoder};
-use bcos_p2p_core::link::take_frame;
+use bcos_p2p_core::{
+    framed::{EncodeFrame, ZERO_COPY_MIN},
+    link::take_frame,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Bytes before the payload: kind (1), id (8), module (2).
@@ -92,11 +95,12 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-impl Encoder for Codec {
-    type Item<'a> = Frame;
-    type Error = io::Error;
+impl EncodeFrame for Codec {
+    type Item = Frame;
 
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), io::Error> {
+    /// Writes the length prefix and header; a payload of [`ZERO_COPY_MIN`] bytes or more is
+    /// returned to be written from its own buffer, a smaller one is copied after the header.
+    fn encode_frame(&mut self, frame: Frame, dst: &mut BytesMut) -> io::Result<Option<Bytes>> {
         let len = frame.body_len();
         if len > self.max_frame {
             return Err(invalid(format!(
@@ -106,22 +110,44 @@ impl Encoder for Codec {
         }
         let mut prefix = unsigned_varint::encode::usize_buffer();
         let prefix = unsigned_varint::encode::usize(len, &mut prefix);
-        dst.reserve(prefix.len() + len);
-        dst.put_slice(prefix);
-        let (kind, id, module, body): (u8, u64, u16, &[u8]) = match &frame {
+        let (kind, id, module, body) = match frame {
             Frame::Request {
                 id,
                 module,
                 payload,
-            } => (KIND_REQUEST, *id, *module, payload),
-            Frame::Oneway { module, payload } => (KIND_ONEWAY, 0, *module, payload),
-            Frame::Response { id, payload } => (KIND_RESPONSE, *id, 0, payload),
-            Frame::Error { id, reason } => (KIND_ERROR, *id, 0, truncate(reason).as_bytes()),
+            } => (KIND_REQUEST, id, module, payload),
+            Frame::Oneway { module, payload } => (KIND_ONEWAY, 0, module, payload),
+            Frame::Response { id, payload } => (KIND_RESPONSE, id, 0, payload),
+            Frame::Error { id, reason } => (
+                KIND_ERROR,
+                id,
+                0,
+                Bytes::copy_from_slice(truncate(&reason).as_bytes()),
+            ),
         };
+        let inline = body.len() < ZERO_COPY_MIN;
+        dst.reserve(prefix.len() + HEADER_LEN + if inline { body.len() } else { 0 });
+        dst.put_slice(prefix);
         dst.put_u8(kind);
         dst.put_u64(id);
         dst.put_u16(module);
-        dst.put_slice(body);
+        if inline {
+            dst.put_slice(&body);
+            return Ok(None);
+        }
+        Ok(Some(body))
+    }
+}
+
+impl Encoder for Codec {
+    type Item<'a> = Frame;
+    type Error = io::Error;
+
+    /// The whole frame into `dst` (the payload copied), for callers of `asynchronous_codec`.
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), io::Error> {
+        if let Some(payload) = self.encode_frame(frame, dst)? {
+            dst.put_slice(&payload);
+        }
         Ok(())
     }
 }

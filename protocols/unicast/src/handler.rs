@@ -12,7 +12,6 @@ use std::{
     task::{Context, Poll},
 };
 
-use asynchronous_codec::Framed;
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use libp2p_core::upgrade::ReadyUpgrade;
@@ -21,7 +20,7 @@ use libp2p_swarm::{
     handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound},
 };
 
-use bcos_p2p_core::link::Traffic;
+use bcos_p2p_core::{framed::FramedIo, link::Traffic};
 
 use crate::{
     Counters, Direction, Outcome,
@@ -101,7 +100,7 @@ enum Outbound {
     /// A stream is being opened and negotiated.
     Opening,
     /// The stream is open.
-    Open(Box<Framed<Stream, Codec>>),
+    Open(Box<FramedIo<Stream, Codec>>),
 }
 
 /// The unicast connection handler.
@@ -115,7 +114,7 @@ pub struct Handler {
     cancelled: HashSet<u64>,
     /// Our requests written and not yet answered (or cancelled).
     awaiting: HashSet<u64>,
-    inbound: Option<Framed<Stream, Codec>>,
+    inbound: Option<FramedIo<Stream, Codec>>,
     /// Responses waiting for the inbound stream (at most one per pending inbound request).
     to_answer: VecDeque<Frame>,
     /// Inbound requests handed to the behaviour and not yet answered, with their sizes.
@@ -330,7 +329,7 @@ impl Handler {
 /// Moves frames from `queue` into `stream` while it accepts them (counting them in `traffic`),
 /// then flushes. `admit` sees each frame as it leaves the queue and may drop it (returns false).
 fn write_queued(
-    stream: &mut Framed<Stream, Codec>,
+    stream: &mut FramedIo<Stream, Codec>,
     queue: &mut VecDeque<Frame>,
     traffic: &Traffic,
     cx: &mut Context<'_>,
@@ -456,14 +455,14 @@ impl ConnectionHandler for Handler {
                     self.to_answer.clear();
                 }
                 self.inbound_stream += 1;
-                self.inbound = Some(Framed::new(stream, Codec::new(self.settings.max_frame)));
+                self.inbound = Some(FramedIo::new(stream, Codec::new(self.settings.max_frame)));
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: mut stream,
                 ..
             }) => {
                 stream.ignore_for_keep_alive();
-                self.outbound = Outbound::Open(Box::new(Framed::new(
+                self.outbound = Outbound::Open(Box::new(FramedIo::new(
                     stream,
                     Codec::new(self.settings.max_frame),
                 )));
