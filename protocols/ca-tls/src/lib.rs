@@ -28,6 +28,7 @@ mod coalesce;
 pub mod crypto;
 mod error;
 pub mod pki;
+mod readbuf;
 mod verify;
 
 use std::{
@@ -47,6 +48,8 @@ use futures::{
     future::{BoxFuture, Either},
 };
 use futures_rustls::TlsStream;
+pub use readbuf::ReadBuffer;
+
 use libp2p_core::{
     UpgradeInfo,
     upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
@@ -299,17 +302,21 @@ impl Config {
     async fn timed<C, F>(
         &self,
         handshake: F,
-    ) -> Result<(PeerId, Coalesced<TlsStream<C>>), UpgradeError>
+    ) -> Result<(PeerId, Coalesced<TlsStream<ReadBuffer<C>>>), UpgradeError>
     where
-        F: std::future::Future<Output = Result<(PeerId, NodeId, TlsStream<C>), UpgradeError>>,
+        F: std::future::Future<
+                Output = Result<(PeerId, NodeId, TlsStream<ReadBuffer<C>>), UpgradeError>,
+            >,
     {
         let timer = futures_timer::Delay::new(self.handshake_timeout);
         futures::pin_mut!(handshake);
         match futures::future::select(handshake, timer).await {
-            Either::Left((Ok((peer_id, node_id, stream)), _)) => {
+            Either::Left((Ok((peer_id, node_id, mut stream)), _)) => {
                 tracing::debug!(peer = %node_id.short(), "CA-TLS handshake complete");
                 self.shared.book.insert(peer_id, node_id);
-                // Only now: handshake records and alerts went out unbuffered.
+                // Only now: handshake records and alerts went out unbuffered, and a connection
+                // that never completes its handshake never gets a read buffer.
+                stream.get_mut().0.enable();
                 Ok((peer_id, Coalesced::new(stream)))
             }
             Either::Left((Err(e), _)) => Err(e),
@@ -388,7 +395,7 @@ impl<C> InboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, Coalesced<TlsStream<C>>);
+    type Output = (PeerId, Coalesced<TlsStream<ReadBuffer<C>>>);
     type Error = UpgradeError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -402,7 +409,7 @@ where
                     .server_config()
                     .map_err(|e| UpgradeError::new(Refusal::Handshake(e.to_string()), None))?;
                 let result = futures_rustls::TlsAcceptor::from(Arc::new(config))
-                    .accept(socket)
+                    .accept(ReadBuffer::new(socket))
                     .await
                     .map(TlsStream::from);
                 let (peer_id, node_id, mut stream) = self.finish(result, &outcome)?;
@@ -424,7 +431,7 @@ impl<C> OutboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, Coalesced<TlsStream<C>>);
+    type Output = (PeerId, Coalesced<TlsStream<ReadBuffer<C>>>);
     type Error = UpgradeError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -441,7 +448,7 @@ where
                 // the verifier ignores the name.
                 let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
                 let result = futures_rustls::TlsConnector::from(Arc::new(config))
-                    .connect(name, socket)
+                    .connect(name, ReadBuffer::new(socket))
                     .await
                     .map(TlsStream::from);
                 let (peer_id, node_id, mut stream) = self.finish(result, &outcome)?;
