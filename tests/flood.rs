@@ -557,3 +557,49 @@ async fn messages_sent_right_after_connecting_arrive() {
     })
     .await;
 }
+
+/// Frames from an origin the topology does not hold get its public key checked once, not once
+/// per frame: an authenticated peer cannot make every frame cost a key parse.
+#[tokio::test]
+async fn an_unknown_origin_is_checked_once_for_many_frames() {
+    let mut net = Net::new(2, |_, _| {}).await;
+    net.connect(&[(0, 1)]).await;
+    net.settle(1).await;
+    let target = net.ids[1].to_peer_id();
+    let addr = net.addrs[1].clone().unwrap();
+    let stranger = bcos_p2p::NodeKey::generate(KeyType::Secp256k1)
+        .unwrap()
+        .node_id()
+        .clone();
+    let mut frames = Vec::new();
+    for seqno in 1..=50 {
+        let body = flood::wire::Frame::Data(flood::wire::Data {
+            origin: Bytes::copy_from_slice(stranger.as_bytes()),
+            seqno,
+            ttl: 1,
+            hops: 1,
+            view: 0,
+            topic: None,
+            payload: Bytes::from_static(b"from a stranger"),
+        })
+        .encode();
+        frames.extend(common::varint(body.len() as u64));
+        frames.extend_from_slice(&body);
+    }
+    let before = net.flood(1).stats();
+    let (io, attacker) = common::write_garbage(&net.ca, addr, target, flood::PROTOCOL_NAME, frames);
+    net.run_until("50 deliveries", |net| {
+        net.flood(1).stats().delivered >= before.delivered + 50
+    })
+    .await;
+    let after = net.flood(1).stats();
+    assert_eq!(after.delivered, before.delivered + 50);
+    assert_eq!(
+        after.origins_checked,
+        before.origins_checked + 1,
+        "{after:?}"
+    );
+    assert_eq!(after.malformed, before.malformed);
+    io.abort();
+    attacker.abort();
+}

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod origins;
 mod seen;
 pub mod topology;
 pub mod wire;
@@ -55,6 +56,7 @@ use libp2p_swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, ListenFailure,
     NetworkBehaviour, NotifyHandler, StreamProtocol, THandler, THandlerOutEvent, ToSwarm,
 };
+use origins::Origins;
 use seen::Seen;
 use topology::{Offer, Topology, short_id};
 use wire::{DATA_OVERHEAD, Data, Frame, MAX_TOPIC_LEN};
@@ -218,6 +220,9 @@ pub struct Stats {
     pub records_sent: u64,
     /// Streams closed over malformed input.
     pub malformed: u64,
+    /// Origin public keys parsed and checked: once per origin the topology does not hold,
+    /// while remembered (up to 1024 of them).
+    pub origins_checked: u64,
 }
 
 struct Conn {
@@ -274,6 +279,8 @@ pub struct Behaviour {
     neighbours: HashMap<u64, PeerId>,
     seqno: u64,
     seen: Seen,
+    /// Checked NodeIds of origins the topology does not hold.
+    origins: Origins,
     /// Neighbours or topics changed since the last record we published.
     dirty: bool,
     announce_timer: Option<Delay>,
@@ -315,6 +322,7 @@ impl Behaviour {
             neighbours: HashMap::new(),
             seqno: start,
             seen: Seen::new(config.seen_capacity, config.seen_max_age),
+            origins: Origins::new(origins::CAPACITY),
             dirty: false,
             announce_timer: None,
             digest_timer: Delay::new(config.digest_interval),
@@ -611,12 +619,9 @@ impl Behaviour {
             self.stats.duplicates += 1;
             return;
         }
-        let origin = match self.topology.node(origin_short) {
-            Some(n) if n.as_bytes() == &data.origin[..] => n.clone(),
-            _ => match NodeId::from_bytes(&data.origin) {
-                Ok(n) => n,
-                Err(e) => return self.close_inbound(peer, conn, format!("bad origin: {e}")),
-            },
+        let origin = match self.origin(origin_short, &data.origin) {
+            Ok(n) => n,
+            Err(e) => return self.close_inbound(peer, conn, format!("bad origin: {e}")),
         };
         let from = self.peers.get(&peer).and_then(|p| p.short);
         if data.hops < data.ttl {
@@ -647,12 +652,24 @@ impl Behaviour {
         }
     }
 
+    /// The checked NodeId of an origin: from the topology, else parsed (once while remembered).
+    fn origin(&mut self, short: u64, bytes: &[u8]) -> Result<NodeId, bcos_p2p_core::NodeIdError> {
+        match self.topology.node(short) {
+            Some(n) if n.as_bytes() == bytes => Ok(n.clone()),
+            _ => {
+                let node = self.origins.get(bytes);
+                self.stats.origins_checked = self.origins.parsed;
+                node
+            }
+        }
+    }
+
     fn on_record(&mut self, peer: PeerId, conn: ConnectionId, record: wire::Record) {
-        let node = match NodeId::from_bytes(&record.origin) {
+        let origin = short_id(&record.origin);
+        let node = match self.origin(origin, &record.origin) {
             Ok(n) => n,
             Err(e) => return self.close_inbound(peer, conn, format!("bad record origin: {e}")),
         };
-        let origin = short_id(&record.origin);
         let neighbours = record.neighbours.clone();
         match self.topology.offer(node.clone(), record) {
             Offer::Stale => {}
