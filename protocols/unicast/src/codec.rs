@@ -6,7 +6,8 @@
 //! payload is opaque bytes either way and is never copied on decode (a `Bytes` slice of the
 //! frame). The decoder checks the length prefix against the limit *before* buffering anything
 //! and never reserves memory from the prefix: a peer that announces 2^40 bytes gets its stream
-//! closed, and one that announces 32 MiB and sends nothing costs nothing.
+//! closed, and one that announces 32 MiB and sends nothing makes the decoder reserve nothing (the
+//! stream reader, `bcos_p2p_core::framed::FramedIo`, then holds at most 2 MiB for it).
 
 use std::io;
 
