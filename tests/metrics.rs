@@ -5,26 +5,26 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    ffi::OsStr,
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
+mod common;
+
+use common::run_json;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bcos-p2p");
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `bcos-p2p run --json` process serving metrics. Killed on drop.
+/// A `bcos-p2p run --json` process serving metrics (killed on drop).
 struct Node {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    /// Events printed and not yet matched by `expect`.
-    pending: Vec<Value>,
+    run: run_json::Node,
     id: String,
     metrics: SocketAddr,
 }
@@ -32,71 +32,31 @@ struct Node {
 impl Node {
     /// `run --json --config FILE` with `args`; metrics must be on (by `args` or the file).
     fn start(config: &Path, args: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["run", "--json", "--config"])
-            .arg(config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("bcos-p2p runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take().unwrap();
-        let mut node = Node {
-            child,
-            stdin,
-            lines,
-            pending: Vec::new(),
-            id: String::new(),
-            metrics: "0.0.0.0:0".parse().unwrap(),
-        };
-        let ready = node.expect("ready", |v| v["event"] == "ready");
-        node.id = ready["node_id"].as_str().unwrap().to_string();
-        node.metrics = ready["metrics"]
+        let mut all = vec![OsStr::new("--config"), config.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        let mut run = run_json::Node::spawn(all, |_| {});
+        let ready = run.expect("ready", |v| v["event"] == "ready");
+        let metrics: SocketAddr = ready["metrics"]
             .as_str()
             .unwrap_or_else(|| panic!("`ready` without `metrics`: {ready}"))
             .parse()
             .unwrap();
-        assert_eq!(node.metrics.ip().to_string(), "127.0.0.1");
-        assert_ne!(
-            node.metrics.port(),
-            0,
-            "the bound port, not the requested 0"
-        );
-        node
+        assert_eq!(metrics.ip().to_string(), "127.0.0.1");
+        assert_ne!(metrics.port(), 0, "the bound port, not the requested 0");
+        Node {
+            id: ready["node_id"].as_str().unwrap().to_string(),
+            run,
+            metrics,
+        }
     }
 
     /// Waits for an event matching `pred`.
     fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.pending.iter().position(&pred) {
-            return self.pending.remove(i);
-        }
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("no `{what}` within {TIMEOUT:?}; saw {:?}", self.pending)
-            });
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
-            if pred(&v) {
-                return v;
-            }
-            self.pending.push(v);
-        }
+        self.run.expect(what, pred)
     }
 
     fn send(&mut self, command: &str) {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
+        self.run.send(command);
     }
 
     /// Scrapes until `check` passes on the parsed series (at most [`TIMEOUT`]): counters
@@ -115,13 +75,6 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod accept_any;
 pub mod process;
 pub mod raw;
+pub mod run_json;
 
 use std::{path::Path, process::Command, time::Duration};
 
