@@ -2,7 +2,6 @@
 
 use std::{
     ffi::OsStr,
-    net::TcpListener,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -12,7 +11,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::run_json::Node;
+use common::run_json::{Node, free_ports, gen_certs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bcos-p2p");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,40 +133,6 @@ fn check_contract(v: &Value) {
         obj.len(),
         fields.len() + 1,
         "`{event}` has other fields: {v}"
-    );
-}
-
-/// A port p such that p..p+n are free now.
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..100 {
-        let a = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p.checked_add(n).is_some()
-            && (1..n).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-        {
-            return p;
-        }
-    }
-    panic!("no {n} free ports in a row");
-}
-
-fn gen_certs(out: &Path, nodes: usize, base_port: u16) {
-    let st = Command::new(BIN)
-        .args([
-            "gen-certs",
-            "--nodes",
-            &nodes.to_string(),
-            "--base-port",
-            &base_port.to_string(),
-            "--out",
-        ])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
     );
 }
 

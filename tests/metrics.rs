@@ -7,9 +7,8 @@ use std::{
     collections::HashMap,
     ffi::OsStr,
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -19,7 +18,6 @@ mod common;
 
 use common::run_json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bcos-p2p");
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A `bcos-p2p run --json` process serving metrics (killed on drop).
@@ -152,18 +150,6 @@ fn scrape(addr: SocketAddr) -> Series {
     }
 }
 
-/// A port p such that p and p+1 are free now.
-fn free_ports() -> u16 {
-    for _ in 0..100 {
-        let a = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no 2 free ports in a row");
-}
-
 fn unicast(direction: &str, outcome: &str) -> String {
     format!("bcos_p2p_unicast_requests_total{{direction=\"{direction}\",outcome=\"{outcome}\"}}")
 }
@@ -177,18 +163,7 @@ fn run_serves_metrics_that_follow_the_traffic() {
     const REQUESTS: usize = 5;
     const BROADCASTS: usize = 3;
     let tmp = tempfile::tempdir().unwrap();
-    let st = Command::new(BIN)
-        .args(["gen-certs", "--nodes", "2", "--base-port"])
-        .arg(free_ports().to_string())
-        .arg("--out")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    run_json::gen_certs(tmp.path(), 2, run_json::free_ports(2));
     let mut n0 = Node::start(
         &tmp.path().join("node0/config.toml"),
         &["--metrics", "127.0.0.1:0"],

@@ -7,6 +7,8 @@ use std::{
     collections::VecDeque,
     ffi::OsStr,
     io::{BufRead as _, BufReader, Write as _},
+    net::TcpListener,
+    path::Path,
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -166,4 +168,39 @@ impl Drop for Node {
 /// The first 8 characters of a NodeId, for messages.
 pub fn short(id: &str) -> &str {
     &id[..8.min(id.len())]
+}
+
+/// A port p such that p..p+n are free now.
+pub fn free_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p.checked_add(n).is_some()
+            && (1..n).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        {
+            return p;
+        }
+    }
+    panic!("no {n} free ports in a row");
+}
+
+/// `bcos-p2p gen-certs` for `nodes` nodes listening from `base_port` up, into `out`.
+pub fn gen_certs(out: &Path, nodes: usize, base_port: u16) {
+    let st = Command::new(BIN)
+        .args([
+            "gen-certs",
+            "--nodes",
+            &nodes.to_string(),
+            "--base-port",
+            &base_port.to_string(),
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }
