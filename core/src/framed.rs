@@ -69,8 +69,6 @@ pub struct FramedIo<S, C> {
     /// `read[..filled]`: bytes read and not yet decoded; `read[filled..]`: space to read into.
     read: BytesMut,
     filled: usize,
-    /// The size `read` was allocated with.
-    read_alloc: usize,
     /// Buffers allocated for reading so far.
     allocations: usize,
     /// The buffer of the previous large frame (shared with that frame until the receiver drops
@@ -94,7 +92,6 @@ impl<S, C> FramedIo<S, C> {
             codec,
             read: BytesMut::new(),
             filled: 0,
-            read_alloc: 0,
             allocations: 0,
             retired: None,
             eof: false,
@@ -166,38 +163,30 @@ where
         // Keep only the undecoded bytes: a new buffer then copies just those.
         self.read.truncate(self.filled);
         if !self.read.try_reclaim(len - self.filled) {
-            let mut next = None;
-            if target >= RECYCLE_MIN
-                && let Some(mut old) = self.retired.take()
-            {
-                old.clear();
-                if old.try_reclaim(len) {
-                    old.extend_from_slice(&self.read);
-                    next = Some(old);
-                }
-            }
-            let recycled = next.is_some();
-            // Large buffers rounded up, so that the next frame of about the same size fits when
-            // this one is recycled.
-            let capacity = if len >= RECYCLE_MIN {
-                len.next_multiple_of(RECYCLE_MIN)
+            // A large frame: read into the buffer of an earlier one if its frame was dropped.
+            let recycled = if target >= RECYCLE_MIN {
+                self.retired.take().and_then(|mut old| {
+                    old.clear();
+                    old.try_reclaim(len).then_some(old)
+                })
             } else {
-                len
+                None
             };
-            let previous = std::mem::replace(
-                &mut self.read,
-                next.unwrap_or_else(|| BytesMut::with_capacity(capacity)),
-            );
-            if !recycled {
-                self.read.extend_from_slice(&previous);
-            }
-            // Keep the buffer of large frames to read into again once they are dropped.
-            if target >= RECYCLE_MIN && self.read_alloc >= RECYCLE_MIN {
-                self.retired = Some(previous);
-            }
-            if !recycled {
-                self.read_alloc = capacity;
+            let mut next = recycled.unwrap_or_else(|| {
                 self.allocations += 1;
+                // Large buffers rounded up, so that the next frame of about the same size fits
+                // when this one is recycled.
+                BytesMut::with_capacity(if len >= RECYCLE_MIN {
+                    len.next_multiple_of(RECYCLE_MIN)
+                } else {
+                    len
+                })
+            });
+            next.extend_from_slice(&self.read);
+            let previous = std::mem::replace(&mut self.read, next);
+            // Keep this buffer (shared with the frames decoded from it) to recycle later.
+            if target >= RECYCLE_MIN {
+                self.retired = Some(previous);
             }
         }
         // Zero the space once: reads need initialised memory.
@@ -360,6 +349,18 @@ mod tests {
         stall: bool,
     }
 
+    impl Trickle {
+        fn new(data: Vec<u8>, step: usize, stall: bool) -> Self {
+            Trickle {
+                data,
+                pos: 0,
+                step,
+                toggle: false,
+                stall,
+            }
+        }
+    }
+
     impl AsyncRead for Trickle {
         fn poll_read(
             mut self: Pin<&mut Self>,
@@ -430,13 +431,7 @@ mod tests {
                 .sum();
             assert_eq!(wire.len(), expected);
             for step in [1, 7, 4096, 65_536, usize::MAX] {
-                let reader = Trickle {
-                    data: wire.clone(),
-                    pos: 0,
-                    step,
-                    toggle: false,
-                    stall: false,
-                };
+                let reader = Trickle::new(wire.clone(), step, false);
                 let mut io = FramedIo::new(reader, Raw { max: usize::MAX });
                 let mut got = Vec::new();
                 while let Some(frame) = io.next().await {
@@ -459,13 +454,7 @@ mod tests {
         let mut prefix = unsigned_varint::encode::usize_buffer();
         let mut data = unsigned_varint::encode::usize(30 << 20, &mut prefix).to_vec();
         data.extend(std::iter::repeat_n(1u8, 2 << 20));
-        let reader = Trickle {
-            data,
-            pos: 0,
-            step: 64 * 1024,
-            toggle: false,
-            stall: true,
-        };
+        let reader = Trickle::new(data, 64 * 1024, true);
         let mut io = FramedIo::new(reader, Raw { max: 32 << 20 });
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..200 {
@@ -477,13 +466,7 @@ mod tests {
         // The same announcement with 100 bytes sent: at most EAGER_RESERVE is held.
         let mut data = unsigned_varint::encode::usize(30 << 20, &mut prefix).to_vec();
         data.extend(std::iter::repeat_n(1u8, 100));
-        let reader = Trickle {
-            data,
-            pos: 0,
-            step: 64 * 1024,
-            toggle: false,
-            stall: true,
-        };
+        let reader = Trickle::new(data, 64 * 1024, true);
         let mut io = FramedIo::new(reader, Raw { max: 32 << 20 });
         for _ in 0..20 {
             assert!(io.poll_next_unpin(&mut cx).is_pending());
@@ -501,13 +484,7 @@ mod tests {
         futures::executor::block_on(async {
             let frames: Vec<Bytes> = (0..8u8).map(|i| Bytes::from(vec![i; 1 << 20])).collect();
             let wire = encode_all(&frames).await;
-            let reader = Trickle {
-                data: wire,
-                pos: 0,
-                step: 256 * 1024,
-                toggle: false,
-                stall: false,
-            };
+            let reader = Trickle::new(wire, 256 * 1024, false);
             let mut io = FramedIo::new(reader, Raw { max: 2 << 20 });
             // The receiver keeps the newest frame and drops the one before it.
             let mut held = None;
