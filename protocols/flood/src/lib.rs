@@ -395,7 +395,10 @@ impl Behaviour {
 
     /// What the behaviour did so far.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            origins_checked: self.origins.parsed,
+            ..self.stats
+        }
     }
 
     /// Frames and bytes moved over all connections, both ways: a live, shared counter (keep
@@ -656,11 +659,7 @@ impl Behaviour {
     fn origin(&mut self, short: u64, bytes: &[u8]) -> Result<NodeId, bcos_p2p_core::NodeIdError> {
         match self.topology.node(short) {
             Some(n) if n.as_bytes() == bytes => Ok(n.clone()),
-            _ => {
-                let node = self.origins.get(bytes);
-                self.stats.origins_checked = self.origins.parsed;
-                node
-            }
+            _ => self.origins.get(bytes),
         }
     }
 
