@@ -299,61 +299,6 @@ impl<K: std::hash::Hash + Eq> Driver<K> {
     }
 }
 
-/// One end of a measurement (a node, or the raw TLS server) on a thread of its own with a
-/// single-threaded tokio runtime, as the other end runs on the calling thread: each end has one
-/// thread, as two nodes on two machines would, for ours, stock and the raw reference alike
-/// (with both nodes' tasks on one shared worker pool, tokio at times ran both connection tasks
-/// on one worker and the figures swung with that).
-struct End {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl End {
-    /// Starts `serve` on its own thread; it sends its address on the first channel and must
-    /// return once the second one fires. Returns the address.
-    fn spawn<A, F>(
-        serve: impl FnOnce(oneshot::Sender<A>, oneshot::Receiver<()>) -> F + Send + 'static,
-    ) -> (A, End)
-    where
-        A: Send + 'static,
-        F: std::future::Future<Output = ()>,
-    {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let thread = std::thread::spawn(move || {
-            let (tx, rx) = oneshot::channel();
-            let rt = single_thread();
-            rt.block_on(async move {
-                let served = serve(tx, stop_rx);
-                futures::pin_mut!(served);
-                let addr = futures::future::select(rx, served.as_mut()).await;
-                if let futures::future::Either::Left((Ok(addr), _)) = addr {
-                    addr_tx.send(addr).unwrap();
-                    served.await;
-                }
-            });
-        });
-        let addr = addr_rx.recv().expect("the server end started");
-        let end = End {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        };
-        (addr, end)
-    }
-}
-
-impl Drop for End {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 fn single_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -376,8 +321,15 @@ where
 {
     match layout {
         Layout::ThreadPerEnd => {
-            let (addr, _server) = End::spawn(serve);
-            single_thread().block_on(client(addr))
+            let (addr_tx, addr_rx) = oneshot::channel();
+            let (stop_tx, stop_rx) = oneshot::channel();
+            let server =
+                std::thread::spawn(move || single_thread().block_on(serve(addr_tx, stop_rx)));
+            let outcome = single_thread()
+                .block_on(async { client(addr_rx.await.expect("the server end started")).await });
+            let _ = stop_tx.send(());
+            server.join().unwrap();
+            outcome
         }
         Layout::SharedPool => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -611,7 +563,8 @@ fn run_raw_tls(total: usize, layout: Layout) -> Outcome {
 #[derive(Clone, Copy)]
 enum Layout {
     /// Each end on a thread of its own with a single-threaded runtime: a node per thread, as
-    /// on two machines.
+    /// on two machines, and as the raw reference's two ends always had (on one shared pool the
+    /// two nodes' four tasks compete for the workers).
     ThreadPerEnd,
     /// One 2-worker tokio pool: the server end spawned on it, the client on the thread that
     /// blocks on it (how this bench ran before; both nodes' tasks share the workers).
