@@ -29,7 +29,7 @@ use bcos_p2p::{
     node::{Node, NodeEvent},
 };
 use bytes::Bytes;
-use common::{Events, TIMEOUT, next, node};
+use common::{Events, TIMEOUT, next, start_node};
 use futures::StreamExt as _;
 use serde_json::Value;
 
@@ -343,19 +343,10 @@ async fn open_nodes_connect_with_node_ids_and_exchange_requests() {
     }
 }
 
-/// A CA-mode node on a loopback port, dialling `peers`.
+/// A CA-mode node (its own CA) on a loopback port, dialling `peers`.
 async fn ca_node(peers: &[&Node]) -> (Node, Events) {
     let ca = CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1)).unwrap();
-    let (key, tls) = node(&ca, KeyType::Secp256k1, Period::days(1));
-    let mut config = Config::default();
-    config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.network.peers = peers
-        .iter()
-        .map(|p| PeerAddr(p.listen_addrs()[0].clone()))
-        .collect();
-    let mut n = Node::start(key, tls, config).await.unwrap();
-    let events = Box::pin(n.events().unwrap());
-    (n, events)
+    start_node(&ca, peers, |_| {}).await
 }
 
 /// The next handshake refusal; a connection coming up instead fails the test.

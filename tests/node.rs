@@ -7,37 +7,18 @@ use std::time::Instant;
 use bcos_p2p::{
     KeyType, NodeId,
     ca_tls::pki::{CertificateAuthority, Period},
-    config::{Config, DEFAULT_MODULE, PeerAddr},
+    config::DEFAULT_MODULE,
     flood,
-    node::{Node, NodeError, NodeEvent},
+    node::{NodeError, NodeEvent},
     status,
     unicast::UnicastError,
 };
 use bytes::Bytes;
-use common::{Events, TIMEOUT, next, node};
+use common::{Events, TIMEOUT, next, node, start_node};
 use futures::StreamExt as _;
 
 fn ca() -> CertificateAuthority {
     CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1)).unwrap()
-}
-
-/// A started node on a free loopback port, dialling `peers`, with `tweak` applied to its config.
-async fn start(
-    ca: &CertificateAuthority,
-    peers: &[&Node],
-    tweak: impl FnOnce(&mut Config),
-) -> (Node, Events) {
-    let (key, tls) = node(ca, KeyType::Secp256k1, Period::days(1));
-    let mut config = Config::default();
-    config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.network.peers = peers
-        .iter()
-        .map(|p| PeerAddr(p.listen_addrs()[0].clone()))
-        .collect();
-    tweak(&mut config);
-    let mut n = Node::start(key, tls, config).await.unwrap();
-    let events = Box::pin(n.events().unwrap());
-    (n, events)
 }
 
 /// Keeps answering requests on `events` by echo, in the background.
@@ -85,8 +66,8 @@ async fn next_request(events: &mut Events) -> bcos_p2p::node::Responder {
 #[tokio::test]
 async fn request_reply_timeout_unknown_module_and_unknown_peer() {
     let ca = ca();
-    let (a, ea) = start(&ca, &[], |_| {}).await;
-    let (b, mut eb) = start(&ca, &[&a], |c| c.unicast.request_timeout_ms = 300).await;
+    let (a, ea) = start_node(&ca, &[], |_| {}).await;
+    let (b, mut eb) = start_node(&ca, &[&a], |c| c.unicast.request_timeout_ms = 300).await;
     connected(&mut eb, a.node_id()).await;
     let _echo = echo(ea);
 
@@ -117,7 +98,7 @@ async fn request_reply_timeout_unknown_module_and_unknown_peer() {
     assert_eq!(err, NodeError::Unicast(UnicastError::NotConnected));
 
     // Oneway delivery, to C.
-    let (c, mut ec) = start(&ca, &[&b], |_| {}).await;
+    let (c, mut ec) = start_node(&ca, &[&b], |_| {}).await;
     connected(&mut ec, b.node_id()).await;
     connected(&mut eb, c.node_id()).await;
     b.oneway(c.node_id(), DEFAULT_MODULE, Bytes::from_static(b"note"))
@@ -160,9 +141,9 @@ async fn request_reply_timeout_unknown_module_and_unknown_peer() {
 #[tokio::test]
 async fn multicast_broadcast_topic_request_and_status() {
     let ca = ca();
-    let (a, mut ea) = start(&ca, &[], |_| {}).await;
-    let (b, mut eb) = start(&ca, &[&a], |_| {}).await;
-    let (c, mut ec) = start(&ca, &[&a, &b], |_| {}).await;
+    let (a, mut ea) = start_node(&ca, &[], |_| {}).await;
+    let (b, mut eb) = start_node(&ca, &[&a], |_| {}).await;
+    let (c, mut ec) = start_node(&ca, &[&a, &b], |_| {}).await;
     for (events, others) in [
         (&mut ea, [b.node_id(), c.node_id()]),
         (&mut eb, [a.node_id(), c.node_id()]),
@@ -276,8 +257,8 @@ async fn multicast_broadcast_topic_request_and_status() {
 #[tokio::test]
 async fn deny_at_run_time_disconnects_and_allow_restores() {
     let ca = ca();
-    let (a, mut ea) = start(&ca, &[], |_| {}).await;
-    let (b, _eb) = start(&ca, &[&a], |_| {}).await;
+    let (a, mut ea) = start_node(&ca, &[], |_| {}).await;
+    let (b, _eb) = start_node(&ca, &[&a], |_| {}).await;
     connected(&mut ea, b.node_id()).await;
     assert!(a.deny(b.node_id()).await.unwrap());
     assert!(!a.deny(b.node_id()).await.unwrap());
@@ -300,7 +281,7 @@ async fn deny_at_run_time_disconnects_and_allow_restores() {
 #[tokio::test]
 async fn shutdown_ends_every_handle() {
     let ca = ca();
-    let (a, _ea) = start(&ca, &[], |_| {}).await;
+    let (a, _ea) = start_node(&ca, &[], |_| {}).await;
     let other = a.clone();
     a.shutdown().await.unwrap();
     assert_eq!(other.peers().await, Err(NodeError::Stopped));
@@ -311,8 +292,8 @@ async fn shutdown_ends_every_handle() {
 #[tokio::test]
 async fn dropping_every_handle_stops_the_node() {
     let ca = ca();
-    let (a, ea) = start(&ca, &[], |_| {}).await;
-    let (b, mut eb) = start(&ca, &[&a], |_| {}).await;
+    let (a, ea) = start_node(&ca, &[], |_| {}).await;
+    let (b, mut eb) = start_node(&ca, &[&a], |_| {}).await;
     connected(&mut eb, a.node_id()).await;
     let a_id = a.node_id().clone();
     let second = a.clone();

@@ -20,12 +20,12 @@ use std::{
 use bcos_p2p::{
     KeyType, NodeId,
     ca_tls::pki::{CertificateAuthority, Period},
-    config::{Config, DEFAULT_MODULE, PeerAddr},
+    config::DEFAULT_MODULE,
     flood,
     node::{Node, NodeEvent},
 };
 use bytes::Bytes;
-use common::{TIMEOUT, node};
+use common::{TIMEOUT, start_node};
 use futures::StreamExt as _;
 use tokio::sync::Mutex;
 
@@ -98,15 +98,8 @@ async fn four_nodes_sixty_seconds_of_mixed_traffic() {
     let mut nodes: Vec<Node> = Vec::new();
     let mut streams = Vec::new();
     for _ in 0..NODES {
-        let (key, tls) = node(&ca, KeyType::Secp256k1, Period::days(1));
-        let mut config = Config::default();
-        config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.network.peers = nodes
-            .iter()
-            .map(|p| PeerAddr(p.listen_addrs()[0].clone()))
-            .collect();
-        let mut n = Node::start(key, tls, config).await.unwrap();
-        streams.push(n.events().unwrap());
+        let (n, events) = start_node(&ca, &nodes.iter().collect::<Vec<_>>(), |_| {}).await;
+        streams.push(events);
         nodes.push(n);
     }
     let ids: Vec<NodeId> = nodes.iter().map(|n| n.node_id().clone()).collect();

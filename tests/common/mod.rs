@@ -249,6 +249,26 @@ pub fn varint(mut n: u64) -> Vec<u8> {
 /// A node's event stream, as the tests hold it.
 pub type Events = std::pin::Pin<Box<dyn futures::Stream<Item = bcos_p2p::node::NodeEvent> + Send>>;
 
+/// A started node on a free loopback port, dialling `peers`, with `tweak` applied to its config,
+/// and its events.
+pub async fn start_node(
+    ca: &CertificateAuthority,
+    peers: &[&bcos_p2p::node::Node],
+    tweak: impl FnOnce(&mut bcos_p2p::config::Config),
+) -> (bcos_p2p::node::Node, Events) {
+    let (key, tls) = node(ca, KeyType::Secp256k1, Period::days(1));
+    let mut config = bcos_p2p::config::Config::default();
+    config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.network.peers = peers
+        .iter()
+        .map(|p| bcos_p2p::config::PeerAddr(p.listen_addrs()[0].clone()))
+        .collect();
+    tweak(&mut config);
+    let mut n = bcos_p2p::node::Node::start(key, tls, config).await.unwrap();
+    let events = Box::pin(n.events().unwrap());
+    (n, events)
+}
+
 /// Waits for the first event `pick` accepts, answering requests by echo meanwhile.
 pub async fn next<T>(
     events: &mut Events,
