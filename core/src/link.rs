@@ -18,7 +18,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use asynchronous_codec::{Decoder, Encoder, Framed};
+use asynchronous_codec::{Decoder, Encoder};
+
+use crate::framed::{EncodeFrame, FramedIo, ZERO_COPY_MIN};
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures::{SinkExt as _, StreamExt as _};
 use libp2p_core::upgrade::ReadyUpgrade;
@@ -286,11 +288,12 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder for FrameCodec {
-    type Item<'a> = Bytes;
-    type Error = io::Error;
+impl EncodeFrame for FrameCodec {
+    type Item = Bytes;
 
-    fn encode(&mut self, body: Bytes, dst: &mut BytesMut) -> Result<(), io::Error> {
+    /// The length prefix, then the body: copied after it when small, returned to be written
+    /// uncopied from its own buffer when [`ZERO_COPY_MIN`] bytes or more.
+    fn encode_frame(&mut self, body: Bytes, dst: &mut BytesMut) -> io::Result<Option<Bytes>> {
         if body.len() > self.max_frame {
             return Err(invalid(format!(
                 "frame of {} bytes exceeds the limit of {}",
@@ -299,9 +302,24 @@ impl Encoder for FrameCodec {
             )));
         }
         let mut prefix = unsigned_varint::encode::usize_buffer();
-        dst.reserve(body.len() + 10);
         dst.put_slice(unsigned_varint::encode::usize(body.len(), &mut prefix));
+        if body.len() >= ZERO_COPY_MIN {
+            return Ok(Some(body));
+        }
         dst.put_slice(&body);
+        Ok(None)
+    }
+}
+
+impl Encoder for FrameCodec {
+    type Item<'a> = Bytes;
+    type Error = io::Error;
+
+    /// The whole frame into `dst`, for callers of `asynchronous_codec`.
+    fn encode(&mut self, body: Bytes, dst: &mut BytesMut) -> Result<(), io::Error> {
+        if let Some(body) = self.encode_frame(body, dst)? {
+            dst.put_slice(&body);
+        }
         Ok(())
     }
 }
@@ -310,7 +328,7 @@ enum Outbound {
     /// Not opened yet (opened on the first poll), or lost and nothing to send.
     Idle,
     Opening,
-    Open(Box<Framed<Stream, FrameCodec>>),
+    Open(Box<FramedIo<Stream, FrameCodec>>),
     /// The peer does not speak the protocol, or opening kept failing.
     Dead,
 }
@@ -322,7 +340,7 @@ pub struct Handler<T> {
     outbound: Outbound,
     open_failures: u8,
     to_send: VecDeque<Bytes>,
-    inbound: Option<Framed<Stream, FrameCodec>>,
+    inbound: Option<FramedIo<Stream, FrameCodec>>,
     events: VecDeque<LinkEvent<T>>,
 }
 
@@ -521,7 +539,10 @@ impl<T: Send + fmt::Debug + 'static> ConnectionHandler for Handler<T> {
                 stream.ignore_for_keep_alive();
                 // One inbound stream per connection: a new one replaces the old, bounding what
                 // a peer can make us hold.
-                self.inbound = Some(Framed::new(stream, FrameCodec::new(self.config.max_frame)));
+                self.inbound = Some(FramedIo::new(
+                    stream,
+                    FrameCodec::new(self.config.max_frame),
+                ));
                 self.events.push_back(LinkEvent::InboundOpened);
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
@@ -530,7 +551,7 @@ impl<T: Send + fmt::Debug + 'static> ConnectionHandler for Handler<T> {
             }) => {
                 stream.ignore_for_keep_alive();
                 self.open_failures = 0;
-                self.outbound = Outbound::Open(Box::new(Framed::new(
+                self.outbound = Outbound::Open(Box::new(FramedIo::new(
                     stream,
                     FrameCodec::write_only(self.config.max_frame),
                 )));
