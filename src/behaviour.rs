@@ -10,14 +10,12 @@
 use std::time::Duration;
 
 use bcos_p2p_ca_tls as ca_tls;
-use libp2p::{
-    Swarm, SwarmBuilder, identify, identity::Keypair, swarm::NetworkBehaviour, tcp, yamux,
-};
+use libp2p::{Swarm, SwarmBuilder, identify, identity::Keypair, swarm::NetworkBehaviour, tcp};
 
 use crate::{
     NodeKey,
     config::{self, Config},
-    connection, flood, open, status, unicast,
+    connection, flood, mux, open, status, unicast,
 };
 
 /// The identify protocol version string of bcos-p2p nodes.
@@ -265,7 +263,7 @@ pub enum BuildError {
 }
 
 /// A tokio swarm over TCP (nodelay) with `$security` (a CA-TLS or open-mode config: both have
-/// `for_keypair` and `handshake_timeout`), yamux and `$behaviour`. A macro because the swarm
+/// `for_keypair` and `handshake_timeout`), yamux ([`mux`]: 64 KiB send frames) and `$behaviour`. A macro because the swarm
 /// builder's type changes with the security upgrade. Connections stay open while idle: nodes
 /// keep long-lived connections, as FISCO BCOS does.
 macro_rules! tcp_swarm {
@@ -276,7 +274,7 @@ macro_rules! tcp_swarm {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 |kp: &Keypair| security.for_keypair(kp),
-                yamux::Config::default,
+                mux::Config::default,
             )?
             .with_dns()
             .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?

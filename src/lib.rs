@@ -57,6 +57,8 @@ pub mod node;
 pub mod open;
 
 pub use bcos_p2p_ca_tls as ca_tls;
+/// Yamux with 64 KiB send frames, the muxer of every bcos-p2p swarm: see [`bcos_p2p_core::mux`].
+pub use bcos_p2p_core::mux;
 /// `NodeId`: see [`bcos_p2p_core::NodeId`]. It lives in the core crate so every protocol crate
 /// can address peers by it.
 pub use bcos_p2p_core::{

@@ -17,14 +17,14 @@ use std::{
     time::Duration,
 };
 
-use bcos_p2p::{NodeKey, ca_tls};
+use bcos_p2p::{NodeKey, ca_tls, mux};
 use futures::{AsyncRead, AsyncWrite, StreamExt as _};
 use libp2p::{
     Multiaddr, Swarm, SwarmBuilder, Transport as _,
     core::upgrade::Version,
     identity::Keypair,
     swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux,
+    tcp,
 };
 
 /// Byte totals over every socket of one swarm. Clones share the totals.
@@ -112,7 +112,7 @@ pub fn build_counting_swarm<B: NetworkBehaviour>(
         .map(move |socket, _| CountingStream::new(socket, sockets.clone()))
         .upgrade(Version::V1)
         .authenticate(security)
-        .multiplex(yamux::Config::default());
+        .multiplex(mux::Config::default());
     let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
         .with_tokio()
         .with_other_transport(|_| transport)?

@@ -1,6 +1,7 @@
 //! Identity types shared by every bcos-p2p crate: [`NodeId`] (FISCO BCOS's name for a node, its
 //! public key) and [`NodeKey`] (a node's private key loaded from `node.key`), and [`link`], the
-//! framed per-connection link that the flood and status protocols run on.
+//! framed per-connection link that the flood and status protocols run on, and [`mux`], yamux with
+//! the send frame size set.
 //!
 //! The protocol crates address peers by `NodeId`, so it lives here, below all of them; the root
 //! crate `bcos-p2p` re-exports everything.
@@ -12,6 +13,7 @@ mod book;
 pub mod framed;
 mod key;
 pub mod link;
+pub mod mux;
 mod node_id;
 mod primary;
 

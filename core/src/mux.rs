@@ -1,0 +1,227 @@
+//! Yamux for libp2p with a send frame size of our choosing.
+//!
+//! `libp2p-yamux` 0.48 fixes yamux's 16 KiB send frames: every 16 KiB of a bulk transfer costs a
+//! body allocation, a channel hand-off to the connection task and a socket write. go-yamux and
+//! js-yamux send 64 KiB frames by default, and every yamux reader takes them (rust-yamux reads
+//! bodies up to 1 MiB; the others bound frames by the stream's window only). This adapter drives
+//! the same `yamux` crate under the same protocol name, `/yamux/1.0.0`, with 64 KiB send frames
+//! by default; what goes on the wire stays plain yamux.
+//!
+//! Inbound streams that arrive while the swarm is not asking for them are held, at most
+//! [`MAX_PENDING_INBOUND`]; more are dropped (which resets them), so a peer cannot grow the queue.
+
+use std::{
+    collections::VecDeque,
+    io, iter,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
+
+use futures::{
+    AsyncRead, AsyncWrite,
+    future::{self, Ready},
+};
+use libp2p_core::{
+    muxing::{StreamMuxer, StreamMuxerEvent},
+    upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
+};
+
+/// The send frame size [`Config::default`] uses: go-yamux's and js-yamux's default.
+pub const DEFAULT_FRAME_SIZE: usize = 64 * 1024;
+/// The smallest send frame size [`Config::set_frame_size`] accepts.
+pub const MIN_FRAME_SIZE: usize = 1024;
+/// The largest send frame size [`Config::set_frame_size`] accepts: the largest body rust-yamux
+/// reads.
+pub const MAX_FRAME_SIZE: usize = 1024 * 1024;
+/// Inbound streams held for the swarm at most; rust-yamux peers stop opening streams at 256
+/// unacknowledged ones, so only a misbehaving peer meets this bound.
+pub const MAX_PENDING_INBOUND: usize = 256;
+
+/// The muxer upgrade: yamux with our send frame size.
+#[derive(Debug, Clone)]
+pub struct Config {
+    inner: yamux::Config,
+    frame_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut config = Config {
+            inner: yamux::Config::default(),
+            frame_size: 0,
+        };
+        config.set_frame_size(DEFAULT_FRAME_SIZE);
+        config
+    }
+}
+
+impl Config {
+    /// Sets the largest data frame body sent, clamped to
+    /// [`MIN_FRAME_SIZE`]..=[`MAX_FRAME_SIZE`]. Larger frames mean fewer allocations, hand-offs
+    /// and socket writes per byte; a frame also never exceeds the stream's send window.
+    pub fn set_frame_size(&mut self, bytes: usize) -> &mut Self {
+        self.frame_size = bytes.clamp(MIN_FRAME_SIZE, MAX_FRAME_SIZE);
+        self.inner.set_split_send_size(self.frame_size);
+        self
+    }
+
+    /// The largest data frame body sent.
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// Sets the maximum number of streams open at once on a connection (yamux's default: 512).
+    pub fn set_max_num_streams(&mut self, streams: usize) -> &mut Self {
+        self.inner.set_max_num_streams(streams);
+        self
+    }
+
+    fn connection<C>(self, io: C, mode: yamux::Mode) -> Muxer<C>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        Muxer {
+            connection: yamux::Connection::new(io, self.inner, mode),
+            pending_inbound: VecDeque::new(),
+            inbound_waker: None,
+        }
+    }
+}
+
+impl UpgradeInfo for Config {
+    type Info = &'static str;
+    type InfoIter = iter::Once<Self::Info>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        iter::once("/yamux/1.0.0")
+    }
+}
+
+impl<C> InboundConnectionUpgrade<C> for Config
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Muxer<C>;
+    type Error = io::Error;
+    type Future = Ready<io::Result<Muxer<C>>>;
+
+    fn upgrade_inbound(self, io: C, _: Self::Info) -> Self::Future {
+        future::ready(Ok(self.connection(io, yamux::Mode::Server)))
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for Config
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Muxer<C>;
+    type Error = io::Error;
+    type Future = Ready<io::Result<Muxer<C>>>;
+
+    fn upgrade_outbound(self, io: C, _: Self::Info) -> Self::Future {
+        future::ready(Ok(self.connection(io, yamux::Mode::Client)))
+    }
+}
+
+/// A yamux connection as a libp2p [`StreamMuxer`]; its substreams are [`yamux::Stream`]s.
+#[derive(Debug)]
+pub struct Muxer<C> {
+    connection: yamux::Connection<C>,
+    /// Inbound streams accepted while [`StreamMuxer::poll`] drove the connection, oldest first.
+    pending_inbound: VecDeque<yamux::Stream>,
+    /// The task that last found no inbound stream, woken when one is held.
+    inbound_waker: Option<Waker>,
+}
+
+impl<C> Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Polls yamux for the next inbound stream; this is also what reads and dispatches frames.
+    fn next_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Result<yamux::Stream, MuxError>> {
+        match self.connection.poll_next_inbound(cx) {
+            Poll::Ready(Some(Ok(stream))) => Poll::Ready(Ok(stream)),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(MuxError(e))),
+            Poll::Ready(None) => Poll::Ready(Err(MuxError(yamux::ConnectionError::Closed))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<C> StreamMuxer for Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    type Substream = yamux::Stream;
+    type Error = MuxError;
+
+    fn poll_inbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        let this = self.get_mut();
+        if let Some(stream) = this.pending_inbound.pop_front() {
+            return Poll::Ready(Ok(stream));
+        }
+        let polled = this.next_inbound(cx);
+        if polled.is_pending() {
+            this.inbound_waker = Some(cx.waker().clone());
+        }
+        polled
+    }
+
+    fn poll_outbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        self.get_mut()
+            .connection
+            .poll_new_outbound(cx)
+            .map_err(MuxError)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().connection.poll_close(cx).map_err(MuxError)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
+        let this = self.get_mut();
+        loop {
+            let stream = match this.next_inbound(cx) {
+                Poll::Ready(Ok(stream)) => stream,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if this.pending_inbound.len() >= MAX_PENDING_INBOUND {
+                tracing::warn!(
+                    stream = %stream.id(),
+                    held = MAX_PENDING_INBOUND,
+                    "yamux: too many inbound streams waiting to be accepted; resetting this one"
+                );
+                drop(stream);
+                continue;
+            }
+            this.pending_inbound.push_back(stream);
+            if let Some(waker) = this.inbound_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A yamux connection error (i/o errors come out as themselves when turned into `io::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct MuxError(yamux::ConnectionError);
+
+impl From<MuxError> for io::Error {
+    fn from(e: MuxError) -> Self {
+        match e.0 {
+            yamux::ConnectionError::Io(e) => e,
+            other => io::Error::other(other),
+        }
+    }
+}
