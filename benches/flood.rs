@@ -362,6 +362,8 @@ fn row(name: &str, o: &Outcome) {
 }
 
 fn main() {
+    // Malloc as the `bcos-p2p` binary sets it (bcos_p2p::malloc).
+    bcos_p2p::malloc::tune();
     let quick = std::env::args().any(|a| a == "--quick");
     let run = if quick {
         Run {

@@ -132,6 +132,8 @@ async fn mesh(
 }
 
 fn main() {
+    // Malloc as the `bcos-p2p` binary sets it (bcos_p2p::malloc).
+    bcos_p2p::malloc::tune();
     let quick = support::quick();
     let (mesh_n, ring_n, rounds) = if quick { (64, 8, 6) } else { (64, 8, 20) };
     // Two sockets per connection inside one process, plus listeners.

@@ -52,6 +52,8 @@ struct Update {
 }
 
 fn main() {
+    // Malloc as the `bcos-p2p` binary sets it (bcos_p2p::malloc).
+    bcos_p2p::malloc::tune();
     support::runtime().block_on(run(support::quick()));
 }
 

@@ -88,6 +88,9 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Before the runtime's threads allocate: see bcos_p2p::malloc. Its outcome needs no report
+    // (anything but `Applied` leaves glibc's or the operator's settings, which work too).
+    bcos_p2p::malloc::tune();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
