@@ -1,7 +1,8 @@
 //! Unicast throughput and latency: ours vs stock libp2p-request-response, and bulk transfer vs
 //! raw rustls on a loopback socket. `cargo bench --bench unicast [-- --quick]`.
 //!
-//! 1. ours:  1 KiB requests, 1 KiB responses, 64 in flight (TCP + CA-TLS + yamux + unicast);
+//! 1. ours:  1 KiB requests, 1 KiB responses, 64 in flight (TCP + CA-TLS + yamux (`mux`) +
+//!    unicast);
 //! 2. stock: the same load on libp2p-tls + yamux + libp2p-request-response (CBOR codec, payloads
 //!    as CBOR byte strings);
 //! 3. bulk:  1 MiB requests, 1-byte responses, 8 in flight, over ours; and the same bytes over
@@ -11,11 +12,18 @@
 //! runtime, as two nodes on two machines would. Raw TLS is also run with both ends on one
 //! 2-worker pool (the layout this bench used before), and the faster of the two is the
 //! reference; ours in that layout is reported too. The bulk ratio is the median of ratios of
-//! runs made back to back (the machine's speed drifts from second to second).
+//! runs made back to back (the machine's speed drifts from second to second). Every system
+//! first runs once uncounted (a process's first transfers grow and fault in its malloc arenas),
+//! and the process sets malloc as the `bcos-p2p` binary does (`bcos_p2p::malloc::tune`).
+//!
+//! Throughput on this shared VM swings by tens of percent from run to run, so the bench also
+//! reports the CPU time both ends' threads spent per GiB moved (thread-per-end runs), which
+//! varies less and says what a change costs.
 //!
 //! Prints a table, then one JSON line with the figures (the contract in ARCHITECTURE.md):
 //! the names, plus `bulk_shared_pool_mb_per_s`, `raw_tls_thread_per_end_mb_per_s`,
-//! `raw_tls_shared_pool_mb_per_s`, `frame_binary_ns`, `frame_cbor_ns`.
+//! `raw_tls_shared_pool_mb_per_s`, `bulk_cpu_ms_per_gib`, `raw_tls_cpu_ms_per_gib`,
+//! `frame_binary_ns`, `frame_cbor_ns`.
 
 use std::{
     collections::HashMap,
@@ -61,6 +69,9 @@ struct Load {
 
 struct Outcome {
     secs: f64,
+    /// CPU time of both ends' threads over the whole run (set-up included), where each end had
+    /// a thread of its own and the kernel reports thread CPU time.
+    cpu_ns: Option<u64>,
     rtts_us: Vec<u64>,
     bytes: usize,
 }
@@ -77,9 +88,18 @@ impl Outcome {
     fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / self.secs / 1e6
     }
+    /// CPU milliseconds per GiB moved (NaN if not measured).
+    fn cpu_ms_per_gib(&self) -> f64 {
+        self.cpu_ns.map_or(f64::NAN, |ns| {
+            ns as f64 / 1e6 / (self.bytes as f64 / (1u64 << 30) as f64)
+        })
+    }
 }
 
 fn main() {
+    // Malloc as the `bcos-p2p` binary sets it (bcos_p2p::malloc); the raw TLS reference runs in
+    // this process too.
+    let malloc = bcos_p2p::malloc::tune();
     let quick = std::env::args().any(|a| a == "--quick");
     let msgs = if quick { 10_000 } else { 100_000 };
     let bulk_mib = if quick { 128 } else { 512 };
@@ -106,11 +126,29 @@ fn main() {
     let mut raw_shared = Vec::new();
     let mut raw_best = Vec::new();
     let mut ratios_bulk = Vec::new();
+    let mut ours_bulk_cpu = Vec::new();
+    let mut raw_split_cpu = Vec::new();
+    // Warm-up, not counted, for every system: a process's first transfers pay for growing its
+    // malloc arenas and faulting their memory in, which later runs reuse.
+    let warm = |requests, request_size| Load {
+        requests,
+        in_flight: 8,
+        request_size,
+        response_size: KIB,
+    };
+    run_ours(&warm(1000, KIB), Layout::ThreadPerEnd);
+    run_stock(&warm(1000, KIB), Layout::ThreadPerEnd);
+    run_ours(&warm(64, MIB), Layout::ThreadPerEnd);
+    run_raw_tls(64 * MIB, Layout::ThreadPerEnd);
     for _ in 0..REPS {
         ours.push(run_ours(&small, Layout::ThreadPerEnd));
         stock.push(run_stock(&small, Layout::ThreadPerEnd));
-        let bulk_run = run_ours(&bulk, Layout::ThreadPerEnd).mb_per_s();
-        let split = run_raw_tls(bulk_mib * MIB, Layout::ThreadPerEnd).mb_per_s();
+        let bulk_run = run_ours(&bulk, Layout::ThreadPerEnd);
+        ours_bulk_cpu.push(bulk_run.cpu_ms_per_gib());
+        let bulk_run = bulk_run.mb_per_s();
+        let split = run_raw_tls(bulk_mib * MIB, Layout::ThreadPerEnd);
+        raw_split_cpu.push(split.cpu_ms_per_gib());
+        let split = split.mb_per_s();
         let shared = run_raw_tls(bulk_mib * MIB, Layout::SharedPool).mb_per_s();
         ours_bulk_shared.push(run_ours(&bulk, Layout::SharedPool).mb_per_s());
         // The physical reference is raw TLS at its best: the faster of its two layouts.
@@ -126,7 +164,7 @@ fn main() {
     let (binary_ns, cbor_ns) = header_formats(if quick { 200_000 } else { 1_000_000 });
 
     println!(
-        "unicast benchmark ({} mode, TCP loopback, median of {REPS} runs)",
+        "unicast benchmark ({} mode, TCP loopback, median of {REPS} runs, glibc malloc thresholds: {malloc:?})",
         if quick { "quick" } else { "full" }
     );
     println!(
@@ -150,9 +188,10 @@ fn main() {
         &format!("stock  1 KiB req/resp, 64 in flight, {msgs}"),
         &stock,
     );
-    let mb_row = |name: String, runs: &[f64]| {
+    // A figure's median, its unit, and every run.
+    let runs_row = |name: String, unit: &str, runs: &[f64]| {
         println!(
-            "{:<52} {:>8.0} MB/s   (runs: {})",
+            "{:<52} {:>8.0} {unit:<6} (runs: {})",
             name,
             median_of(runs),
             runs.iter()
@@ -161,6 +200,7 @@ fn main() {
                 .join(" ")
         )
     };
+    let mb_row = |name: String, runs: &[f64]| runs_row(name, "MB/s", runs);
     mb_row(
         format!("ours   1 MiB requests, 8 in flight, {bulk_mib}"),
         &ours_bulk,
@@ -176,6 +216,16 @@ fn main() {
     mb_row(
         format!("raw rustls TLS 1.3, {bulk_mib} MiB, one 2-worker pool"),
         &raw_shared,
+    );
+    runs_row(
+        "CPU per GiB, both ends' threads: ours bulk".into(),
+        "ms",
+        &ours_bulk_cpu,
+    );
+    runs_row(
+        "CPU per GiB, both ends' threads: raw TLS".into(),
+        "ms",
+        &raw_split_cpu,
     );
     println!(
         "frame encode+decode, 1 KiB payload: binary header {binary_ns:.0} ns, CBOR (cbor4ii) {cbor_ns:.0} ns"
@@ -203,6 +253,8 @@ fn main() {
         "bulk_shared_pool_mb_per_s": median_of(&ours_bulk_shared).round(),
         "raw_tls_thread_per_end_mb_per_s": median_of(&raw_split).round(),
         "raw_tls_shared_pool_mb_per_s": median_of(&raw_shared).round(),
+        "bulk_cpu_ms_per_gib": median_of(&ours_bulk_cpu).round(),
+        "raw_tls_cpu_ms_per_gib": median_of(&raw_split_cpu).round(),
         "frame_binary_ns": binary_ns.round(),
         "frame_cbor_ns": cbor_ns.round(),
     });
@@ -285,6 +337,7 @@ impl<K: std::hash::Hash + Eq> Driver<K> {
     fn outcome(self, start: Instant, load: &Load) -> Outcome {
         Outcome {
             secs: start.elapsed().as_secs_f64(),
+            cpu_ns: None,
             bytes: load.requests * load.request_size,
             rtts_us: self.rtts_us,
         }
@@ -297,6 +350,16 @@ impl<K: std::hash::Hash + Eq> Driver<K> {
         self.done += 1;
         self.done == load.requests
     }
+}
+
+/// CPU time of the calling thread so far (Linux's schedstat), if the kernel reports it.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn single_thread() -> tokio::runtime::Runtime {
@@ -323,12 +386,20 @@ where
         Layout::ThreadPerEnd => {
             let (addr_tx, addr_rx) = oneshot::channel();
             let (stop_tx, stop_rx) = oneshot::channel();
-            let server =
-                std::thread::spawn(move || single_thread().block_on(serve(addr_tx, stop_rx)));
-            let outcome = single_thread()
+            let server = std::thread::spawn(move || {
+                let cpu = thread_cpu_ns();
+                single_thread().block_on(serve(addr_tx, stop_rx));
+                Some(thread_cpu_ns()? - cpu?)
+            });
+            let cpu = thread_cpu_ns();
+            let mut outcome = single_thread()
                 .block_on(async { client(addr_rx.await.expect("the server end started")).await });
+            let client_cpu = thread_cpu_ns()
+                .zip(cpu)
+                .map(|(after, before)| after - before);
             let _ = stop_tx.send(());
-            server.join().unwrap();
+            let server_cpu = server.join().unwrap();
+            outcome.cpu_ns = client_cpu.zip(server_cpu).map(|(c, s)| c + s);
             outcome
         }
         Layout::SharedPool => {
@@ -552,6 +623,7 @@ fn run_raw_tls(total: usize, layout: Layout) -> Outcome {
         tls.read_exact(&mut ack).await.unwrap();
         Outcome {
             secs: start.elapsed().as_secs_f64(),
+            cpu_ns: None,
             bytes: total,
             rtts_us: vec![0],
         }
