@@ -17,7 +17,8 @@
 //!   receiver has dropped that frame: no allocation, and no page faults (glibc returns freed
 //!   megabyte buffers to the kernel: 65 000 faults per 512 MiB of 1 MiB frames before);
 //! - writes large payloads (at least [`ZERO_COPY_MIN`] bytes) from the caller's `Bytes` without
-//!   copying them, and coalesces small frames into one buffer as `Framed` does;
+//!   copying them, in one write each; coalesces small frames into one buffer as `Framed` does,
+//!   and writes that in pieces of at most [`COALESCED_WRITE_MAX`];
 //! - accepts new frames while less than a high-water mark (128 KiB, as `Framed`) is queued.
 //!
 //! New space is zeroed once (reading needs initialised memory, and this crate has no
@@ -37,6 +38,15 @@ use futures::{AsyncRead, AsyncWrite, Sink, Stream};
 /// Payloads at least this long are written from the caller's buffer instead of being copied
 /// into the write buffer (the size of one yamux data frame).
 pub const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// Coalesced small frames are written at most this much at a time. Under a muxer each write
+/// becomes a frame the receiver must have whole before it can read any of it: a 64 KiB batch of
+/// 1 KiB frames reaches the application only when its last byte has arrived, while in 16 KiB
+/// pieces the receiver works on the first frames as the rest travel. Unicast bench, 1 KiB
+/// requests with 64 in flight over 64 KiB yamux frames, 15 runs each: 65k msgs/s and p50 970 µs
+/// writing batches whole, 84k and 740 µs in 16 KiB pieces (77k/786 µs at 8 KiB, 72k/845 µs at
+/// 4 KiB). Large payloads are written whole; the muxer splits them at its own frame size.
+pub const COALESCED_WRITE_MAX: usize = 16 * 1024;
 
 /// Frames up to this size get their whole buffer as soon as their length prefix is known.
 pub const EAGER_RESERVE: usize = 2 * 1024 * 1024;
@@ -78,8 +88,9 @@ pub struct FramedIo<S, C> {
     /// throughput. At most one is kept, only while large frames arrive.
     retired: Option<BytesMut>,
     eof: bool,
-    /// Bytes to write, in order: the segments, then `head`.
-    segments: VecDeque<Bytes>,
+    /// Bytes to write, in order: the segments, then `head`. A segment is a payload written
+    /// uncopied (`true`: in one write) or coalesced frames split off `head` before one.
+    segments: VecDeque<(Bytes, bool)>,
     head: BytesMut,
     queued: usize,
 }
@@ -235,10 +246,14 @@ where
     /// Writes queued bytes until all are written (`Ready(Ok)`) or `io` is not ready.
     fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let chunk: &[u8] = match self.segments.front() {
-                Some(segment) => segment,
-                None if !self.head.is_empty() => &self.head,
+            let (chunk, whole): (&[u8], bool) = match self.segments.front() {
+                Some((segment, payload)) => (segment, *payload),
+                None if !self.head.is_empty() => (&self.head, false),
                 None => return Poll::Ready(Ok(())),
+            };
+            let chunk = match whole {
+                true => chunk,
+                false => &chunk[..chunk.len().min(COALESCED_WRITE_MAX)],
             };
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, chunk))?;
             if n == 0 {
@@ -246,7 +261,7 @@ where
             }
             self.queued -= n;
             match self.segments.front_mut() {
-                Some(segment) => {
+                Some((segment, _)) => {
                     segment.advance(n);
                     if segment.is_empty() {
                         self.segments.pop_front();
@@ -286,9 +301,9 @@ where
         if let Some(payload) = payload.filter(|p| !p.is_empty()) {
             this.queued += payload.len();
             if !this.head.is_empty() {
-                this.segments.push_back(this.head.split().freeze());
+                this.segments.push_back((this.head.split().freeze(), false));
             }
-            this.segments.push_back(payload);
+            this.segments.push_back((payload, true));
         }
         Ok(())
     }
@@ -529,6 +544,67 @@ mod tests {
         });
     }
 
+    /// Accepts every write whole and records its size.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<usize>,
+        data: Vec<u8>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.len());
+            self.data.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn coalesced_frames_go_in_pieces_and_large_payloads_whole() {
+        futures::executor::block_on(async {
+            let small: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+            let big = Bytes::from(vec![9u8; 200_000]);
+            let mut io = FramedIo::new(Recorder::default(), Raw { max: usize::MAX });
+            for f in small.iter().take(60) {
+                io.feed(f.clone()).await.unwrap();
+            }
+            io.feed(big.clone()).await.unwrap();
+            for f in small.iter().skip(60) {
+                io.feed(f.clone()).await.unwrap();
+            }
+            io.flush().await.unwrap();
+            let Recorder { writes, data } = io.io;
+            // 60 frames (with the big one's prefix) in 4 pieces, the payload in one write, the
+            // last 40 frames in 3 pieces.
+            let frame = 2 + 1000;
+            let before = 60 * frame + 3;
+            let after = 40 * frame;
+            let pieces = |n: usize| {
+                let mut v = vec![COALESCED_WRITE_MAX; n / COALESCED_WRITE_MAX];
+                v.push(n % COALESCED_WRITE_MAX);
+                v
+            };
+            let mut expected = pieces(before);
+            expected.push(big.len());
+            expected.extend(pieces(after));
+            assert_eq!(writes, expected);
+            assert_eq!(
+                data,
+                encode_all(&[&small[..60], &[big], &small[60..]].concat()).await
+            );
+        });
+    }
+
     #[test]
     fn large_payloads_are_written_uncopied_and_small_ones_coalesced() {
         futures::executor::block_on(async {
@@ -541,8 +617,8 @@ mod tests {
             // Two small frames and the big one's prefix in one segment, the payload itself (the
             // same memory), then the last frame in `head`.
             assert_eq!(io.segments.len(), 2);
-            assert_eq!(io.segments[0].len(), 2 + 3 + 3);
-            assert_eq!(io.segments[1].as_ptr(), big.as_ptr());
+            assert_eq!(io.segments[0].0.len(), 2 + 3 + 3);
+            assert_eq!(io.segments[1].0.as_ptr(), big.as_ptr());
             assert_eq!(&io.head[..], b"\x01d");
             assert_eq!(io.queued_bytes(), 8 + 200_000 + 2);
             // Past the high-water mark the sink writes before it accepts more.
