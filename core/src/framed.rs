@@ -36,7 +36,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{AsyncRead, AsyncWrite, Sink, Stream};
 
 /// Payloads at least this long are written from the caller's buffer instead of being copied
-/// into the write buffer (the size of one yamux data frame).
+/// into the write buffer, in one write each (what the muxer then splits into its frames);
+/// shorter ones are copied and coalesced, which costs less than a write of their own.
 pub const ZERO_COPY_MIN: usize = 16 * 1024;
 
 /// Coalesced small frames are written at most this much at a time. Under a muxer each write
