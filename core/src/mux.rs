@@ -212,16 +212,7 @@ where
     }
 }
 
-/// A yamux connection error (i/o errors come out as themselves when turned into `io::Error`).
+/// A yamux connection error.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct MuxError(yamux::ConnectionError);
-
-impl From<MuxError> for io::Error {
-    fn from(e: MuxError) -> Self {
-        match e.0 {
-            yamux::ConnectionError::Io(e) => e,
-            other => io::Error::other(other),
-        }
-    }
-}
