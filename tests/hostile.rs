@@ -166,6 +166,18 @@ impl Scene {
                 })
                 .await;
         }
+        // The target reports a connection once its side is up, which can be before the honest
+        // node's side knows it: wait for both, or the first honest request is "not connected".
+        let deadline = Instant::now() + WAIT;
+        for n in &honest {
+            while !n.peers().await.unwrap().iter().any(|p| p.node == target_id) {
+                assert!(
+                    Instant::now() < deadline,
+                    "an honest node never saw the target"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         Scene {
             _dir: dir,
             ca,
