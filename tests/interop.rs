@@ -54,8 +54,8 @@ struct Redis {
 }
 
 impl Redis {
-    /// The server, or `None` (after printing why the test is skipped) without `redis-server`.
-    fn start(test: &str) -> Option<Redis> {
+    /// The server, or `None` (after saying why the test is skipped) without `redis-server`.
+    fn start() -> Option<Redis> {
         let dir = tempfile::tempdir().unwrap();
         for _attempt in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -73,9 +73,9 @@ impl Redis {
             let mut server = match spawned {
                 Ok(child) => Killed(child),
                 Err(e) => {
-                    eprintln!(
-                        "SKIPPED: {test} because redis-server cannot be started ({e}); \
-                         install it (Debian: apt-get install redis-server; .ci/run does)"
+                    common::skip::skip(
+                        &format!("redis-server cannot be started ({e})"),
+                        "apt-get install -y redis-server",
                     );
                     return None;
                 }
@@ -198,7 +198,7 @@ fn check_identify(stderr: &str) {
 
 #[test]
 fn interop_binary_with_stock_libp2p_tls() {
-    let Some(redis) = Redis::start("interop_binary_with_stock_libp2p_tls") else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +229,7 @@ fn gen_certs(dir: &Path, nodes: u32) -> std::path::PathBuf {
 
 #[test]
 fn interop_binary_with_ca_tls() {
-    let Some(redis) = Redis::start("interop_binary_with_ca_tls") else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -267,7 +267,7 @@ fn interop_binary_with_ca_tls() {
 
 #[test]
 fn interop_binary_fails_clearly_on_bad_settings() {
-    let Some(redis) = Redis::start("interop_binary_fails_clearly_on_bad_settings") else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let mut cmd = interop(&redis, true, &[], "noise");

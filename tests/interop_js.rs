@@ -9,7 +9,11 @@
 //!   the error for a module the node does not serve.
 //!
 //! Needs Node >= 20 with npm, and `redis-server` (`.ci/run` installs them). Without them, or
-//! when `npm ci` cannot reach the registry, each test prints `SKIPPED: <why>` and passes.
+//! when `npm ci` cannot reach the registry, each test says `SKIPPED: <test>: <why>` on the
+//! terminal (past cargo's capture) and passes; with `BCOS_P2P_REQUIRE_ALL=1` it fails.
+
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::{
     io::{BufRead as _, BufReader, Read},
@@ -112,11 +116,14 @@ fn run_bounded(cmd: Command, limit: Duration) -> std::io::Result<Output> {
     Ok(proc.into_output())
 }
 
-/// Prints why a test does not run; true if it should return.
+/// Reports why a test does not run (see [`skip`]); true if it should return.
 fn skipped() -> bool {
     match js_unavailable() {
         Some(why) => {
-            eprintln!("SKIPPED: {why}");
+            skip::skip(
+                why,
+                "apt-get install -y nodejs npm redis-server (Node >= 20; the test runs npm ci)",
+            );
             true
         }
         None => false,

@@ -3,6 +3,9 @@
 
 use bcos_p2p::malloc::{self, Tuned};
 
+#[path = "common/skip.rs"]
+mod skip;
+
 /// Minor page faults of the calling thread so far (field 10 of /proc/thread-self/stat).
 fn minor_faults() -> u64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
@@ -37,7 +40,10 @@ fn tuned_malloc_keeps_freed_frames_instead_of_faulting_them_in_again() {
     let untuned = churn_faults(ROUNDS);
     if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
         assert_eq!(malloc::tune(), Tuned::LeftToEnvironment);
-        println!("SKIPPED: GLIBC_TUNABLES sets malloc parameters for this process");
+        skip::skip(
+            "GLIBC_TUNABLES sets malloc parameters for this process",
+            "run it without glibc.malloc.* in GLIBC_TUNABLES",
+        );
         return;
     }
     assert_eq!(malloc::tune(), Tuned::Applied);

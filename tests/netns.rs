@@ -5,12 +5,16 @@
 //! answer, that the mesh and the status table heal, and that broadcasts after healing reach
 //! every node exactly once. Prints its figures on stderr.
 //!
-//! Needs root and network namespaces; anywhere else it prints `SKIPPED: <why>` and passes.
+//! Needs root and network namespaces; anywhere else it says `SKIPPED: <test>: <why>` on the
+//! terminal (past cargo's capture) and passes; with `BCOS_P2P_REQUIRE_ALL=1` it fails.
 //! Settings, from the environment: `BCOS_NETNS_BACKEND` (auto, netem, userspace, bridge: how
 //! links are impaired, see run.sh); `BCOS_NETNS_REDIAL_MAX_MS`, the nodes' longest redial delay
 //! (2000 here, the library's default is 30000); `BCOS_NETNS_PARTITION_S`, the partition's
 //! length (30; at least 12, so that requests across the cut have time to fail);
 //! `BCOS_NETNS_KEEP_LOGS`, keep the nodes' logs (they are always kept when the test fails).
+
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::{
     collections::HashMap,
@@ -624,7 +628,10 @@ fn faults_across_hosts_heal_with_nothing_lost() {
     let mut harness = match Harness::start() {
         Ok(h) => h,
         Err(why) => {
-            eprintln!("SKIPPED: {why}");
+            skip::skip(
+                &why,
+                "run as root with iproute2 and python3 (apt-get install -y iproute2 python3)",
+            );
             return;
         }
     };

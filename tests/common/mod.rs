@@ -7,6 +7,7 @@ pub mod accept_any;
 pub mod process;
 pub mod raw;
 pub mod run_json;
+pub mod skip;
 
 use std::{path::Path, process::Command, time::Duration};
 
