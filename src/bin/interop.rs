@@ -40,7 +40,7 @@ use bcos_p2p::{
     },
     ca_tls,
     config::Config,
-    events, flood, open, status, unicast,
+    connection, flood, open, status, unicast,
 };
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -459,7 +459,7 @@ async fn dial(
                 bail!("ping failed: {e}")
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
-                let reason = match events::dial_refusal(&error) {
+                let reason = match connection::dial_refusal(&error) {
                     Some((_, refusal)) => refusal.to_string(),
                     None => refusal_text(&error),
                 };

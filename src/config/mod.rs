@@ -5,7 +5,7 @@
 //! `docs/config.md` (the same text, included), and a test holds its TOML example equal to
 //! [`Config::default`].
 //!
-#![doc = include_str!("../docs/config.md")]
+#![doc = include_str!("../../docs/config.md")]
 
 use std::{
     collections::HashSet,
@@ -13,12 +13,13 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::{Component, Path, PathBuf},
     str::FromStr,
+    time::Duration,
 };
 
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeId, flood, status};
+use crate::{NodeId, connection, flood, status};
 
 /// Default TCP port of the first node (FISCO BCOS's P2P port).
 pub const DEFAULT_PORT: u16 = 30300;
@@ -94,6 +95,28 @@ impl Default for Connection {
             max_established: 1024,
             new_inbound_per_ip_per_s: 10,
             new_inbound_per_ip_burst: 20,
+        }
+    }
+}
+
+impl From<&Connection> for connection::Config {
+    fn from(c: &Connection) -> Self {
+        connection::Config {
+            redial_min: Duration::from_millis(c.redial_min_ms),
+            redial_max: Duration::from_millis(c.redial_max_ms),
+            ping_interval: Duration::from_millis(c.ping_interval_ms),
+            ping_timeout: Duration::from_millis(c.ping_timeout_ms),
+            ping_max_failures: c.ping_max_failures,
+            max_pending_incoming: Some(c.max_pending_incoming),
+            max_pending_incoming_per_ip: Some(c.max_pending_incoming_per_ip),
+            max_pending_outgoing: Some(c.max_pending_outgoing),
+            max_established: Some(c.max_established),
+            new_inbound_per_ip: Some(connection::RateLimit {
+                per_second: c.new_inbound_per_ip_per_s,
+                burst: c.new_inbound_per_ip_burst,
+            }),
+            // Not in the file: the manager's own default.
+            ..connection::Config::default()
         }
     }
 }
@@ -1050,7 +1073,7 @@ mod tests {
     use super::*;
 
     /// The reference text (module docs and `docs/config.md` alike).
-    const REFERENCE: &str = include_str!("../docs/config.md");
+    const REFERENCE: &str = include_str!("../../docs/config.md");
 
     /// The fenced blocks of `lang` in the reference, in order.
     fn blocks(lang: &str) -> Vec<String> {
