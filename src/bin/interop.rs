@@ -34,12 +34,9 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use bcos_p2p::{
     KeyType, NodeIdBook, NodeKey,
-    behaviour::{
-        PROTOCOL_VERSION, Security, build_secured_swarm_with, flood_config, status_config,
-        unicast_config,
-    },
+    behaviour::{PROTOCOL_VERSION, Security, build_secured_swarm_with},
     ca_tls,
-    config::Config,
+    config::{Config, flood_config, status_config, unicast_config},
     connection, flood, open, status, unicast,
 };
 use bytes::Bytes;
