@@ -12,6 +12,9 @@ use std::time::Duration;
 use bcos_p2p_ca_tls as ca_tls;
 use libp2p::{Swarm, SwarmBuilder, identify, identity::Keypair, swarm::NetworkBehaviour, tcp};
 
+/// The mapping of a node config onto each protocol's settings, kept here too for callers
+/// that know it by this path.
+pub use crate::config::{flood_config, status_config, unicast_config};
 use crate::{
     NodeKey,
     config::{self, Config},
@@ -146,37 +149,6 @@ impl Behaviour {
             },
             status,
         }
-    }
-}
-
-/// The unicast settings of a node config.
-pub fn unicast_config(config: &Config) -> unicast::Config {
-    let u = &config.unicast;
-    unicast::Config {
-        request_timeout: Duration::from_millis(u.request_timeout_ms),
-        max_frame_size: u.max_message_size,
-        max_in_flight: u.max_in_flight,
-        modules: u.modules.iter().copied().collect(),
-        ..unicast::Config::default()
-    }
-}
-
-/// The flood settings of a node config.
-pub fn flood_config(config: &Config) -> flood::Config {
-    flood::Config {
-        ttl: config.flood.ttl,
-        max_frame: config.unicast.max_message_size,
-        max_queue_bytes: config.flood.max_queue_bytes,
-        ..flood::Config::default()
-    }
-}
-
-/// The status settings of a node config.
-pub fn status_config(config: &Config) -> status::Config {
-    status::Config {
-        announce_interval: Duration::from_millis(config.status.announce_interval_ms),
-        max_payload: config.status.max_payload,
-        ..status::Config::default()
     }
 }
 

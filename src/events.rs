@@ -3,20 +3,9 @@
 
 use serde::Serialize;
 
-use libp2p::{Multiaddr, swarm::DialError};
+use libp2p::swarm::DialError;
 
-use crate::{NodeId, ca_tls::UpgradeError};
-
-/// The CA-TLS refusal inside a failed dial, and the address that was refused. A dial tries
-/// several addresses; libp2p keeps each one's error in a list rather than a source chain.
-pub fn dial_refusal(error: &DialError) -> Option<(Option<&Multiaddr>, &UpgradeError)> {
-    match error {
-        DialError::Transport(errors) => errors
-            .iter()
-            .find_map(|(addr, e)| UpgradeError::find(e).map(|u| (Some(addr), u))),
-        other => UpgradeError::find(other).map(|u| (None, u)),
-    }
-}
+use crate::{NodeId, ca_tls::UpgradeError, connection::dial_refusal};
 
 /// One line of `run --json` output.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -34,13 +34,10 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use bcos_p2p::{
     KeyType, NodeIdBook, NodeKey,
-    behaviour::{
-        PROTOCOL_VERSION, Security, build_secured_swarm_with, flood_config, status_config,
-        unicast_config,
-    },
+    behaviour::{PROTOCOL_VERSION, Security, build_secured_swarm_with},
     ca_tls,
-    config::Config,
-    events, flood, open, status, unicast,
+    config::{Config, flood_config, status_config, unicast_config},
+    connection, flood, open, status, unicast,
 };
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -459,7 +456,7 @@ async fn dial(
                 bail!("ping failed: {e}")
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
-                let reason = match events::dial_refusal(&error) {
+                let reason = match connection::dial_refusal(&error) {
                     Some((_, refusal)) => refusal.to_string(),
                     None => refusal_text(&error),
                 };

@@ -17,7 +17,7 @@ use bcos_p2p::{
         self, UpgradeError,
         pki::{CertificateAuthority, Period},
     },
-    events::dial_refusal,
+    connection::dial_refusal,
 };
 use futures::StreamExt as _;
 use libp2p::{

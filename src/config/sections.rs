@@ -1,0 +1,267 @@
+//! The tables of the TOML file (`[network]`, `[connection]`, ...), one type each, with their
+//! defaults. A setting that belongs to another part of bcos-p2p (the connection manager, a
+//! protocol crate, the CA-TLS upgrade) takes its default from there, converted to the file's
+//! units, so each default is written once.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use libp2p::{Multiaddr, multiaddr::Protocol};
+use serde::{Deserialize, Serialize};
+
+#[cfg(doc)]
+use super::Config;
+use super::{DEFAULT_MODULE, DEFAULT_PORT, PeerAddr};
+use crate::{NodeId, ca_tls, connection, flood, status, unicast};
+
+/// `[connection]`: how connections are made, kept and bounded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Connection {
+    /// First redial delay after a disconnect or failed dial, in ms; doubles per failure (with
+    /// jitter) up to `redial_max_ms`. Default 1000.
+    pub redial_min_ms: u64,
+    /// Longest redial delay, in ms. Default 30000.
+    pub redial_max_ms: u64,
+    /// Ping period per connection, in ms. Default 5000.
+    pub ping_interval_ms: u64,
+    /// How long a ping may take, in ms. Default 5000.
+    pub ping_timeout_ms: u64,
+    /// Consecutive failed pings after which a connection is closed as dead. Default 3.
+    pub ping_max_failures: u32,
+    /// Longest TLS handshake, in ms. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// Most incoming connections still handshaking. Default 256.
+    pub max_pending_incoming: u32,
+    /// Most incoming connections still handshaking from one IP address (IPv6: one /64), so a
+    /// few addresses holding silent connections cannot take all of `max_pending_incoming`;
+    /// addresses of `[network] peers` are exempt. Default 16.
+    pub max_pending_incoming_per_ip: u32,
+    /// Most outgoing dials in progress. Default 256.
+    pub max_pending_outgoing: u32,
+    /// Most established connections. Default 1024.
+    pub max_established: u32,
+    /// New incoming connections per second from one IP address (IPv6: one /64), on average,
+    /// before their handshake; addresses of `[network] peers` are exempt. Default 10.
+    pub new_inbound_per_ip_per_s: u32,
+    /// New incoming connections one IP address may open at once. Default 20.
+    pub new_inbound_per_ip_burst: u32,
+}
+
+impl Default for Connection {
+    /// The connection manager's defaults ([`connection::Config`]) and the CA-TLS handshake's.
+    fn default() -> Self {
+        let c = connection::Config::default();
+        let rate = c.new_inbound_per_ip;
+        Connection {
+            redial_min_ms: ms(c.redial_min),
+            redial_max_ms: ms(c.redial_max),
+            ping_interval_ms: ms(c.ping_interval),
+            ping_timeout_ms: ms(c.ping_timeout),
+            ping_max_failures: c.ping_max_failures,
+            handshake_timeout_ms: ms(ca_tls::DEFAULT_HANDSHAKE_TIMEOUT),
+            max_pending_incoming: limit(c.max_pending_incoming),
+            max_pending_incoming_per_ip: limit(c.max_pending_incoming_per_ip),
+            max_pending_outgoing: limit(c.max_pending_outgoing),
+            max_established: limit(c.max_established),
+            new_inbound_per_ip_per_s: limit(rate.map(|r| r.per_second)),
+            new_inbound_per_ip_burst: limit(rate.map(|r| r.burst)),
+        }
+    }
+}
+
+/// `[unicast]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Unicast {
+    /// How long a request waits for its reply, in ms. Default 10000.
+    pub request_timeout_ms: u64,
+    /// Largest message (unicast and flood frames), in bytes, like FISCO's
+    /// `allow_max_msg_size`. Default 33554432 (32 MiB).
+    pub max_message_size: usize,
+    /// Most requests in flight per peer, each way. Default 16384.
+    pub max_in_flight: usize,
+    /// Module ids this node serves. Default `[1]`.
+    pub modules: Vec<u16>,
+}
+
+impl Default for Unicast {
+    /// The unicast crate's defaults ([`unicast::Config`]), serving [`DEFAULT_MODULE`].
+    fn default() -> Self {
+        let u = unicast::Config::default();
+        Unicast {
+            request_timeout_ms: ms(u.request_timeout),
+            max_message_size: u.max_frame_size,
+            max_in_flight: u.max_in_flight,
+            modules: vec![DEFAULT_MODULE],
+        }
+    }
+}
+
+/// `[flood]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Flood {
+    /// Most hops a multicast or broadcast travels. Default 10.
+    pub ttl: u8,
+    /// Topics subscribed at start. Default none.
+    pub topics: Vec<String>,
+    /// Most bytes queued for one peer. Default 67108864 (64 MiB).
+    pub max_queue_bytes: usize,
+}
+
+impl Default for Flood {
+    /// The flood crate's defaults ([`flood::Config`]), no topics.
+    fn default() -> Self {
+        let f = flood::Config::default();
+        Flood {
+            ttl: f.ttl,
+            topics: Vec::new(),
+            max_queue_bytes: f.max_queue_bytes,
+        }
+    }
+}
+
+/// `[status]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Status {
+    /// How often the status seq is announced, in ms (and at once on change). Default 1000.
+    pub announce_interval_ms: u64,
+    /// Largest status payload, in bytes. Default 1048576 (1 MiB).
+    pub max_payload: usize,
+}
+
+impl Default for Status {
+    /// The status crate's defaults ([`status::Config`]).
+    fn default() -> Self {
+        let s = status::Config::default();
+        Status {
+            announce_interval_ms: ms(s.announce_interval),
+            max_payload: s.max_payload,
+        }
+    }
+}
+
+/// `[metrics]`: where `bcos-p2p run` serves Prometheus metrics (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Metrics {
+    /// `ip:port` to serve `GET /metrics` on (port 0: any free port); empty: not served.
+    /// `run --metrics` overrides it. Default empty.
+    pub listen: String,
+}
+
+impl Metrics {
+    /// The address to serve on; `None` when empty (or invalid: [`Config::validate`] says so).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Network {
+    /// Where to listen (multiaddr or host:port). Default `/ip4/0.0.0.0/tcp/30300`.
+    pub listen: Vec<PeerAddr>,
+    /// Nodes to connect to and keep connected (multiaddr, optionally with `/p2p/<PeerId>`, or host:port).
+    pub peers: Vec<PeerAddr>,
+    /// How connections are secured. Default [`Security::CaTls`].
+    pub security: Security,
+}
+
+/// `[network] security`: the security handshake of every connection. The two never mix: a
+/// CA-mode node and an open-mode node refuse each other, each saying why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// `"ca-tls"`: CA-authenticated TLS (`/bcos-tls/1.0.0`), with `[certificate]`.
+    #[default]
+    #[serde(rename = "ca-tls")]
+    CaTls,
+    /// `"libp2p-tls"`: open mode, stock libp2p TLS (`/tls/1.0.0`) with the node key as the
+    /// libp2p identity; no certificates. Any node with a secp256k1, P-256 or RSA key may connect
+    /// (restrict it with `[access]`).
+    #[serde(rename = "libp2p-tls")]
+    Libp2pTls,
+}
+
+impl std::fmt::Display for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Security::CaTls => "ca-tls",
+            Security::Libp2pTls => "libp2p-tls",
+        })
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            listen: vec![PeerAddr(
+                Multiaddr::empty()
+                    .with(Protocol::Ip4([0, 0, 0, 0].into()))
+                    .with(Protocol::Tcp(DEFAULT_PORT)),
+            )],
+            peers: Vec::new(),
+            security: Security::default(),
+        }
+    }
+}
+
+/// `[certificate]`: paths, relative to the configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Certificates {
+    /// The node's private key. Default `node.key`.
+    pub key: PathBuf,
+    /// The node's certificate chain. Default `node.crt`.
+    pub cert: PathBuf,
+    /// The chain CA's certificate(s). Default `ca.crt`.
+    pub ca: PathBuf,
+}
+
+impl Default for Certificates {
+    fn default() -> Self {
+        Certificates {
+            key: "node.key".into(),
+            cert: "node.crt".into(),
+            ca: "ca.crt".into(),
+        }
+    }
+}
+
+/// `[access]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Access {
+    /// Nodes refused at the handshake.
+    pub deny: Vec<NodeId>,
+    /// When not empty, only these nodes are accepted.
+    pub allow: Vec<NodeId>,
+}
+
+impl Certificates {
+    /// Makes relative paths relative to `base`.
+    pub fn resolve_relative_to(&mut self, base: &Path) {
+        for p in [&mut self.key, &mut self.cert, &mut self.ca] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// A duration in the file's unit, ms (saturating).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A limit of the connection manager as the file writes it; the file has no "no limit", so
+/// none becomes the largest value (the manager's defaults all have one).
+fn limit(n: Option<u32>) -> u32 {
+    n.unwrap_or(u32::MAX)
+}
