@@ -4,8 +4,10 @@
 //!
 //! A row says how the type is named (parsing, display, messages), its OIDs, its NodeId encoding
 //! (length, checks, the libp2p public key), and how its private keys load and are generated.
-//! Adding a key type is a new file here, a [`KeyType`] variant, and its row in [`KeyType::spec`];
-//! the messages that list the supported types are generated from the table.
+//! Adding a key type is a new file here, a [`KeyType`] variant, its row in [`KeyType::spec`] and
+//! its place in [`KeyType::ALL`]; the messages that list the supported types are generated from
+//! the table. Whether NodeIds without a type may be read as the new type is a separate decision
+//! ([`KeyType::UNTYPED_ORDER`]).
 
 mod ec;
 mod p256;
@@ -100,9 +102,13 @@ fn generation_error(e: impl fmt::Display) -> KeyError {
 }
 
 impl KeyType {
-    /// Every key type, in table order: the order messages list them in, and the order of
-    /// [`KeyType::for_untyped_bytes`].
+    /// Every key type, in table order: the order messages list them in.
     pub const ALL: [KeyType; 3] = [KeyType::Secp256k1, KeyType::P256, KeyType::Rsa];
+
+    /// The types [`KeyType::for_untyped_bytes`] tries, in this order. Kept apart from
+    /// [`KeyType::ALL`] on purpose: a new key type does not join the untyped rule by being added
+    /// to the table, only by a decision made here.
+    pub const UNTYPED_ORDER: [KeyType; 3] = [KeyType::Secp256k1, KeyType::P256, KeyType::Rsa];
 
     /// The type's row.
     pub(crate) fn spec(self) -> &'static KeySpec {
@@ -163,23 +169,22 @@ impl KeyType {
 
     /// **The rule for NodeId bytes (or hex text) that arrive without their key type**: a FISCO
     /// `node.nodeid`, a deny or allow list entry, a CLI argument, a flood origin on the wire. The
-    /// bytes are read as the first type in [`KeyType::ALL`] whose NodeId length they have and
-    /// whose checks they pass: 64 bytes are a secp256k1 point if on secp256k1 (FISCO's default
-    /// curve), else a P-256 point if on P-256; 256 to 1024 bytes are an RSA modulus.
+    /// bytes are read as the first type in [`KeyType::UNTYPED_ORDER`] whose NodeId length they
+    /// have and whose checks they pass: 64 bytes are a secp256k1 point if on secp256k1 (FISCO's
+    /// default curve), else a P-256 point if on P-256; 256 to 1024 bytes are an RSA modulus.
     ///
-    /// This is the only place a key type is inferred from bytes, and it works only because the
+    /// This is the only place a key type is inferred from bytes. It is sound only because the
     /// types it tells apart share no encoding that passes both checks in practice (a 64-byte
-    /// point on both curves is a negligible chance). A key type whose NodeIds have the same form
-    /// as another's, such as SM2 (64-byte points too), must not just be added to this order: its
-    /// NodeIds must carry their type (typed constructors such as
-    /// [`NodeId::from_bytes`](crate::NodeId::from_bytes)), or this rule must say deliberately
-    /// which type wins.
+    /// point on both curves is a negligible chance). SM2 NodeIds are 64-byte points too: they
+    /// must carry their type (typed constructors such as
+    /// [`NodeId::from_bytes`](crate::NodeId::from_bytes)), or SM2 must be put in
+    /// [`KeyType::UNTYPED_ORDER`] deliberately, at a chosen place.
     ///
-    /// The error is the preferred candidate type's, or [`NodeIdError::BadLength`] (in hex
-    /// characters) when no type has NodeIds of this length.
+    /// The error is the first candidate type's, or [`NodeIdError::BadLength`] (in hex
+    /// characters) when no type tried has NodeIds of this length.
     pub fn for_untyped_bytes(bytes: &[u8]) -> Result<KeyType, NodeIdError> {
         let mut first_error = None;
-        for key_type in Self::ALL {
+        for key_type in Self::UNTYPED_ORDER {
             let spec = key_type.spec();
             if !spec.node_id_len.contains(&bytes.len()) {
                 continue;
