@@ -28,7 +28,7 @@ use libp2p::{
     tls::{self, TlsStream},
 };
 
-use crate::{NodeId, NodeIdBook, NodeKey};
+use crate::{KeyType, NodeId, NodeIdBook, NodeKey};
 
 /// The protocol id of stock libp2p TLS.
 pub const PROTOCOL_NAME: &str = "/tls/1.0.0";
@@ -166,8 +166,8 @@ impl Config {
             if self.require_node_id {
                 return Err(UpgradeError::new(
                     Refusal::UnsupportedKey(format!(
-                        "peer {peer} has a libp2p key without a NodeId (nodes use secp256k1, \
-                         P-256 or RSA keys)"
+                        "peer {peer} has a libp2p key without a NodeId (nodes use {} keys)",
+                        KeyType::labels(KeyType::ALL)
                     )),
                     None,
                 ));

@@ -8,21 +8,13 @@
 use std::{fmt, path::Path};
 
 use libp2p_identity::Keypair;
-use pkcs8::{DecodePrivateKey, EncodePrivateKey, ObjectIdentifier, PrivateKeyInfoRef};
-use rsa::{pkcs1::DecodeRsaPrivateKey, traits::PublicKeyParts};
 use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 use zeroize::Zeroizing;
 
-use crate::{KeyType, NodeId, node_id::MAX_RSA_BITS, node_id::MIN_RSA_BITS};
-
-/// `id-ecPublicKey`.
-pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-/// The secp256k1 named curve.
-pub const OID_SECP256K1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.10");
-/// The P-256 (prime256v1) named curve.
-pub const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-/// `rsaEncryption`.
-pub const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+use crate::{
+    KeyType, NodeId,
+    keys::{self, Loaded},
+};
 
 /// Why a key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,21 +79,9 @@ impl NodeKey {
     pub fn from_der(der: &PrivateKeyDer<'_>) -> Result<Self, KeyError> {
         match der {
             PrivateKeyDer::Pkcs8(k) => Self::from_pkcs8_der(k.secret_pkcs8_der()),
-            PrivateKeyDer::Sec1(k) => {
-                let ec = sec1::EcPrivateKey::try_from(k.secret_sec1_der())
-                    .map_err(|e| KeyError::Malformed(format!("SEC1: {e}")))?;
-                let curve = ec.parameters.and_then(|p| p.named_curve()).ok_or_else(|| {
-                    KeyError::Unsupported("SEC1 key without a named curve".into())
-                })?;
-                Self::from_ec_scalar(curve, ec.private_key)
-            }
+            PrivateKeyDer::Sec1(k) => Self::finish(keys::load_sec1(k.secret_sec1_der())?),
             PrivateKeyDer::Pkcs1(k) => {
-                let key = rsa::PrivateKey::from_pkcs1_der(k.secret_pkcs1_der())
-                    .map_err(|e| KeyError::Malformed(format!("PKCS#1 RSA: {e}")))?;
-                let pkcs8 = key
-                    .to_pkcs8_der()
-                    .map_err(|e| KeyError::Malformed(format!("RSA: {e}")))?;
-                Self::from_pkcs8_der(pkcs8.as_bytes())
+                Self::from_pkcs8_der(keys::pkcs8_of_pkcs1(k.secret_pkcs1_der())?.as_bytes())
             }
             _ => Err(KeyError::Unsupported("unknown private key format".into())),
         }
@@ -109,78 +89,14 @@ impl NodeKey {
 
     /// Parses a PKCS#8 DER key.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
-        let info = PrivateKeyInfoRef::try_from(der)
-            .map_err(|e| KeyError::Malformed(format!("PKCS#8: {e}")))?;
-        let alg = info.algorithm;
-        if alg.oid == OID_EC_PUBLIC_KEY {
-            let curve = alg
-                .parameters_oid()
-                .map_err(|_| KeyError::Unsupported("EC key without a named curve".into()))?;
-            let ec = sec1::EcPrivateKey::try_from(info.private_key.as_bytes())
-                .map_err(|e| KeyError::Malformed(format!("PKCS#8 EC key: {e}")))?;
-            Self::from_ec_scalar(curve, ec.private_key)
-        } else if alg.oid == OID_RSA {
-            let key = rsa::PrivateKey::from_pkcs8_der(der)
-                .map_err(|e| KeyError::Malformed(format!("PKCS#8 RSA: {e}")))?;
-            if *key.e_bytes() != [0x01, 0x00, 0x01] {
-                return Err(KeyError::Unsupported(
-                    "RSA key with a public exponent other than 65537 (a NodeId is the modulus alone)".into(),
-                ));
-            }
-            let bits = key.n().bit_width_vartime() as usize;
-            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-                return Err(KeyError::Unsupported(format!(
-                    "RSA key of {bits} bits (allowed: {MIN_RSA_BITS} to {MAX_RSA_BITS})"
-                )));
-            }
-            let mut der_copy = Zeroizing::new(der.to_vec());
-            let kp = Keypair::rsa_from_pkcs8(&mut der_copy)
-                .map_err(|e| KeyError::Malformed(format!("RSA: {e}")))?;
-            Self::finish(KeyType::Rsa, Zeroizing::new(der.to_vec()), kp)
-        } else {
-            Err(KeyError::Unsupported(format!(
-                "key algorithm {} (expected EC secp256k1/P-256 or RSA)",
-                alg.oid
-            )))
-        }
+        Self::finish(keys::load_pkcs8(der)?)
     }
 
-    fn from_ec_scalar(curve: ObjectIdentifier, scalar: &[u8]) -> Result<Self, KeyError> {
-        let bad = |e: &dyn fmt::Display| KeyError::Malformed(format!("EC scalar: {e}"));
-        if curve == OID_SECP256K1 {
-            let sk = k256::SecretKey::from_slice(scalar).map_err(|e| bad(&e))?;
-            let pkcs8 = sk.to_pkcs8_der().map_err(|e| bad(&e))?;
-            let lsk = libp2p_identity::secp256k1::SecretKey::try_from_bytes(scalar.to_vec())
-                .map_err(|e| bad(&e))?;
-            let kp = Keypair::from(libp2p_identity::secp256k1::Keypair::from(lsk));
-            Self::finish(
-                KeyType::Secp256k1,
-                Zeroizing::new(pkcs8.as_bytes().to_vec()),
-                kp,
-            )
-        } else if curve == OID_P256 {
-            let sk = p256::SecretKey::from_slice(scalar).map_err(|e| bad(&e))?;
-            let pkcs8 = sk.to_pkcs8_der().map_err(|e| bad(&e))?;
-            let lsk =
-                libp2p_identity::ecdsa::SecretKey::try_from_bytes(scalar).map_err(|e| bad(&e))?;
-            let kp = Keypair::from(libp2p_identity::ecdsa::Keypair::from(lsk));
-            Self::finish(KeyType::P256, Zeroizing::new(pkcs8.as_bytes().to_vec()), kp)
-        } else {
-            Err(KeyError::Unsupported(format!(
-                "EC curve {curve} (expected secp256k1 or prime256v1)"
-            )))
-        }
-    }
-
-    fn finish(
-        key_type: KeyType,
-        pkcs8: Zeroizing<Vec<u8>>,
-        keypair: Keypair,
-    ) -> Result<Self, KeyError> {
+    fn finish(Loaded { pkcs8, keypair }: Loaded) -> Result<Self, KeyError> {
         let node_id = NodeId::from_public_key(&keypair.public())
             .map_err(|e| KeyError::Unsupported(e.to_string()))?;
         Ok(NodeKey {
-            key_type,
+            key_type: node_id.key_type(),
             pkcs8,
             keypair,
             node_id,
@@ -189,26 +105,7 @@ impl NodeKey {
 
     /// Generates a new key of the given type (RSA: 2048 bits).
     pub fn generate(key_type: KeyType) -> Result<Self, KeyError> {
-        let bad = |e: &dyn fmt::Display| KeyError::Malformed(format!("key generation: {e}"));
-        let mut rng = rand::rng();
-        let pkcs8 = match key_type {
-            KeyType::Secp256k1 => {
-                let sk = <k256::SecretKey as k256::elliptic_curve::Generate>::generate_from_rng(
-                    &mut rng,
-                );
-                sk.to_pkcs8_der().map_err(|e| bad(&e))?
-            }
-            KeyType::P256 => {
-                let sk = <p256::SecretKey as p256::elliptic_curve::Generate>::generate_from_rng(
-                    &mut rng,
-                );
-                sk.to_pkcs8_der().map_err(|e| bad(&e))?
-            }
-            KeyType::Rsa => {
-                let sk = rsa::PrivateKey::new(&mut rng, MIN_RSA_BITS).map_err(|e| bad(&e))?;
-                sk.to_pkcs8_der().map_err(|e| bad(&e))?
-            }
-        };
+        let pkcs8 = (key_type.spec().generate)()?;
         Self::from_pkcs8_der(pkcs8.as_bytes())
     }
 

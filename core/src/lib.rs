@@ -1,5 +1,6 @@
 //! Identity types shared by every bcos-p2p crate: [`NodeId`] (FISCO BCOS's name for a node, its
-//! public key) and [`NodeKey`] (a node's private key loaded from `node.key`), and [`link`], the
+//! public key) and [`NodeKey`] (a node's private key loaded from `node.key`), both dispatching
+//! per [`KeyType`] through one key-type table, and [`link`], the
 //! framed per-connection link that the flood and status protocols run on, and [`mux`], yamux with
 //! the send frame size set.
 //!
@@ -12,12 +13,16 @@
 mod book;
 pub mod framed;
 mod key;
+mod keys;
 pub mod link;
 pub mod mux;
 mod node_id;
 mod primary;
 
 pub use book::NodeIdBook;
-pub use key::{KeyError, NodeKey, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1, pem_encode};
-pub use node_id::{KeyType, MAX_RSA_BITS, MIN_RSA_BITS, NodeId, NodeIdError};
+pub use key::{KeyError, NodeKey, pem_encode};
+pub use keys::{
+    KeyType, MAX_RSA_BITS, MIN_RSA_BITS, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1,
+};
+pub use node_id::{NodeId, NodeIdError};
 pub use primary::PrimaryConnections;

@@ -135,7 +135,7 @@ proptest! {
             proptest::collection::vec(any::<u8>(), 0..1100),
         ],
     ) {
-        if let Ok(id) = NodeId::from_bytes(&bytes) {
+        if let Ok(id) = NodeId::from_untyped_bytes(&bytes) {
             prop_assert_eq!(id.as_bytes(), &bytes[..]);
             prop_assert_eq!(NodeId::from_public_key(&id.to_public_key()), Ok(id));
         }
@@ -155,7 +155,7 @@ proptest! {
             text.insert_str(0, "0x");
         }
         prop_assert_eq!(&text.parse::<NodeId>().unwrap(), id);
-        prop_assert_eq!(&NodeId::from_bytes(id.as_bytes()).unwrap(), id);
+        prop_assert_eq!(&NodeId::from_untyped_bytes(id.as_bytes()).unwrap(), id);
         // Only secp256k1 PeerIds hold the key; P-256 ones are hashes and say so.
         match NodeId::from_peer_id(&id.to_peer_id()) {
             Ok(back) => prop_assert_eq!(&back, id),

@@ -196,15 +196,37 @@ fn rsa_keys_with_another_exponent_are_refused() {
 fn raw_bytes_round_trip_and_bad_bytes_are_errors() {
     for key in keys() {
         let id = key.node_id();
-        assert_eq!(&NodeId::from_bytes(id.as_bytes()).unwrap(), id);
+        assert_eq!(&NodeId::from_untyped_bytes(id.as_bytes()).unwrap(), id);
     }
     assert!(matches!(
-        NodeId::from_bytes(&[1; 10]),
+        NodeId::from_untyped_bytes(&[1; 10]),
         Err(NodeIdError::BadLength(20))
     ));
     assert!(matches!(
-        NodeId::from_bytes(&[0; 64]),
+        NodeId::from_untyped_bytes(&[0; 64]),
         Err(NodeIdError::NotOnCurve)
     ));
-    assert!(NodeId::from_bytes(&[]).is_err());
+    assert!(NodeId::from_untyped_bytes(&[]).is_err());
+}
+
+/// Typed bytes keep the type given, and bytes of another type are refused, not re-typed.
+#[test]
+fn typed_bytes_keep_their_type_and_refuse_other_types() {
+    for key in keys() {
+        let id = key.node_id();
+        assert_eq!(
+            &NodeId::from_bytes(id.key_type(), id.as_bytes()).unwrap(),
+            id
+        );
+    }
+    let k1 = NodeKey::generate(KeyType::Secp256k1).unwrap();
+    let point = k1.node_id().as_bytes();
+    assert!(matches!(
+        NodeId::from_bytes(KeyType::P256, point),
+        Err(NodeIdError::NotOnCurve)
+    ));
+    assert!(matches!(
+        NodeId::from_bytes(KeyType::Rsa, point),
+        Err(NodeIdError::BadLength(128))
+    ));
 }

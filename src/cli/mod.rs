@@ -31,8 +31,7 @@ enum Command {
         /// Number of nodes.
         #[arg(long, default_value_t = 4)]
         nodes: usize,
-        /// Key type of the CA and nodes: secp256k1, p256 or rsa.
-        #[arg(long, default_value = "secp256k1")]
+        #[arg(long, default_value = "secp256k1", help = key_type_help())]
         key_type: KeyType,
         /// Certificate validity in days.
         #[arg(long, default_value_t = 3650)]
@@ -85,6 +84,14 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--key-type`'s help, naming the key types of the table.
+fn key_type_help() -> String {
+    format!(
+        "Key type of the CA and nodes: {}",
+        KeyType::names(KeyType::ALL)
+    )
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,216 +1,89 @@
-//! secp256k1 for TLS 1.3 and X.509, which rustls and webpki do not ship.
+//! The signature algorithms CA-TLS accepts, assembled from the key types' schemes: webpki
+//! verifies certificate chains with them, and rustls offers and checks their TLS 1.3 signature
+//! schemes.
 //!
-//! FISCO BCOS nodes sign with secp256k1 keys. For certificate chains, webpki takes extra
-//! [`SignatureVerificationAlgorithm`]s, so [`SECP256K1_SHA256`] plugs in next to ring's.
-//! For the TLS 1.3 CertificateVerify message, the IANA registry has no secp256k1 code point, so
-//! both ends use the private-use [`SECP256K1_SCHEME`] (0xFE03: rustls drops code points whose low
-//! byte is 0–2, and 3 means ECDSA). Signatures are DER ECDSA over SHA-256; high-S signatures (as
-//! OpenSSL makes them) are normalised before verification because k256 accepts only low-S.
+//! secp256k1, FISCO BCOS's default, is not in rustls or webpki: its verification algorithm
+//! ([`SECP256K1_SHA256`]), its private-use TLS 1.3 code point ([`SECP256K1_SCHEME`], 0xFE03) and
+//! its signing key ([`Secp256k1SigningKey`]) are this crate's own, re-exported here.
 
-use std::sync::Arc;
+use std::sync::LazyLock;
 
-use k256::ecdsa::signature::{Signer as _, Verifier as _};
 use rustls::{
-    SignatureAlgorithm, SignatureScheme,
-    crypto::WebPkiSupportedAlgorithms,
-    pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm, alg_id},
-    sign::{Signer, SigningKey},
-};
-use webpki::ring as algs;
-
-/// The private-use TLS 1.3 signature scheme for ECDSA over secp256k1 with SHA-256.
-pub const SECP256K1_SCHEME: SignatureScheme = SignatureScheme::Unknown(0xFE03);
-
-/// ECDSA over secp256k1 with SHA-256, for webpki and rustls signature verification.
-#[derive(Debug)]
-pub struct Secp256k1Sha256;
-
-/// The algorithm as a static trait object.
-pub static SECP256K1_SHA256: &dyn SignatureVerificationAlgorithm = &Secp256k1Sha256;
-
-impl SignatureVerificationAlgorithm for Secp256k1Sha256 {
-    fn verify_signature(
-        &self,
-        public_key: &[u8],
-        message: &[u8],
-        signature: &[u8],
-    ) -> Result<(), InvalidSignature> {
-        let key =
-            k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|_| InvalidSignature)?;
-        let sig = k256::ecdsa::Signature::from_der(signature).map_err(|_| InvalidSignature)?;
-        let sig = sig.normalize_s();
-        key.verify(message, &sig).map_err(|_| InvalidSignature)
-    }
-
-    fn public_key_alg_id(&self) -> AlgorithmIdentifier {
-        alg_id::ECDSA_P256K1
-    }
-
-    fn signature_alg_id(&self) -> AlgorithmIdentifier {
-        alg_id::ECDSA_SHA256
-    }
-}
-
-/// Every algorithm accepted in certificate chains and TLS 1.3 handshakes.
-pub static SUPPORTED: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
-    all: &[
-        SECP256K1_SHA256,
-        algs::ECDSA_P256_SHA256,
-        algs::ECDSA_P256_SHA384,
-        algs::ECDSA_P384_SHA256,
-        algs::ECDSA_P384_SHA384,
-        algs::RSA_PKCS1_2048_8192_SHA256,
-        algs::RSA_PKCS1_2048_8192_SHA384,
-        algs::RSA_PKCS1_2048_8192_SHA512,
-        algs::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
-        algs::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
-        algs::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
-        algs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-        algs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-        algs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
-    ],
-    mapping: &[
-        (SECP256K1_SCHEME, &[SECP256K1_SHA256]),
-        (
-            SignatureScheme::ECDSA_NISTP256_SHA256,
-            &[algs::ECDSA_P256_SHA256],
-        ),
-        (
-            SignatureScheme::RSA_PSS_SHA256,
-            &[algs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
-        ),
-        (
-            SignatureScheme::RSA_PSS_SHA384,
-            &[algs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
-        ),
-        (
-            SignatureScheme::RSA_PSS_SHA512,
-            &[algs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
-        ),
-    ],
+    SignatureScheme, crypto::WebPkiSupportedAlgorithms, pki_types::SignatureVerificationAlgorithm,
 };
 
-/// A secp256k1 node key as a rustls signing key.
-#[derive(Debug)]
-pub struct Secp256k1SigningKey(Arc<k256::ecdsa::SigningKey>);
+pub use crate::schemes::secp256k1::{
+    SECP256K1_SCHEME, SECP256K1_SHA256, Secp256k1Sha256, Secp256k1SigningKey,
+};
+use crate::schemes::{self, Algorithms};
 
-impl Secp256k1SigningKey {
-    /// Loads the key from PKCS#8 DER.
-    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, String> {
-        use k256::pkcs8::DecodePrivateKey;
-        k256::ecdsa::SigningKey::from_pkcs8_der(der)
-            .map(|k| Secp256k1SigningKey(Arc::new(k)))
-            .map_err(|e| e.to_string())
-    }
-}
+/// Every algorithm accepted in certificate chains and TLS 1.3 handshakes, the schemes' in table
+/// order (which webpki's errors list them in).
+pub static SUPPORTED: LazyLock<WebPkiSupportedAlgorithms> =
+    LazyLock::new(|| WebPkiSupportedAlgorithms {
+        all: ALGORITHMS.as_slice(),
+        mapping: MAPPING.as_slice(),
+    });
 
-impl SigningKey for Secp256k1SigningKey {
-    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
-        offered
-            .contains(&SECP256K1_SCHEME)
-            .then(|| Box::new(Secp256k1Signer(self.0.clone())) as Box<dyn Signer>)
-    }
+static ALGORITHMS: LazyLock<Vec<&'static dyn SignatureVerificationAlgorithm>> =
+    LazyLock::new(|| {
+        schemes::ALL
+            .iter()
+            .flat_map(|s| s.verify)
+            .copied()
+            .collect()
+    });
 
-    fn algorithm(&self) -> SignatureAlgorithm {
-        SignatureAlgorithm::ECDSA
-    }
-}
-
-#[derive(Debug)]
-struct Secp256k1Signer(Arc<k256::ecdsa::SigningKey>);
-
-impl Signer for Secp256k1Signer {
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        let sig: k256::ecdsa::Signature = self
-            .0
-            .try_sign(message)
-            .map_err(|e| rustls::Error::General(format!("secp256k1 signing failed: {e}")))?;
-        Ok(sig.to_der().as_bytes().to_vec())
-    }
-
-    fn scheme(&self) -> SignatureScheme {
-        SECP256K1_SCHEME
-    }
-}
+/// The TLS 1.3 signature schemes, offered in this order (the table's).
+static MAPPING: LazyLock<Vec<(SignatureScheme, Algorithms)>> =
+    LazyLock::new(|| schemes::ALL.iter().flat_map(|s| s.tls13).copied().collect());
 
 #[cfg(test)]
 mod tests {
-    use k256::ecdsa::{Signature, SigningKey as K256Key};
-
     use super::*;
 
-    fn key_and_point() -> (K256Key, Vec<u8>) {
-        let key = K256Key::from_slice(&[0x42; 32]).unwrap();
-        let point = key.verifying_key().to_sec1_point(false).as_bytes().to_vec();
-        (key, point)
-    }
-
-    /// OpenSSL emits high-S signatures half of the time; they must verify like low-S ones.
+    /// The schemes and algorithms are the ones written out by hand before the table, and TLS
+    /// offers the schemes in the same order.
     #[test]
-    fn high_s_signatures_verify_after_normalisation() {
-        let (key, point) = key_and_point();
-        let msg = b"tbsCertificate";
-        let low: Signature = key.sign(msg);
-        let (r, s) = low.split_scalars();
-        let high = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).unwrap();
-        assert_ne!(high, low);
-        for sig in [low, high] {
-            let der = sig.to_der();
-            assert!(
-                SECP256K1_SHA256
-                    .verify_signature(&point, msg, der.as_bytes())
-                    .is_ok()
-            );
-        }
-    }
-
-    #[test]
-    fn wrong_message_key_or_encoding_fails() {
-        let (key, point) = key_and_point();
-        let sig: Signature = key.sign(b"a");
-        let der = sig.to_der();
-        let alg = SECP256K1_SHA256;
-        assert!(alg.verify_signature(&point, b"b", der.as_bytes()).is_err());
-        let other = K256Key::from_slice(&[0x43; 32]).unwrap();
-        let other_point = other
-            .verifying_key()
-            .to_sec1_point(false)
-            .as_bytes()
-            .to_vec();
-        assert!(
-            alg.verify_signature(&other_point, b"a", der.as_bytes())
-                .is_err()
+    fn supported_is_what_it_was() {
+        assert_eq!(
+            SUPPORTED.supported_schemes(),
+            [
+                SECP256K1_SCHEME,
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureScheme::RSA_PSS_SHA256,
+                SignatureScheme::RSA_PSS_SHA384,
+                SignatureScheme::RSA_PSS_SHA512,
+            ]
         );
-        assert!(
-            alg.verify_signature(&point, b"a", &sig.to_bytes()).is_err(),
-            "raw r||s is not DER"
-        );
-        assert!(
-            alg.verify_signature(&point[..10], b"a", der.as_bytes())
-                .is_err()
-        );
-        assert!(alg.verify_signature(&point, b"a", &[]).is_err());
-    }
-
-    /// Our signer produces what our verifier accepts, under the private-use scheme only.
-    #[test]
-    fn signer_round_trips_under_the_private_scheme() {
-        use k256::pkcs8::EncodePrivateKey;
-        let (key, point) = key_and_point();
-        let pkcs8 = key.to_pkcs8_der().unwrap();
-        let signing = Secp256k1SigningKey::from_pkcs8_der(pkcs8.as_bytes()).unwrap();
-        assert!(
-            signing
-                .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
-                .is_none()
-        );
-        let signer = signing.choose_scheme(&[SECP256K1_SCHEME]).unwrap();
-        assert_eq!(signer.scheme(), SECP256K1_SCHEME);
-        let sig = signer.sign(b"transcript").unwrap();
-        assert!(
-            SECP256K1_SHA256
-                .verify_signature(&point, b"transcript", &sig)
-                .is_ok()
+        let ids = |algs: &[&dyn SignatureVerificationAlgorithm]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            algs.iter()
+                .map(|a| {
+                    let key = a.public_key_alg_id();
+                    let signature = a.signature_alg_id();
+                    (key.as_ref().to_vec(), signature.as_ref().to_vec())
+                })
+                .collect()
+        };
+        use webpki::ring as algs;
+        assert_eq!(
+            ids(SUPPORTED.all),
+            ids(&[
+                SECP256K1_SHA256,
+                algs::ECDSA_P256_SHA256,
+                algs::ECDSA_P256_SHA384,
+                algs::ECDSA_P384_SHA256,
+                algs::ECDSA_P384_SHA384,
+                algs::RSA_PKCS1_2048_8192_SHA256,
+                algs::RSA_PKCS1_2048_8192_SHA384,
+                algs::RSA_PKCS1_2048_8192_SHA512,
+                algs::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+                algs::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+                algs::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+                algs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+                algs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+                algs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            ])
         );
     }
 }

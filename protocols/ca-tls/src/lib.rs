@@ -8,7 +8,8 @@
 //! peer's real identity, and deny/allow lists by NodeId are enforced before any protocol runs.
 //!
 //! Node keys may be secp256k1 (FISCO's default; see [`crypto`] for how it enters TLS 1.3),
-//! ECDSA P-256 or RSA (2048 bits or more).
+//! ECDSA P-256 or RSA (2048 bits or more); what differs per key type is in one module per
+//! signature scheme (`schemes/`).
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +30,7 @@ pub mod crypto;
 mod error;
 pub mod pki;
 mod readbuf;
+mod schemes;
 mod verify;
 
 use std::{
@@ -57,7 +59,7 @@ use libp2p_core::{
 use libp2p_identity::{Keypair, PeerId};
 use rustls::{
     crypto::CryptoProvider,
-    pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor},
+    pki_types::{ServerName, TrustAnchor},
     sign::{CertifiedKey, SingleCertAndKey},
 };
 pub use rustls_pki_types::CertificateDer;
@@ -162,21 +164,7 @@ impl Config {
         }
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let signing_key: Arc<dyn rustls::sign::SigningKey> = match key.key_type() {
-            bcos_p2p_core::KeyType::Secp256k1 => Arc::new(
-                crypto::Secp256k1SigningKey::from_pkcs8_der(key.pkcs8_der()).map_err(|reason| {
-                    ConfigError::BadCertificate {
-                        what: "node.key".into(),
-                        reason,
-                    }
-                })?,
-            ),
-            _ => provider
-                .key_provider
-                .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                    key.pkcs8_der().to_vec(),
-                )))?,
-        };
+        let signing_key = (schemes::of(key.key_type()).signing_key)(key, &provider)?;
         let certified = Arc::new(CertifiedKey::new(chain, signing_key));
         Ok(Config {
             shared: Arc::new(Shared {

@@ -3,7 +3,8 @@
 //! The result has the shape FISCO BCOS's chain builders produce: a self-signed CA
 //! (`CA:TRUE`), optional intermediates (FISCO's "agency"), and node certificates (`CA:FALSE`,
 //! digitalSignature) for secp256k1, P-256 or RSA-2048 keys. Certificates are built with
-//! RustCrypto's `x509-cert`, which, unlike rcgen, can put a secp256k1 key in a certificate.
+//! RustCrypto's `x509-cert`, which, unlike rcgen, can put a secp256k1 key in a certificate; the
+//! key handling of each key type (its SubjectPublicKeyInfo, signing) is in its scheme.
 
 use std::{
     str::FromStr,
@@ -11,12 +12,14 @@ use std::{
 };
 
 use bcos_p2p_core::{KeyType, NodeKey, pem_encode};
+
+use crate::schemes;
 use der::{Decode, Encode, oid::ObjectIdentifier};
 use rustls_pki_types::CertificateDer;
 use spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::{
     Certificate, TbsCertificate,
-    builder::{Builder, CertificateBuilder, profile::BuilderProfile},
+    builder::{CertificateBuilder, profile::BuilderProfile},
     ext::{
         Extension, ToExtension,
         pkix::{
@@ -34,7 +37,7 @@ use x509_cert::{
 #[error("certificate generation: {0}")]
 pub struct GenError(String);
 
-fn gen_err(e: impl std::fmt::Display) -> GenError {
+pub(crate) fn gen_err(e: impl std::fmt::Display) -> GenError {
     GenError(e.to_string())
 }
 
@@ -183,28 +186,8 @@ pub fn chain_pem(chain: &[CertificateDer<'_>]) -> String {
 }
 
 fn spki_of(key: &NodeKey) -> Result<SubjectPublicKeyInfoOwned, GenError> {
-    let info = pkcs8_public_spki(key)?;
+    let info = (schemes::of(key.key_type()).public_key_info)(key)?;
     SubjectPublicKeyInfoOwned::from_der(&info).map_err(gen_err)
-}
-
-/// The SubjectPublicKeyInfo DER of a node key.
-fn pkcs8_public_spki(key: &NodeKey) -> Result<Vec<u8>, GenError> {
-    use k256::pkcs8::{DecodePrivateKey, EncodePublicKey};
-    let doc = match key.key_type() {
-        KeyType::Secp256k1 => k256::SecretKey::from_pkcs8_der(key.pkcs8_der())
-            .map_err(gen_err)?
-            .public_key()
-            .to_public_key_der(),
-        KeyType::P256 => p256::SecretKey::from_pkcs8_der(key.pkcs8_der())
-            .map_err(gen_err)?
-            .public_key()
-            .to_public_key_der(),
-        KeyType::Rsa => rsa::PrivateKey::from_pkcs8_der(key.pkcs8_der())
-            .map_err(gen_err)?
-            .to_public_key()
-            .to_public_key_der(),
-    };
-    Ok(doc.map_err(gen_err)?.as_bytes().to_vec())
 }
 
 fn sign(
@@ -213,34 +196,11 @@ fn sign(
     period: Period,
     issuer: &NodeKey,
 ) -> Result<Certificate, GenError> {
-    use k256::pkcs8::DecodePrivateKey;
     let mut rng = rand::rng();
     let serial = SerialNumber::generate(&mut rng);
     let builder =
         CertificateBuilder::new(profile, serial, period.validity()?, spki).map_err(gen_err)?;
-    match issuer.key_type() {
-        KeyType::Secp256k1 => {
-            let signer =
-                k256::ecdsa::SigningKey::from_pkcs8_der(issuer.pkcs8_der()).map_err(gen_err)?;
-            builder
-                .build::<_, k256::ecdsa::DerSignature>(&signer)
-                .map_err(gen_err)
-        }
-        KeyType::P256 => {
-            let signer =
-                p256::ecdsa::SigningKey::from_pkcs8_der(issuer.pkcs8_der()).map_err(gen_err)?;
-            builder
-                .build::<_, p256::ecdsa::DerSignature>(&signer)
-                .map_err(gen_err)
-        }
-        KeyType::Rsa => {
-            let key = rsa::PrivateKey::from_pkcs8_der(issuer.pkcs8_der()).map_err(gen_err)?;
-            let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key);
-            builder
-                .build::<_, rsa::pkcs1v15::Signature>(&signer)
-                .map_err(gen_err)
-        }
-    }
+    (schemes::of(issuer.key_type()).sign)(builder, issuer)
 }
 
 #[derive(Clone, Copy)]
@@ -250,7 +210,7 @@ enum Kind {
 }
 
 /// The extensions FISCO BCOS's certificates carry, plus key identifiers.
-struct Profile {
+pub(crate) struct Profile {
     issuer: Name,
     subject: Name,
     kind: Kind,

@@ -37,7 +37,8 @@ impl Origins {
             return Ok(node.clone());
         }
         self.parsed += 1;
-        let node = NodeId::from_bytes(bytes)?;
+        // The wire carries the NodeId bytes without a key type (SPEC.md): the untyped rule reads them.
+        let node = NodeId::from_untyped_bytes(bytes)?;
         if self.checked.len() >= self.capacity
             && let Some(evicted) = self.checked.keys().next().cloned()
         {
