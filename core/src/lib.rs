@@ -1,7 +1,8 @@
 //! Identity types shared by every bcos-p2p crate: [`NodeId`] (FISCO BCOS's name for a node, its
-//! public key) and [`NodeKey`] (a node's private key loaded from `node.key`), and [`link`], the
-//! framed per-connection link that the flood and status protocols run on, and [`mux`], yamux with
-//! the send frame size set.
+//! public key) and [`NodeKey`] (a node's private key loaded from `node.key`); and what every
+//! protocol's connections run on: [`stream_pair`], the two-stream connection handler, [`framed`],
+//! its length-prefixed frames, [`link`], the frame link that the flood and status protocols run
+//! on, and [`mux`], yamux with the send frame size set.
 //!
 //! The protocol crates address peers by `NodeId`, so it lives here, below all of them; the root
 //! crate `bcos-p2p` re-exports everything.
@@ -16,6 +17,7 @@ pub mod link;
 pub mod mux;
 mod node_id;
 mod primary;
+pub mod stream_pair;
 
 pub use book::NodeIdBook;
 pub use key::{KeyError, NodeKey, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1, pem_encode};

@@ -45,7 +45,8 @@ use std::{
 
 use bcos_p2p_core::{
     NodeId, NodeIdBook, PrimaryConnections,
-    link::{Handler, LinkCommand, LinkConfig, LinkEvent, Queue, Traffic},
+    link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
+    stream_pair::{CloseReason, Traffic},
 };
 use bytes::Bytes;
 use futures::FutureExt as _;
@@ -603,7 +604,7 @@ impl Behaviour {
     /// Closes a peer's stream over content that decoded but makes no sense (counted as
     /// malformed when the handler reports the close).
     fn close_inbound(&mut self, peer: PeerId, conn: ConnectionId, reason: String) {
-        let reason = format!("malformed frame: {reason}");
+        let reason = CloseReason::Malformed(reason);
         tracing::info!(%peer, %reason, "closing a peer's flood stream");
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
@@ -788,7 +789,7 @@ impl Behaviour {
                 queue: queue.clone(),
                 state: LinkState::Opening,
             });
-        Handler::new(self.link.clone(), queue)
+        Handler::new(Link::new(self.link.clone(), queue))
     }
 
     fn forget_connection(&mut self, peer: PeerId, connection: ConnectionId) {
@@ -880,7 +881,7 @@ impl NetworkBehaviour for Behaviour {
             LinkEvent::Unsupported => self.set_state(peer, connection, LinkState::Dead),
             LinkEvent::InboundOpened => {}
             LinkEvent::InboundClosed(reason) => {
-                if reason.starts_with("malformed frame") || reason.starts_with("bad frame") {
+                if matches!(reason, CloseReason::Malformed(_) | CloseReason::BadFrame(_)) {
                     self.stats.malformed += 1;
                 }
             }

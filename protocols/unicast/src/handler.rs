@@ -20,7 +20,7 @@ use libp2p_swarm::{
     handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound},
 };
 
-use bcos_p2p_core::{framed::FramedIo, link::Traffic};
+use bcos_p2p_core::{framed::FramedIo, stream_pair::Traffic};
 
 use crate::{
     Counters, Direction, Outcome,
