@@ -22,7 +22,7 @@
 //!         Event::Message { from, module, .. } => println!("oneway from {from} for {module}"),
 //!     }
 //! }
-//! //! ```
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
