@@ -36,7 +36,7 @@ use std::{
     time::Duration,
 };
 
-use bcos_p2p_core::link::Traffic;
+use bcos_p2p_core::stream_pair::Traffic;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header, server::conn::http1};

@@ -15,7 +15,7 @@ use bcos_p2p::{
     },
     status::{self, Config, Event, Stats, StatusError, codec::Message},
 };
-use bcos_p2p_core::link::FrameCodec;
+use bcos_p2p_core::framed::FrameCodec;
 use bytes::Bytes;
 use common::{TIMEOUT, node};
 use futures::{AsyncReadExt as _, SinkExt as _, StreamExt as _};

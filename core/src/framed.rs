@@ -23,6 +23,9 @@
 //!
 //! New space is zeroed once (reading needs initialised memory, and this crate has no
 //! `unsafe`); later reads into it reuse it.
+//!
+//! The length prefix itself is cut by [`take_frame`], which every protocol's decoder calls;
+//! [`FrameCodec`] is the codec of plain byte frames.
 
 use std::{
     collections::VecDeque,
@@ -34,6 +37,10 @@ use std::{
 use asynchronous_codec::Decoder;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{AsyncRead, AsyncWrite, Sink, Stream};
+
+mod codec;
+
+pub use codec::{FrameCodec, take_frame};
 
 /// Payloads at least this long are written from the caller's buffer instead of being copied
 /// into the write buffer, in one write each (what the muxer then splits into its frames);
@@ -338,7 +345,7 @@ mod tests {
         type Item = Bytes;
         type Error = io::Error;
         fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
-            crate::link::take_frame(src, 0, self.max)
+            take_frame(src, 0, self.max)
         }
     }
 

@@ -1,7 +1,8 @@
 //! Identity types shared by every bcos-p2p crate: [`NodeId`] (FISCO BCOS's name for a node, its
 //! public key) and [`NodeKey`] (a node's private key loaded from `node.key`), both dispatching
-//! per [`KeyType`] through one key-type table, and [`link`], the
-//! framed per-connection link that the flood and status protocols run on, and [`mux`], yamux with
+//! per [`KeyType`] through one key-type table; and what every protocol's connections run on:
+//! [`stream_pair`], the two-stream connection handler, [`framed`], its length-prefixed frames,
+//! [`link`], the frame link that the flood and status protocols run on, and [`mux`], yamux with
 //! the send frame size set.
 //!
 //! The protocol crates address peers by `NodeId`, so it lives here, below all of them; the root
@@ -18,6 +19,7 @@ pub mod link;
 pub mod mux;
 mod node_id;
 mod primary;
+pub mod stream_pair;
 
 pub use book::NodeIdBook;
 pub use key::{KeyError, NodeKey, pem_encode};

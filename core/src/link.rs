@@ -3,36 +3,30 @@
 //!
 //! Flood and status make every decision in their behaviour (who gets a message, when to ask for
 //! a status) and need from each connection only "send these bytes" and "here is what the peer
-//! sent". This handler is that, once, with the limits every protocol needs: a frame size limit
-//! checked before any byte of the frame is buffered, a per-connection send queue bounded in
-//! frames and bytes that the behaviour checks *before* it hands a frame over ([`Queue`]), and
-//! malformed input closing only the stream it came on.
+//! sent". This is that, once, as a [`PairProtocol`] on the two-stream engine
+//! ([`crate::stream_pair`]), with the limits every protocol needs: a frame size limit checked
+//! before any byte of the frame is buffered, a per-connection send queue bounded in frames and
+//! bytes that the behaviour checks *before* it hands a frame over ([`Queue`]), and malformed
+//! input closing only the stream it came on.
 
 use std::{
     collections::VecDeque,
-    fmt, io,
+    fmt,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
 };
 
-use asynchronous_codec::{Decoder, Encoder};
-
-use crate::framed::{EncodeFrame, FramedIo, ZERO_COPY_MIN};
-use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use futures::{SinkExt as _, StreamExt as _};
-use libp2p_core::upgrade::ReadyUpgrade;
+use bytes::Bytes;
 use libp2p_identity::PeerId;
-use libp2p_swarm::{
-    ConnectionHandler, ConnectionHandlerEvent, ConnectionId, NotifyHandler, Stream, StreamProtocol,
-    SubstreamProtocol, ToSwarm,
-    handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound},
+use libp2p_swarm::{ConnectionId, NotifyHandler, StreamProtocol, ToSwarm};
+
+use crate::{
+    framed::FrameCodec,
+    stream_pair::{CloseReason, PairProtocol, Policy, StreamPair, Streams, Traffic},
 };
 
-/// Frames read from the inbound stream per `poll`, so one busy link cannot starve the others.
-const READ_BATCH: usize = 64;
 /// Consecutive failures to (re)open the outbound stream before the link gives up on it.
 const MAX_OPEN_FAILURES: u8 = 3;
 
@@ -63,52 +57,6 @@ impl<T> fmt::Debug for LinkConfig<T> {
             .field("max_queue_frames", &self.max_queue_frames)
             .field("max_queue_bytes", &self.max_queue_bytes)
             .finish()
-    }
-}
-
-/// Frames and frame-body bytes a protocol moved over all its connections, each way (varint
-/// length prefixes and the layers below are not counted). Shared by every handler of the
-/// protocol: the per-frame cost is two relaxed atomic adds, and it can be read at any time, e.g.
-/// by a metrics scrape.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    frames_in: AtomicU64,
-    bytes_in: AtomicU64,
-    frames_out: AtomicU64,
-    bytes_out: AtomicU64,
-}
-
-impl Traffic {
-    /// Counts one frame of `len` body bytes read from a peer.
-    pub fn received(&self, len: usize) {
-        self.frames_in.fetch_add(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-    }
-
-    /// Counts one frame of `len` body bytes handed to a peer's stream.
-    pub fn sent(&self, len: usize) {
-        self.frames_out.fetch_add(1, Ordering::Relaxed);
-        self.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
-    }
-
-    /// Frames read so far.
-    pub fn frames_in(&self) -> u64 {
-        self.frames_in.load(Ordering::Relaxed)
-    }
-
-    /// Body bytes read so far.
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.load(Ordering::Relaxed)
-    }
-
-    /// Frames sent so far.
-    pub fn frames_out(&self) -> u64 {
-        self.frames_out.load(Ordering::Relaxed)
-    }
-
-    /// Body bytes sent so far.
-    pub fn bytes_out(&self) -> u64 {
-        self.bytes_out.load(Ordering::Relaxed)
     }
 }
 
@@ -185,8 +133,8 @@ impl Queue {
 pub enum LinkCommand {
     /// Send a frame body; its room must have been reserved with [`Queue::try_reserve`].
     Send(Bytes),
-    /// Close the peer's stream (the behaviour found its content malformed).
-    CloseInbound(String),
+    /// Close the peer's stream (the behaviour found its content malformed, or refused it).
+    CloseInbound(CloseReason),
 }
 
 /// Handler → behaviour.
@@ -202,421 +150,155 @@ pub enum LinkEvent<T> {
     /// A decoded frame from the peer.
     Received(T),
     /// The outbound stream failed; the frames queued on it are lost.
-    OutboundFailed(String),
+    OutboundFailed(CloseReason),
     /// The inbound stream was closed: by the peer, or by us over malformed input (the reason).
-    InboundClosed(String),
-}
-
-/// Varint length-prefixed frame bodies (unsigned-varint, as libp2p uses everywhere).
-///
-/// The length is checked against the limit before any of the body is buffered, and nothing is
-/// reserved from the prefix: memory follows the bytes that actually arrive.
-#[derive(Debug, Clone)]
-pub struct FrameCodec {
-    max_frame: usize,
-    /// Largest frame accepted when reading (our own outbound stream reads nothing).
-    max_read: usize,
-}
-
-impl FrameCodec {
-    /// A codec for bodies of at most `max_frame` bytes.
-    pub fn new(max_frame: usize) -> Self {
-        FrameCodec {
-            max_frame,
-            max_read: max_frame,
-        }
-    }
-
-    /// A codec for a write-only stream: any frame longer than 0 bytes read from it is an error
-    /// as soon as its length prefix arrives (nothing is buffered for it).
-    pub fn write_only(max_frame: usize) -> Self {
-        FrameCodec {
-            max_frame,
-            max_read: 0,
-        }
-    }
-}
-
-fn invalid(reason: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, reason)
-}
-
-/// The longest varint length prefix (the multiformats unsigned-varint limit).
-const MAX_PREFIX: usize = 9;
-
-/// Takes one varint length-prefixed frame body of `min..=max` bytes off the front of `src`:
-/// `None` until all of it has arrived. The length is checked as soon as the prefix is complete,
-/// before any of the body is buffered, and nothing is reserved from it. Shared by every
-/// protocol's decoder.
-pub fn take_frame(src: &mut BytesMut, min: usize, max: usize) -> io::Result<Option<Bytes>> {
-    let (len, rest) = match unsigned_varint::decode::usize(src) {
-        Ok(v) => v,
-        Err(unsigned_varint::decode::Error::Insufficient) => return Ok(None),
-        Err(e) => return Err(invalid(format!("bad length prefix: {e}"))),
-    };
-    // unsigned-varint's 64-bit decoder takes a 10th byte and drops the bits that do not fit,
-    // so an overlong prefix could pass as a small length; the varint spec allows 9 bytes.
-    if src.len() - rest.len() > MAX_PREFIX {
-        return Err(invalid(format!(
-            "length prefix longer than {MAX_PREFIX} bytes"
-        )));
-    }
-    if len > max {
-        return Err(invalid(format!(
-            "frame of {len} bytes exceeds the limit of {max}"
-        )));
-    }
-    if len < min {
-        return Err(invalid(format!(
-            "frame of {len} bytes is shorter than the {min}-byte header"
-        )));
-    }
-    if rest.len() < len {
-        return Ok(None);
-    }
-    let prefix = src.len() - rest.len();
-    src.advance(prefix);
-    Ok(Some(src.split_to(len).freeze()))
-}
-
-impl Decoder for FrameCodec {
-    type Item = Bytes;
-    type Error = io::Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, io::Error> {
-        take_frame(src, 0, self.max_read)
-    }
-}
-
-impl EncodeFrame for FrameCodec {
-    type Item = Bytes;
-
-    /// The length prefix, then the body: copied after it when small, returned to be written
-    /// uncopied from its own buffer when [`ZERO_COPY_MIN`] bytes or more.
-    fn encode_frame(&mut self, body: Bytes, dst: &mut BytesMut) -> io::Result<Option<Bytes>> {
-        if body.len() > self.max_frame {
-            return Err(invalid(format!(
-                "frame of {} bytes exceeds the limit of {}",
-                body.len(),
-                self.max_frame
-            )));
-        }
-        let mut prefix = unsigned_varint::encode::usize_buffer();
-        dst.put_slice(unsigned_varint::encode::usize(body.len(), &mut prefix));
-        if body.len() >= ZERO_COPY_MIN {
-            return Ok(Some(body));
-        }
-        dst.put_slice(&body);
-        Ok(None)
-    }
-}
-
-impl Encoder for FrameCodec {
-    type Item<'a> = Bytes;
-    type Error = io::Error;
-
-    /// The whole frame into `dst`, for callers of `asynchronous_codec`.
-    fn encode(&mut self, body: Bytes, dst: &mut BytesMut) -> Result<(), io::Error> {
-        if let Some(body) = self.encode_frame(body, dst)? {
-            dst.put_slice(&body);
-        }
-        Ok(())
-    }
-}
-
-enum Outbound {
-    /// Not opened yet (opened on the first poll), or lost and nothing to send.
-    Idle,
-    Opening,
-    Open(Box<FramedIo<Stream, FrameCodec>>),
-    /// The peer does not speak the protocol, or opening kept failing.
-    Dead,
+    InboundClosed(CloseReason),
 }
 
 /// The per-connection handler of a link.
-pub struct Handler<T> {
+pub type Handler<T> = StreamPair<Link<T>>;
+
+/// What a link does with its frames on the two-stream engine: hands decoded frames to the
+/// behaviour and releases each frame's room in the [`Queue`] once it is written or dropped.
+pub struct Link<T> {
     config: Arc<LinkConfig<T>>,
     queue: Arc<Queue>,
-    outbound: Outbound,
-    open_failures: u8,
-    to_send: VecDeque<Bytes>,
-    inbound: Option<FramedIo<Stream, FrameCodec>>,
     events: VecDeque<LinkEvent<T>>,
 }
 
-impl<T> Handler<T> {
-    /// A handler for one connection; `queue` is the behaviour's view of what it holds.
+impl<T> Link<T> {
+    /// The link of one connection (make its handler with [`StreamPair::new`]); `queue` is the
+    /// behaviour's view of what it holds.
     pub fn new(config: Arc<LinkConfig<T>>, queue: Arc<Queue>) -> Self {
-        Handler {
+        Link {
             config,
             queue,
-            outbound: Outbound::Idle,
-            open_failures: 0,
-            to_send: VecDeque::new(),
-            inbound: None,
             events: VecDeque::new(),
-        }
-    }
-
-    fn drop_queued(&mut self) {
-        for frame in self.to_send.drain(..) {
-            self.queue.release(frame.len());
-        }
-    }
-
-    fn outbound_failed(&mut self, reason: String) {
-        tracing::debug!(protocol = %self.config.protocol, %reason, "link outbound stream failed");
-        self.open_failures += 1;
-        self.drop_queued();
-        if self.open_failures >= MAX_OPEN_FAILURES {
-            // For good on this connection: say so, or the behaviour keeps sending into it.
-            tracing::info!(protocol = %self.config.protocol, %reason, "link given up on this connection");
-            self.outbound = Outbound::Dead;
-            self.events.push_back(LinkEvent::Unsupported);
-        } else {
-            self.outbound = Outbound::Idle;
-            self.events.push_back(LinkEvent::OutboundFailed(reason));
-        }
-    }
-
-    fn inbound_closed(&mut self, reason: String) {
-        if self.inbound.take().is_some() {
-            tracing::debug!(protocol = %self.config.protocol, %reason, "link inbound stream closed");
-            self.events.push_back(LinkEvent::InboundClosed(reason));
-        }
-    }
-
-    fn poll_outbound(&mut self, cx: &mut Context<'_>) {
-        let Outbound::Open(stream) = &mut self.outbound else {
-            return;
-        };
-        let mut error = None;
-        while !self.to_send.is_empty() {
-            match stream.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    let frame = self.to_send.pop_front().expect("checked non-empty");
-                    let len = frame.len();
-                    self.queue.release(len);
-                    if let Err(e) = stream.start_send_unpin(frame) {
-                        error = Some(e.to_string());
-                        break;
-                    }
-                    self.config.traffic.sent(len);
-                }
-                Poll::Ready(Err(e)) => {
-                    error = Some(e.to_string());
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if error.is_none()
-            && let Poll::Ready(Err(e)) = stream.poll_flush_unpin(cx)
-        {
-            error = Some(e.to_string());
-        }
-        if error.is_none() {
-            // The peer never writes on our stream; reading it notices a reset or close.
-            match stream.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(_))) => error = Some("the peer wrote on our stream".into()),
-                Poll::Ready(Some(Err(e))) => error = Some(e.to_string()),
-                Poll::Ready(None) => error = Some("closed by the peer".into()),
-                Poll::Pending => {}
-            }
-        }
-        if let Some(reason) = error {
-            self.outbound_failed(reason);
-        }
-    }
-
-    fn poll_inbound(&mut self, cx: &mut Context<'_>) {
-        let mut batch_done = true;
-        for _ in 0..READ_BATCH {
-            let Some(stream) = &mut self.inbound else {
-                return;
-            };
-            match stream.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(body))) => {
-                    self.config.traffic.received(body.len());
-                    match (self.config.decode)(body) {
-                        Ok(message) => self.events.push_back(LinkEvent::Received(message)),
-                        Err(reason) => {
-                            tracing::info!(protocol = %self.config.protocol, %reason, "closing a peer's stream: malformed frame");
-                            return self.inbound_closed(format!("malformed frame: {reason}"));
-                        }
-                    }
-                }
-                Poll::Ready(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
-                    tracing::info!(protocol = %self.config.protocol, reason = %e, "closing a peer's stream: bad framing");
-                    return self.inbound_closed(format!("bad frame: {e}"));
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    return self.inbound_closed(format!("stream failed: {e}"));
-                }
-                Poll::Ready(None) => return self.inbound_closed("closed by the peer".into()),
-                Poll::Pending => {
-                    batch_done = false;
-                    break;
-                }
-            }
-        }
-        if batch_done {
-            // Frames may be buffered with no read pending to wake us.
-            cx.waker().wake_by_ref();
         }
     }
 }
 
-impl<T: Send + fmt::Debug + 'static> ConnectionHandler for Handler<T> {
-    type FromBehaviour = LinkCommand;
-    type ToBehaviour = LinkEvent<T>;
-    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
-    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
-    type InboundOpenInfo = ();
-    type OutboundOpenInfo = ();
+impl<T: Send + fmt::Debug + 'static> PairProtocol for Link<T> {
+    type Codec = FrameCodec;
+    type Command = LinkCommand;
+    type Event = LinkEvent<T>;
 
-    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
-        SubstreamProtocol::new(ReadyUpgrade::new(self.config.protocol.clone()), ())
+    /// Opened at once (both sides announce on connect); the peer never writes on our stream
+    /// and we never write on the peer's.
+    const POLICY: Policy = Policy {
+        open_at_once: true,
+        give_up_after: Some(MAX_OPEN_FAILURES),
+        answers: false,
+    };
+
+    fn protocol(&self) -> &StreamProtocol {
+        &self.config.protocol
     }
 
-    fn on_behaviour_event(&mut self, command: LinkCommand) {
+    fn inbound_codec(&self) -> FrameCodec {
+        FrameCodec::new(self.config.max_frame)
+    }
+
+    fn outbound_codec(&self) -> FrameCodec {
+        FrameCodec::write_only(self.config.max_frame)
+    }
+
+    fn traffic(&self) -> &Traffic {
+        &self.config.traffic
+    }
+
+    fn read_len(body: &Bytes) -> usize {
+        body.len()
+    }
+
+    fn write_len(body: &Bytes) -> usize {
+        body.len()
+    }
+
+    fn on_command(&mut self, command: LinkCommand, streams: &mut Streams<FrameCodec>) {
         match command {
             LinkCommand::Send(frame) => {
-                if matches!(self.outbound, Outbound::Dead) {
-                    self.queue.release(frame.len());
-                } else {
-                    self.to_send.push_back(frame);
+                if let Err(frame) = streams.send(frame) {
+                    self.discard(frame);
                 }
             }
             LinkCommand::CloseInbound(reason) => {
                 tracing::info!(protocol = %self.config.protocol, %reason, "closing a peer's stream");
-                self.inbound_closed(reason);
-            }
-        }
-    }
-
-    fn connection_keep_alive(&self) -> bool {
-        !self.to_send.is_empty()
-    }
-
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
-        if let Some(e) = self.events.pop_front() {
-            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(e));
-        }
-        // Opened at once (both sides announce on connect), and again after a failure when
-        // there is something to send.
-        if matches!(self.outbound, Outbound::Idle)
-            && (self.open_failures == 0 || !self.to_send.is_empty())
-        {
-            self.outbound = Outbound::Opening;
-            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                protocol: SubstreamProtocol::new(
-                    ReadyUpgrade::new(self.config.protocol.clone()),
-                    (),
-                ),
-            });
-        }
-        self.poll_outbound(cx);
-        self.poll_inbound(cx);
-        match self.events.pop_front() {
-            Some(e) => Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(e)),
-            None => Poll::Pending,
-        }
-    }
-
-    fn on_connection_event(
-        &mut self,
-        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
-    ) {
-        match event {
-            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
-                protocol: mut stream,
-                ..
-            }) => {
-                stream.ignore_for_keep_alive();
-                // One inbound stream per connection: a new one replaces the old, bounding what
-                // a peer can make us hold.
-                self.inbound = Some(FramedIo::new(
-                    stream,
-                    FrameCodec::new(self.config.max_frame),
-                ));
-                self.events.push_back(LinkEvent::InboundOpened);
-            }
-            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
-                protocol: mut stream,
-                ..
-            }) => {
-                stream.ignore_for_keep_alive();
-                self.open_failures = 0;
-                self.outbound = Outbound::Open(Box::new(FramedIo::new(
-                    stream,
-                    FrameCodec::write_only(self.config.max_frame),
-                )));
-                self.events.push_back(LinkEvent::OutboundOpened);
-            }
-            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
-                if matches!(error, libp2p_swarm::StreamUpgradeError::NegotiationFailed) {
-                    self.outbound = Outbound::Dead;
-                    self.drop_queued();
-                    self.events.push_back(LinkEvent::Unsupported);
-                } else {
-                    self.outbound_failed(format!("cannot open the stream: {error}"));
+                if streams.close_inbound() {
+                    self.inbound_closed(reason);
                 }
             }
-            _ => {}
         }
+    }
+
+    fn admit(&mut self, frame: &Bytes) -> bool {
+        self.queue.release(frame.len());
+        true
+    }
+
+    fn discard(&mut self, frame: Bytes) {
+        self.queue.release(frame.len());
+    }
+
+    fn on_inbound(&mut self, body: Bytes, _: &mut VecDeque<Bytes>) -> Result<(), CloseReason> {
+        match (self.config.decode)(body) {
+            Ok(message) => {
+                self.events.push_back(LinkEvent::Received(message));
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::info!(protocol = %self.config.protocol, %reason, "closing a peer's stream: malformed frame");
+                Err(CloseReason::Malformed(reason))
+            }
+        }
+    }
+
+    /// The peer never writes on our stream; reading it notices a reset or close.
+    fn on_reply(&mut self, _: Bytes) -> Result<(), CloseReason> {
+        Err(CloseReason::Unexpected(
+            "frame from the peer on our stream".into(),
+        ))
+    }
+
+    fn outbound_opened(&mut self) {
+        self.events.push_back(LinkEvent::OutboundOpened);
+    }
+
+    fn outbound_failed(&mut self, reason: CloseReason, given_up: bool) {
+        tracing::debug!(protocol = %self.config.protocol, %reason, "link outbound stream failed");
+        if given_up {
+            // For good on this connection: say so, or the behaviour keeps sending into it.
+            tracing::info!(protocol = %self.config.protocol, %reason, "link given up on this connection");
+            self.events.push_back(LinkEvent::Unsupported);
+        } else {
+            self.events.push_back(LinkEvent::OutboundFailed(reason));
+        }
+    }
+
+    fn unsupported(&mut self) {
+        self.events.push_back(LinkEvent::Unsupported);
+    }
+
+    fn inbound_opened(&mut self, _replaced: bool) {
+        self.events.push_back(LinkEvent::InboundOpened);
+    }
+
+    fn inbound_closed(&mut self, reason: CloseReason) {
+        if let CloseReason::BadFrame(e) = &reason {
+            tracing::info!(protocol = %self.config.protocol, reason = %e, "closing a peer's stream: bad framing");
+        }
+        tracing::debug!(protocol = %self.config.protocol, %reason, "link inbound stream closed");
+        self.events.push_back(LinkEvent::InboundClosed(reason));
+    }
+
+    fn next_event(&mut self) -> Option<LinkEvent<T>> {
+        self.events.pop_front()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_overlong_length_prefix_is_refused() {
-        // Nine continuation bytes and a tenth: 5 in the low bits, the rest shifted out of 64.
-        let mut src = BytesMut::from(
-            &[
-                0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0, 0, 0, 0, 0,
-            ][..],
-        );
-        assert!(take_frame(&mut src, 0, 1 << 20).is_err());
-        // The same length written in nine bytes or fewer is fine.
-        let mut src = BytesMut::from(&[0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00][..]);
-        assert!(take_frame(&mut src, 0, 1 << 20).is_err(), "not minimal");
-        let mut src = BytesMut::from(&[0x05, 1, 2, 3, 4, 5][..]);
-        assert_eq!(take_frame(&mut src, 0, 1 << 20).unwrap().unwrap().len(), 5);
-    }
-
-    #[test]
-    fn frames_round_trip_and_limits_hold() {
-        let mut codec = FrameCodec::new(16);
-        let mut buf = BytesMut::new();
-        codec
-            .encode(Bytes::from_static(b"hello"), &mut buf)
-            .unwrap();
-        codec.encode(Bytes::new(), &mut buf).unwrap();
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "hello");
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "");
-        assert!(codec.decode(&mut buf).unwrap().is_none());
-        assert!(codec.encode(Bytes::from(vec![0; 17]), &mut buf).is_err());
-        // A huge prefix fails before any body arrives, and reserves nothing.
-        let mut huge = BytesMut::new();
-        let mut p = unsigned_varint::encode::u64_buffer();
-        huge.put_slice(unsigned_varint::encode::u64(1 << 40, &mut p));
-        let cap = huge.capacity();
-        assert!(codec.decode(&mut huge).is_err());
-        assert_eq!(huge.capacity(), cap);
-        // Partial frames wait.
-        let mut part = BytesMut::from(&[5u8, b'a', b'b'][..]);
-        assert!(codec.decode(&mut part).unwrap().is_none());
-        // Overlong varints are errors.
-        let mut bad = BytesMut::from(&[0xffu8; 11][..]);
-        assert!(codec.decode(&mut bad).is_err());
-    }
 
     #[test]
     fn queue_reserves_within_limits() {

@@ -1,12 +1,12 @@
-//! Property tests for every decoder of untrusted input in the core crate: the link framing
-//! (`take_frame`, [`FrameCodec`]), NodeId text and bytes, and node key files. Arbitrary input
-//! never panics; what we encode decodes back to itself; truncated frames wait for more; length
-//! prefixes beyond the limit are refused before anything is buffered.
+//! Property tests for every decoder of untrusted input in the core crate: the length-prefix
+//! framing (`take_frame`, [`FrameCodec`]), NodeId text and bytes, and node key files. Arbitrary
+//! input never panics; what we encode decodes back to itself; truncated frames wait for more;
+//! length prefixes beyond the limit are refused before anything is buffered.
 
 use asynchronous_codec::{Decoder as _, Encoder as _};
 use bcos_p2p_core::{
     KeyType, NodeId, NodeKey, OID_P256, OID_SECP256K1,
-    link::{FrameCodec, take_frame},
+    framed::{FrameCodec, take_frame},
 };
 use bytes::{BufMut as _, Bytes, BytesMut};
 use proptest::prelude::*;

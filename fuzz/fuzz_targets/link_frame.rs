@@ -1,11 +1,11 @@
-//! The length-prefixed framing shared by flood and status (`bcos_p2p_core::link`): the
+//! The length-prefixed framing shared by flood and status (`bcos_p2p_core::framed`): the
 //! [`FrameCodec`] and `take_frame` on arbitrary bytes in arbitrary chunks. A frame is never
 //! longer than the limit, the buffer never grows beyond what arrived, and every frame re-encodes
 //! to exactly the bytes it was read from (the varint prefix is minimal).
 #![no_main]
 
 use asynchronous_codec::{Decoder as _, Encoder as _};
-use bcos_p2p_core::link::{FrameCodec, take_frame};
+use bcos_p2p_core::framed::{FrameCodec, take_frame};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 

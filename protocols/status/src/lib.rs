@@ -43,7 +43,8 @@ use std::{
 
 use bcos_p2p_core::{
     NodeId, NodeIdBook,
-    link::{Handler, LinkCommand, LinkConfig, LinkEvent, Queue, Traffic},
+    link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
+    stream_pair::{CloseReason, Traffic},
 };
 use bytes::Bytes;
 use codec::{FRAME_OVERHEAD, Message};
@@ -474,7 +475,9 @@ impl Behaviour {
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer.peer_id,
                 handler: NotifyHandler::One(connection),
-                event: LinkCommand::CloseInbound(format!("status refused: {e}")),
+                event: LinkCommand::CloseInbound(CloseReason::Refused(format!(
+                    "status refused: {e}"
+                ))),
             });
             return;
         }
@@ -537,9 +540,9 @@ impl Behaviour {
                 }
             }
             LinkEvent::InboundClosed(reason) => {
-                // "malformed frame: …" and "bad frame: …" are the link's own closes; ours were
-                // counted when we asked for them.
-                if reason.starts_with("malformed frame") || reason.starts_with("bad frame") {
+                // Malformed and bad frames are the link's own closes; ours (refused statuses)
+                // were counted when we asked for them.
+                if matches!(reason, CloseReason::Malformed(_) | CloseReason::BadFrame(_)) {
                     self.stats.malformed += 1;
                     tracing::info!(%node, %reason, "closed a peer's status stream");
                     if peer.in_flight.is_some() {
@@ -589,7 +592,7 @@ impl Behaviour {
             self.link.max_queue_bytes,
         ));
         self.new_queues.insert(connection, queue.clone());
-        Handler::new(self.link.clone(), queue)
+        Handler::new(Link::new(self.link.clone(), queue))
     }
 }
 

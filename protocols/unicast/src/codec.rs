@@ -12,10 +12,7 @@
 use std::io;
 
 use asynchronous_codec::{Decoder, Encoder};
-use bcos_p2p_core::{
-    framed::{EncodeFrame, ZERO_COPY_MIN},
-    link::take_frame,
-};
+use bcos_p2p_core::framed::{EncodeFrame, ZERO_COPY_MIN, take_frame};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Bytes before the payload: kind (1), id (8), module (2).

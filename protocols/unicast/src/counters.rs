@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bcos_p2p_core::link::Traffic;
+use bcos_p2p_core::stream_pair::Traffic;
 use bytes::Bytes;
 
 use crate::UnicastError;

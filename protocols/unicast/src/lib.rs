@@ -22,7 +22,7 @@
 //!         Event::Message { from, module, .. } => println!("oneway from {from} for {module}"),
 //!     }
 //! }
-//! //! ```
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -44,7 +44,7 @@ use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
 pub use counters::{Counters, Direction, Outcome};
 use futures::{FutureExt as _, task::AtomicWaker};
-use handler::{Command, Handler, HandlerEvent, Settings};
+use handler::{Command, Handler, HandlerEvent, Requests, Settings};
 use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
@@ -550,7 +550,7 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(self.settings.clone()))
+        Ok(Handler::new(Requests::new(self.settings.clone())))
     }
 
     fn handle_established_outbound_connection(
@@ -561,7 +561,7 @@ impl NetworkBehaviour for Behaviour {
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(self.settings.clone()))
+        Ok(Handler::new(Requests::new(self.settings.clone())))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
