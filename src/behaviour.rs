@@ -1,4 +1,4 @@
-//! The composed `NetworkBehaviour` and the swarm built around CA-TLS.
+//! The composed `NetworkBehaviour` and the swarm built around it, in either security mode.
 //!
 //! [`Behaviour`] is everything a bcos-p2p node runs on each connection: the connection manager
 //! (configured peers, redial, one connection per peer, no self-connections, liveness by ping,
@@ -15,10 +15,10 @@ use libp2p::{Swarm, SwarmBuilder, identify, identity::Keypair, swarm::NetworkBeh
 /// The mapping of a node config onto each protocol's settings, kept here too for callers
 /// that know it by this path.
 pub use crate::config::{flood_config, status_config, unicast_config};
+/// Why a swarm could not be built: see [`crate::security::BuildError`].
+pub use crate::security::BuildError;
 use crate::{
-    NodeKey,
-    config::{self, Config},
-    connection, flood, mux, open, status, unicast,
+    NodeKey, config::Config, connection, flood, mux, security::SecurityMode, status, unicast,
 };
 
 /// The identify protocol version string of bcos-p2p nodes.
@@ -87,15 +87,11 @@ impl From<status::Event> for Event {
 }
 
 impl Behaviour {
-    /// The behaviour of the node with `key`, whose CA-TLS setup is `tls`, configured by `config`
+    /// The behaviour of the node with `key`, whose security setup is `security` (a
+    /// [`ca_tls::Config`], or an [`crate::open::Config`] in open mode), configured by `config`
     /// (`Config::default()` for the defaults). The config's peers are dialled and kept
-    /// connected; its access lists are added to `tls`'s.
-    pub fn new(key: &NodeKey, tls: &ca_tls::Config, config: &Config) -> Self {
-        Self::with_parts(key, tls.access_list(), tls.node_ids(), config)
-    }
-
-    /// Like [`Behaviour::new`], for either security mode (see [`Security`]).
-    pub fn with_security(key: &NodeKey, security: &Security, config: &Config) -> Self {
+    /// connected; its access lists are added to `security`'s.
+    pub fn new(key: &NodeKey, security: &impl SecurityMode, config: &Config) -> Self {
         Self::with_parts(key, security.access_list(), security.node_ids(), config)
     }
 
@@ -156,159 +152,38 @@ impl Behaviour {
 /// protocol negotiation and the muxer).
 const CONNECT_MARGIN: Duration = Duration::from_secs(5);
 
-/// The security handshake of a node's connections: CA-TLS (the default) or open mode. The two
-/// never connect to each other; each side reports why (a [`ca_tls::Refusal`]).
-#[derive(Debug, Clone)]
-pub enum Security {
-    /// CA-authenticated TLS, `/bcos-tls/1.0.0` (`security = "ca-tls"`).
-    CaTls(ca_tls::Config),
-    /// Stock libp2p TLS with the node key, `/tls/1.0.0` (`security = "libp2p-tls"`).
-    Open(open::Config),
-}
-
-impl Security {
-    /// The deny/allow lists enforced in every handshake.
-    pub fn access_list(&self) -> &ca_tls::AccessList {
-        match self {
-            Security::CaTls(c) => c.access_list(),
-            Security::Open(c) => c.access_list(),
-        }
-    }
-
-    /// PeerId → NodeId of every authenticated peer.
-    pub fn node_ids(&self) -> &crate::NodeIdBook {
-        match self {
-            Security::CaTls(c) => c.node_ids(),
-            Security::Open(c) => c.node_ids(),
-        }
-    }
-
-    /// The limit on a security handshake.
-    pub fn handshake_timeout(&self) -> Duration {
-        match self {
-            Security::CaTls(c) => c.handshake_timeout(),
-            Security::Open(c) => c.handshake_timeout(),
-        }
-    }
-
-    /// Sets the limit on a security handshake.
-    pub fn with_handshake_timeout(self, timeout: Duration) -> Security {
-        match self {
-            Security::CaTls(c) => Security::CaTls(c.with_handshake_timeout(timeout)),
-            Security::Open(c) => Security::Open(c.with_handshake_timeout(timeout)),
-        }
-    }
-
-    /// Which mode this is, as the config names it.
-    pub fn mode(&self) -> config::Security {
-        match self {
-            Security::CaTls(_) => config::Security::CaTls,
-            Security::Open(_) => config::Security::Libp2pTls,
-        }
-    }
-}
-
-impl From<ca_tls::Config> for Security {
-    fn from(c: ca_tls::Config) -> Self {
-        Security::CaTls(c)
-    }
-}
-
-impl From<open::Config> for Security {
-    fn from(c: open::Config) -> Self {
-        Security::Open(c)
-    }
-}
-
-/// Why a swarm could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The CA-TLS configuration does not fit the key.
-    #[error(transparent)]
-    Tls(#[from] ca_tls::ConfigError),
-    /// The open-mode configuration does not fit the key.
-    #[error(transparent)]
-    Open(#[from] open::ConfigError),
-    /// libp2p refused the setup.
-    #[error("swarm setup: {0}")]
-    Swarm(String),
-}
-
-/// A tokio swarm over TCP (nodelay) with `$security` (a CA-TLS or open-mode config: both have
-/// `for_keypair` and `handshake_timeout`), yamux ([`mux`]: 64 KiB send frames) and `$behaviour`. A macro because the swarm
-/// builder's type changes with the security upgrade. Connections stay open while idle: nodes
-/// keep long-lived connections, as FISCO BCOS does.
-macro_rules! tcp_swarm {
-    ($key:expr, $security:expr, $behaviour:expr) => {{
-        let security = $security;
-        let swarm = SwarmBuilder::with_existing_identity($key.keypair().clone())
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                |kp: &Keypair| security.for_keypair(kp),
-                mux::Config::default,
-            )?
-            .with_dns()
-            .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
-            .with_behaviour(|kp| $behaviour(kp))
-            .map_err(|e| BuildError::Swarm(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
-            // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part.
-            .with_connection_timeout(security.handshake_timeout() + CONNECT_MARGIN)
-            .build();
-        Ok(swarm)
-    }};
-}
-
-/// Builds a tokio swarm: TCP, CA-TLS with `tls`, yamux, and [`Behaviour`] with `config`.
+/// Builds a tokio swarm: TCP, `security` (CA-TLS with a [`ca_tls::Config`], or open mode with
+/// an [`crate::open::Config`]), yamux, and [`Behaviour`] with `config`.
 /// Connections stay open while idle: nodes keep long-lived connections, as FISCO BCOS does.
 pub fn build_swarm(
     key: &NodeKey,
-    tls: &ca_tls::Config,
+    security: &impl SecurityMode,
     config: &Config,
 ) -> Result<Swarm<Behaviour>, BuildError> {
-    build_swarm_with(key, tls, |_| Behaviour::new(key, tls, config))
+    build_swarm_with(key, security, |_| Behaviour::new(key, security, config))
 }
 
-/// Like [`build_swarm`], with your own behaviour (embedding bcos-p2p in a larger node).
+/// Like [`build_swarm`], with your own behaviour (embedding bcos-p2p in a larger node): TCP
+/// (nodelay), `security`, yamux ([`mux`]: 64 KiB send frames) and `behaviour`.
 pub fn build_swarm_with<B: NetworkBehaviour>(
     key: &NodeKey,
-    tls: &ca_tls::Config,
+    security: &impl SecurityMode,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, BuildError> {
-    tcp_swarm!(key, tls, behaviour)
-}
-
-/// Builds a tokio swarm for either security mode: TCP, `security`, yamux, and [`Behaviour`]
-/// with `config`.
-pub fn build_secured_swarm(
-    key: &NodeKey,
-    security: &Security,
-    config: &Config,
-) -> Result<Swarm<Behaviour>, BuildError> {
-    build_secured_swarm_with(key, security, |_| {
-        Behaviour::with_security(key, security, config)
-    })
-}
-
-/// Like [`build_secured_swarm`], with your own behaviour.
-pub fn build_secured_swarm_with<B: NetworkBehaviour>(
-    key: &NodeKey,
-    security: &Security,
-    behaviour: impl FnOnce(&Keypair) -> B,
-) -> Result<Swarm<B>, BuildError> {
-    match security {
-        Security::CaTls(tls) => build_swarm_with(key, tls, behaviour),
-        Security::Open(open) => build_open_swarm_with(key, open, behaviour),
-    }
-}
-
-/// Like [`build_swarm_with`], in open mode: TCP, stock libp2p TLS with the node key (see
-/// [`open`]), yamux.
-pub fn build_open_swarm_with<B: NetworkBehaviour>(
-    key: &NodeKey,
-    open: &open::Config,
-    behaviour: impl FnOnce(&Keypair) -> B,
-) -> Result<Swarm<B>, BuildError> {
-    tcp_swarm!(key, open, behaviour)
+    let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            |kp: &Keypair| security.for_keypair(kp),
+            mux::Config::default,
+        )?
+        .with_dns()
+        .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
+        .with_behaviour(|kp| behaviour(kp))
+        .map_err(|e| BuildError::Swarm(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
+        // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part.
+        .with_connection_timeout(security.handshake_timeout() + CONNECT_MARGIN)
+        .build();
+    Ok(swarm)
 }

@@ -49,14 +49,13 @@
 #![warn(missing_docs)]
 
 pub mod behaviour;
-pub mod certgen;
 pub mod config;
 pub mod connection;
-pub mod events;
 pub mod malloc;
 pub mod metrics;
 pub mod node;
 pub mod open;
+pub mod security;
 
 pub use bcos_p2p_ca_tls as ca_tls;
 /// Yamux with 64 KiB send frames, the muxer of every bcos-p2p swarm: see [`bcos_p2p_core::mux`].

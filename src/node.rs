@@ -39,13 +39,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     NodeId, NodeKey,
-    behaviour::{Behaviour, Event as BehaviourEvent, Security, build_secured_swarm},
+    behaviour::{Behaviour, Event as BehaviourEvent, build_swarm},
     ca_tls,
     config::Config,
     connection,
     flood::{self, FloodError, MessageId},
     metrics::{Metrics, Registry, SAMPLE_INTERVAL},
     open,
+    security::SecurityMode,
     status::{self, Status, StatusError},
     unicast::{self, RequestId, ResponseChannel, UnicastError},
 };
@@ -225,21 +226,21 @@ impl Node {
         tls: ca_tls::Config,
         config: Config,
     ) -> Result<Node, NodeError> {
-        Self::start_secured(key, Security::CaTls(tls), config).await
+        Self::start_secured(key, tls, config).await
     }
 
     /// Starts a node in open mode (`security = "libp2p-tls"`): stock libp2p TLS with `key` as
     /// the libp2p identity, no certificates (see [`crate::open`]).
     pub async fn start_open(key: NodeKey, config: Config) -> Result<Node, NodeError> {
         let open = open::Config::new(&key).map_err(|e| NodeError::Start(e.to_string()))?;
-        Self::start_secured(key, Security::Open(open), config).await
+        Self::start_secured(key, open, config).await
     }
 
     /// Starts a node with either security mode; it must be the one the config names
     /// (`[network] security`), so that a node never runs another mode than its file says.
     pub async fn start_secured(
         key: NodeKey,
-        security: Security,
+        security: impl SecurityMode,
         config: Config,
     ) -> Result<Node, NodeError> {
         Self::launch(key, security, config, None).await
@@ -251,7 +252,7 @@ impl Node {
     /// (`registry.sub_registry_with_label(..)`), or their series would collide.
     pub async fn start_with_metrics(
         key: NodeKey,
-        security: Security,
+        security: impl SecurityMode,
         config: Config,
         registry: &mut Registry,
     ) -> Result<Node, NodeError> {
@@ -260,7 +261,7 @@ impl Node {
 
     async fn launch(
         key: NodeKey,
-        security: Security,
+        security: impl SecurityMode,
         config: Config,
         registry: Option<&mut Registry>,
     ) -> Result<Node, NodeError> {
@@ -275,8 +276,8 @@ impl Node {
         let security = security.with_handshake_timeout(Duration::from_millis(
             config.connection.handshake_timeout_ms,
         ));
-        let mut swarm = build_secured_swarm(&key, &security, &config)
-            .map_err(|e| NodeError::Start(e.to_string()))?;
+        let mut swarm =
+            build_swarm(&key, &security, &config).map_err(|e| NodeError::Start(e.to_string()))?;
         if config.network.listen.is_empty() {
             return Err(NodeError::Start("no listen address".into()));
         }

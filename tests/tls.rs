@@ -3,6 +3,7 @@
 mod common;
 
 use std::{
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -15,33 +16,48 @@ use bcos_p2p::{
         crypto::Secp256k1SigningKey,
         pki::{CertificateAuthority, Period},
     },
-    certgen::{GenOptions, gen_certs},
+    config::Config,
 };
 use common::{Side, dial, load, node, root_of, sh};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
-use libp2p::{SwarmBuilder, identity::Keypair, ping};
+use libp2p::{PeerId, SwarmBuilder, identity::Keypair, multiaddr::Protocol, ping};
+
+/// What `gen-certs` wrote for node `i` of `out`: its directory, the NodeId in `node.nodeid`, and
+/// the PeerId the other node's `config.toml` dials it by.
+fn generated(out: &Path, i: usize) -> (PathBuf, NodeId, PeerId) {
+    let dir = out.join(format!("node{i}"));
+    let node_id: NodeId = std::fs::read_to_string(dir.join("node.nodeid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (config, _) = Config::load(out.join(format!("node{}", 1 - i)).join("config.toml")).unwrap();
+    let peer_id = config.network.peers[0]
+        .0
+        .iter()
+        .find_map(|p| match p {
+            Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .expect("gen-certs names each peer's PeerId");
+    (dir, node_id, peer_id)
+}
 
 /// Two nodes from `gen-certs` output of each key type connect and know each other's NodeId.
 #[tokio::test]
 async fn gen_certs_nodes_connect_and_see_each_others_node_id() {
     for key_type in [KeyType::Secp256k1, KeyType::P256, KeyType::Rsa] {
         let tmp = tempfile::tempdir().unwrap();
-        let made = gen_certs(&GenOptions {
-            out: tmp.path().to_path_buf(),
-            nodes: 2,
-            key_type,
-            days: 30,
-            base_port: 30300,
-        })
-        .unwrap();
-        let (ka, ta) = load(&made[0].dir);
-        let (kb, tb) = load(&made[1].dir);
-        assert_eq!(ka.node_id(), &made[0].node_id);
+        common::run_json::gen_certs_of(tmp.path(), 2, 30300, &key_type.to_string());
+        let made = [generated(tmp.path(), 0), generated(tmp.path(), 1)];
+        let (ka, ta) = load(&made[0].0);
+        let (kb, tb) = load(&made[1].0);
+        assert_eq!(ka.node_id(), &made[0].1);
         let mut a = build_swarm(&ka, &ta, &Default::default()).unwrap();
         let mut b = build_swarm(&kb, &tb, &Default::default()).unwrap();
         let (sa, sb) = dial(&mut a, &mut b).await;
-        assert_eq!(sa.peer(), made[1].peer_id, "{key_type}");
-        assert_eq!(sb.peer(), made[0].peer_id, "{key_type}");
+        assert_eq!(sa.peer(), made[1].2, "{key_type}");
+        assert_eq!(sb.peer(), made[0].2, "{key_type}");
         // Each side can name the other by NodeId, also for P-256/RSA whose PeerIds are hashes.
         assert_eq!(
             ta.node_ids().resolve(&sa.peer()).as_ref(),

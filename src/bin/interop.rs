@@ -34,7 +34,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use bcos_p2p::{
     KeyType, NodeIdBook, NodeKey,
-    behaviour::{PROTOCOL_VERSION, Security, build_secured_swarm_with},
+    behaviour::{PROTOCOL_VERSION, build_swarm_with},
     ca_tls,
     config::{Config, flood_config, status_config, unicast_config},
     connection, flood, open, status, unicast,
@@ -86,6 +86,14 @@ impl Interop {
             status: status::Behaviour::new(status_config(&config), book.clone()),
         }
     }
+}
+
+/// The security the harness asked for (`security`).
+enum Security {
+    /// `tls`: stock libp2p TLS (bcos-p2p's open mode).
+    Open(open::Config),
+    /// `bcos-tls`: CA-TLS with the given certificates.
+    CaTls(ca_tls::Config),
 }
 
 /// The test's settings, from the environment.
@@ -195,9 +203,13 @@ fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let timeout = settings.timeout;
-    let book = settings.security.node_ids().clone();
     let key = &settings.key;
-    let swarm = build_secured_swarm_with(key, &settings.security, |_| Interop::new(key, &book))?;
+    let swarm = match &settings.security {
+        Security::Open(open) => {
+            build_swarm_with(key, open, |_| Interop::new(key, open.node_ids()))?
+        }
+        Security::CaTls(tls) => build_swarm_with(key, tls, |_| Interop::new(key, tls.node_ids()))?,
+    };
     tracing::info!(
         peer = %swarm.local_peer_id(),
         node_id = %key.node_id(),

@@ -14,7 +14,6 @@ use std::{
 use anyhow::{Context as _, bail};
 use bcos_p2p::{
     KeyType, NodeId, ca_tls,
-    certgen::{GenOptions, gen_certs},
     config::{Config, DEFAULT_MODULE, PeerAddr},
     connection, flood,
     node::{Node, NodeEvent},
@@ -24,6 +23,8 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
+
+use super::certgen::{GenOptions, gen_certs};
 
 /// How long any one step may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,16 +1,15 @@
 //! Argument parsing and dispatch for the `bcos-p2p` binary.
 
+mod certgen;
 mod demo;
+mod events;
 mod run;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use bcos_p2p::{
-    KeyType, NodeKey,
-    certgen::{GenOptions, gen_certs},
-    config::DEFAULT_PORT,
-};
+use bcos_p2p::{KeyType, NodeKey, config::DEFAULT_PORT};
+use certgen::{GenOptions, gen_certs};
 use clap::{Parser, Subcommand};
 
 /// P2P network layer of a consortium blockchain (FISCO BCOS design) on rust-libp2p.

@@ -1,24 +1,26 @@
 //! `bcos-p2p run`: one node, driven by stdin commands, reporting events on stdout (the CLI
-//! contract in ARCHITECTURE.md). Everything network-side is [`bcos_p2p::node::Node`]; this file
+//! contract in docs/ARCHITECTURE.md). Everything network-side is [`bcos_p2p::node::Node`]; this file
 //! only parses commands and prints events.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use bcos_p2p::{
-    NodeId, NodeKey, behaviour, ca_tls,
+    NodeId, NodeKey, ca_tls,
     config::{Config, DEFAULT_MODULE, PeerAddr, Security},
-    connection,
-    events::{Event, MessageKind, PeerInfo},
-    flood,
+    connection, flood,
     metrics::{MetricsServer, Registry},
     node::{Node, NodeEvent},
-    open, status,
+    open,
+    security::SecurityMode,
+    status,
 };
 use bytes::Bytes;
 use clap::Args;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
+
+use super::events::{Event, MessageKind, PeerInfo};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -108,7 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let (config, json) = args.into_config()?;
     let c = &config.certificate;
-    let (key, security) = match config.network.security {
+    let (mut node, server) = match config.network.security {
         Security::CaTls => {
             let (key, tls) = ca_tls::Config::load(&c.key, &c.cert, &c.ca).with_context(|| {
                 format!(
@@ -118,26 +120,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     c.ca.display()
                 )
             })?;
-            (key, behaviour::Security::CaTls(tls))
+            start(key, tls, config).await?
         }
         Security::Libp2pTls => {
             let key = NodeKey::from_file(&c.key)
                 .with_context(|| format!("cannot load key {}", c.key.display()))?;
             let open = open::Config::new(&key).context("open mode")?;
-            (key, behaviour::Security::Open(open))
+            start(key, open, config).await?
         }
-    };
-    // The server stops when dropped, at the end of this function.
-    let (mut node, server) = match config.metrics.listen_addr() {
-        Some(addr) => {
-            let mut registry = Registry::default();
-            let node = Node::start_with_metrics(key, security, config, &mut registry).await?;
-            let server = MetricsServer::bind(addr, Arc::new(registry))
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            (node, Some(server))
-        }
-        None => (Node::start_secured(key, security, config).await?, None),
     };
     let events = node.events().expect("first call");
     let out = Output { json };
@@ -155,6 +145,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let outcome = session.drive(events).await;
     session.node.shutdown().await.ok();
     outcome
+}
+
+/// Starts the node, and its metrics server when the config asks for one (it stops when
+/// dropped).
+async fn start(
+    key: NodeKey,
+    security: impl SecurityMode,
+    config: Config,
+) -> anyhow::Result<(Node, Option<MetricsServer>)> {
+    Ok(match config.metrics.listen_addr() {
+        Some(addr) => {
+            let mut registry = Registry::default();
+            let node = Node::start_with_metrics(key, security, config, &mut registry).await?;
+            let server = MetricsServer::bind(addr, Arc::new(registry))
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            (node, Some(server))
+        }
+        None => (Node::start_secured(key, security, config).await?, None),
+    })
 }
 
 /// Prints events: one JSON object per line, or a line for people.

@@ -186,6 +186,11 @@ pub fn free_ports(n: u16) -> u16 {
 
 /// `bcos-p2p gen-certs` for `nodes` nodes listening from `base_port` up, into `out`.
 pub fn gen_certs(out: &Path, nodes: usize, base_port: u16) {
+    gen_certs_of(out, nodes, base_port, "secp256k1");
+}
+
+/// `bcos-p2p gen-certs` with keys of `key_type` (a `--key-type` name).
+pub fn gen_certs_of(out: &Path, nodes: usize, base_port: u16, key_type: &str) {
     let st = Command::new(BIN)
         .args([
             "gen-certs",
@@ -193,6 +198,8 @@ pub fn gen_certs(out: &Path, nodes: usize, base_port: u16) {
             &nodes.to_string(),
             "--base-port",
             &base_port.to_string(),
+            "--key-type",
+            key_type,
             "--out",
         ])
         .arg(out)

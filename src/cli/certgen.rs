@@ -10,13 +10,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bcos_p2p_ca_tls::pki::{CertificateAuthority, Period, chain_pem};
-use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
-
-use crate::{
+use bcos_p2p::{
     KeyType, NodeId, NodeKey,
+    ca_tls::pki::{CertificateAuthority, Period, chain_pem},
     config::{Config, Network, PeerAddr},
 };
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -54,10 +53,10 @@ pub enum GenCertsError {
     Options(String),
     /// Key or certificate generation failed.
     #[error(transparent)]
-    Gen(#[from] bcos_p2p_ca_tls::pki::GenError),
+    Gen(#[from] bcos_p2p::ca_tls::pki::GenError),
     /// Key generation failed.
     #[error(transparent)]
-    Key(#[from] bcos_p2p_core::KeyError),
+    Key(#[from] bcos_p2p::KeyError),
     /// Writing failed.
     #[error("cannot write {path}: {source}")]
     Io {

@@ -1,11 +1,9 @@
-//! The events `bcos-p2p run --json` prints, one JSON object per line (see ARCHITECTURE.md's CLI
-//! contract), and their human-readable form.
+//! The events `bcos-p2p run --json` prints, one JSON object per line (see the CLI contract in
+//! docs/ARCHITECTURE.md), and their human-readable form.
 
 use serde::Serialize;
 
-use libp2p::swarm::DialError;
-
-use crate::{NodeId, ca_tls::UpgradeError, connection::dial_refusal};
+use bcos_p2p::NodeId;
 
 /// One line of `run --json` output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,30 +137,6 @@ pub struct PeerInfo {
 }
 
 impl Event {
-    /// A refusal found in a swarm connection error, if the error is one.
-    pub fn refused(addr: String, error: &(dyn std::error::Error + 'static)) -> Option<Event> {
-        UpgradeError::find(error).map(|e| Event::from_upgrade(addr, e))
-    }
-
-    /// A refusal found in a failed dial, with the address it was found for.
-    pub fn refused_dial(error: &DialError) -> Option<Event> {
-        let (addr, e) = dial_refusal(error)?;
-        Some(Event::from_upgrade(
-            addr.map(|a| a.to_string()).unwrap_or_default(),
-            e,
-        ))
-    }
-
-    /// The `refused` event of a CA-TLS refusal at `addr`.
-    pub fn from_upgrade(addr: String, e: &UpgradeError) -> Event {
-        Event::Refused {
-            addr,
-            reason: e.refusal().to_string(),
-            code: e.refusal().code().to_string(),
-            node_id: e.node_id().cloned(),
-        }
-    }
-
     /// The event as one JSON line.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("events serialise")
