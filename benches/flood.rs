@@ -6,7 +6,7 @@
 //! delivery is timed from its publish. `wire_per_delivered` = bytes read off every socket during
 //! the publish phase ÷ (distinct deliveries × payload bytes).
 //!
-//! `cargo bench --bench flood [-- --quick]`; the last line is JSON (see ARCHITECTURE.md).
+//! `cargo bench --bench flood [-- --quick]`; the last line is JSON (see docs/ARCHITECTURE.md).
 
 #[path = "support/mod.rs"]
 mod support;

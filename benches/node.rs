@@ -4,7 +4,7 @@
 //! once with the restarted node dialling them, once with only their redials (default backoff)
 //! bringing it back (`reconnect_p50_ms`/`reconnect_p99_ms` are the latter).
 //!
-//! `cargo bench --bench node [-- --quick]`; the last line is JSON (see ARCHITECTURE.md).
+//! `cargo bench --bench node [-- --quick]`; the last line is JSON (see docs/ARCHITECTURE.md).
 
 #[path = "support/mod.rs"]
 mod support;

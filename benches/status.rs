@@ -10,7 +10,7 @@
 //! 3. idle cost: bytes read by every socket over a quiet window (5 s; 2 s with `--quick`) ÷
 //!    seconds ÷ directed peer links (16 × 15), at the default announce period of 1 s.
 //!
-//! Prints a table, then one JSON line with the figures (the contract in ARCHITECTURE.md).
+//! Prints a table, then one JSON line with the figures (the contract in docs/ARCHITECTURE.md).
 
 #[path = "../tests/common/mod.rs"]
 mod common;

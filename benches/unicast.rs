@@ -20,7 +20,7 @@
 //! reports the CPU time both ends' threads spent per GiB moved (thread-per-end runs), which
 //! varies less and says what a change costs.
 //!
-//! Prints a table, then one JSON line with the figures (the contract in ARCHITECTURE.md):
+//! Prints a table, then one JSON line with the figures (the contract in docs/ARCHITECTURE.md):
 //! the names, plus `bulk_shared_pool_mb_per_s`, `raw_tls_thread_per_end_mb_per_s`,
 //! `raw_tls_shared_pool_mb_per_s`, `bulk_cpu_ms_per_gib`, `raw_tls_cpu_ms_per_gib`,
 //! `frame_binary_ns`, `frame_cbor_ns`.
