@@ -29,7 +29,6 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use libp2p::{
     Multiaddr, PeerId, floodsub, gossipsub,
-    identity::Keypair,
     swarm::{NetworkBehaviour, SwarmEvent},
 };
 use support::{Counter, build_counting_swarm, listen_local, quantile};
@@ -124,7 +123,7 @@ type Delivery = (usize, u64, Instant);
 async fn spawn_node<B: Pubsub>(
     index: usize,
     ca: &CertificateAuthority,
-    make: impl FnOnce(&Keypair, &bcos_p2p::ca_tls::Config) -> B,
+    make: impl FnOnce(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
     deliveries: mpsc::UnboundedSender<Delivery>,
 ) -> NodeHandle {
     let key = bcos_p2p::NodeKey::generate(KeyType::Secp256k1).expect("key");
@@ -138,7 +137,7 @@ async fn spawn_node<B: Pubsub>(
     )
     .expect("tls");
     let (mut swarm, counter) =
-        build_counting_swarm(&key, &tls, |kp| make(kp, &tls)).expect("swarm");
+        build_counting_swarm(&key, &tls, |_| make(&key, &tls)).expect("swarm");
     let addr = listen_local(&mut swarm).await;
     let (commands, mut rx) = mpsc::unbounded_channel();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -206,7 +205,7 @@ async fn measure<B: Pubsub>(
     run: &Run,
     edges: &[(usize, usize)],
     subscribed: &[bool],
-    make: impl Fn(&Keypair, &bcos_p2p::ca_tls::Config) -> B,
+    make: impl Fn(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
 ) -> Outcome {
     let ca = CertificateAuthority::new_root(KeyType::Secp256k1, "CN=bench", Period::days(1))
         .expect("ca");
@@ -334,18 +333,19 @@ fn regular3(mut seed: u64) -> Vec<(usize, usize)> {
     }
 }
 
-fn ours(kp: &Keypair, tls: &bcos_p2p::ca_tls::Config) -> flood::Behaviour {
-    let me = bcos_p2p::NodeId::from_public_key(&kp.public()).expect("node id");
-    flood::Behaviour::new(me, flood::Config::default(), tls.node_ids().clone())
+fn ours(key: &bcos_p2p::NodeKey, tls: &bcos_p2p::ca_tls::Config) -> flood::Behaviour {
+    flood::Behaviour::new(key, flood::Config::default(), tls.node_ids().clone())
 }
 
-fn stock_floodsub(kp: &Keypair, _: &bcos_p2p::ca_tls::Config) -> floodsub::Behaviour {
+fn stock_floodsub(key: &bcos_p2p::NodeKey, _: &bcos_p2p::ca_tls::Config) -> floodsub::Behaviour {
+    let kp = key.keypair();
     floodsub::Behaviour::new(kp.public().to_peer_id())
 }
 
 /// Gossipsub for 16 nodes: the default mesh degree (6, 5–12), signed messages, and a 500 ms
 /// heartbeat so the mesh forms within the warm-up.
-fn stock_gossipsub(kp: &Keypair, _: &bcos_p2p::ca_tls::Config) -> gossipsub::Behaviour {
+fn stock_gossipsub(key: &bcos_p2p::NodeKey, _: &bcos_p2p::ca_tls::Config) -> gossipsub::Behaviour {
+    let kp = key.keypair();
     let config = gossipsub::ConfigBuilder::default()
         .heartbeat_interval(Duration::from_millis(500))
         .build()

@@ -138,8 +138,7 @@ impl Behaviour {
                 u
             },
             flood: {
-                let mut f =
-                    flood::Behaviour::new(key.node_id().clone(), flood_config(config), book);
+                let mut f = flood::Behaviour::new(key, flood_config(config), book);
                 f.set_primaries(primaries);
                 f
             },

@@ -14,7 +14,7 @@
 //! | `ping_rtt_seconds` | | ping round trips (histogram) |
 //! | `frames_total`, `transferred_bytes_total` | `protocol` (`unicast`/`flood`/`status`), `direction` (`in`/`out`) | frames and their body bytes |
 //! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
-//! | `flood_{published,delivered,duplicates,dropped,malformed}_total` | | multicasts and broadcasts |
+//! | `flood_{published,delivered,duplicates,too_old,bad_signatures,dropped,malformed}_total` | | multicasts and broadcasts |
 //! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
 //! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
 //!
@@ -277,7 +277,7 @@ impl Collector for ProtocolCollector {
         )?;
 
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 12] = [
+        let single: [(&str, &str, u64); 14] = [
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",
@@ -292,6 +292,16 @@ impl Collector for ProtocolCollector {
                 "flood_duplicates",
                 "Copies received of messages already seen (dropped)",
                 flood.duplicates,
+            ),
+            (
+                "flood_too_old",
+                "Data frames refused as below their origin's replay window (replays, or copies too late)",
+                flood.too_old,
+            ),
+            (
+                "flood_bad_signatures",
+                "Data frames whose origin signature did not verify (the sender's stream closed)",
+                flood.bad_signatures,
             ),
             (
                 "flood_dropped",

@@ -10,7 +10,7 @@ use std::{
 };
 
 use bcos_p2p::{
-    KeyType, NodeId,
+    KeyType, NodeId, NodeKey,
     behaviour::build_swarm_with,
     ca_tls::pki::{CertificateAuthority, Period},
     flood::{self, Config, Event, FloodError, MessageId},
@@ -29,6 +29,8 @@ type Got = (MessageId, Option<String>, Bytes, u8);
 struct Net {
     ca: CertificateAuthority,
     ids: Vec<NodeId>,
+    /// Each node's key (to make the frames a node would send, as a replaying attacker has them).
+    keys: Vec<NodeKey>,
     swarms: Vec<Option<Swarm<flood::Behaviour>>>,
     addrs: Vec<Option<Multiaddr>>,
     /// Message events per node.
@@ -41,6 +43,7 @@ impl Net {
             ca: CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1))
                 .unwrap(),
             ids: Vec::new(),
+            keys: Vec::new(),
             swarms: Vec::new(),
             addrs: Vec::new(),
             got: Vec::new(),
@@ -63,14 +66,14 @@ impl Net {
     /// Adds a node listening on loopback; returns its index.
     fn add(&mut self, config: Config) -> usize {
         let (key, tls) = node(&self.ca, KeyType::Secp256k1, Period::days(1));
-        let me = key.node_id().clone();
         let book = tls.node_ids().clone();
         let mut swarm =
-            build_swarm_with(&key, &tls, |_| flood::Behaviour::new(me, config, book)).unwrap();
+            build_swarm_with(&key, &tls, |_| flood::Behaviour::new(&key, config, book)).unwrap();
         swarm
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .unwrap();
         self.ids.push(key.node_id().clone());
+        self.keys.push(key);
         self.swarms.push(Some(swarm));
         self.addrs.push(None);
         self.got.push(Vec::new());
@@ -567,24 +570,10 @@ async fn an_unknown_origin_is_checked_once_for_many_frames() {
     net.settle(1).await;
     let target = net.ids[1].to_peer_id();
     let addr = net.addrs[1].clone().unwrap();
-    let stranger = bcos_p2p::NodeKey::generate(KeyType::Secp256k1)
-        .unwrap()
-        .node_id()
-        .clone();
+    let stranger = NodeKey::generate(KeyType::Secp256k1).unwrap();
     let mut frames = Vec::new();
     for seqno in 1..=50 {
-        let body = flood::wire::Frame::Data(flood::wire::Data {
-            origin: Bytes::copy_from_slice(stranger.as_bytes()),
-            seqno,
-            ttl: 1,
-            hops: 1,
-            view: 0,
-            topic: None,
-            payload: Bytes::from_static(b"from a stranger"),
-        })
-        .encode();
-        frames.extend(common::varint(body.len() as u64));
-        frames.extend_from_slice(&body);
+        frames.extend(data_frame(&stranger, seqno, 1, b"from a stranger"));
     }
     let before = net.flood(1).stats();
     let (io, attacker) = common::write_garbage(&net.ca, addr, target, flood::PROTOCOL_NAME, frames);
@@ -602,4 +591,165 @@ async fn an_unknown_origin_is_checked_once_for_many_frames() {
     assert_eq!(after.malformed, before.malformed);
     io.abort();
     attacker.abort();
+}
+
+/// A DATA frame (with its length prefix) from origin `key`, signed by `signer`, as it leaves
+/// the origin (hops 1): a broadcast when `topic` is `None`.
+fn signed_by(
+    signer: &NodeKey,
+    key: &NodeKey,
+    (seqno, ttl, view): (u64, u8, u64),
+    topic: Option<&str>,
+    payload: &'static [u8],
+) -> Vec<u8> {
+    let mut data = flood::wire::Data {
+        key_type: key.key_type().code(),
+        origin: Bytes::copy_from_slice(key.node_id().as_bytes()),
+        seqno,
+        ttl,
+        hops: 1,
+        view,
+        topic: topic.map(str::to_string),
+        signature: Bytes::new(),
+        payload: Bytes::from_static(payload),
+    };
+    data.signature = signer.sign(&data.signed_message()).unwrap().into();
+    let body = flood::wire::Frame::Data(data).encode();
+    let mut frame = common::varint(body.len() as u64);
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// A DATA frame from `key`, signed by it, with view 0.
+fn data_frame(key: &NodeKey, seqno: u64, ttl: u8, payload: &'static [u8]) -> Vec<u8> {
+    signed_by(key, key, (seqno, ttl, 0), None, payload)
+}
+
+/// A member forges node 0's next ten ids (signing them with its own key, the only one it has):
+/// none is delivered, and node 0's real messages with those ids reach everyone.
+#[tokio::test]
+async fn a_member_cannot_forge_another_nodes_messages() {
+    let mut net = Net::new(3, |_, _| {}).await;
+    net.connect(&mesh(3)).await;
+    net.settle(2).await;
+    let first = net.flood(0).broadcast(Bytes::from_static(b"real")).unwrap();
+    net.run_until("the first real message", |net| {
+        net.count(1, &first) == 1 && net.count(2, &first) == 1
+    })
+    .await;
+    let (attacker, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let mut frames = Vec::new();
+    for i in 1..=10 {
+        frames.extend(signed_by(
+            &attacker,
+            &net.keys[0],
+            (first.seqno + i, 10, 0),
+            None,
+            b"forged",
+        ));
+    }
+    let target = net.ids[1].to_peer_id();
+    let addr = net.addrs[1].clone().unwrap();
+    let (io, swarm) =
+        common::write_garbage_as(&attacker, &tls, addr, target, flood::PROTOCOL_NAME, frames);
+    net.run_until("the forgery to be caught", |net| {
+        net.flood(1).stats().bad_signatures >= 1
+    })
+    .await;
+    let mut real = Vec::new();
+    for _ in 0..10 {
+        real.push(net.flood(0).broadcast(Bytes::from_static(b"real")).unwrap());
+    }
+    net.run_until("every real message", |net| {
+        real.iter()
+            .all(|id| net.count(1, id) == 1 && net.count(2, id) == 1)
+    })
+    .await;
+    net.run_for(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        assert!(
+            net.got[i]
+                .iter()
+                .all(|(.., payload, _)| &payload[..] == b"real"),
+            "node {i} delivered a forged message"
+        );
+    }
+    // Its stream is closed (the frames already read are checked and dropped first).
+    let stats = net.flood(1).stats();
+    assert!((1..=10).contains(&stats.bad_signatures), "{stats:?}");
+    assert!(stats.malformed >= 1, "{stats:?}");
+    io.abort();
+    swarm.abort();
+}
+
+/// A message replayed by a member, at once and later, and one older than the replay window,
+/// is not delivered again.
+#[tokio::test]
+async fn a_replayed_message_is_not_delivered_again() {
+    let mut net = Net::new(2, |_, c| c.replay_window = 64).await;
+    net.connect(&[(0, 1)]).await;
+    net.settle(1).await;
+    // A message as node 0 sends it, replayed below: the same origin, seqno and signature.
+    let old = net.flood(0).broadcast(Bytes::from_static(b"once")).unwrap();
+    let mut ids = vec![old.clone()];
+    for _ in 0..64 {
+        ids.push(net.flood(0).broadcast(Bytes::from_static(b"once")).unwrap());
+    }
+    let latest = ids.last().unwrap().clone();
+    net.run_until("every message once", |net| {
+        ids.iter().all(|id| net.count(1, id) == 1)
+    })
+    .await;
+    let before = net.flood(1).stats();
+    // The frames exactly as node 0 sent them (its signatures are deterministic, RFC 6979), as
+    // a member that recorded them has them.
+    let view = net.flood(0).view_digest().unwrap();
+    let replays = [
+        (latest.seqno, "the latest, inside the window"),
+        (old.seqno, "the oldest, now below the window"),
+    ];
+    for (seqno, what) in replays {
+        let frame = signed_by(&net.keys[0], &net.keys[0], (seqno, 10, view), None, b"once");
+        let target = net.ids[1].to_peer_id();
+        let addr = net.addrs[1].clone().unwrap();
+        let (io, swarm) = common::write_garbage(&net.ca, addr, target, flood::PROTOCOL_NAME, frame);
+        net.run_for(Duration::from_millis(1500)).await;
+        io.abort();
+        swarm.abort();
+        assert!(
+            ids.iter().all(|id| net.count(1, id) == 1),
+            "{what}: delivered again"
+        );
+    }
+    let after = net.flood(1).stats();
+    assert_eq!(after.duplicates, before.duplicates + 1, "{after:?}");
+    assert_eq!(after.too_old, before.too_old + 1, "{after:?}");
+    assert_eq!(after.delivered, before.delivered);
+}
+
+/// A member's own message asking for 255 hops goes no further than the receivers' ttl.
+#[tokio::test]
+async fn a_member_cannot_send_a_message_further_than_the_ttl() {
+    let mut net = Net::new(4, |_, c| c.ttl = 2).await;
+    net.connect(&line(4)).await;
+    net.settle(3).await;
+    let (attacker, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let frame = data_frame(&attacker, 1, 255, b"far");
+    let target = net.ids[0].to_peer_id();
+    let addr = net.addrs[0].clone().unwrap();
+    let (io, swarm) =
+        common::write_garbage_as(&attacker, &tls, addr, target, flood::PROTOCOL_NAME, frame);
+    net.run_until("nodes 0 and 1 to get it", |net| {
+        !net.got[0].is_empty() && !net.got[1].is_empty()
+    })
+    .await;
+    net.run_for(Duration::from_millis(1000)).await;
+    assert_eq!((net.got[0].len(), net.got[1].len()), (1, 1));
+    assert!(
+        net.got[2].is_empty() && net.got[3].is_empty(),
+        "went past 2 hops: {:?}",
+        net.got
+    );
+    io.abort();
+    swarm.abort();
 }

@@ -38,6 +38,9 @@ pub enum KeyError {
     /// The key is malformed.
     #[error("malformed key: {0}")]
     Malformed(String),
+    /// Signing failed.
+    #[error("cannot sign: {0}")]
+    Sign(String),
 }
 
 /// A node's private key with its libp2p identity.
@@ -122,6 +125,15 @@ impl NodeKey {
     /// The libp2p identity made from this key.
     pub fn keypair(&self) -> &Keypair {
         &self.keypair
+    }
+
+    /// Signs `message` as [`crate::Verifier::verify`] checks it: the key type's scheme over
+    /// SHA-256 of `message` (ECDSA with a DER signature for the EC types, RSASSA-PKCS1-v1_5
+    /// for RSA), which is libp2p's signature of the key.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.keypair
+            .sign(message)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     /// The key as PKCS#8 DER (for TLS signing).

@@ -26,5 +26,5 @@ pub use key::{KeyError, NodeKey, pem_encode};
 pub use keys::{
     KeyType, MAX_RSA_BITS, MIN_RSA_BITS, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1,
 };
-pub use node_id::{NodeId, NodeIdError};
+pub use node_id::{NodeId, NodeIdError, Verifier};
 pub use primary::PrimaryConnections;

@@ -136,6 +136,12 @@ impl NodeId {
         (self.key_type.spec().public_key)(&self.bytes)
     }
 
+    /// What checks this node's signatures ([`crate::NodeKey::sign`]); make it once per node
+    /// and keep it, as it parses the key.
+    pub fn verifier(&self) -> Verifier {
+        Verifier(self.to_public_key())
+    }
+
     /// The libp2p PeerId of this node.
     pub fn to_peer_id(&self) -> PeerId {
         self.to_public_key().to_peer_id()
@@ -218,5 +224,16 @@ impl<'de> serde::Deserialize<'de> for NodeId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks the signatures of one node: see [`NodeId::verifier`].
+#[derive(Debug, Clone)]
+pub struct Verifier(PublicKey);
+
+impl Verifier {
+    /// Whether `signature` is the node's signature of `message` ([`crate::NodeKey::sign`]).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.0.verify(message, signature)
     }
 }

@@ -1,4 +1,4 @@
-//! The flood frame decoder (`/bcos/flood/1.0.0`): arbitrary frame bodies. A body that decodes
+//! The flood frame decoder (`/bcos/flood/2.0.0`): arbitrary frame bodies. A body that decodes
 //! must re-encode to exactly the same bytes (the format has one encoding per frame).
 #![no_main]
 

@@ -78,11 +78,7 @@ impl Interop {
                     .with_agent_version(format!("bcos-p2p-interop/{}", env!("CARGO_PKG_VERSION"))),
             ),
             unicast: unicast::Behaviour::new(unicast_config(&config), book.clone()),
-            flood: flood::Behaviour::new(
-                key.node_id().clone(),
-                flood_config(&config),
-                book.clone(),
-            ),
+            flood: flood::Behaviour::new(key, flood_config(&config), book.clone()),
             status: status::Behaviour::new(status_config(&config), book.clone()),
         }
     }

@@ -206,10 +206,22 @@ pub fn write_garbage(
     protocol: libp2p::StreamProtocol,
     garbage: Vec<u8>,
 ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
-    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     let (key, tls) = node(ca, KeyType::Secp256k1, Period::days(1));
+    write_garbage_as(&key, &tls, addr, target, protocol, garbage)
+}
+
+/// Like [`write_garbage`], from the member with `key` and `tls` (to sign what it writes).
+pub fn write_garbage_as(
+    key: &NodeKey,
+    tls: &ca_tls::Config,
+    addr: libp2p::Multiaddr,
+    target: PeerId,
+    protocol: libp2p::StreamProtocol,
+    garbage: Vec<u8>,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut attacker =
-        bcos_p2p::behaviour::build_swarm_with(&key, &tls, |_| libp2p_stream::Behaviour::new())
+        bcos_p2p::behaviour::build_swarm_with(key, tls, |_| libp2p_stream::Behaviour::new())
             .unwrap();
     let mut control = attacker.behaviour().new_control();
     attacker.dial(addr).unwrap();

@@ -46,6 +46,8 @@ pub(crate) struct KeySpec {
     pub names: &'static [&'static str],
     /// How messages name the type (`P-256`).
     pub label: &'static str,
+    /// The byte wire formats name the type by (flood's DATA frames): never reused.
+    pub code: u8,
     /// How its private keys are stored (and so which OIDs name it).
     pub private_key: PrivateKeyForm,
     /// The libp2p key type of its public keys.
@@ -127,6 +129,16 @@ impl KeyType {
     /// The name messages use (`secp256k1`, `P-256`, `RSA`).
     pub fn label(self) -> &'static str {
         self.spec().label
+    }
+
+    /// The byte wire formats name the type by: secp256k1 1, P-256 2, RSA 3.
+    pub fn code(self) -> u8 {
+        self.spec().code
+    }
+
+    /// The type a wire format's key-type byte names.
+    pub fn from_code(code: u8) -> Option<KeyType> {
+        Self::ALL.into_iter().find(|t| t.code() == code)
     }
 
     /// The named curve of an EC type (`None` for RSA).

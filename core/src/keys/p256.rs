@@ -17,6 +17,7 @@ pub const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.100
 pub(super) static SPEC: KeySpec = KeySpec {
     names: &["p256", "p-256", "prime256v1", "secp256r1"],
     label: "P-256",
+    code: 2,
     private_key: PrivateKeyForm::Ec(EcCurve {
         oid: OID_P256,
         openssl_name: "prime256v1",

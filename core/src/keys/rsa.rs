@@ -29,6 +29,7 @@ const RSA_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 pub(super) static SPEC: KeySpec = KeySpec {
     names: &["rsa"],
     label: "RSA",
+    code: 3,
     private_key: PrivateKeyForm::Pkcs8 {
         algorithm: OID_RSA,
         load: load_pkcs8,

@@ -17,6 +17,7 @@ pub const OID_SECP256K1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.13
 pub(super) static SPEC: KeySpec = KeySpec {
     names: &["secp256k1", "k256"],
     label: "secp256k1",
+    code: 1,
     private_key: PrivateKeyForm::Ec(EcCurve {
         oid: OID_SECP256K1,
         openssl_name: "secp256k1",

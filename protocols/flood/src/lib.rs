@@ -1,4 +1,4 @@
-//! Topic flooding (`/bcos/flood/1.0.0`): network-wide subscriptions, multicast to a topic's
+//! Topic flooding (`/bcos/flood/2.0.0`): network-wide subscriptions, multicast to a topic's
 //! subscribers, broadcast to every node — each delivered exactly once, also across nodes that
 //! are not directly connected, with close to one copy per receiver on the wire.
 //!
@@ -32,8 +32,8 @@
 
 mod origins;
 mod records;
-mod seen;
 pub mod topology;
+mod window;
 pub mod wire;
 
 use std::{
@@ -45,7 +45,7 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    NodeId, NodeIdBook, PrimaryConnections,
+    NodeId, NodeIdBook, NodeKey, PrimaryConnections,
     link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
     stream_pair::{CloseReason, Traffic},
 };
@@ -59,12 +59,12 @@ use libp2p_swarm::{
     NetworkBehaviour, NotifyHandler, StreamProtocol, THandler, THandlerOutEvent, ToSwarm,
 };
 use origins::Origins;
-use seen::Seen;
 use topology::{Topology, short_id};
+use window::{Check, Windows};
 use wire::{DATA_OVERHEAD, Data, Frame, MAX_TOPIC_LEN};
 
 /// The protocol id.
-pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/flood/1.0.0");
+pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/flood/2.0.0");
 
 /// Settings of the flood behaviour.
 #[derive(Debug, Clone)]
@@ -78,10 +78,13 @@ pub struct Config {
     pub max_queue_frames: usize,
     /// Most bytes queued for one connection. Default 64 MiB.
     pub max_queue_bytes: usize,
-    /// Message ids remembered to drop duplicates. Default 100 000.
-    pub seen_capacity: usize,
-    /// How long a message id is remembered. Default 2 minutes.
-    pub seen_max_age: Duration,
+    /// How many of an origin's latest seqnos are told apart (its replay window, SPEC.md §4):
+    /// a copy of an older message is refused as too old. Rounded up to a multiple of 64.
+    /// Default 4096.
+    pub replay_window: usize,
+    /// Most origins whose replay windows are kept whole (past it, the least recently heard
+    /// keeps only its highest seqno). Default 8192.
+    pub max_origins: usize,
     /// How long a change of neighbours or topics waits before it is announced, so bursts of
     /// changes (start-up) make one record. Default 20 ms.
     pub announce_delay: Duration,
@@ -100,8 +103,8 @@ impl Default for Config {
             max_frame: 32 * 1024 * 1024,
             max_queue_frames: 4096,
             max_queue_bytes: 64 * 1024 * 1024,
-            seen_capacity: 100_000,
-            seen_max_age: Duration::from_secs(120),
+            replay_window: 4096,
+            max_origins: 8192,
             announce_delay: Duration::from_millis(20),
             digest_interval: Duration::from_secs(5),
             record_ttl: Duration::from_secs(60),
@@ -201,6 +204,9 @@ pub enum FloodError {
     /// Every queue the message had to go to is full: the peers are not keeping up.
     #[error("the send queues of all {0} peers the message goes to are full")]
     QueueFull(usize),
+    /// The node key could not sign the message.
+    #[error("cannot sign the message: {0}")]
+    Sign(String),
 }
 
 /// Counters of what the behaviour did since it started.
@@ -212,6 +218,12 @@ pub struct Stats {
     pub delivered: u64,
     /// Copies received of messages already seen (dropped).
     pub duplicates: u64,
+    /// Data frames refused because their id is below the origin's replay window: replays, or
+    /// copies that came later than `replay_window` newer messages of their origin.
+    pub too_old: u64,
+    /// Data frames whose origin signature did not verify (dropped, and the sender's stream
+    /// closed).
+    pub bad_signatures: u64,
     /// Data frames sent on to other nodes (this node's own sends included).
     pub frames_sent: u64,
     /// Data frames dropped because a peer's queue was full.
@@ -222,8 +234,8 @@ pub struct Stats {
     pub records_sent: u64,
     /// Streams closed over malformed input.
     pub malformed: u64,
-    /// Origin public keys parsed and checked: once per origin the topology does not hold,
-    /// while remembered (up to 1024 of them).
+    /// Origin public keys parsed and checked: once per origin while remembered (up to
+    /// 4096 of them).
     pub origins_checked: u64,
 }
 
@@ -269,6 +281,7 @@ impl Peer {
 /// The flood `NetworkBehaviour`.
 pub struct Behaviour {
     config: Config,
+    key: NodeKey,
     link: Arc<LinkConfig<Frame>>,
     node_ids: NodeIdBook,
     primaries: PrimaryConnections,
@@ -280,8 +293,9 @@ pub struct Behaviour {
     /// Flood neighbours (an open outbound stream): short id → peer.
     neighbours: HashMap<u64, PeerId>,
     seqno: u64,
-    seen: Seen,
-    /// Checked NodeIds of origins the topology does not hold.
+    /// The ids accepted from each origin.
+    windows: Windows,
+    /// Checked NodeIds and signature verifiers of origins.
     origins: Origins,
     /// Neighbours or topics changed since the last record we published.
     dirty: bool,
@@ -298,8 +312,10 @@ fn decode(body: Bytes) -> Result<Frame, String> {
 }
 
 impl Behaviour {
-    /// The behaviour for the node `me`; `node_ids` names peers (from the CA-TLS handshake).
-    pub fn new(me: NodeId, config: Config, node_ids: NodeIdBook) -> Self {
+    /// The behaviour for the node with `key`, which signs its messages; `node_ids` names peers
+    /// (from the CA-TLS handshake).
+    pub fn new(key: &NodeKey, config: Config, node_ids: NodeIdBook) -> Self {
+        let me = key.node_id().clone();
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -323,8 +339,9 @@ impl Behaviour {
             peers: HashMap::new(),
             neighbours: HashMap::new(),
             seqno: start,
-            seen: Seen::new(config.seen_capacity, config.seen_max_age),
+            windows: Windows::new(config.replay_window, config.max_origins),
             origins: Origins::new(origins::CAPACITY),
+            key: key.clone(),
             dirty: false,
             announce_timer: None,
             digest_timer: Delay::new(config.digest_interval),
@@ -460,10 +477,9 @@ impl Behaviour {
                 max,
             });
         }
-        self.seqno += 1;
+        self.seqno = self.seqno.saturating_add(1);
         let seqno = self.seqno;
         let me = self.topology.me();
-        self.seen.insert((me, seqno), Instant::now());
         // While our own record lags our links, our view is not one others can route by.
         let view = if self.dirty {
             0
@@ -471,15 +487,24 @@ impl Behaviour {
             self.topology.digest()
         };
         let targets = self.targets(me, topic.as_deref(), None, view);
-        let data = Data {
+        let mut data = Data {
+            key_type: self.me.key_type().code(),
             origin: self.me_bytes.clone(),
             seqno,
             ttl,
             hops: 1,
             view,
             topic,
+            signature: Bytes::new(),
             payload,
         };
+        data.signature = self
+            .key
+            .sign(&data.signed_message())
+            .map_err(|e| FloodError::Sign(e.to_string()))?
+            .into();
+        // Our own copies coming back are duplicates without a signature check.
+        self.windows.accept(me, seqno);
         let sent = self.send_data(&data, &targets);
         if !targets.is_empty() && sent == 0 {
             return Err(FloodError::QueueFull(targets.len()));
@@ -575,22 +600,41 @@ impl Behaviour {
         });
     }
 
+    /// A data frame from `peer`: dropped if its id was accepted before or is below the
+    /// origin's window; else its signature is checked (once per id: only a verified frame
+    /// marks its id), then it is forwarded and delivered (SPEC.md §4).
     fn on_data(&mut self, peer: PeerId, conn: ConnectionId, data: Data) {
         let origin_short = short_id(&data.origin);
-        if origin_short == self.topology.me() {
-            self.stats.duplicates += 1; // our own message came back
-            return;
+        match self.windows.check(origin_short, data.seqno) {
+            Check::New => {}
+            Check::Duplicate => {
+                self.stats.duplicates += 1;
+                return;
+            }
+            Check::TooOld => {
+                self.stats.too_old += 1;
+                return;
+            }
         }
-        if !self.seen.insert((origin_short, data.seqno), Instant::now()) {
-            self.stats.duplicates += 1;
-            return;
-        }
-        let origin = match self.origin(origin_short, &data.origin) {
-            Ok(n) => n,
+        let (origin, verifier) = match self.origins.get(data.key_type, &data.origin) {
+            Ok(o) => o,
             Err(e) => return self.close_inbound(peer, conn, format!("bad origin: {e}")),
         };
+        if !verifier.verify(&data.signed_message(), &data.signature) {
+            self.stats.bad_signatures += 1;
+            return self.close_inbound(peer, conn, "data frame with a bad signature".into());
+        }
+        self.windows.accept(origin_short, data.seqno);
+        if origin_short == self.topology.me() {
+            // Ours, from an earlier run whose clock was ahead: number ours after it.
+            self.stats.duplicates += 1;
+            self.seqno = self.seqno.max(data.seqno);
+            return;
+        }
         let from = self.peers.get(&peer).and_then(|p| p.short);
-        if data.hops < data.ttl {
+        // The ttl is the origin's (signed), capped by ours: nobody makes a frame go further
+        // than this node would send its own.
+        if data.hops < data.ttl.min(self.config.ttl) {
             let targets = self.targets(origin_short, data.topic.as_deref(), from, data.view);
             let next = Data {
                 hops: data.hops + 1,
@@ -615,14 +659,6 @@ impl Behaviour {
                     payload: data.payload,
                     hops: data.hops,
                 }));
-        }
-    }
-
-    /// The checked NodeId of an origin: from the topology, else parsed (once while remembered).
-    fn origin(&mut self, short: u64, bytes: &[u8]) -> Result<NodeId, bcos_p2p_core::NodeIdError> {
-        match self.topology.node(short) {
-            Some(n) if n.as_bytes() == bytes => Ok(n.clone()),
-            _ => self.origins.get(bytes),
         }
     }
 
@@ -768,7 +804,6 @@ impl NetworkBehaviour for Behaviour {
             if removed > 0 {
                 tracing::debug!(removed, "flood forgot unreachable nodes");
             }
-            self.seen.expire(now);
             let frame = Frame::Digest(self.topology.digest()).encode();
             let peers: Vec<PeerId> = self.neighbours.values().copied().collect();
             for peer in peers {

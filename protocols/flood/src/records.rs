@@ -59,7 +59,15 @@ impl Behaviour {
 
     pub(crate) fn on_record(&mut self, peer: PeerId, conn: ConnectionId, record: wire::Record) {
         let origin = short_id(&record.origin);
-        let node = match self.origin(origin, &record.origin) {
+        // Records name their node without its key type (SPEC.md §2): the untyped rule reads it.
+        let known = self
+            .topology
+            .node(origin)
+            .filter(|n| n.as_bytes() == &record.origin[..]);
+        let node = match known.cloned().map_or_else(
+            || self.origins.get_untyped(&record.origin).map(|(n, _)| n),
+            Ok,
+        ) {
             Ok(n) => n,
             Err(e) => return self.close_inbound(peer, conn, format!("bad record origin: {e}")),
         };

@@ -1,4 +1,4 @@
-//! The frames of `/bcos/flood/1.0.0` (byte layout in SPEC.md): data messages, link-state
+//! The frames of `/bcos/flood/2.0.0` (byte layout in SPEC.md): data messages, link-state
 //! records, and database digests. Each is one varint-prefixed frame body on the link.
 //!
 //! Binary with fixed headers: data frames are the hot path and are re-encoded at each hop (the
@@ -6,6 +6,7 @@
 //! serializer pass; records are small and rare but share the same primitives.
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use sha2::{Digest as _, Sha256};
 
 /// Frame kinds (the first byte of every frame body).
 const KIND_DATA: u8 = 0x01;
@@ -22,9 +23,17 @@ pub const MAX_NEIGHBOURS: usize = 4096;
 /// Most topics one record may list.
 pub const MAX_TOPICS: usize = 1024;
 
-/// Bytes a data frame adds to its payload at most (kind, origin, seqno, ttl, hops, view,
-/// topic).
-pub const DATA_OVERHEAD: usize = 1 + 2 + MAX_NODE_ID_LEN + 8 + 1 + 1 + 8 + 1 + MAX_TOPIC_LEN;
+/// Longest signature: an RSA signature of the largest modulus a node may have.
+pub const MAX_SIGNATURE_LEN: usize = bcos_p2p_core::MAX_RSA_BITS / 8;
+
+/// Bytes a data frame adds to its payload at most (kind, key type, origin, seqno, ttl, hops,
+/// view, topic, signature).
+pub const DATA_OVERHEAD: usize =
+    1 + 1 + 2 + MAX_NODE_ID_LEN + 8 + 1 + 1 + 8 + 1 + MAX_TOPIC_LEN + 2 + MAX_SIGNATURE_LEN;
+
+/// What an origin's signature of a data frame starts with (SPEC.md §2), so that it can never
+/// be taken for a signature of anything else.
+pub const DATA_SIGNATURE_CONTEXT: &[u8] = b"bcos-p2p/flood/2 data\0";
 
 /// Longest RECORD body: a 1024-byte id, every neighbour and every topic at their limits.
 pub const MAX_RECORD_LEN: usize =
@@ -41,9 +50,11 @@ pub enum Frame {
     Digest(u64),
 }
 
-/// A multicast or broadcast message.
+/// A multicast or broadcast message, signed by its origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Data {
+    /// The origin's key type, as [`bcos_p2p_core::KeyType::code`] numbers it.
+    pub key_type: u8,
     /// The origin's NodeId bytes.
     pub origin: Bytes,
     /// The origin's sequence number for this message.
@@ -57,8 +68,33 @@ pub struct Data {
     pub view: u64,
     /// The topic (UTF-8, 1–255 bytes), or `None` for a broadcast.
     pub topic: Option<String>,
+    /// The origin's signature of [`Data::signed_message`].
+    pub signature: Bytes,
     /// The application's bytes.
     pub payload: Bytes,
+}
+
+impl Data {
+    /// What the origin signs: [`DATA_SIGNATURE_CONTEXT`], then every field the origin sets
+    /// (key type, origin, seqno, ttl, view, topic) as the frame encodes them, then SHA-256 of
+    /// the payload (so a large payload is hashed, not copied). Not `hops`, which relays change.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let topic = self.topic.as_deref().unwrap_or("");
+        let mut m = Vec::with_capacity(
+            DATA_SIGNATURE_CONTEXT.len() + 1 + 2 + self.origin.len() + 8 + 1 + 8 + 1 + 255 + 32,
+        );
+        m.extend_from_slice(DATA_SIGNATURE_CONTEXT);
+        m.push(self.key_type);
+        m.extend_from_slice(&(self.origin.len() as u16).to_be_bytes());
+        m.extend_from_slice(&self.origin);
+        m.extend_from_slice(&self.seqno.to_be_bytes());
+        m.push(self.ttl);
+        m.extend_from_slice(&self.view.to_be_bytes());
+        m.push(topic.len() as u8);
+        m.extend_from_slice(topic.as_bytes());
+        m.extend_from_slice(&Sha256::digest(&self.payload));
+        m
+    }
 }
 
 /// A node's link-state record.
@@ -93,9 +129,11 @@ impl Frame {
         match self {
             Frame::Data(d) => {
                 let topic_len = d.topic.as_ref().map_or(0, String::len);
-                let mut dst =
-                    BytesMut::with_capacity(22 + d.origin.len() + topic_len + d.payload.len());
+                let mut dst = BytesMut::with_capacity(
+                    25 + d.origin.len() + topic_len + d.signature.len() + d.payload.len(),
+                );
                 dst.put_u8(KIND_DATA);
+                dst.put_u8(d.key_type);
                 put_origin(&mut dst, &d.origin);
                 dst.put_u64(d.seqno);
                 dst.put_u8(d.ttl);
@@ -105,6 +143,8 @@ impl Frame {
                     Some(t) => put_topic(&mut dst, t),
                     None => dst.put_u8(0),
                 }
+                dst.put_u16(d.signature.len() as u16);
+                dst.put_slice(&d.signature);
                 dst.put_slice(&d.payload);
                 dst.freeze()
             }
@@ -140,6 +180,7 @@ impl Frame {
         let kind = take_u8(&mut src, "kind")?;
         let frame = match kind {
             KIND_DATA => {
+                let key_type = take_u8(&mut src, "key type")?;
                 let origin = take_origin(&mut src)?;
                 let seqno = take_u64(&mut src, "seqno")?;
                 let ttl = take_u8(&mut src, "ttl")?;
@@ -153,13 +194,23 @@ impl Frame {
                 if hops == 0 || hops > ttl {
                     return Err(format!("data frame with hops {hops} and ttl {ttl}"));
                 }
+                let sig_len = take_u16(&mut src, "signature length")? as usize;
+                if sig_len == 0 || sig_len > MAX_SIGNATURE_LEN {
+                    return Err(format!("signature of {sig_len} bytes"));
+                }
+                if src.remaining() < sig_len {
+                    return Err(short("signature"));
+                }
+                let signature = src.split_to(sig_len);
                 Frame::Data(Data {
+                    key_type,
                     origin,
                     seqno,
                     ttl,
                     hops,
                     view,
                     topic,
+                    signature,
                     payload: src,
                 })
             }
@@ -249,12 +300,14 @@ mod tests {
 
     fn data(topic: Option<&str>) -> Frame {
         Frame::Data(Data {
+            key_type: 1,
             origin: Bytes::from(vec![7; 64]),
             seqno: 42,
             ttl: 10,
             hops: 3,
             view: 99,
             topic: topic.map(str::to_string),
+            signature: Bytes::from(vec![5; 71]),
             payload: Bytes::from_static(b"payload"),
         })
     }
@@ -284,11 +337,11 @@ mod tests {
             assert!(Frame::decode(good.slice(..cut)).is_err(), "cut at {cut}");
         }
         let mut zero_hops = good.to_vec();
-        zero_hops[1 + 2 + 64 + 8 + 1] = 0;
+        zero_hops[1 + 1 + 2 + 64 + 8 + 1] = 0;
         assert!(Frame::decode(zero_hops.into()).is_err());
         let mut bad_utf8 = good.to_vec();
         *bad_utf8.last_mut().unwrap() = 0xff;
-        let topic_at = 1 + 2 + 64 + 8 + 2 + 8 + 1;
+        let topic_at = 1 + 1 + 2 + 64 + 8 + 2 + 8 + 1;
         bad_utf8[topic_at] = 0xff;
         assert!(Frame::decode(bad_utf8.into()).is_err());
         assert!(Frame::decode(Bytes::from_static(&[9])).is_err());
@@ -326,8 +379,8 @@ mod tests {
                 origin: origin.clone().into(), incarnation: 1, version: 2, neighbours, topics,
             });
             let data = Frame::Data(Data {
-                origin: origin.into(), seqno: 3, ttl: 4, hops: 1, view: 5, topic,
-                payload: Bytes::from_static(b"payload"),
+                key_type: 2, origin: origin.into(), seqno: 3, ttl: 4, hops: 1, view: 5, topic,
+                signature: Bytes::from_static(b"sig"), payload: Bytes::from_static(b"payload"),
             });
             for (frame, open_tail) in [(record, 0), (Frame::Digest(digest), 0), (data, 7)] {
                 let wire = frame.encode();
@@ -339,13 +392,15 @@ mod tests {
         #[test]
         fn data_round_trips(
             origin in proptest::collection::vec(any::<u8>(), 1..=MAX_NODE_ID_LEN),
-            seqno: u64, ttl in 1u8.., hops_seed: u8, view: u64,
+            key_type: u8, seqno: u64, ttl in 1u8.., hops_seed: u8, view: u64,
             topic in proptest::option::of("[a-z0-9/_.-]{1,64}"),
+            signature in proptest::collection::vec(any::<u8>(), 1..=MAX_SIGNATURE_LEN),
             payload in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
             let hops = hops_seed % ttl + 1;
             let frame = Frame::Data(Data {
-                origin: origin.into(), seqno, ttl, hops, view, topic, payload: payload.into(),
+                key_type, origin: origin.into(), seqno, ttl, hops, view, topic,
+                signature: signature.into(), payload: payload.into(),
             });
             prop_assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
         }
