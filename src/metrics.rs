@@ -300,7 +300,7 @@ impl Collector for ProtocolCollector {
             ),
             (
                 "flood_bad_signatures",
-                "Data frames whose origin signature did not verify (the sender's stream closed)",
+                "Data frames and records whose signature did not verify (the sender's stream closed)",
                 flood.bad_signatures,
             ),
             (

@@ -753,3 +753,98 @@ async fn a_member_cannot_send_a_message_further_than_the_ttl() {
     io.abort();
     swarm.abort();
 }
+
+/// A RECORD frame (with its length prefix) claiming to be `of`'s, signed by `signer`.
+fn record_frame(
+    signer: &NodeKey,
+    of: &NodeKey,
+    (incarnation, version): (u64, u64),
+    neighbours: Vec<u64>,
+) -> Vec<u8> {
+    let mut record = flood::wire::Record {
+        key_type: of.key_type().code(),
+        origin: Bytes::copy_from_slice(of.node_id().as_bytes()),
+        incarnation,
+        version,
+        neighbours,
+        topics: vec![],
+        signature: Bytes::new(),
+    };
+    record.signature = signer.sign(&record.signed_message()).unwrap().into();
+    let body = flood::wire::Frame::Record(record).encode();
+    let mut frame = common::varint(body.len() as u64);
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// A member forges node 2's record: to node 2 itself with `(u64::MAX, u64::MAX)` (which made it
+/// overflow its version), and to node 1 listing only the attacker as node 2's neighbour (which
+/// routed node 2's traffic to the attacker). Neither is taken: node 2 still gets every
+/// broadcast and multicast, and its own records still spread.
+#[tokio::test]
+async fn a_member_cannot_forge_a_record() {
+    let mut net = Net::new(3, |_, c| c.digest_interval = Duration::from_millis(300)).await;
+    net.connect(&mesh(3)).await;
+    net.settle(2).await;
+    let (attacker, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let me = flood::topology::short_id(attacker.node_id().as_bytes());
+    let victim = net.keys[2].clone();
+    let mut tasks = Vec::new();
+    for (target, neighbours) in [(2, vec![me]), (1, vec![me])] {
+        let frame = record_frame(&attacker, &victim, (u64::MAX, u64::MAX), neighbours);
+        let peer = net.ids[target].to_peer_id();
+        let addr = net.addrs[target].clone().unwrap();
+        let (io, swarm) =
+            common::write_garbage_as(&attacker, &tls, addr, peer, flood::PROTOCOL_NAME, frame);
+        tasks.extend([io, swarm]);
+    }
+    net.run_until("both forgeries caught", |net| {
+        net.flood(1).stats().bad_signatures == 1 && net.flood(2).stats().bad_signatures == 1
+    })
+    .await;
+    // Several digest rounds: a forged record that had been stored would have spread by now.
+    net.run_for(Duration::from_millis(1500)).await;
+    net.flood(2).subscribe(TOPIC).unwrap();
+    net.run_until("node 2's subscription to spread", |net| {
+        net.flood(0).subscribers(TOPIC) == vec![net.ids[2].clone()]
+    })
+    .await;
+    let broadcast = net.flood(0).broadcast(Bytes::from_static(b"b")).unwrap();
+    let multicast = net
+        .flood(1)
+        .multicast(TOPIC, Bytes::from_static(b"m"))
+        .unwrap();
+    net.run_until("node 2 to get both", |net| {
+        net.count(2, &broadcast) == 1 && net.count(2, &multicast) == 1
+    })
+    .await;
+    for task in tasks {
+        task.abort();
+    }
+}
+
+/// A member's own record whose incarnation is an hour ahead of the receiver's clock is refused
+/// (else every later record of that node would have to outgrow it).
+#[tokio::test]
+async fn a_record_from_the_future_is_refused() {
+    let mut net = Net::new(1, |_, _| {}).await;
+    let (member, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let hour_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        + 3_600_000_000_000;
+    let frame = record_frame(&member, &member, (hour_ahead, 1), vec![]);
+    let peer = net.ids[0].to_peer_id();
+    let addr = net.addrs[0].clone().unwrap();
+    let (io, swarm) =
+        common::write_garbage_as(&member, &tls, addr, peer, flood::PROTOCOL_NAME, frame);
+    net.run_until("the record refused", |net| {
+        net.flood(0).stats().records_refused == 1
+    })
+    .await;
+    assert_eq!(net.flood(0).stats().records_stored, 0);
+    assert_eq!(net.flood(0).topics_of(member.node_id()), None);
+    io.abort();
+    swarm.abort();
+}

@@ -221,8 +221,8 @@ pub struct Stats {
     /// Data frames refused because their id is below the origin's replay window: replays, or
     /// copies that came later than `replay_window` newer messages of their origin.
     pub too_old: u64,
-    /// Data frames whose origin signature did not verify (dropped, and the sender's stream
-    /// closed).
+    /// Data frames and records whose signature did not verify (dropped, and the sender's
+    /// stream closed).
     pub bad_signatures: u64,
     /// Data frames sent on to other nodes (this node's own sends included).
     pub frames_sent: u64,
@@ -230,6 +230,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Records received that were newer than what we held.
     pub records_stored: u64,
+    /// Signed records refused because their incarnation is too far ahead of our clock.
+    pub records_refused: u64,
     /// Record frames sent (announcements, forwards, resyncs).
     pub records_sent: u64,
     /// Streams closed over malformed input.

@@ -59,12 +59,6 @@ impl Origins {
         );
         Ok((node, verifier))
     }
-
-    /// Like [`Origins::get`], for NodeId bytes that come without their key type (records):
-    /// the type is the one [`KeyType::for_untyped_bytes`] reads them as.
-    pub(crate) fn get_untyped(&mut self, bytes: &Bytes) -> Result<(NodeId, Verifier), NodeIdError> {
-        self.get(KeyType::for_untyped_bytes(bytes)?.code(), bytes)
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! This is the half of the flood behaviour that decides what the graph looks like; the message
 //! half (publishing, routing down the trees, delivery) only reads it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_timer::Delay;
 use libp2p_identity::PeerId;
@@ -16,6 +16,11 @@ use crate::{
     topology::{Offer, short_id},
     wire::{self, Frame},
 };
+
+/// How far ahead of our clock a record's incarnation (its node's start time) may be: further,
+/// and the record is refused (SPEC.md §3), so that no record can claim a future that every
+/// later record of its node would have to outgrow.
+pub(crate) const MAX_INCARNATION_AHEAD: Duration = Duration::from_secs(600);
 
 impl Behaviour {
     fn send_record(&mut self, peer: PeerId, record: wire::Record) {
@@ -37,9 +42,16 @@ impl Behaviour {
     pub(crate) fn announce(&mut self) {
         self.dirty = false;
         let neighbours = self.neighbours.keys().copied().collect();
-        let record = self
+        let record = match self
             .topology
-            .publish(neighbours, self.subscriptions.clone());
+            .publish(neighbours, self.subscriptions.clone(), &self.key)
+        {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign our flood record: not announced");
+                return;
+            }
+        };
         let frame = Frame::Record(record).encode();
         let peers: Vec<PeerId> = self.neighbours.values().copied().collect();
         for peer in peers {
@@ -57,20 +69,32 @@ impl Behaviour {
         }
     }
 
+    /// A record from `peer`: ignored unless newer than what we hold; then its signature must
+    /// verify (else the peer's stream is closed) and its incarnation must not be ahead of our
+    /// clock by more than [`MAX_INCARNATION_AHEAD`] before it is stored and passed on.
     pub(crate) fn on_record(&mut self, peer: PeerId, conn: ConnectionId, record: wire::Record) {
         let origin = short_id(&record.origin);
-        // Records name their node without its key type (SPEC.md §2): the untyped rule reads it.
-        let known = self
-            .topology
-            .node(origin)
-            .filter(|n| n.as_bytes() == &record.origin[..]);
-        let node = match known.cloned().map_or_else(
-            || self.origins.get_untyped(&record.origin).map(|(n, _)| n),
-            Ok,
-        ) {
-            Ok(n) => n,
+        let pair = (record.incarnation, record.version);
+        if self.topology.held(origin).is_some_and(|held| pair <= held) {
+            return; // what we hold, or older: nothing to check
+        }
+        let (node, verifier) = match self.origins.get(record.key_type, &record.origin) {
+            Ok(o) => o,
             Err(e) => return self.close_inbound(peer, conn, format!("bad record origin: {e}")),
         };
+        if !verifier.verify(&record.signed_message(), &record.signature) {
+            self.stats.bad_signatures += 1;
+            return self.close_inbound(peer, conn, "record with a bad signature".into());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let bound = now.saturating_add(MAX_INCARNATION_AHEAD.as_nanos() as u64);
+        if record.incarnation > bound {
+            self.stats.records_refused += 1;
+            tracing::debug!(%node, incarnation = record.incarnation, "flood record from too far in the future refused");
+            return;
+        }
         let neighbours = record.neighbours.clone();
         match self.topology.offer(node.clone(), record) {
             Offer::Stale => {}

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::NodeId;
+use bcos_p2p_core::{KeyError, NodeId, NodeKey};
 use sha2::{Digest as _, Sha256};
 
 use crate::wire;
@@ -34,6 +34,9 @@ pub(crate) struct Entry {
     /// Sorted, without duplicates.
     pub neighbours: Vec<u64>,
     pub topics: BTreeSet<String>,
+    /// The record as its node signed it, sent on as it came (`None` only for our own before
+    /// its first publication).
+    signed: Option<wire::Record>,
     /// Since when the node has not been reachable from us (None: reachable, or not computed).
     unreachable_since: Option<Instant>,
 }
@@ -106,6 +109,7 @@ impl Topology {
                 version: 0,
                 neighbours: Vec::new(),
                 topics: BTreeSet::new(),
+                signed: None,
                 unreachable_since: None,
             },
         );
@@ -131,17 +135,34 @@ impl Topology {
         self.digest = None;
     }
 
-    /// Publishes a new version of our own record; returns it for sending.
-    pub fn publish(&mut self, neighbours: Vec<u64>, topics: BTreeSet<String>) -> wire::Record {
+    /// Publishes a new version of our own record, signed with `key` (ours); returns it for
+    /// sending. Nothing changes if signing fails.
+    pub fn publish(
+        &mut self,
+        mut neighbours: Vec<u64>,
+        topics: BTreeSet<String>,
+        key: &NodeKey,
+    ) -> Result<wire::Record, KeyError> {
         let me = self.entries.get_mut(&self.me).expect("own entry");
-        me.version += 1;
-        me.neighbours = neighbours;
-        me.neighbours.sort_unstable();
-        me.neighbours.dedup();
+        neighbours.sort_unstable();
+        neighbours.dedup();
+        let mut record = wire::Record {
+            key_type: me.node.key_type().code(),
+            origin: bytes::Bytes::copy_from_slice(me.node.as_bytes()),
+            incarnation: me.incarnation,
+            // Saturates: only our own (signed) records can move this, so a peer cannot wrap it.
+            version: me.version.saturating_add(1),
+            neighbours,
+            topics: topics.iter().cloned().collect(),
+            signature: bytes::Bytes::new(),
+        };
+        record.signature = key.sign(&record.signed_message())?.into();
+        me.version = record.version;
+        me.neighbours.clone_from(&record.neighbours);
         me.topics = topics;
-        let record = to_wire(me);
+        me.signed = Some(record.clone());
         self.changed();
-        record
+        Ok(record)
     }
 
     /// Makes our record continue from `(incarnation, version)`: the next [`Self::publish`]
@@ -152,19 +173,22 @@ impl Topology {
         me.version = version;
     }
 
-    /// The stored record of `node` in wire form.
+    /// The stored record of `node`, as its node signed it.
     pub fn record(&self, node: u64) -> Option<wire::Record> {
-        self.entries.get(&node).map(to_wire)
+        self.entries.get(&node).and_then(|e| e.signed.clone())
     }
 
-    /// Every stored record in wire form (for a new neighbour).
+    /// Every stored record, as signed (for a new neighbour).
     pub fn records(&self) -> Vec<wire::Record> {
-        self.entries.values().map(to_wire).collect()
+        self.entries
+            .values()
+            .filter_map(|e| e.signed.clone())
+            .collect()
     }
 
-    /// The NodeId behind a short id, if its record is stored and its bytes are `bytes`.
-    pub fn node(&self, id: u64) -> Option<&NodeId> {
-        self.entries.get(&id).map(|e| &e.node)
+    /// The `(incarnation, version)` held for `node`, if any.
+    pub fn held(&self, node: u64) -> Option<(u64, u64)> {
+        self.entries.get(&node).map(|e| (e.incarnation, e.version))
     }
 
     /// The published neighbours of `node`.
@@ -172,8 +196,10 @@ impl Topology {
         self.entries.get(&node).map_or(&[], |e| &e.neighbours)
     }
 
-    /// Stores `record` of `node` if it is newer than what we hold.
+    /// Stores `record` of `node` if it is newer than what we hold. The caller has checked its
+    /// signature.
     pub fn offer(&mut self, node: NodeId, record: wire::Record) -> Offer {
+        let signed = record.clone();
         let id = short_id(&record.origin);
         if id == self.me {
             let mine = &self.entries[&self.me];
@@ -202,6 +228,7 @@ impl Topology {
                 old.version = record.version;
                 old.neighbours = neighbours;
                 old.topics = topics;
+                old.signed = Some(signed);
                 (added, removed)
             }
             None if full => return Offer::Full,
@@ -215,6 +242,7 @@ impl Topology {
                         version: record.version,
                         neighbours,
                         topics,
+                        signed: Some(signed),
                         unreachable_since: None,
                     },
                 );
@@ -402,34 +430,40 @@ impl Topology {
     }
 }
 
-fn to_wire(e: &Entry) -> wire::Record {
-    wire::Record {
-        origin: bytes::Bytes::copy_from_slice(e.node.as_bytes()),
-        incarnation: e.incarnation,
-        version: e.version,
-        neighbours: e.neighbours.clone(),
-        topics: e.topics.iter().cloned().collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bcos_p2p_core::{KeyType, NodeKey};
+    use bcos_p2p_core::KeyType;
 
-    fn nodes(n: usize) -> Vec<NodeId> {
-        (0..n)
-            .map(|_| {
-                NodeKey::generate(KeyType::Secp256k1)
-                    .unwrap()
-                    .node_id()
-                    .clone()
-            })
-            .collect()
+    /// Keys of `n` nodes and their NodeIds; node 0 is the one whose view the tests build.
+    fn nodes(n: usize) -> (Vec<NodeKey>, Vec<NodeId>) {
+        let keys: Vec<NodeKey> = (0..n)
+            .map(|_| NodeKey::generate(KeyType::Secp256k1).unwrap())
+            .collect();
+        let ids = keys.iter().map(|k| k.node_id().clone()).collect();
+        (keys, ids)
+    }
+
+    /// A record of `id` as the tests offer it (`offer` does not check signatures).
+    fn record(
+        id: &NodeId,
+        (incarnation, version): (u64, u64),
+        neighbours: Vec<u64>,
+    ) -> wire::Record {
+        wire::Record {
+            key_type: id.key_type().code(),
+            origin: bytes::Bytes::copy_from_slice(id.as_bytes()),
+            incarnation,
+            version,
+            neighbours,
+            topics: vec![],
+            signature: bytes::Bytes::from_static(b"unchecked"),
+        }
     }
 
     /// Node 0's view of a graph given as edges between indexes; `subscribed` nodes hold "t".
-    fn view(ids: &[NodeId], edges: &[(usize, usize)], subscribed: &[usize]) -> Topology {
+    fn view(keys: &[NodeKey], edges: &[(usize, usize)], subscribed: &[usize]) -> Topology {
+        let ids: Vec<NodeId> = keys.iter().map(|k| k.node_id().clone()).collect();
         let short: Vec<u64> = ids.iter().map(|n| short_id(n.as_bytes())).collect();
         let nbrs = |i: usize| -> Vec<u64> {
             edges
@@ -449,14 +483,11 @@ mod tests {
             }
         };
         let mut t = Topology::new(ids[0].clone(), 1, 100);
-        t.publish(nbrs(0), topics(0));
+        t.publish(nbrs(0), topics(0), &keys[0]).unwrap();
         for (i, id) in ids.iter().enumerate().skip(1) {
             let rec = wire::Record {
-                origin: bytes::Bytes::copy_from_slice(id.as_bytes()),
-                incarnation: 1,
-                version: 1,
-                neighbours: nbrs(i),
                 topics: topics(i).into_iter().collect(),
+                ..record(id, (1, 1), nbrs(i))
             };
             assert!(matches!(t.offer(id.clone(), rec), Offer::Stored { .. }));
         }
@@ -465,11 +496,11 @@ mod tests {
 
     #[test]
     fn full_mesh_origin_covers_everyone_and_nobody_forwards() {
-        let ids = nodes(5);
+        let (keys, ids) = nodes(5);
         let edges: Vec<_> = (0..5)
             .flat_map(|a| (a + 1..5).map(move |b| (a, b)))
             .collect();
-        let mut t = view(&ids, &edges, &[1, 3]);
+        let mut t = view(&keys, &edges, &[1, 3]);
         let me = t.me();
         let all = t.route(me, None).unwrap();
         assert_eq!(all.children.len(), 4);
@@ -484,8 +515,8 @@ mod tests {
     #[test]
     fn line_forwards_only_towards_subscribers() {
         // 1 - 0 - 2 - 3 ; 4 isolated
-        let ids = nodes(5);
-        let mut t = view(&ids, &[(0, 1), (0, 2), (2, 3)], &[3]);
+        let (keys, ids) = nodes(5);
+        let mut t = view(&keys, &[(0, 1), (0, 2), (2, 3)], &[3]);
         let from1 = t.route(short_id(ids[1].as_bytes()), Some("t")).unwrap();
         assert_eq!(from1.children, vec![short_id(ids[2].as_bytes())]);
         let from3 = t.route(short_id(ids[3].as_bytes()), Some("t")).unwrap();
@@ -498,16 +529,10 @@ mod tests {
 
     #[test]
     fn one_sided_links_are_not_used() {
-        let ids = nodes(3);
-        let mut t = view(&ids, &[(0, 1)], &[]);
+        let (keys, ids) = nodes(3);
+        let mut t = view(&keys, &[(0, 1)], &[]);
         // Node 2 claims a link to 0 that 0 does not publish.
-        let rec = wire::Record {
-            origin: bytes::Bytes::copy_from_slice(ids[2].as_bytes()),
-            incarnation: 1,
-            version: 2,
-            neighbours: vec![t.me()],
-            topics: vec![],
-        };
+        let rec = record(&ids[2], (1, 2), vec![t.me()]);
         assert!(matches!(
             t.offer(ids[2].clone(), rec.clone()),
             Offer::Stored { .. }
@@ -518,9 +543,9 @@ mod tests {
 
     #[test]
     fn a_newer_record_of_our_own_is_outgrown() {
-        let ids = nodes(1);
+        let (keys, ids) = nodes(1);
         let mut t = Topology::new(ids[0].clone(), 5, 10);
-        let ours = t.publish(vec![], BTreeSet::new());
+        let ours = t.publish(vec![], BTreeSet::new(), &keys[0]).unwrap();
         assert_eq!(
             t.offer(ids[0].clone(), ours.clone()),
             Offer::Stale,
@@ -539,14 +564,14 @@ mod tests {
             }
         );
         t.outgrow(9, 3);
-        let next = t.publish(vec![], BTreeSet::new());
+        let next = t.publish(vec![], BTreeSet::new(), &keys[0]).unwrap();
         assert!((next.incarnation, next.version) > (9, 3));
     }
 
     #[test]
     fn newer_incarnation_wins_and_unreachable_records_expire() {
-        let ids = nodes(2);
-        let mut t = view(&ids, &[(0, 1)], &[1]);
+        let (keys, ids) = nodes(2);
+        let mut t = view(&keys, &[(0, 1)], &[1]);
         let old = t.record(short_id(ids[1].as_bytes())).unwrap();
         let restarted = wire::Record {
             incarnation: 2,

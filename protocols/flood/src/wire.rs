@@ -35,9 +35,22 @@ pub const DATA_OVERHEAD: usize =
 /// be taken for a signature of anything else.
 pub const DATA_SIGNATURE_CONTEXT: &[u8] = b"bcos-p2p/flood/2 data\0";
 
+/// What a node's signature of its record starts with (SPEC.md §2).
+pub const RECORD_SIGNATURE_CONTEXT: &[u8] = b"bcos-p2p/flood/2 record\0";
+
 /// Longest RECORD body: a 1024-byte id, every neighbour and every topic at their limits.
-pub const MAX_RECORD_LEN: usize =
-    1 + 2 + MAX_NODE_ID_LEN + 8 + 8 + 2 + 8 * MAX_NEIGHBOURS + 2 + MAX_TOPICS * (1 + MAX_TOPIC_LEN);
+pub const MAX_RECORD_LEN: usize = 1
+    + 1
+    + 2
+    + MAX_NODE_ID_LEN
+    + 8
+    + 8
+    + 2
+    + 8 * MAX_NEIGHBOURS
+    + 2
+    + MAX_TOPICS * (1 + MAX_TOPIC_LEN)
+    + 2
+    + MAX_SIGNATURE_LEN;
 
 /// A decoded frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +110,11 @@ impl Data {
     }
 }
 
-/// A node's link-state record.
+/// A node's link-state record, signed by the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The node's key type, as [`bcos_p2p_core::KeyType::code`] numbers it.
+    pub key_type: u8,
     /// The node's NodeId bytes.
     pub origin: Bytes,
     /// Differs per run of the node (its start time in nanoseconds); newer runs compare greater.
@@ -110,6 +125,40 @@ pub struct Record {
     pub neighbours: Vec<u64>,
     /// The topics it subscribes to.
     pub topics: Vec<String>,
+    /// The node's signature of [`Record::signed_message`].
+    pub signature: Bytes,
+}
+
+impl Record {
+    /// What the node signs: [`RECORD_SIGNATURE_CONTEXT`], then every field before the
+    /// signature as the frame encodes them.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut m = BytesMut::with_capacity(RECORD_SIGNATURE_CONTEXT.len() + self.unsigned_len());
+        m.put_slice(RECORD_SIGNATURE_CONTEXT);
+        self.put_unsigned(&mut m);
+        m.to_vec()
+    }
+
+    fn unsigned_len(&self) -> usize {
+        let topics: usize = self.topics.iter().map(|t| 1 + t.len()).sum();
+        1 + 2 + self.origin.len() + 8 + 8 + 2 + 8 * self.neighbours.len() + 2 + topics
+    }
+
+    /// The fields from the key type to the topics.
+    fn put_unsigned(&self, dst: &mut BytesMut) {
+        dst.put_u8(self.key_type);
+        put_origin(dst, &self.origin);
+        dst.put_u64(self.incarnation);
+        dst.put_u64(self.version);
+        dst.put_u16(self.neighbours.len() as u16);
+        for n in &self.neighbours {
+            dst.put_u64(*n);
+        }
+        dst.put_u16(self.topics.len() as u16);
+        for t in &self.topics {
+            put_topic(dst, t);
+        }
+    }
 }
 
 fn put_origin(dst: &mut BytesMut, origin: &[u8]) {
@@ -149,21 +198,11 @@ impl Frame {
                 dst.freeze()
             }
             Frame::Record(r) => {
-                let topics: usize = r.topics.iter().map(|t| 1 + t.len()).sum();
-                let mut dst =
-                    BytesMut::with_capacity(24 + r.origin.len() + 8 * r.neighbours.len() + topics);
+                let mut dst = BytesMut::with_capacity(1 + r.unsigned_len() + 2 + r.signature.len());
                 dst.put_u8(KIND_RECORD);
-                put_origin(&mut dst, &r.origin);
-                dst.put_u64(r.incarnation);
-                dst.put_u64(r.version);
-                dst.put_u16(r.neighbours.len() as u16);
-                for n in &r.neighbours {
-                    dst.put_u64(*n);
-                }
-                dst.put_u16(r.topics.len() as u16);
-                for t in &r.topics {
-                    put_topic(&mut dst, t);
-                }
+                r.put_unsigned(&mut dst);
+                dst.put_u16(r.signature.len() as u16);
+                dst.put_slice(&r.signature);
                 dst.freeze()
             }
             Frame::Digest(d) => {
@@ -194,14 +233,7 @@ impl Frame {
                 if hops == 0 || hops > ttl {
                     return Err(format!("data frame with hops {hops} and ttl {ttl}"));
                 }
-                let sig_len = take_u16(&mut src, "signature length")? as usize;
-                if sig_len == 0 || sig_len > MAX_SIGNATURE_LEN {
-                    return Err(format!("signature of {sig_len} bytes"));
-                }
-                if src.remaining() < sig_len {
-                    return Err(short("signature"));
-                }
-                let signature = src.split_to(sig_len);
+                let signature = take_signature(&mut src)?;
                 Frame::Data(Data {
                     key_type,
                     origin,
@@ -215,6 +247,7 @@ impl Frame {
                 })
             }
             KIND_RECORD => {
+                let key_type = take_u8(&mut src, "key type")?;
                 let origin = take_origin(&mut src)?;
                 let incarnation = take_u64(&mut src, "incarnation")?;
                 let version = take_u64(&mut src, "version")?;
@@ -235,15 +268,18 @@ impl Frame {
                     }
                     topics.push(take_topic_body(&mut src, len)?);
                 }
+                let signature = take_signature(&mut src)?;
                 if src.has_remaining() {
                     return Err(format!("{} bytes after a record", src.remaining()));
                 }
                 Frame::Record(Record {
+                    key_type,
                     origin,
                     incarnation,
                     version,
                     neighbours,
                     topics,
+                    signature,
                 })
             }
             KIND_DIGEST => {
@@ -286,6 +322,17 @@ fn take_origin(src: &mut Bytes) -> Result<Bytes, String> {
     Ok(src.split_to(len))
 }
 
+fn take_signature(src: &mut Bytes) -> Result<Bytes, String> {
+    let len = take_u16(src, "signature length")? as usize;
+    if len == 0 || len > MAX_SIGNATURE_LEN {
+        return Err(format!("signature of {len} bytes"));
+    }
+    if src.remaining() < len {
+        return Err(short("signature"));
+    }
+    Ok(src.split_to(len))
+}
+
 fn take_topic_body(src: &mut Bytes, len: usize) -> Result<String, String> {
     if src.remaining() < len {
         return Err(short("topic"));
@@ -318,11 +365,13 @@ mod tests {
             data(Some("blocks")),
             data(None),
             Frame::Record(Record {
+                key_type: 3,
                 origin: Bytes::from(vec![1; 64]),
                 incarnation: 5,
                 version: 9,
                 neighbours: vec![1, 2, u64::MAX],
                 topics: vec!["a".into(), "ü".repeat(100)],
+                signature: Bytes::from(vec![9; 256]),
             }),
             Frame::Digest(77),
         ] {
@@ -347,7 +396,7 @@ mod tests {
         assert!(Frame::decode(Bytes::from_static(&[9])).is_err());
         assert!(Frame::decode(Bytes::from_static(&[KIND_DIGEST, 0, 0])).is_err());
         // A record claiming more neighbours than it carries.
-        let mut rec = vec![KIND_RECORD, 0, 1, 5];
+        let mut rec = vec![KIND_RECORD, 1, 0, 1, 5];
         rec.extend_from_slice(&[0; 16]);
         rec.extend_from_slice(&[0xff, 0xff]);
         assert!(Frame::decode(rec.into()).is_err());
@@ -376,7 +425,8 @@ mod tests {
             cut: usize,
         ) {
             let record = Frame::Record(Record {
-                origin: origin.clone().into(), incarnation: 1, version: 2, neighbours, topics,
+                key_type: 1, origin: origin.clone().into(), incarnation: 1, version: 2, neighbours,
+                topics, signature: Bytes::from_static(b"signature"),
             });
             let data = Frame::Data(Data {
                 key_type: 2, origin: origin.into(), seqno: 3, ttl: 4, hops: 1, view: 5, topic,
@@ -408,11 +458,15 @@ mod tests {
         #[test]
         fn records_round_trip(
             origin in proptest::collection::vec(any::<u8>(), 1..=MAX_NODE_ID_LEN),
-            incarnation: u64, version: u64,
+            key_type: u8, incarnation: u64, version: u64,
             neighbours in proptest::collection::vec(any::<u64>(), 0..64),
             topics in proptest::collection::vec("\\PC{1,20}", 0..16),
+            signature in proptest::collection::vec(any::<u8>(), 1..=MAX_SIGNATURE_LEN),
         ) {
-            let frame = Frame::Record(Record { origin: origin.into(), incarnation, version, neighbours, topics });
+            let frame = Frame::Record(Record {
+                key_type, origin: origin.into(), incarnation, version, neighbours, topics,
+                signature: signature.into(),
+            });
             prop_assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
         }
     }
