@@ -24,7 +24,7 @@ seed unicast_codec stream    "\x00\x04\x05\x0b\x01${ID}\x00\x02\x0b\x02${ID}\x00
 ORIGIN=$(printf '\\x%02x' $(seq 1 64) | tr -d '\n')
 seed flood_wire data      "\x01\x01\x00\x40${ORIGIN}${ID}\x0a\x01${ID}\x01t\x00\x03sigpayload"
 seed flood_wire broadcast "\x01\x02\x00\x40${ORIGIN}${ID}\x0a\x02${ID}\x00\x00\x03sigpayload"
-seed flood_wire record    "\x02\x00\x40${ORIGIN}${ID}${ID}\x00\x02${ID}${ID}\x00\x02\x01a\x02bc"
+seed flood_wire record    "\x02\x01\x00\x40${ORIGIN}${ID}${ID}\x00\x02${ID}${ID}\x00\x02\x01a\x02bc\x00\x03sig"
 seed flood_wire digest    "\x03${ID}"
 seed status_codec announce "\x01${ID}${ID}"
 seed status_codec query    "\x02${ID}${ID}"
