@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod messages;
 mod origins;
 mod records;
 pub mod topology;
@@ -60,8 +61,8 @@ use libp2p_swarm::{
 };
 use origins::Origins;
 use topology::{Topology, short_id};
-use window::{Check, Windows};
-use wire::{DATA_OVERHEAD, Data, Frame, MAX_TOPIC_LEN};
+use window::Windows;
+use wire::{Frame, MAX_TOPIC_LEN};
 
 /// The protocol id.
 pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/flood/2.0.0");
@@ -462,119 +463,6 @@ impl Behaviour {
         (!self.dirty).then(|| self.topology.digest())
     }
 
-    fn publish(&mut self, topic: Option<String>, payload: Bytes) -> Result<MessageId, FloodError> {
-        self.publish_as(topic, payload, self.config.ttl.max(1))
-    }
-
-    fn publish_as(
-        &mut self,
-        topic: Option<String>,
-        payload: Bytes,
-        ttl: u8,
-    ) -> Result<MessageId, FloodError> {
-        let max = self.config.max_frame.saturating_sub(DATA_OVERHEAD);
-        if payload.len() > max {
-            return Err(FloodError::TooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
-        self.seqno = self.seqno.saturating_add(1);
-        let seqno = self.seqno;
-        let me = self.topology.me();
-        // While our own record lags our links, our view is not one others can route by.
-        let view = if self.dirty {
-            0
-        } else {
-            self.topology.digest()
-        };
-        let targets = self.targets(me, topic.as_deref(), None, view);
-        let mut data = Data {
-            key_type: self.me.key_type().code(),
-            origin: self.me_bytes.clone(),
-            seqno,
-            ttl,
-            hops: 1,
-            view,
-            topic,
-            signature: Bytes::new(),
-            payload,
-        };
-        data.signature = self
-            .key
-            .sign(&data.signed_message())
-            .map_err(|e| FloodError::Sign(e.to_string()))?
-            .into();
-        // Our own copies coming back are duplicates without a signature check.
-        self.windows.accept(me, seqno);
-        let sent = self.send_data(&data, &targets);
-        if !targets.is_empty() && sent == 0 {
-            return Err(FloodError::QueueFull(targets.len()));
-        }
-        self.stats.published += 1;
-        tracing::trace!(seqno, peers = sent, topic = ?data.topic, "flood message sent");
-        Ok(MessageId {
-            origin: self.me.clone(),
-            seqno,
-        })
-    }
-
-    /// The neighbours a message from `origin` goes to from here. When our view of the network
-    /// is the one the origin had (`view`, its digest), every node computes the same tree: our
-    /// children in the origin's tree that lead to someone who wants it, plus neighbours outside
-    /// the tree (whom nobody else would reach). Otherwise (views differ while changes spread,
-    /// or we are not in the tree) every neighbour but the sender: copies may be duplicated,
-    /// never lost.
-    fn targets(
-        &mut self,
-        origin: u64,
-        topic: Option<&str>,
-        from: Option<u64>,
-        view: u64,
-    ) -> Vec<PeerId> {
-        // A node whose links changed since its last record floods too: its record (what the
-        // trees are made of) no longer says where it can send.
-        let route = if view != 0 && !self.dirty && view == self.topology.digest() {
-            self.topology.route(origin, topic)
-        } else {
-            None
-        };
-        let mut targets = Vec::new();
-        for (peer, p) in &self.peers {
-            let Some(short) = &p.short else { continue };
-            if Some(*short) == from || *short == origin || p.usable(None).is_none() {
-                continue;
-            }
-            let go = match &route {
-                Some(r) => r.children.binary_search(short).is_ok() || !r.members.contains(short),
-                None => true,
-            };
-            if go {
-                targets.push(*peer);
-            }
-        }
-        targets
-    }
-
-    /// Queues `data` for each of `targets`; returns how many took it.
-    fn send_data(&mut self, data: &Data, targets: &[PeerId]) -> usize {
-        if targets.is_empty() {
-            return 0;
-        }
-        let frame = Frame::Data(data.clone()).encode();
-        let mut sent = 0;
-        for peer in targets {
-            if self.send(*peer, frame.clone()) {
-                sent += 1;
-            } else {
-                self.stats.dropped += 1;
-                tracing::warn!(%peer, seqno = data.seqno, "flood queue full: message dropped for this peer");
-            }
-        }
-        self.stats.frames_sent += sent as u64;
-        sent
-    }
-
     /// Queues a frame on the peer's open connection; false when there is none or it is full.
     fn send(&mut self, peer: PeerId, frame: Bytes) -> bool {
         let primary = self.primaries.get(&peer);
@@ -602,66 +490,29 @@ impl Behaviour {
         });
     }
 
-    /// A data frame from `peer`: dropped if its id was accepted before or is below the
-    /// origin's window; else its signature is checked (once per id: only a verified frame
-    /// marks its id), then it is forwarded and delivered (SPEC.md §4).
-    fn on_data(&mut self, peer: PeerId, conn: ConnectionId, data: Data) {
-        let origin_short = short_id(&data.origin);
-        match self.windows.check(origin_short, data.seqno) {
-            Check::New => {}
-            Check::Duplicate => {
-                self.stats.duplicates += 1;
-                return;
-            }
-            Check::TooOld => {
-                self.stats.too_old += 1;
-                return;
-            }
-        }
-        let (origin, verifier) = match self.origins.get(data.key_type, &data.origin) {
+    /// The node that signed a frame from `peer`, given as (key type, NodeId bytes, signed
+    /// message, signature): `None` if the key is not one or the signature does not verify, in
+    /// which case the peer's stream is closed (an honest peer never passes such a frame on).
+    pub(crate) fn check_signed(
+        &mut self,
+        peer: PeerId,
+        conn: ConnectionId,
+        what: &str,
+        (key_type, origin, message, signature): (u8, &Bytes, &[u8], &[u8]),
+    ) -> Option<NodeId> {
+        let (node, verifier) = match self.origins.get(key_type, origin) {
             Ok(o) => o,
-            Err(e) => return self.close_inbound(peer, conn, format!("bad origin: {e}")),
+            Err(e) => {
+                self.close_inbound(peer, conn, format!("{what} with a bad origin: {e}"));
+                return None;
+            }
         };
-        if !verifier.verify(&data.signed_message(), &data.signature) {
+        if !verifier.verify(message, signature) {
             self.stats.bad_signatures += 1;
-            return self.close_inbound(peer, conn, "data frame with a bad signature".into());
+            self.close_inbound(peer, conn, format!("{what} with a bad signature"));
+            return None;
         }
-        self.windows.accept(origin_short, data.seqno);
-        if origin_short == self.topology.me() {
-            // Ours, from an earlier run whose clock was ahead: number ours after it.
-            self.stats.duplicates += 1;
-            self.seqno = self.seqno.max(data.seqno);
-            return;
-        }
-        let from = self.peers.get(&peer).and_then(|p| p.short);
-        // The ttl is the origin's (signed), capped by ours: nobody makes a frame go further
-        // than this node would send its own.
-        if data.hops < data.ttl.min(self.config.ttl) {
-            let targets = self.targets(origin_short, data.topic.as_deref(), from, data.view);
-            let next = Data {
-                hops: data.hops + 1,
-                ..data.clone()
-            };
-            self.send_data(&next, &targets);
-        }
-        let wanted = match &data.topic {
-            None => true,
-            Some(t) => self.subscriptions.contains(t),
-        };
-        if wanted {
-            self.stats.delivered += 1;
-            self.events
-                .push_back(ToSwarm::GenerateEvent(Event::Message {
-                    id: MessageId {
-                        origin: origin.clone(),
-                        seqno: data.seqno,
-                    },
-                    origin,
-                    topic: data.topic.map(Topic),
-                    payload: data.payload,
-                    hops: data.hops,
-                }));
-        }
+        Some(node)
     }
 
     fn new_handler(&mut self, peer: PeerId, connection: ConnectionId) -> Handler<Frame> {

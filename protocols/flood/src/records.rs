@@ -78,14 +78,15 @@ impl Behaviour {
         if self.topology.held(origin).is_some_and(|held| pair <= held) {
             return; // what we hold, or older: nothing to check
         }
-        let (node, verifier) = match self.origins.get(record.key_type, &record.origin) {
-            Ok(o) => o,
-            Err(e) => return self.close_inbound(peer, conn, format!("bad record origin: {e}")),
+        let signed = (
+            record.key_type,
+            &record.origin,
+            &record.signed_message()[..],
+            &record.signature[..],
+        );
+        let Some(node) = self.check_signed(peer, conn, "record", signed) else {
+            return;
         };
-        if !verifier.verify(&record.signed_message(), &record.signature) {
-            self.stats.bad_signatures += 1;
-            return self.close_inbound(peer, conn, "record with a bad signature".into());
-        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

@@ -1,0 +1,196 @@
+//! The message half of the flood behaviour: publishing (signing, choosing the next hops down
+//! the origin's tree) and accepting data frames (replay window, signature, forwarding,
+//! delivery). It only reads the graph that `records.rs` keeps.
+
+use bytes::Bytes;
+use libp2p_identity::PeerId;
+use libp2p_swarm::{ConnectionId, ToSwarm};
+
+use crate::{
+    Behaviour, Event, FloodError, MessageId, Topic,
+    topology::short_id,
+    window::Check,
+    wire::{DATA_OVERHEAD, Data, Frame},
+};
+
+impl Behaviour {
+    pub(crate) fn publish(
+        &mut self,
+        topic: Option<String>,
+        payload: Bytes,
+    ) -> Result<MessageId, FloodError> {
+        self.publish_as(topic, payload, self.config.ttl.max(1))
+    }
+
+    pub(crate) fn publish_as(
+        &mut self,
+        topic: Option<String>,
+        payload: Bytes,
+        ttl: u8,
+    ) -> Result<MessageId, FloodError> {
+        let max = self.config.max_frame.saturating_sub(DATA_OVERHEAD);
+        if payload.len() > max {
+            return Err(FloodError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        self.seqno = self.seqno.saturating_add(1);
+        let seqno = self.seqno;
+        let me = self.topology.me();
+        // While our own record lags our links, our view is not one others can route by.
+        let view = if self.dirty {
+            0
+        } else {
+            self.topology.digest()
+        };
+        let targets = self.targets(me, topic.as_deref(), None, view);
+        let mut data = Data {
+            key_type: self.me.key_type().code(),
+            origin: self.me_bytes.clone(),
+            seqno,
+            ttl,
+            hops: 1,
+            view,
+            topic,
+            signature: Bytes::new(),
+            payload,
+        };
+        data.signature = self
+            .key
+            .sign(&data.signed_message())
+            .map_err(|e| FloodError::Sign(e.to_string()))?
+            .into();
+        // Our own copies coming back are duplicates without a signature check.
+        self.windows.accept(me, seqno);
+        let sent = self.send_data(&data, &targets);
+        if !targets.is_empty() && sent == 0 {
+            return Err(FloodError::QueueFull(targets.len()));
+        }
+        self.stats.published += 1;
+        tracing::trace!(seqno, peers = sent, topic = ?data.topic, "flood message sent");
+        Ok(MessageId {
+            origin: self.me.clone(),
+            seqno,
+        })
+    }
+
+    /// The neighbours a message from `origin` goes to from here. When our view of the network
+    /// is the one the origin had (`view`, its digest), every node computes the same tree: our
+    /// children in the origin's tree that lead to someone who wants it, plus neighbours outside
+    /// the tree (whom nobody else would reach). Otherwise (views differ while changes spread,
+    /// or we are not in the tree) every neighbour but the sender: copies may be duplicated,
+    /// never lost.
+    pub(crate) fn targets(
+        &mut self,
+        origin: u64,
+        topic: Option<&str>,
+        from: Option<u64>,
+        view: u64,
+    ) -> Vec<PeerId> {
+        // A node whose links changed since its last record floods too: its record (what the
+        // trees are made of) no longer says where it can send.
+        let route = if view != 0 && !self.dirty && view == self.topology.digest() {
+            self.topology.route(origin, topic)
+        } else {
+            None
+        };
+        let mut targets = Vec::new();
+        for (peer, p) in &self.peers {
+            let Some(short) = &p.short else { continue };
+            if Some(*short) == from || *short == origin || p.usable(None).is_none() {
+                continue;
+            }
+            let go = match &route {
+                Some(r) => r.children.binary_search(short).is_ok() || !r.members.contains(short),
+                None => true,
+            };
+            if go {
+                targets.push(*peer);
+            }
+        }
+        targets
+    }
+
+    /// Queues `data` for each of `targets`; returns how many took it.
+    pub(crate) fn send_data(&mut self, data: &Data, targets: &[PeerId]) -> usize {
+        if targets.is_empty() {
+            return 0;
+        }
+        let frame = Frame::Data(data.clone()).encode();
+        let mut sent = 0;
+        for peer in targets {
+            if self.send(*peer, frame.clone()) {
+                sent += 1;
+            } else {
+                self.stats.dropped += 1;
+                tracing::warn!(%peer, seqno = data.seqno, "flood queue full: message dropped for this peer");
+            }
+        }
+        self.stats.frames_sent += sent as u64;
+        sent
+    }
+
+    /// A data frame from `peer`: dropped if its id was accepted before or is below the
+    /// origin's window; else its signature is checked (once per id: only a verified frame
+    /// marks its id), then it is forwarded and delivered (SPEC.md §4).
+    pub(crate) fn on_data(&mut self, peer: PeerId, conn: ConnectionId, data: Data) {
+        let origin_short = short_id(&data.origin);
+        match self.windows.check(origin_short, data.seqno) {
+            Check::New => {}
+            Check::Duplicate => {
+                self.stats.duplicates += 1;
+                return;
+            }
+            Check::TooOld => {
+                self.stats.too_old += 1;
+                return;
+            }
+        }
+        let signed = (
+            data.key_type,
+            &data.origin,
+            &data.signed_message()[..],
+            &data.signature[..],
+        );
+        let Some(origin) = self.check_signed(peer, conn, "data frame", signed) else {
+            return;
+        };
+        self.windows.accept(origin_short, data.seqno);
+        if origin_short == self.topology.me() {
+            // Ours, from an earlier run whose clock was ahead: number ours after it.
+            self.stats.duplicates += 1;
+            self.seqno = self.seqno.max(data.seqno);
+            return;
+        }
+        let from = self.peers.get(&peer).and_then(|p| p.short);
+        // The ttl is the origin's (signed), capped by ours: nobody makes a frame go further
+        // than this node would send its own.
+        if data.hops < data.ttl.min(self.config.ttl) {
+            let targets = self.targets(origin_short, data.topic.as_deref(), from, data.view);
+            let next = Data {
+                hops: data.hops + 1,
+                ..data.clone()
+            };
+            self.send_data(&next, &targets);
+        }
+        let wanted = match &data.topic {
+            None => true,
+            Some(t) => self.subscriptions.contains(t),
+        };
+        if wanted {
+            self.stats.delivered += 1;
+            self.events
+                .push_back(ToSwarm::GenerateEvent(Event::Message {
+                    id: MessageId {
+                        origin: origin.clone(),
+                        seqno: data.seqno,
+                    },
+                    origin,
+                    topic: data.topic.map(Topic),
+                    payload: data.payload,
+                    hops: data.hops,
+                }));
+        }
+    }
+}
