@@ -140,6 +140,9 @@ impl Behaviour {
             flood: {
                 let mut f = flood::Behaviour::new(key, flood_config(config), book);
                 f.set_primaries(primaries);
+                // The deny/allow lists apply to the origins of messages too, network-wide.
+                let access = access.clone();
+                f.set_origin_filter(move |node| access.check(node).is_ok());
                 f
             },
             status,

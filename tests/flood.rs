@@ -848,3 +848,34 @@ async fn a_record_from_the_future_is_refused() {
     io.abort();
     swarm.abort();
 }
+
+/// A node that refuses an origin (its deny list, network-wide) neither delivers nor relays that
+/// origin's messages: in the line 0-1-2-3, node 2 refuses node 0, so node 3 never gets node 0's
+/// broadcasts, while everyone else's still pass through node 2.
+#[tokio::test]
+async fn a_refused_origins_messages_are_not_relayed() {
+    let mut net = Net::new(4, |_, _| {}).await;
+    net.connect(&line(4)).await;
+    net.settle(3).await;
+    let refused = net.ids[0].clone();
+    net.flood(2).set_origin_filter(move |node| *node != refused);
+    let from_0 = net
+        .flood(0)
+        .broadcast(Bytes::from_static(b"from 0"))
+        .unwrap();
+    let from_1 = net
+        .flood(1)
+        .broadcast(Bytes::from_static(b"from 1"))
+        .unwrap();
+    net.run_until("node 1's broadcast everywhere", |net| {
+        [0, 2, 3].iter().all(|&i| net.count(i, &from_1) == 1)
+    })
+    .await;
+    net.run_until("node 0's broadcast at node 1", |net| {
+        net.count(1, &from_0) == 1
+    })
+    .await;
+    net.run_for(Duration::from_millis(500)).await;
+    assert_eq!((net.count(2, &from_0), net.count(3, &from_0)), (0, 0));
+    assert_eq!(net.flood(2).stats().refused_origins, 1);
+}

@@ -225,6 +225,9 @@ pub struct Stats {
     /// Data frames and records whose signature did not verify (dropped, and the sender's
     /// stream closed).
     pub bad_signatures: u64,
+    /// Messages of origins the origin filter refuses (deny/allow lists): neither delivered
+    /// nor forwarded.
+    pub refused_origins: u64,
     /// Data frames sent on to other nodes (this node's own sends included).
     pub frames_sent: u64,
     /// Data frames dropped because a peer's queue was full.
@@ -300,6 +303,8 @@ pub struct Behaviour {
     windows: Windows,
     /// Checked NodeIds and signature verifiers of origins.
     origins: Origins,
+    /// Whether messages of an origin are taken ([`Behaviour::set_origin_filter`]).
+    origin_filter: Box<dyn Fn(&NodeId) -> bool + Send>,
     /// Neighbours or topics changed since the last record we published.
     dirty: bool,
     announce_timer: Option<Delay>,
@@ -344,6 +349,7 @@ impl Behaviour {
             seqno: start,
             windows: Windows::new(config.replay_window, config.max_origins),
             origins: Origins::new(origins::CAPACITY),
+            origin_filter: Box::new(|_| true),
             key: key.clone(),
             dirty: false,
             announce_timer: None,
@@ -359,6 +365,14 @@ impl Behaviour {
     /// manager's choice while it closes a duplicate).
     pub fn set_primaries(&mut self, primaries: PrimaryConnections) {
         self.primaries = primaries;
+    }
+
+    /// Which origins this node takes messages from: a message whose (verified) origin the
+    /// filter refuses is neither delivered nor forwarded by this node, wherever it came from.
+    /// The composed node passes its deny/allow lists, so they apply to origins network-wide
+    /// and not only to direct connections. Default: every origin.
+    pub fn set_origin_filter(&mut self, filter: impl Fn(&NodeId) -> bool + Send + 'static) {
+        self.origin_filter = Box::new(filter);
     }
 
     /// Subscribes to `topic`; false if already subscribed. The whole network learns it.

@@ -157,6 +157,11 @@ impl Behaviour {
             return;
         };
         self.windows.accept(origin_short, data.seqno);
+        if !(self.origin_filter)(&origin) {
+            // Marked, so its copies cost nothing more; neither delivered nor relayed.
+            self.stats.refused_origins += 1;
+            return;
+        }
         if origin_short == self.topology.me() {
             // Ours, from an earlier run whose clock was ahead: number ours after it.
             self.stats.duplicates += 1;
