@@ -315,6 +315,15 @@ pub struct Behaviour {
     stats: Stats,
 }
 
+/// The wall clock in nanoseconds since the Unix epoch (saturating; 0 before the epoch): what
+/// incarnations and first seqnos are made of, and what records' incarnations are checked
+/// against.
+pub(crate) fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 fn decode(body: Bytes) -> Result<Frame, String> {
     Frame::decode(body)
 }
@@ -324,9 +333,7 @@ impl Behaviour {
     /// (from the CA-TLS handshake).
     pub fn new(key: &NodeKey, config: Config, node_ids: NodeIdBook) -> Self {
         let me = key.node_id().clone();
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        let start = unix_nanos().max(1);
         let link = Arc::new(LinkConfig {
             protocol: PROTOCOL_NAME,
             // Records must fit whatever the message limit.

@@ -5,7 +5,7 @@
 //! This is the half of the flood behaviour that decides what the graph looks like; the message
 //! half (publishing, routing down the trees, delivery) only reads it.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_timer::Delay;
 use libp2p_identity::PeerId;
@@ -14,6 +14,7 @@ use libp2p_swarm::{ConnectionId, ToSwarm};
 use crate::{
     Behaviour, Event, Topic,
     topology::{Offer, short_id},
+    unix_nanos,
     wire::{self, Frame},
 };
 
@@ -87,10 +88,7 @@ impl Behaviour {
         let Some(node) = self.check_signed(peer, conn, "record", signed) else {
             return;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let bound = now.saturating_add(MAX_INCARNATION_AHEAD.as_nanos() as u64);
+        let bound = unix_nanos().saturating_add(MAX_INCARNATION_AHEAD.as_nanos() as u64);
         if record.incarnation > bound {
             self.stats.records_refused += 1;
             tracing::debug!(%node, incarnation = record.incarnation, "flood record from too far in the future refused");
