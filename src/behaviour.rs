@@ -92,15 +92,20 @@ impl Behaviour {
     /// (`Config::default()` for the defaults). The config's peers are dialled and kept
     /// connected; its access lists are added to `security`'s.
     pub fn new(key: &NodeKey, security: &impl SecurityMode, config: &Config) -> Self {
-        Self::with_parts(key, security.access_list(), security.node_ids(), config)
+        Self::with_parts(
+            key,
+            (security.access_list(), security.node_ids()),
+            security.membership(),
+            config,
+        )
     }
 
-    /// The behaviour over a security upgrade's access lists (to which the config's are added)
-    /// and NodeId book.
+    /// The behaviour over a security upgrade's access lists (to which the config's are added),
+    /// NodeId book and flood membership check.
     fn with_parts(
         key: &NodeKey,
-        access: &ca_tls::AccessList,
-        book: &crate::NodeIdBook,
+        (access, book): (&ca_tls::AccessList, &crate::NodeIdBook),
+        membership: Option<flood::Membership>,
         config: &Config,
     ) -> Self {
         for node in &config.access.deny {
@@ -143,6 +148,10 @@ impl Behaviour {
                 // The deny/allow lists apply to the origins of messages too, network-wide.
                 let access = access.clone();
                 f.set_origin_filter(move |node| access.check(node).is_ok());
+                // In CA mode only members (chains from the CA) originate.
+                if let Some(membership) = membership {
+                    f.set_membership(membership);
+                }
                 f
             },
             status,

@@ -14,7 +14,7 @@
 //! | `ping_rtt_seconds` | | ping round trips (histogram) |
 //! | `frames_total`, `transferred_bytes_total` | `protocol` (`unicast`/`flood`/`status`), `direction` (`in`/`out`) | frames and their body bytes |
 //! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
-//! | `flood_{published,delivered,duplicates,too_old,bad_signatures,dropped,malformed}_total` | | multicasts and broadcasts |
+//! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed}_total` | | multicasts and broadcasts |
 //! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
 //! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
 //!
@@ -277,7 +277,7 @@ impl Collector for ProtocolCollector {
         )?;
 
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 14] = [
+        let single: [(&str, &str, u64); 16] = [
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",
@@ -302,6 +302,16 @@ impl Collector for ProtocolCollector {
                 "flood_bad_signatures",
                 "Data frames and records whose signature did not verify (the sender's stream closed)",
                 flood.bad_signatures,
+            ),
+            (
+                "flood_non_members",
+                "Data frames and records dropped because their origin could not be shown to be a member (CA mode)",
+                flood.non_members,
+            ),
+            (
+                "flood_bad_certificates",
+                "Certificate chains received for flood origins that did not pass (the sender's stream closed)",
+                flood.bad_certificates,
             ),
             (
                 "flood_dropped",

@@ -22,7 +22,7 @@ use libp2p::{
 use crate::{
     NodeIdBook,
     ca_tls::{self, AccessList, UpgradeError},
-    config, open,
+    config, flood, open,
 };
 
 /// Why a swarm could not be built.
@@ -88,6 +88,10 @@ pub trait SecurityMode:
 
     /// Which mode this is, as the config file names it (`[network] security`).
     fn mode(&self) -> config::Security;
+
+    /// How flood tells member origins from strangers: in CA mode, by their certificate
+    /// chains; `None` in open mode, where any key that signs is an origin.
+    fn membership(&self) -> Option<flood::Membership>;
 }
 
 impl SecurityMode for ca_tls::Config {
@@ -116,6 +120,28 @@ impl SecurityMode for ca_tls::Config {
     fn mode(&self) -> config::Security {
         config::Security::CaTls
     }
+
+    fn membership(&self) -> Option<flood::Membership> {
+        Some(ca_membership(self))
+    }
+}
+
+/// Flood's membership check in CA mode: this node's chain, and other chains checked against
+/// `tls`'s trust anchors as its handshakes check them.
+pub fn ca_membership(tls: &ca_tls::Config) -> flood::Membership {
+    let chain = tls
+        .local_chain()
+        .iter()
+        .map(|c| bytes::Bytes::copy_from_slice(c))
+        .collect();
+    let tls = tls.clone();
+    flood::Membership::new(chain, move |chain: &[bytes::Bytes]| {
+        let ders: Vec<ca_tls::CertificateDer<'_>> = chain
+            .iter()
+            .map(|c| ca_tls::CertificateDer::from(&c[..]))
+            .collect();
+        tls.check_chain(&ders).map_err(|r| r.to_string())
+    })
 }
 
 impl SecurityMode for open::Config {
@@ -143,5 +169,9 @@ impl SecurityMode for open::Config {
 
     fn mode(&self) -> config::Security {
         config::Security::Libp2pTls
+    }
+
+    fn membership(&self) -> Option<flood::Membership> {
+        None
     }
 }

@@ -224,6 +224,18 @@ impl Config {
         &self.shared.book
     }
 
+    /// The local certificate chain, leaf first, as handshakes present it.
+    pub fn local_chain(&self) -> &[CertificateDer<'static>] {
+        &self.shared.certified.cert
+    }
+
+    /// Checks another node's certificate chain (leaf first) as a handshake would, in either
+    /// role, against the trust anchors and at the current time: its NodeId if the chain
+    /// passes. The access lists are not consulted (they are the caller's to apply).
+    pub fn check_chain(&self, chain: &[CertificateDer<'_>]) -> Result<NodeId, Refusal> {
+        verify::check_member(chain, &self.shared.anchors)
+    }
+
     fn verifier(&self) -> (Arc<PeerVerifier>, SharedOutcome) {
         let outcome = Arc::new(Mutex::new(Outcome::default()));
         let v = Arc::new(PeerVerifier {

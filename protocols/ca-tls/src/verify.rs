@@ -217,6 +217,30 @@ pub(crate) fn self_check(
     Ok(())
 }
 
+/// Checks another node's chain (leaf first) as a handshake would, in either role, and returns its
+/// NodeId: how flood tells the origins of messages that are members (their chains lead to a
+/// trust anchor) from any holder of a key.
+pub(crate) fn check_member(
+    chain: &[CertificateDer<'_>],
+    anchors: &[TrustAnchor<'static>],
+) -> Result<NodeId, Refusal> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| Refusal::BadCertificate("empty certificate chain".into()))?;
+    let (_, node_id) = certified_key(leaf)?;
+    let cert = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| Refusal::BadCertificate(e.to_string()))?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_now()));
+    let mut last = None;
+    for usage in [KeyUsage::server_auth(), KeyUsage::client_auth()] {
+        match cert.verify_for_usage(SUPPORTED.all, anchors, &chain[1..], now, usage, None, None) {
+            Ok(_) => return Ok(node_id),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or(Refusal::UnknownIssuer, chain_refusal))
+}
+
 /// The refusal for a chain that webpki rejects.
 fn chain_refusal(e: webpki::Error) -> Refusal {
     match e {

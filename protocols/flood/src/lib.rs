@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod members;
 mod messages;
 mod origins;
 mod records;
@@ -59,6 +60,8 @@ use libp2p_swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, ListenFailure,
     NetworkBehaviour, NotifyHandler, StreamProtocol, THandler, THandlerOutEvent, ToSwarm,
 };
+use members::Members;
+pub use members::{CheckChain, Membership};
 use origins::Origins;
 use topology::{Topology, short_id};
 use window::Windows;
@@ -95,6 +98,10 @@ pub struct Config {
     pub record_ttl: Duration,
     /// Most nodes whose records are kept. Default 4096.
     pub max_nodes: usize,
+    /// In CA mode, how long a peer asked for an origin's certificate chain has to answer
+    /// before the next peer that passed on the origin's frames is asked (SPEC.md §7).
+    /// Default 5 s.
+    pub member_timeout: Duration,
 }
 
 impl Default for Config {
@@ -110,6 +117,7 @@ impl Default for Config {
             digest_interval: Duration::from_secs(5),
             record_ttl: Duration::from_secs(60),
             max_nodes: 4096,
+            member_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -243,6 +251,12 @@ pub struct Stats {
     /// Origin public keys parsed and checked: once per origin while remembered (up to
     /// 4096 of them).
     pub origins_checked: u64,
+    /// In CA mode, frames dropped because their origin could not be shown to be a member (no
+    /// peer gave a certificate chain that passes, or the parking space of the peer that sent
+    /// them was full).
+    pub non_members: u64,
+    /// Certificate chains received that did not pass (the sender's stream closed).
+    pub bad_certificates: u64,
 }
 
 struct Conn {
@@ -303,6 +317,8 @@ pub struct Behaviour {
     windows: Windows,
     /// Checked NodeIds and signature verifiers of origins.
     origins: Origins,
+    /// Checked certificate chains of origins (CA mode, [`Behaviour::set_membership`]).
+    members: Option<Members>,
     /// Whether messages of an origin are taken ([`Behaviour::set_origin_filter`]).
     origin_filter: Box<dyn Fn(&NodeId) -> bool + Send>,
     /// Neighbours or topics changed since the last record we published.
@@ -336,8 +352,11 @@ impl Behaviour {
         let start = unix_nanos().max(1);
         let link = Arc::new(LinkConfig {
             protocol: PROTOCOL_NAME,
-            // Records must fit whatever the message limit.
-            max_frame: config.max_frame.max(wire::MAX_RECORD_LEN),
+            // Records and chains must fit whatever the message limit.
+            max_frame: config
+                .max_frame
+                .max(wire::MAX_RECORD_LEN)
+                .max(wire::MAX_CERT_FRAME_LEN),
             max_queue_frames: config.max_queue_frames,
             max_queue_bytes: config.max_queue_bytes,
             decode,
@@ -357,6 +376,7 @@ impl Behaviour {
             windows: Windows::new(config.replay_window, config.max_origins),
             origins: Origins::new(origins::CAPACITY),
             origin_filter: Box::new(|_| true),
+            members: None,
             key: key.clone(),
             dirty: false,
             announce_timer: None,
@@ -559,6 +579,12 @@ impl Behaviour {
                 queue: queue.clone(),
                 state: LinkState::Opening,
             });
+        // Our chain goes first, so the peer takes our frames without asking (SPEC.md §7).
+        if let Some(cert) = self.own_cert()
+            && let Some(command) = queue.send(peer, connection, cert)
+        {
+            self.events.push_back(command);
+        }
         Handler::new(Link::new(self.link.clone(), queue))
     }
 
@@ -570,6 +596,7 @@ impl Behaviour {
             if empty {
                 self.peers.remove(&peer);
                 self.resynced.remove(&peer);
+                self.members_forget(peer);
             }
         }
     }
@@ -658,6 +685,10 @@ impl NetworkBehaviour for Behaviour {
             LinkEvent::Received(Frame::Data(data)) => self.on_data(peer, connection, data),
             LinkEvent::Received(Frame::Record(record)) => self.on_record(peer, connection, record),
             LinkEvent::Received(Frame::Digest(digest)) => self.on_digest(peer, digest),
+            LinkEvent::Received(Frame::CertRequest { key_type, origin }) => {
+                self.on_cert_request(peer, key_type, origin)
+            }
+            LinkEvent::Received(Frame::Cert(cert)) => self.on_cert(peer, connection, cert),
         }
     }
 
@@ -668,6 +699,14 @@ impl NetworkBehaviour for Behaviour {
             self.announce_timer = None;
             if self.dirty {
                 self.announce();
+            }
+        }
+        if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut())
+            && timer.poll_unpin(cx).is_ready()
+        {
+            self.expire_pending();
+            if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut()) {
+                let _ = timer.poll_unpin(cx);
             }
         }
         if self.digest_timer.poll_unpin(cx).is_ready() {

@@ -2,12 +2,14 @@
 //! the origin's tree) and accepting data frames (replay window, signature, forwarding,
 //! delivery). It only reads the graph that `records.rs` keeps.
 
+use bcos_p2p_core::NodeId;
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{ConnectionId, ToSwarm};
 
 use crate::{
     Behaviour, Event, FloodError, MessageId, Topic,
+    members::{Parked, Verdict},
     topology::short_id,
     window::Check,
     wire::{DATA_OVERHEAD, Data, Frame},
@@ -156,6 +158,22 @@ impl Behaviour {
         let Some(origin) = self.check_signed(peer, conn, "data frame", signed) else {
             return;
         };
+        if let Verdict::Take =
+            self.membership_of(peer, origin_short, &origin, Parked::Data(data.clone()))
+        {
+            self.take_data(peer, origin, data);
+        }
+    }
+
+    /// A data frame whose signature verified and whose origin is a member: accepted once,
+    /// then forwarded and delivered.
+    pub(crate) fn take_data(&mut self, peer: PeerId, origin: NodeId, data: Data) {
+        let origin_short = short_id(&data.origin);
+        if self.windows.check(origin_short, data.seqno) != Check::New {
+            // A copy parked beside the first (SPEC.md §7).
+            self.stats.duplicates += 1;
+            return;
+        }
         self.windows.accept(origin_short, data.seqno);
         if !(self.origin_filter)(&origin) {
             // Marked, so its copies cost nothing more; neither delivered nor relayed.

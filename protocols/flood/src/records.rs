@@ -7,12 +7,14 @@
 
 use std::time::{Duration, Instant};
 
+use bcos_p2p_core::NodeId;
 use futures_timer::Delay;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{ConnectionId, ToSwarm};
 
 use crate::{
     Behaviour, Event, Topic,
+    members::{Parked, Verdict},
     topology::{Offer, short_id},
     unix_nanos,
     wire::{self, Frame},
@@ -88,6 +90,17 @@ impl Behaviour {
         let Some(node) = self.check_signed(peer, conn, "record", signed) else {
             return;
         };
+        if let Verdict::Take =
+            self.membership_of(peer, origin, &node, Parked::Record(record.clone()))
+        {
+            self.take_record(peer, node, record);
+        }
+    }
+
+    /// A record whose signature verified and whose node is a member: stored and passed on
+    /// unless too far in the future or no newer than what we hold.
+    pub(crate) fn take_record(&mut self, peer: PeerId, node: NodeId, record: wire::Record) {
+        let origin = short_id(&record.origin);
         let bound = unix_nanos().saturating_add(MAX_INCARNATION_AHEAD.as_nanos() as u64);
         if record.incarnation > bound {
             self.stats.records_refused += 1;

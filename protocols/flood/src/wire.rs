@@ -12,6 +12,8 @@ use sha2::{Digest as _, Sha256};
 const KIND_DATA: u8 = 0x01;
 const KIND_RECORD: u8 = 0x02;
 const KIND_DIGEST: u8 = 0x03;
+const KIND_CERT_REQUEST: u8 = 0x06;
+const KIND_CERT: u8 = 0x07;
 
 /// Longest NodeId on the wire: the largest RSA modulus a node may have (8192 bits); EC ids
 /// are 64.
@@ -52,6 +54,15 @@ pub const MAX_RECORD_LEN: usize = 1
     + 2
     + MAX_SIGNATURE_LEN;
 
+/// Most certificates in a CERT frame's chain (leaf, intermediates; FISCO BCOS chains have 2).
+pub const MAX_CHAIN_CERTS: usize = 8;
+/// Longest certificate in a CERT frame (DER).
+pub const MAX_CERT_LEN: usize = 16 * 1024;
+
+/// Longest CERT body: a 1024-byte id and a full chain of the longest certificates.
+pub const MAX_CERT_FRAME_LEN: usize =
+    1 + 1 + 2 + MAX_NODE_ID_LEN + 1 + MAX_CHAIN_CERTS * (2 + MAX_CERT_LEN);
+
 /// A decoded frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -61,6 +72,28 @@ pub enum Frame {
     Record(Record),
     /// A digest of the sender's record database, for anti-entropy.
     Digest(u64),
+    /// A request for a node's certificate chain (CA mode: SPEC.md §7).
+    CertRequest {
+        /// The node's key type.
+        key_type: u8,
+        /// The node's NodeId bytes.
+        origin: Bytes,
+    },
+    /// A node's certificate chain, or none when the sender does not hold it.
+    Cert(Cert),
+}
+
+/// A node's certificate chain (leaf first, DER), as it presents it in its TLS handshake.
+/// Not signed: the chain is checked against the receiver's trust anchors, and its leaf key
+/// must be the node's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cert {
+    /// The node's key type.
+    pub key_type: u8,
+    /// The node's NodeId bytes.
+    pub origin: Bytes,
+    /// The chain, leaf first; empty when the sender does not hold it.
+    pub chain: Vec<Bytes>,
 }
 
 /// A multicast or broadcast message, signed by its origin.
@@ -211,6 +244,26 @@ impl Frame {
                 dst.put_u64(*d);
                 dst.freeze()
             }
+            Frame::CertRequest { key_type, origin } => {
+                let mut dst = BytesMut::with_capacity(4 + origin.len());
+                dst.put_u8(KIND_CERT_REQUEST);
+                dst.put_u8(*key_type);
+                put_origin(&mut dst, origin);
+                dst.freeze()
+            }
+            Frame::Cert(c) => {
+                let certs: usize = c.chain.iter().map(|d| 2 + d.len()).sum();
+                let mut dst = BytesMut::with_capacity(5 + c.origin.len() + certs);
+                dst.put_u8(KIND_CERT);
+                dst.put_u8(c.key_type);
+                put_origin(&mut dst, &c.origin);
+                dst.put_u8(c.chain.len() as u8);
+                for der in &c.chain {
+                    dst.put_u16(der.len() as u16);
+                    dst.put_slice(der);
+                }
+                dst.freeze()
+            }
         }
     }
 
@@ -288,6 +341,47 @@ impl Frame {
                     return Err(format!("{} bytes after a digest", src.remaining()));
                 }
                 Frame::Digest(digest)
+            }
+            KIND_CERT_REQUEST => {
+                let key_type = take_u8(&mut src, "key type")?;
+                let origin = take_origin(&mut src)?;
+                if src.has_remaining() {
+                    return Err(format!(
+                        "{} bytes after a certificate request",
+                        src.remaining()
+                    ));
+                }
+                Frame::CertRequest { key_type, origin }
+            }
+            KIND_CERT => {
+                let key_type = take_u8(&mut src, "key type")?;
+                let origin = take_origin(&mut src)?;
+                let count = take_u8(&mut src, "certificate count")? as usize;
+                if count > MAX_CHAIN_CERTS {
+                    return Err(format!("chain of {count} certificates"));
+                }
+                let mut chain = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let len = take_u16(&mut src, "certificate length")? as usize;
+                    if len == 0 || len > MAX_CERT_LEN {
+                        return Err(format!("certificate of {len} bytes"));
+                    }
+                    if src.remaining() < len {
+                        return Err(short("certificate"));
+                    }
+                    chain.push(src.split_to(len));
+                }
+                if src.has_remaining() {
+                    return Err(format!(
+                        "{} bytes after a certificate chain",
+                        src.remaining()
+                    ));
+                }
+                Frame::Cert(Cert {
+                    key_type,
+                    origin,
+                    chain,
+                })
             }
             other => return Err(format!("unknown frame kind {other:#04x}")),
         };
@@ -374,6 +468,20 @@ mod tests {
                 signature: Bytes::from(vec![9; 256]),
             }),
             Frame::Digest(77),
+            Frame::CertRequest {
+                key_type: 2,
+                origin: Bytes::from(vec![3; 64]),
+            },
+            Frame::Cert(Cert {
+                key_type: 1,
+                origin: Bytes::from(vec![4; 64]),
+                chain: vec![Bytes::from(vec![0x30; 700]), Bytes::from(vec![0x31; 900])],
+            }),
+            Frame::Cert(Cert {
+                key_type: 1,
+                origin: Bytes::from(vec![4; 64]),
+                chain: vec![],
+            }),
         ] {
             assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
         }
@@ -400,6 +508,20 @@ mod tests {
         rec.extend_from_slice(&[0; 16]);
         rec.extend_from_slice(&[0xff, 0xff]);
         assert!(Frame::decode(rec.into()).is_err());
+        // Chains too long, certificates empty or longer than they are, bytes after a request.
+        for bad in [
+            &[KIND_CERT, 1, 0, 1, 5, 9][..],
+            &[KIND_CERT, 1, 0, 1, 5, 1, 0, 0],
+            &[KIND_CERT, 1, 0, 1, 5, 1, 0, 3, 1, 2],
+            &[KIND_CERT, 1, 0, 1, 5, 0, 0],
+            &[KIND_CERT_REQUEST, 1, 0, 1, 5, 0],
+            &[KIND_CERT_REQUEST, 1, 0, 0],
+        ] {
+            assert!(
+                Frame::decode(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     proptest! {
