@@ -27,6 +27,8 @@ seed flood_wire broadcast "\x01\x02\x00\x40${ORIGIN}${ID}\x0a\x02${ID}\x00\x00\x
 seed flood_wire record    "\x02\x01\x00\x40${ORIGIN}${ID}${ID}\x00\x02${ID}${ID}\x00\x02\x01a\x02bc\x00\x03sig"
 seed flood_wire digest    "\x03${ID}"
 seed flood_wire cert-request "\x06\x01\x00\x40${ORIGIN}"
+seed flood_wire summary   "\x08\x00\x01${ID}${ID}${ID}"
+seed flood_wire record-request "\x09\x00\x02${ID}${ID}"
 seed flood_wire cert      "\x07\x01\x00\x40${ORIGIN}\x02\x00\x030\x01\x00\x00\x020\x02"
 seed status_codec announce "\x01${ID}${ID}"
 seed status_codec query    "\x02${ID}${ID}"

@@ -298,6 +298,34 @@ async fn exactly_once_on(n: usize, edges: &[(usize, usize)]) -> Net {
     net
 }
 
+/// A node joining a settled full mesh of 12 over links to all 12 is sent headers, and fetches
+/// each record it lacks once: it receives about 2 records per node (the one it asked for, and
+/// each node's next version listing it), not every node's whole database (12 × 13 records
+/// before summaries).
+#[tokio::test]
+async fn a_new_link_costs_headers_not_the_whole_database() {
+    const N: usize = 12;
+    let mut net = Net::new(N, |_, _| {}).await;
+    net.connect(&mesh(N)).await;
+    net.settle(N - 1).await;
+    let newcomer = net.add(Config::default());
+    net.run_until("the newcomer's address", |net| {
+        net.addrs[newcomer].is_some()
+    })
+    .await;
+    let edges: Vec<(usize, usize)> = (0..N).map(|i| (newcomer, i)).collect();
+    net.connect(&edges).await;
+    net.settle(N).await;
+    let stats = net.flood(newcomer).stats();
+    assert!(
+        stats.records_received <= 3 * N as u64 + 3,
+        "the newcomer received {} records: {stats:?}",
+        stats.records_received
+    );
+    assert!(stats.records_stored >= N as u64, "{stats:?}");
+    assert_eq!(net.flood(newcomer).reachable().len(), N);
+}
+
 #[tokio::test]
 async fn full_mesh_of_8_origin_sends_cover_everyone() {
     let n = 8;
@@ -525,7 +553,7 @@ async fn garbage_closes_only_that_stream() {
     let addr = net.addrs[1].clone().unwrap();
     for garbage in [
         b"\x05\xff\xff\xff\xff\xffjunk".to_vec(),
-        b"\x03\x09\x00\x00".to_vec(),
+        b"\x03\x7f\x00\x00".to_vec(),
         common::varint(1 << 40),
     ] {
         let (io, attacker_task) =

@@ -244,8 +244,12 @@ pub struct Stats {
     pub records_stored: u64,
     /// Signed records refused because their incarnation is too far ahead of our clock.
     pub records_refused: u64,
-    /// Record frames sent (announcements, forwards, resyncs).
+    /// Record frames sent (announcements, forwards, answers to requests).
     pub records_sent: u64,
+    /// Record frames received (new, old or refused).
+    pub records_received: u64,
+    /// SUMMARY frames sent (to new neighbours, and to neighbours whose digest differs).
+    pub summaries_sent: u64,
     /// Streams closed over malformed input.
     pub malformed: u64,
     /// Origin public keys parsed and checked: once per origin while remembered (up to
@@ -327,6 +331,8 @@ pub struct Behaviour {
     digest_timer: Delay,
     /// When we last sent our whole database to a peer (at most once per digest interval).
     resynced: HashMap<PeerId, Instant>,
+    /// Records asked of a neighbour: short id → (the pair its summary listed, when).
+    requested: HashMap<u64, ((u64, u64), Instant)>,
     events: VecDeque<ToSwarm<Event, LinkCommand>>,
     stats: Stats,
 }
@@ -382,6 +388,7 @@ impl Behaviour {
             announce_timer: None,
             digest_timer: Delay::new(config.digest_interval),
             resynced: HashMap::new(),
+            requested: HashMap::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
             config,
@@ -685,6 +692,8 @@ impl NetworkBehaviour for Behaviour {
             LinkEvent::Received(Frame::Data(data)) => self.on_data(peer, connection, data),
             LinkEvent::Received(Frame::Record(record)) => self.on_record(peer, connection, record),
             LinkEvent::Received(Frame::Digest(digest)) => self.on_digest(peer, digest),
+            LinkEvent::Received(Frame::Summary(headers)) => self.on_summary(peer, headers),
+            LinkEvent::Received(Frame::RecordRequest(nodes)) => self.on_record_request(peer, nodes),
             LinkEvent::Received(Frame::CertRequest { key_type, origin }) => {
                 self.on_cert_request(peer, key_type, origin)
             }

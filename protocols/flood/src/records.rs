@@ -1,6 +1,7 @@
 //! Keeping every node's link-state database in step: announcing our record when our neighbours
-//! or topics change, storing and forwarding the records of others, comparing database digests
-//! with neighbours and resending the whole database when they differ.
+//! or topics change, storing and forwarding the records of others, and exchanging record
+//! headers with new neighbours and with neighbours whose database digest differs, each side
+//! then asking for the records it lacks.
 //!
 //! This is the half of the flood behaviour that decides what the graph looks like; the message
 //! half (publishing, routing down the trees, delivery) only reads it.
@@ -24,6 +25,9 @@ use crate::{
 /// and the record is refused (SPEC.md §3), so that no record can claim a future that every
 /// later record of its node would have to outgrow.
 pub(crate) const MAX_INCARNATION_AHEAD: Duration = Duration::from_secs(600);
+
+/// How long a record asked of one neighbour is not asked of another (SPEC.md §3).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Behaviour {
     fn send_record(&mut self, peer: PeerId, record: wire::Record) {
@@ -64,11 +68,53 @@ impl Behaviour {
         }
     }
 
-    /// Sends our whole database to `peer` (a new neighbour, or one whose digest differs).
+    /// Sends `peer` the headers of every record we hold (a new neighbour, or one whose digest
+    /// differs): it asks for the ones it lacks (SPEC.md §3).
     fn resync(&mut self, peer: PeerId) {
         self.resynced.insert(peer, Instant::now());
-        for record in self.topology.records() {
-            self.send_record(peer, record);
+        let headers = self.topology.headers();
+        for chunk in headers.chunks(wire::MAX_HEADERS) {
+            if self.send(peer, Frame::Summary(chunk.to_vec()).encode()) {
+                self.stats.summaries_sent += 1;
+            }
+        }
+    }
+
+    /// A neighbour's headers: asks it for the records it holds newer than ours (unless asked
+    /// of someone recently).
+    pub(crate) fn on_summary(&mut self, peer: PeerId, headers: Vec<wire::Header>) {
+        let now = Instant::now();
+        if self.requested.len() >= 2 * self.config.max_nodes {
+            self.requested
+                .retain(|_, (_, at)| now.duration_since(*at) < REQUEST_TIMEOUT);
+        }
+        let mut wanted = Vec::new();
+        for h in headers {
+            let pair = (h.incarnation, h.version);
+            if self.topology.held(h.node).is_some_and(|held| pair <= held) {
+                continue;
+            }
+            let asked = self
+                .requested
+                .get(&h.node)
+                .is_some_and(|(p, at)| *p >= pair && now.duration_since(*at) < REQUEST_TIMEOUT);
+            if asked || self.requested.len() >= 2 * self.config.max_nodes {
+                continue;
+            }
+            self.requested.insert(h.node, (pair, now));
+            wanted.push(h.node);
+        }
+        if !wanted.is_empty() {
+            self.send(peer, Frame::RecordRequest(wanted).encode());
+        }
+    }
+
+    /// A neighbour asks for records: those we hold, as signed.
+    pub(crate) fn on_record_request(&mut self, peer: PeerId, nodes: Vec<u64>) {
+        for node in nodes {
+            if let Some(record) = self.topology.record(node) {
+                self.send_record(peer, record);
+            }
         }
     }
 
@@ -76,6 +122,7 @@ impl Behaviour {
     /// verify (else the peer's stream is closed) and its incarnation must not be ahead of our
     /// clock by more than [`MAX_INCARNATION_AHEAD`] before it is stored and passed on.
     pub(crate) fn on_record(&mut self, peer: PeerId, conn: ConnectionId, record: wire::Record) {
+        self.stats.records_received += 1;
         let origin = short_id(&record.origin);
         let pair = (record.incarnation, record.version);
         if self.topology.held(origin).is_some_and(|held| pair <= held) {
@@ -101,6 +148,7 @@ impl Behaviour {
     /// unless too far in the future or no newer than what we hold.
     pub(crate) fn take_record(&mut self, peer: PeerId, node: NodeId, record: wire::Record) {
         let origin = short_id(&record.origin);
+        let pair = (record.incarnation, record.version);
         let bound = unix_nanos().saturating_add(MAX_INCARNATION_AHEAD.as_nanos() as u64);
         if record.incarnation > bound {
             self.stats.records_refused += 1;
@@ -127,6 +175,9 @@ impl Behaviour {
             }
             Offer::Stored { added, removed } => {
                 self.stats.records_stored += 1;
+                if self.requested.get(&origin).is_some_and(|(p, _)| *p <= pair) {
+                    self.requested.remove(&origin);
+                }
                 for (topics, subscribed) in [(added, true), (removed, false)] {
                     for topic in topics {
                         let (node, topic) = (node.clone(), Topic(topic));

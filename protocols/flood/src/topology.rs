@@ -178,12 +178,21 @@ impl Topology {
         self.entries.get(&node).and_then(|e| e.signed.clone())
     }
 
-    /// Every stored record, as signed (for a new neighbour).
-    pub fn records(&self) -> Vec<wire::Record> {
-        self.entries
-            .values()
-            .filter_map(|e| e.signed.clone())
-            .collect()
+    /// The header of every stored record: `(short id, incarnation, version)`, in short-id
+    /// order (what a SUMMARY lists).
+    pub fn headers(&self) -> Vec<wire::Header> {
+        let mut headers: Vec<wire::Header> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.signed.is_some())
+            .map(|(short, e)| wire::Header {
+                node: *short,
+                incarnation: e.incarnation,
+                version: e.version,
+            })
+            .collect();
+        headers.sort_unstable_by_key(|h| h.node);
+        headers
     }
 
     /// The `(incarnation, version)` held for `node`, if any.

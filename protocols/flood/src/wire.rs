@@ -14,6 +14,8 @@ const KIND_RECORD: u8 = 0x02;
 const KIND_DIGEST: u8 = 0x03;
 const KIND_CERT_REQUEST: u8 = 0x06;
 const KIND_CERT: u8 = 0x07;
+const KIND_SUMMARY: u8 = 0x08;
+const KIND_RECORD_REQUEST: u8 = 0x09;
 
 /// Longest NodeId on the wire: the largest RSA modulus a node may have (8192 bits); EC ids
 /// are 64.
@@ -54,6 +56,10 @@ pub const MAX_RECORD_LEN: usize = 1
     + 2
     + MAX_SIGNATURE_LEN;
 
+/// Most headers in one SUMMARY, and ids in one RECORD_REQUEST (a database of more nodes is
+/// summarised in several frames).
+pub const MAX_HEADERS: usize = 4096;
+
 /// Most certificates in a CERT frame's chain (leaf, intermediates; FISCO BCOS chains have 2).
 pub const MAX_CHAIN_CERTS: usize = 8;
 /// Longest certificate in a CERT frame (DER).
@@ -81,6 +87,21 @@ pub enum Frame {
     },
     /// A node's certificate chain, or none when the sender does not hold it.
     Cert(Cert),
+    /// Headers of records the sender holds (SPEC.md §3): the receiver asks for those it lacks.
+    Summary(Vec<Header>),
+    /// Short ids of nodes whose records the sender asks for.
+    RecordRequest(Vec<u64>),
+}
+
+/// What identifies one version of a node's record: its short id and `(incarnation, version)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The node's short id ([`crate::topology::short_id`]).
+    pub node: u64,
+    /// The record's incarnation.
+    pub incarnation: u64,
+    /// The record's version.
+    pub version: u64,
 }
 
 /// A node's certificate chain (leaf first, DER), as it presents it in its TLS handshake.
@@ -244,6 +265,26 @@ impl Frame {
                 dst.put_u64(*d);
                 dst.freeze()
             }
+            Frame::Summary(headers) => {
+                let mut dst = BytesMut::with_capacity(3 + 24 * headers.len());
+                dst.put_u8(KIND_SUMMARY);
+                dst.put_u16(headers.len() as u16);
+                for h in headers {
+                    dst.put_u64(h.node);
+                    dst.put_u64(h.incarnation);
+                    dst.put_u64(h.version);
+                }
+                dst.freeze()
+            }
+            Frame::RecordRequest(nodes) => {
+                let mut dst = BytesMut::with_capacity(3 + 8 * nodes.len());
+                dst.put_u8(KIND_RECORD_REQUEST);
+                dst.put_u16(nodes.len() as u16);
+                for n in nodes {
+                    dst.put_u64(*n);
+                }
+                dst.freeze()
+            }
             Frame::CertRequest { key_type, origin } => {
                 let mut dst = BytesMut::with_capacity(4 + origin.len());
                 dst.put_u8(KIND_CERT_REQUEST);
@@ -341,6 +382,33 @@ impl Frame {
                     return Err(format!("{} bytes after a digest", src.remaining()));
                 }
                 Frame::Digest(digest)
+            }
+            KIND_SUMMARY => {
+                let count = take_u16(&mut src, "header count")? as usize;
+                if count > MAX_HEADERS || src.remaining() != count * 24 {
+                    return Err(format!(
+                        "summary of {count} headers in {} bytes",
+                        src.remaining()
+                    ));
+                }
+                let headers = (0..count)
+                    .map(|_| Header {
+                        node: src.get_u64(),
+                        incarnation: src.get_u64(),
+                        version: src.get_u64(),
+                    })
+                    .collect();
+                Frame::Summary(headers)
+            }
+            KIND_RECORD_REQUEST => {
+                let count = take_u16(&mut src, "id count")? as usize;
+                if count > MAX_HEADERS || src.remaining() != count * 8 {
+                    return Err(format!(
+                        "record request of {count} ids in {} bytes",
+                        src.remaining()
+                    ));
+                }
+                Frame::RecordRequest((0..count).map(|_| src.get_u64()).collect())
             }
             KIND_CERT_REQUEST => {
                 let key_type = take_u8(&mut src, "key type")?;
@@ -468,6 +536,20 @@ mod tests {
                 signature: Bytes::from(vec![9; 256]),
             }),
             Frame::Digest(77),
+            Frame::Summary(vec![
+                Header {
+                    node: 1,
+                    incarnation: 2,
+                    version: 3,
+                },
+                Header {
+                    node: u64::MAX,
+                    incarnation: 0,
+                    version: u64::MAX,
+                },
+            ]),
+            Frame::Summary(vec![]),
+            Frame::RecordRequest(vec![5, 6, u64::MAX]),
             Frame::CertRequest {
                 key_type: 2,
                 origin: Bytes::from(vec![3; 64]),
@@ -516,6 +598,10 @@ mod tests {
             &[KIND_CERT, 1, 0, 1, 5, 0, 0],
             &[KIND_CERT_REQUEST, 1, 0, 1, 5, 0],
             &[KIND_CERT_REQUEST, 1, 0, 0],
+            &[KIND_SUMMARY, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[KIND_SUMMARY, 0xff, 0xff],
+            &[KIND_RECORD_REQUEST, 0, 1, 1, 2, 3, 4, 5, 6, 7],
+            &[KIND_RECORD_REQUEST, 0, 0, 1],
         ] {
             assert!(
                 Frame::decode(Bytes::copy_from_slice(bad)).is_err(),
