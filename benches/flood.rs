@@ -4,7 +4,9 @@
 //! Two topologies of 16 nodes: (a) a full mesh with half the nodes subscribed, (b) a random
 //! 3-regular graph with every node subscribed. Nodes publish 1 KiB messages in turn; every
 //! delivery is timed from its publish. `wire_per_delivered` = bytes read off every socket during
-//! the publish phase ÷ (distinct deliveries × payload bytes). Then, per key type, the time a
+//! the publish phase ÷ (distinct deliveries × payload bytes). Then signed throughput on the mesh
+//! (`signed_msgs_per_s`, `gossipsub_signed_msgs_per_s`: see `flood/throughput.rs`), and, per key
+//! type, the time a
 //! receiver spends accepting one new message id (signed bytes + signature check):
 //! `verify_us_per_msg_<key type>`.
 //!
@@ -12,6 +14,8 @@
 
 #[path = "support/mod.rs"]
 mod support;
+#[path = "flood/throughput.rs"]
+mod throughput;
 
 use std::{
     collections::HashMap,
@@ -203,12 +207,15 @@ struct Run {
     interval: Duration,
 }
 
-async fn measure<B: Pubsub>(
-    run: &Run,
+/// Starts [`NODES`] nodes made by `make`, subscribes those marked in `subscribed`, dials
+/// `edges`, waits until every connection is up and then `warmup` (subscriptions spread,
+/// gossipsub builds its mesh, our records settle); returns the nodes and their deliveries.
+async fn start_nodes<B: Pubsub>(
     edges: &[(usize, usize)],
     subscribed: &[bool],
+    warmup: Duration,
     make: impl Fn(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
-) -> Outcome {
+) -> (Vec<NodeHandle>, mpsc::UnboundedReceiver<Delivery>) {
     let ca = CertificateAuthority::new_root(KeyType::Secp256k1, "CN=bench", Period::days(1))
         .expect("ca");
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -235,9 +242,18 @@ async fn measure<B: Pubsub>(
         assert!(Instant::now() < deadline, "connections did not come up");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Subscriptions spread, gossipsub builds its mesh (heartbeats), our records settle.
-    tokio::time::sleep(run.warmup).await;
+    tokio::time::sleep(warmup).await;
     while rx.try_recv().is_ok() {}
+    (nodes, rx)
+}
+
+async fn measure<B: Pubsub>(
+    run: &Run,
+    edges: &[(usize, usize)],
+    subscribed: &[bool],
+    make: impl Fn(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
+) -> Outcome {
+    let (nodes, mut rx) = start_nodes(edges, subscribed, run.warmup, make).await;
 
     let wire_before: u64 = nodes.iter().map(|n| n.counter.read_bytes()).sum();
     let mut published = Vec::with_capacity(run.messages);
@@ -335,8 +351,11 @@ fn regular3(mut seed: u64) -> Vec<(usize, usize)> {
     }
 }
 
+/// Ours as a CA-mode node runs it: origins must be members (their chains checked once).
 fn ours(key: &bcos_p2p::NodeKey, tls: &bcos_p2p::ca_tls::Config) -> flood::Behaviour {
-    flood::Behaviour::new(key, flood::Config::default(), tls.node_ids().clone())
+    let mut flood = flood::Behaviour::new(key, flood::Config::default(), tls.node_ids().clone());
+    flood.set_membership(bcos_p2p::security::ca_membership(tls));
+    flood
 }
 
 fn stock_floodsub(key: &bcos_p2p::NodeKey, _: &bcos_p2p::ca_tls::Config) -> floodsub::Behaviour {
@@ -449,9 +468,23 @@ fn main() {
     for (t, us) in &verify {
         println!("accepting one new 1 KiB message from a {t} origin: {us:.1} us (signature check)");
     }
+    let time = if quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
+    let (signed, g_signed) = runtime.block_on(async {
+        (
+            throughput::signed_msgs_per_s(run.warmup, time, ours).await,
+            throughput::signed_msgs_per_s(run.warmup, time, stock_gossipsub).await,
+        )
+    });
+    println!(
+        "signed broadcasts of {PAYLOAD} B delivered to all {NODES} nodes of a mesh per second: ours {signed:.0}, gossipsub (signed, strict) {g_signed:.0}"
+    );
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
     println!(
-        "{{\"mesh_delivery\":{},\"mesh_dup_deliveries\":{},\"mesh_wire_per_delivered\":{},\"mesh_p99_ms\":{},\"regular_delivery\":{},\"regular_dup_deliveries\":{},\"regular_wire_per_delivered\":{},\"floodsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_p99_ms\":{},\"floodsub_regular_wire_per_delivered\":{},\"ratio_p99_vs_gossipsub\":{},{}}}",
+        "{{\"mesh_delivery\":{},\"mesh_dup_deliveries\":{},\"mesh_wire_per_delivered\":{},\"mesh_p99_ms\":{},\"regular_delivery\":{},\"regular_dup_deliveries\":{},\"regular_wire_per_delivered\":{},\"floodsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_p99_ms\":{},\"floodsub_regular_wire_per_delivered\":{},\"ratio_p99_vs_gossipsub\":{},\"signed_msgs_per_s\":{},\"gossipsub_signed_msgs_per_s\":{},{}}}",
         r(o_mesh.delivery),
         o_mesh.dup_deliveries,
         r(o_mesh.wire_per_delivered),
@@ -464,6 +497,8 @@ fn main() {
         r(g_mesh.p99_ms),
         r(f_reg.wire_per_delivered),
         r(o_mesh.p99_ms / g_mesh.p99_ms),
+        r(signed),
+        r(g_signed),
         verify
             .iter()
             .map(|(t, us)| format!("\"verify_us_per_msg_{t}\":{}", r(*us)))
