@@ -326,6 +326,32 @@ async fn a_new_link_costs_headers_not_the_whole_database() {
     assert_eq!(net.flood(newcomer).reachable().len(), N);
 }
 
+/// Fifty subscriptions made over one second are announced in at most three records (one per
+/// `min_announce_interval`), not one per 20 ms burst: control traffic per link stays bounded
+/// however fast a node changes (SPEC.md §3).
+#[tokio::test]
+async fn a_burst_of_changes_is_paced() {
+    let mut net = Net::new(2, |_, _| {}).await;
+    net.connect(&[(0, 1)]).await;
+    net.settle(1).await;
+    // Past the pacing interval of the records that formed the link.
+    net.run_for(Duration::from_millis(1100)).await;
+    let before = net.flood(1).stats().records_received;
+    for i in 0..50 {
+        net.flood(0).subscribe(&format!("topic {i}")).unwrap();
+        net.run_for(Duration::from_millis(20)).await;
+    }
+    let node0 = net.ids[0].clone();
+    net.run_until("every subscription at node 1", |net| {
+        net.flood(1)
+            .topics_of(&node0)
+            .is_some_and(|t| t.len() == 50)
+    })
+    .await;
+    let records = net.flood(1).stats().records_received - before;
+    assert!(records <= 3, "{records} records for 50 changes in 1 s");
+}
+
 #[tokio::test]
 async fn full_mesh_of_8_origin_sends_cover_everyone() {
     let n = 8;

@@ -92,6 +92,10 @@ pub struct Config {
     /// How long a change of neighbours or topics waits before it is announced, so bursts of
     /// changes (start-up) make one record. Default 20 ms.
     pub announce_delay: Duration,
+    /// Least time between two records of this node, so that a burst of changes (a mesh
+    /// forming, churn) costs each link one record of this node per interval at most
+    /// (SPEC.md §3). Default 1 s.
+    pub min_announce_interval: Duration,
     /// How often neighbours compare database digests (and resync when they differ). Default 5 s.
     pub digest_interval: Duration,
     /// How long the record of an unreachable node is kept. Default 60 s.
@@ -114,6 +118,7 @@ impl Default for Config {
             replay_window: 4096,
             max_origins: 8192,
             announce_delay: Duration::from_millis(20),
+            min_announce_interval: Duration::from_secs(1),
             digest_interval: Duration::from_secs(5),
             record_ttl: Duration::from_secs(60),
             max_nodes: 4096,
@@ -328,6 +333,8 @@ pub struct Behaviour {
     /// Neighbours or topics changed since the last record we published.
     dirty: bool,
     announce_timer: Option<Delay>,
+    /// When we last published our record.
+    last_announce: Option<Instant>,
     digest_timer: Delay,
     /// When we last sent our whole database to a peer (at most once per digest interval).
     resynced: HashMap<PeerId, Instant>,
@@ -386,6 +393,7 @@ impl Behaviour {
             key: key.clone(),
             dirty: false,
             announce_timer: None,
+            last_announce: None,
             digest_timer: Delay::new(config.digest_interval),
             resynced: HashMap::new(),
             requested: HashMap::new(),

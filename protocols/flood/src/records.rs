@@ -41,13 +41,23 @@ impl Behaviour {
     pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
         if self.announce_timer.is_none() {
-            self.announce_timer = Some(Delay::new(self.config.announce_delay));
+            self.schedule_announce(self.config.announce_delay);
         }
+    }
+
+    /// Publishes our record after `delay`, or later if the last one was published less than
+    /// `min_announce_interval` before that.
+    fn schedule_announce(&mut self, delay: Duration) {
+        let paced = self.last_announce.map_or(Duration::ZERO, |at| {
+            (at + self.config.min_announce_interval).saturating_duration_since(Instant::now())
+        });
+        self.announce_timer = Some(Delay::new(delay.max(paced)));
     }
 
     /// Publishes our record to every neighbour.
     pub(crate) fn announce(&mut self) {
         self.dirty = false;
+        self.last_announce = Some(Instant::now());
         let neighbours = self.neighbours.keys().copied().collect();
         let record = match self
             .topology
@@ -248,9 +258,10 @@ impl Behaviour {
         } else if !is_open && was_open {
             self.neighbours.remove(&short);
             self.resynced.remove(&peer);
-            // A lost link is announced at once: until it is, trees route through it.
+            // A lost link is announced as soon as pacing allows: until it is, trees route
+            // through it (meanwhile this node floods: it is dirty).
             self.dirty = true;
-            self.announce_timer = Some(Delay::new(Duration::ZERO));
+            self.schedule_announce(Duration::ZERO);
         }
     }
 }
