@@ -39,7 +39,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::{NodeId, NodeIdBook, PrimaryConnections};
+use bcos_p2p_core::{NodeId, NodeIdBook, Offence, Offences, PrimaryConnections};
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
 pub use counters::{Counters, Direction, Outcome};
@@ -232,6 +232,8 @@ pub struct Behaviour {
     next_id: u64,
     dropped: Arc<Dropped>,
     events: VecDeque<ToSwarm<Event, Command>>,
+    /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
+    offences: Offences,
 }
 
 impl Behaviour {
@@ -260,7 +262,15 @@ impl Behaviour {
             next_id: 1,
             dropped: Arc::default(),
             events: VecDeque::new(),
+            offences: Offences::default(),
         }
+    }
+
+    /// Reports what peers do wrong to `offences` (the connection manager's handle, which may
+    /// ban them): malformed frames, and answers to requests never sent on their connection.
+    /// Default: a handle nobody reads.
+    pub fn set_offences(&mut self, offences: Offences) {
+        self.offences = offences;
     }
 
     /// Sends on the connection `primaries` names when a peer has several (the connection
@@ -610,10 +620,19 @@ impl NetworkBehaviour for Behaviour {
                 {
                     self.finish(id, result.map_err(UnicastError::Remote));
                 } else {
+                    // A late answer to a request that timed out is honest; one to an id never
+                    // sent, or sent on another connection, is not.
+                    if id >= self.next_id || self.pending.contains_key(&id) {
+                        self.offences.report(peer, Offence::Unsolicited);
+                    }
                     tracing::debug!(%peer, id, "ignoring an answer to a request not pending on this connection");
                 }
             }
+            HandlerEvent::InboundViolation => self.offences.report(peer, Offence::Malformed),
             HandlerEvent::OutboundFailed(reason) => {
+                if reason.is_violation() {
+                    self.offences.report(peer, Offence::Malformed);
+                }
                 tracing::debug!(%peer, %reason, "unicast stream lost");
                 self.fail_connection(peer, connection, true);
             }
