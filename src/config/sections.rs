@@ -51,7 +51,7 @@ pub struct Connection {
     pub new_inbound_per_ip_burst: u32,
     /// How far a peer's score may fall before it is banned (bad signatures and malformed
     /// frames cost 40, frames over the flood budget 20 a second, unsolicited answers 10,
-    /// too-old copies 1); 0 bans nobody. Default 100.
+    /// too-old copies 1, at most 2 a second); 0 bans nobody. Default 100.
     pub ban_threshold: u32,
     /// A score halves back toward neutral in this time, in ms. Default 60000.
     pub score_half_life_ms: u64,

@@ -2,8 +2,8 @@
 //! score, the score decays back toward neutral over time, and a score that falls to the
 //! threshold bans the node for a while, longer at each repeat.
 //!
-//! A score starts at 0 (neutral) and only goes down: each offence takes its [`weight`], and
-//! the score halves every [`Config::score_half_life`]. So what matters is the rate of offences:
+//! A score starts at 0 (neutral) and only goes down: each offence takes its [`weight`] (too-old
+//! copies at most two a second), and the score halves every [`Config::score_half_life`]. So what matters is the rate of offences:
 //! a peer whose offences add up to [`Config::ban_threshold`] within about a half-life is banned,
 //! while the rare late copy an honest relay sends (weight 1) fades long before it adds up.
 //! The n-th ban lasts `ban_min × 2^(n-1)`, at most [`Config::ban_max`] (for configured peers at
@@ -34,6 +34,10 @@ pub fn weight(offence: Offence) -> f64 {
 
 /// A score this close to neutral counts as neutral (the entry may be forgotten).
 const NEUTRAL: f64 = 1.0;
+/// Most too-old copies charged per node per second. An honest relay that fell behind a busy
+/// origin can send many late copies in one burst (they cost this node only a window lookup);
+/// a peer that keeps replaying still adds up to a ban in about a minute.
+const TOO_OLD_PER_SECOND: u32 = 2;
 
 /// A ban just decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +59,8 @@ struct Entry {
     bans: u32,
     /// When the current or last ban ends.
     banned_until: Option<Instant>,
+    /// Too-old copies charged in the second that started at `.0`.
+    too_old: (Instant, u32),
 }
 
 impl Entry {
@@ -107,6 +113,7 @@ impl Scores {
             at: now,
             bans: 0,
             banned_until: None,
+            too_old: (now, 0),
         });
         if entry.banned(now) {
             return None;
@@ -118,6 +125,16 @@ impl Scores {
             // Good for ban_max since its last ban: its bans are forgotten.
             entry.bans = 0;
         }
+        let count = if offence == Offence::TooOld {
+            if now.saturating_duration_since(entry.too_old.0) >= Duration::from_secs(1) {
+                entry.too_old = (now, 0);
+            }
+            let charged = count.min(TOO_OLD_PER_SECOND.saturating_sub(entry.too_old.1));
+            entry.too_old.1 += charged;
+            charged
+        } else {
+            count
+        };
         entry.score = entry.decayed(now, config.score_half_life) - weight(offence) * count as f64;
         entry.at = now;
         if entry.score > -f64::from(config.ban_threshold) {
@@ -272,8 +289,8 @@ mod tests {
         assert_eq!(ban.duration, Duration::from_secs(300));
     }
 
-    /// An honest relay's late copies: a few, or one every few seconds for hours, never ban;
-    /// the same count in a moment does.
+    /// An honest relay's late copies: one every few seconds for hours, or a burst of many at
+    /// once, never ban; a peer that keeps replaying for a minute is banned.
     #[test]
     fn occasional_too_old_copies_decay_and_never_ban() {
         let c = config();
@@ -290,10 +307,18 @@ mod tests {
         assert!(score > -NEUTRAL, "decays back to neutral: {score}");
         s.forget_neutral(&c, later);
         assert_eq!(s.len(), 0, "and is forgotten");
-        assert!(
-            s.penalise(&c, &n, (Offence::TooOld, 100), false, later)
-                .is_some()
-        );
+        for burst in 0..10 {
+            let at = later + Duration::from_millis(10 * burst);
+            assert_eq!(s.penalise(&c, &n, (Offence::TooOld, 500), false, at), None);
+        }
+        let score = s.score(&n, later, c.score_half_life);
+        assert!((-2.5..=-1.5).contains(&score), "a burst costs 2: {score}");
+        let replayer = node();
+        let bans = (0..120u64).find_map(|sec| {
+            let at = later + Duration::from_secs(sec);
+            s.penalise(&c, &replayer, (Offence::TooOld, 10), false, at)
+        });
+        assert!(bans.is_some(), "replaying for two minutes bans");
     }
 
     #[test]
