@@ -701,3 +701,38 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bcos_p2p_core::{KeyType, NodeKey};
+
+    use super::*;
+
+    /// An answer to an id this node never sent is reported as unsolicited; a late answer to a
+    /// request that already ended (a timeout, say) is honest and is not.
+    #[test]
+    fn answers_to_ids_never_sent_are_reported_late_ones_are_not() {
+        let mut b = Behaviour::new(Config::default(), NodeIdBook::default());
+        let offences = Offences::default();
+        b.set_offences(offences.clone());
+        let node = NodeKey::generate(KeyType::Secp256k1)
+            .unwrap()
+            .node_id()
+            .clone();
+        let peer = node.to_peer_id();
+        let connection = ConnectionId::new_unchecked(1);
+        // Not connected: the request ends at once, as a timed-out one would.
+        let ended = b.send_request(&node, 1, Bytes::from_static(b"q"));
+        let answer = |id: u64| HandlerEvent::Response {
+            id,
+            result: Ok(Bytes::from_static(b"a")),
+        };
+        b.on_connection_handler_event(peer, connection, answer(ended.0));
+        let unsolicited = || offences.totals()[Offence::Unsolicited.index()];
+        assert_eq!(unsolicited(), 0, "a late answer is honest");
+        b.on_connection_handler_event(peer, connection, answer(ended.0 + 1000));
+        assert_eq!(unsolicited(), 1);
+        b.on_connection_handler_event(peer, connection, HandlerEvent::InboundViolation);
+        assert_eq!(offences.totals()[Offence::Malformed.index()], 1);
+    }
+}
