@@ -110,17 +110,6 @@ pub enum NodeEvent {
         /// The peer, when its certificate was read.
         node: Option<NodeId>,
     },
-    /// A node was banned for misbehaving: the protocols reported offences that brought its
-    /// score down to the threshold. Its connections are closed, new ones are refused with
-    /// the code `banned` until the ban ends (a configured peer is dialled again then).
-    Banned {
-        /// The node.
-        node: NodeId,
-        /// How long the ban lasts.
-        duration: Duration,
-        /// The kind of offence that brought the score down.
-        offence: crate::Offence,
-    },
     /// A peer's request: answer it with the responder (dropping it answers "no response").
     Request {
         /// The peer.
@@ -143,7 +132,7 @@ pub enum NodeEvent {
     },
     /// Every other decision of the connection manager: dialling, failed dials, duplicates
     /// closed, self-connections refused, dead connections closed, denied sessions dropped,
-    /// ping round trips.
+    /// nodes banned for misbehaving ([`connection::Event::Banned`]), ping round trips.
     Connection(connection::Event),
     /// From flood: a multicast or broadcast delivered here, or a node's (un)subscription.
     Flood(flood::Event),
@@ -789,16 +778,6 @@ impl Runner {
             BehaviourEvent::Connection(connection::Event::Refused { addr, reason, node }) => {
                 self.emit(NodeEvent::Refused { addr, reason, node })
             }
-            BehaviourEvent::Connection(connection::Event::Banned {
-                node,
-                duration,
-                offence,
-                ..
-            }) => self.emit(NodeEvent::Banned {
-                node,
-                duration,
-                offence,
-            }),
             BehaviourEvent::Connection(e) => self.emit(NodeEvent::Connection(e)),
             BehaviourEvent::Identify(_) => {}
         }

@@ -81,11 +81,12 @@ async fn connected(events: &mut Events, peer: &NodeId) {
 /// Waits for `peer`'s ban; returns its length and the offence named.
 async fn banned(events: &mut Events, peer: &NodeId) -> (Duration, Offence) {
     next(events, |e| match e {
-        NodeEvent::Banned {
+        NodeEvent::Connection(connection::Event::Banned {
             node,
             duration,
             offence,
-        } if node == peer => Some((*duration, *offence)),
+            ..
+        }) if node == peer => Some((*duration, *offence)),
         _ => None,
     })
     .await

@@ -255,11 +255,12 @@ impl Session {
                 code: reason.code().to_string(),
                 node_id: node,
             },
-            NodeEvent::Banned {
+            NodeEvent::Connection(connection::Event::Banned {
                 node,
                 duration,
                 offence,
-            } => Event::Banned {
+                ..
+            }) => Event::Banned {
                 node_id: node,
                 for_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
                 reason: offence.as_str().to_string(),
