@@ -28,8 +28,9 @@ pub const PROTOCOL_VERSION: &str = "/bcos-p2p/1.0.0";
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "Event")]
 pub struct Behaviour {
-    /// Configured peers, redial, duplicates, self-connections, ping liveness, limits and
-    /// run-time deny/allow. First, so the connections it refuses never reach the protocols.
+    /// Configured peers, redial, duplicates, self-connections, ping liveness, limits,
+    /// run-time deny/allow, and peer scores and bans (from the protocols' offence reports).
+    /// First, so the connections it refuses never reach the protocols.
     pub connection: connection::Behaviour,
     /// Listen addresses and protocols of peers.
     pub identify: identify::Behaviour,
@@ -125,7 +126,10 @@ impl Behaviour {
         }
         let book = book.clone();
         let primaries = connection.primaries();
+        // Every protocol reports what peers do wrong to the manager, which scores and bans.
+        let offences = connection.offences();
         let mut status = status::Behaviour::new(status_config(config), book.clone());
+        status.set_offences(offences.clone());
         let modules = &config.unicast.modules;
         if let Err(e) = status.set_modules(modules.iter().copied()) {
             tracing::warn!(error = %e, "module list not published in the status");
@@ -140,11 +144,13 @@ impl Behaviour {
             unicast: {
                 let mut u = unicast::Behaviour::new(unicast_config(config), book.clone());
                 u.set_primaries(primaries.clone());
+                u.set_offences(offences.clone());
                 u
             },
             flood: {
                 let mut f = flood::Behaviour::new(key, flood_config(config), book);
                 f.set_primaries(primaries);
+                f.set_offences(offences);
                 // The deny/allow lists apply to the origins of messages too, network-wide.
                 let access = access.clone();
                 f.set_origin_filter(move |node| access.check(node).is_ok());

@@ -14,7 +14,9 @@
 //! | `ping_rtt_seconds` | | ping round trips (histogram) |
 //! | `frames_total`, `transferred_bytes_total` | `protocol` (`unicast`/`flood`/`status`), `direction` (`in`/`out`) | frames and their body bytes |
 //! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
-//! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed}_total` | | multicasts and broadcasts |
+//! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed,over_budget}_total` | | multicasts and broadcasts |
+//! | `peer_offences_total` | `kind` (as [`crate::Offence::as_str`]) | offences the protocols reported |
+//! | `peers_banned_total` | `reason` (the offence kind) | bans |
 //! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
 //! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
 //!
@@ -61,6 +63,7 @@ use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 pub use prometheus_client::registry::Registry;
 
 use crate::{
+    Offence, Offences,
     behaviour::{Behaviour, Event as BehaviourEvent},
     connection, flood, status,
     unicast::{self, Direction, Outcome},
@@ -79,6 +82,7 @@ pub struct Metrics {
     connections_closed: Family<Labels, Counter>,
     handshake_failures: Family<Labels, Counter>,
     ping_rtt: Histogram,
+    banned: Family<Labels, Counter>,
     sampled: Arc<Mutex<Sampled>>,
 }
 
@@ -122,8 +126,15 @@ impl Metrics {
             Unit::Seconds,
             ping_rtt.clone(),
         );
+        let banned = Family::default();
+        r.register(
+            "peers_banned",
+            "Nodes banned for misbehaving, by the kind of offence that brought their score down",
+            banned.clone(),
+        );
         let sampled = Arc::new(Mutex::new(Sampled::default()));
         r.register_collector(Box::new(ProtocolCollector {
+            offences: behaviour.connection.offences(),
             unicast: behaviour.unicast.counters(),
             flood: behaviour.flood.traffic(),
             status: behaviour.status.traffic(),
@@ -136,6 +147,7 @@ impl Metrics {
             connections_closed,
             handshake_failures,
             ping_rtt,
+            banned,
             sampled,
         };
         metrics.sample(behaviour);
@@ -179,6 +191,11 @@ impl Metrics {
                         .inc_by(refusals);
                 }
                 connection::Event::Ping { rtt, .. } => self.ping_rtt.observe(rtt.as_secs_f64()),
+                connection::Event::Banned { offence, .. } => {
+                    self.banned
+                        .get_or_create(&[("reason", offence.as_str())])
+                        .inc();
+                }
                 _ => {}
             },
             _ => {}
@@ -213,6 +230,7 @@ struct Sampled {
 /// Encodes the protocols' counters at each scrape.
 #[derive(Debug)]
 struct ProtocolCollector {
+    offences: Offences,
     unicast: Arc<unicast::Counters>,
     flood: Arc<Traffic>,
     status: Arc<Traffic>,
@@ -276,8 +294,18 @@ impl Collector for ProtocolCollector {
             requests,
         )?;
 
+        let totals = self.offences.totals();
+        counters(
+            &mut encoder,
+            "peer_offences",
+            "Offences of peers the protocols reported (bad signatures, malformed frames, \
+             too-old copies, frames over budget, unsolicited answers), by kind",
+            None,
+            Offence::ALL.map(|o| ([("kind", o.as_str())], totals[o.index()])),
+        )?;
+
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 16] = [
+        let single: [(&str, &str, u64); 17] = [
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",
@@ -322,6 +350,11 @@ impl Collector for ProtocolCollector {
                 "flood_malformed",
                 "Flood streams closed over malformed input",
                 flood.malformed,
+            ),
+            (
+                "flood_over_budget",
+                "Data frames dropped unread because their sender was past its per-peer budget",
+                flood.over_budget,
             ),
             (
                 "status_queries_sent",

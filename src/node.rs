@@ -132,7 +132,7 @@ pub enum NodeEvent {
     },
     /// Every other decision of the connection manager: dialling, failed dials, duplicates
     /// closed, self-connections refused, dead connections closed, denied sessions dropped,
-    /// ping round trips.
+    /// nodes banned for misbehaving ([`connection::Event::Banned`]), ping round trips.
     Connection(connection::Event),
     /// From flood: a multicast or broadcast delivered here, or a node's (un)subscription.
     Flood(flood::Event),

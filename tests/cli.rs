@@ -66,6 +66,11 @@ fn check_contract(v: &Value) {
             ("code", v["code"].is_string()),
             ("node_id", v["node_id"].is_null() || is_id(&v["node_id"])),
         ],
+        "banned" => vec![
+            ("node_id", is_id(&v["node_id"])),
+            ("for_ms", v["for_ms"].is_u64()),
+            ("reason", v["reason"].is_string()),
+        ],
         "request" | "oneway" => vec![
             ("from", is_id(&v["from"])),
             ("module", v["module"].is_u64()),

@@ -16,7 +16,11 @@ use bcos_p2p::{
     flood::{self, Config, Event, FloodError, MessageId},
 };
 use bytes::Bytes;
-use common::{TIMEOUT, node};
+use common::{
+    TIMEOUT,
+    frames::{data_frame, signed_by},
+    node,
+};
 use futures::StreamExt as _;
 use libp2p::{Multiaddr, Swarm, swarm::SwarmEvent};
 
@@ -741,38 +745,6 @@ fn cert_frame(tls: &bcos_p2p::ca_tls::Config) -> Vec<u8> {
     frame
 }
 
-/// A DATA frame (with its length prefix) from origin `key`, signed by `signer`, as it leaves
-/// the origin (hops 1): a broadcast when `topic` is `None`.
-fn signed_by(
-    signer: &NodeKey,
-    key: &NodeKey,
-    (seqno, ttl, view): (u64, u8, u64),
-    topic: Option<&str>,
-    payload: &'static [u8],
-) -> Vec<u8> {
-    let mut data = flood::wire::Data {
-        key_type: key.key_type().code(),
-        origin: Bytes::copy_from_slice(key.node_id().as_bytes()),
-        seqno,
-        ttl,
-        hops: 1,
-        view,
-        topic: topic.map(str::to_string),
-        signature: Bytes::new(),
-        payload: Bytes::from_static(payload),
-    };
-    data.signature = signer.sign(&data.signed_message()).unwrap().into();
-    let body = flood::wire::Frame::Data(data).encode();
-    let mut frame = common::varint(body.len() as u64);
-    frame.extend_from_slice(&body);
-    frame
-}
-
-/// A DATA frame from `key`, signed by it, with view 0.
-fn data_frame(key: &NodeKey, seqno: u64, ttl: u8, payload: &'static [u8]) -> Vec<u8> {
-    signed_by(key, key, (seqno, ttl, 0), None, payload)
-}
-
 /// A member forges node 0's next ten ids (signing them with its own key, the only one it has):
 /// none is delivered, and node 0's real messages with those ids reach everyone.
 #[tokio::test]
@@ -1028,4 +1000,45 @@ async fn a_refused_origins_messages_are_not_relayed() {
     net.run_for(Duration::from_millis(500)).await;
     assert_eq!((net.count(2, &from_0), net.count(3, &from_0)), (0, 0));
     assert_eq!(net.flood(2).stats().refused_origins, 1);
+}
+
+/// A member sending far more than its budget at once: the excess is dropped unread and counted,
+/// the member is reported once (not once per frame), and the other peer's messages still
+/// arrive.
+#[tokio::test]
+async fn a_member_past_its_budget_has_the_excess_dropped() {
+    let mut net = Net::new(2, |_, c| c.budget_frames_per_s = 20).await;
+    let offences = bcos_p2p::Offences::default();
+    net.flood(1).set_offences(offences.clone());
+    net.connect(&[(0, 1)]).await;
+    net.settle(1).await;
+    let (member, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let frames: Vec<u8> = (1..=200)
+        .flat_map(|seqno| data_frame(&member, seqno, 1, b"flood"))
+        .collect();
+    let target = net.ids[1].to_peer_id();
+    let addr = net.addrs[1].clone().unwrap();
+    let before = net.flood(1).stats();
+    let (io, swarm) =
+        common::write_garbage_as(&member, &tls, addr, target, flood::PROTOCOL_NAME, frames);
+    net.run_until("every frame judged", |net| {
+        let s = net.flood(1).stats();
+        s.delivered + s.over_budget >= before.delivered + before.over_budget + 200
+    })
+    .await;
+    let stats = net.flood(1).stats();
+    let from_member = net.got[1]
+        .iter()
+        .filter(|(id, ..)| id.origin == *member.node_id())
+        .count();
+    // Two seconds' worth at once, and what came back while they arrived.
+    assert!((40..=60).contains(&from_member), "{from_member}: {stats:?}");
+    assert_eq!(stats.over_budget as usize, 200 - from_member, "{stats:?}");
+    let reported = offences.totals()[bcos_p2p::Offence::OverBudget.index()];
+    assert!((1..=2).contains(&reported), "{reported} reports");
+    let id = net.flood(0).broadcast(Bytes::from_static(b"mine")).unwrap();
+    net.run_until("node 0's message", |net| net.count(1, &id) == 1)
+        .await;
+    io.abort();
+    swarm.abort();
 }

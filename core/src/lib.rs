@@ -18,6 +18,7 @@ mod keys;
 pub mod link;
 pub mod mux;
 mod node_id;
+pub mod offences;
 mod primary;
 pub mod stream_pair;
 
@@ -27,4 +28,5 @@ pub use keys::{
     KeyType, MAX_RSA_BITS, MIN_RSA_BITS, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1,
 };
 pub use node_id::{NodeId, NodeIdError, Verifier};
+pub use offences::{Offence, Offences};
 pub use primary::PrimaryConnections;

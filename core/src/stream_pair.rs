@@ -101,6 +101,16 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Whether the peer broke the protocol: broken framing, a malformed frame, or a frame
+    /// where none belongs. An honest peer never does (what the protocols report as
+    /// [`crate::Offence::Malformed`]).
+    pub fn is_violation(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::BadFrame(_) | CloseReason::Malformed(_) | CloseReason::Unexpected(_)
+        )
+    }
+
     /// The reason a read failed: broken framing ([`io::ErrorKind::InvalidData`], what decoders
     /// return) or the stream itself.
     fn of_read(e: io::Error) -> Self {

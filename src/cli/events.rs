@@ -44,6 +44,17 @@ pub enum Event {
         /// The peer, when its certificate was read.
         node_id: Option<NodeId>,
     },
+    /// A node was banned for misbehaving (its connections closed, new ones refused with the
+    /// code `banned` until the ban ends).
+    Banned {
+        /// The node.
+        node_id: NodeId,
+        /// How long the ban lasts, in ms.
+        for_ms: u64,
+        /// The kind of offence that brought its score down (`bad_signature`, `malformed`,
+        /// `too_old`, `over_budget`, `unsolicited`).
+        reason: String,
+    },
     /// A peer's request (the node answers `echo:<data>` unless told otherwise).
     Request {
         /// The peer.
@@ -170,6 +181,15 @@ impl Event {
                 node_id,
                 ..
             } => format!("refused: {addr} node {}: {reason}", id(node_id)),
+            Event::Banned {
+                node_id,
+                for_ms,
+                reason,
+            } => format!(
+                "banned: {} for {:.1} s ({reason})",
+                node_id.short(),
+                *for_ms as f64 / 1000.0
+            ),
             Event::Peers { peers } => {
                 let mut s = format!("peers: {}", peers.len());
                 for p in peers {
@@ -222,5 +242,26 @@ impl Event {
             }
             Event::Error { message } => format!("error: {message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ban_is_one_json_line_with_the_contract_fields() {
+        let key = bcos_p2p::NodeKey::generate(bcos_p2p::KeyType::Secp256k1).unwrap();
+        let event = Event::Banned {
+            node_id: key.node_id().clone(),
+            for_ms: 60_000,
+            reason: bcos_p2p::Offence::BadSignature.as_str().into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
+        assert_eq!(v["event"], "banned");
+        assert_eq!(v["node_id"], key.node_id().to_string());
+        assert_eq!(v["for_ms"], 60_000);
+        assert_eq!(v["reason"], "bad_signature");
+        assert!(event.to_human().contains("for 60.0 s (bad_signature)"));
     }
 }

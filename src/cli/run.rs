@@ -255,6 +255,16 @@ impl Session {
                 code: reason.code().to_string(),
                 node_id: node,
             },
+            NodeEvent::Connection(connection::Event::Banned {
+                node,
+                duration,
+                offence,
+                ..
+            }) => Event::Banned {
+                node_id: node,
+                for_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                reason: offence.as_str().to_string(),
+            },
             NodeEvent::Connection(e) => {
                 // Not part of the JSON contract; people get the manager's decisions in the log.
                 match e {

@@ -23,7 +23,12 @@ impl From<&Connection> for connection::Config {
                 per_second: c.new_inbound_per_ip_per_s,
                 burst: c.new_inbound_per_ip_burst,
             }),
-            // `stable_after` is not in the file: the manager's own default.
+            ban_threshold: c.ban_threshold,
+            score_half_life: Duration::from_millis(c.score_half_life_ms),
+            ban_min: Duration::from_millis(c.ban_min_ms),
+            ban_max: Duration::from_millis(c.ban_max_ms),
+            ban_max_configured: Duration::from_millis(c.ban_max_configured_ms),
+            // `stable_after` and `max_scored` are not in the file: the manager's own defaults.
             ..connection::Config::default()
         }
     }
@@ -47,6 +52,8 @@ pub fn flood_config(config: &Config) -> flood::Config {
         ttl: config.flood.ttl,
         max_frame: config.unicast.max_message_size,
         max_queue_bytes: config.flood.max_queue_bytes,
+        budget_frames_per_s: config.flood.budget_frames_per_s,
+        budget_bytes_per_s: config.flood.budget_bytes_per_s,
         ..flood::Config::default()
     }
 }
@@ -81,6 +88,8 @@ mod tests {
         assert_eq!(f.ttl, default.ttl);
         assert_eq!(f.max_frame, default.max_frame);
         assert_eq!(f.max_queue_bytes, default.max_queue_bytes);
+        assert_eq!(f.budget_frames_per_s, default.budget_frames_per_s);
+        assert_eq!(f.budget_bytes_per_s, default.budget_bytes_per_s);
         let (s, default) = (status_config(&c), status::Config::default());
         assert_eq!(s.announce_interval, default.announce_interval);
         assert_eq!(s.max_payload, default.max_payload);

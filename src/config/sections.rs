@@ -49,6 +49,20 @@ pub struct Connection {
     pub new_inbound_per_ip_per_s: u32,
     /// New incoming connections one IP address may open at once. Default 20.
     pub new_inbound_per_ip_burst: u32,
+    /// How far a peer's score may fall before it is banned (bad signatures and malformed
+    /// frames cost 40, frames over the flood budget 20 a second, unsolicited answers 10,
+    /// too-old copies 1, at most 2 a second); 0 bans nobody. Default 100.
+    pub ban_threshold: u32,
+    /// A score halves back toward neutral in this time, in ms. Default 60000.
+    pub score_half_life_ms: u64,
+    /// How long a first ban lasts, in ms; each further ban of the node doubles it. Default
+    /// 60000.
+    pub ban_min_ms: u64,
+    /// The longest ban, in ms. Default 86400000 (24 h).
+    pub ban_max_ms: u64,
+    /// The longest ban of a `[network] peers` node, in ms: configured peers always come back
+    /// (they are dialled again when the ban ends). Default 300000 (5 min).
+    pub ban_max_configured_ms: u64,
 }
 
 impl Default for Connection {
@@ -69,6 +83,11 @@ impl Default for Connection {
             max_established: limit(c.max_established),
             new_inbound_per_ip_per_s: limit(rate.map(|r| r.per_second)),
             new_inbound_per_ip_burst: limit(rate.map(|r| r.burst)),
+            ban_threshold: c.ban_threshold,
+            score_half_life_ms: ms(c.score_half_life),
+            ban_min_ms: ms(c.ban_min),
+            ban_max_ms: ms(c.ban_max),
+            ban_max_configured_ms: ms(c.ban_max_configured),
         }
     }
 }
@@ -111,6 +130,12 @@ pub struct Flood {
     pub topics: Vec<String>,
     /// Most bytes queued for one peer. Default 67108864 (64 MiB).
     pub max_queue_bytes: usize,
+    /// Most multicast/broadcast frames per second taken from one peer (bursts of two seconds'
+    /// worth); more are dropped and the peer's score lowered. 0: no limit. Default 20000.
+    pub budget_frames_per_s: u32,
+    /// Most multicast/broadcast bytes per second taken from one peer, likewise. 0: no limit.
+    /// Default 268435456 (256 MiB).
+    pub budget_bytes_per_s: u64,
 }
 
 impl Default for Flood {
@@ -121,6 +146,8 @@ impl Default for Flood {
             ttl: f.ttl,
             topics: Vec::new(),
             max_queue_bytes: f.max_queue_bytes,
+            budget_frames_per_s: f.budget_frames_per_s,
+            budget_bytes_per_s: f.budget_bytes_per_s,
         }
     }
 }

@@ -68,6 +68,10 @@ fn check_connection(c: &Connection, check: &mut impl FnMut(bool, &str, String)) 
         ("ping_interval_ms", c.ping_interval_ms),
         ("ping_timeout_ms", c.ping_timeout_ms),
         ("handshake_timeout_ms", c.handshake_timeout_ms),
+        ("score_half_life_ms", c.score_half_life_ms),
+        ("ban_min_ms", c.ban_min_ms),
+        ("ban_max_ms", c.ban_max_ms),
+        ("ban_max_configured_ms", c.ban_max_configured_ms),
     ] {
         check_ms(check, &format!("[connection] {key}"), ms);
     }

@@ -47,6 +47,8 @@ pub(super) enum Denial {
     RateLimited(IpAddr),
     #[error("too many connections from {0} still handshaking")]
     PendingLimited(IpAddr),
+    #[error("{0} is banned")]
+    Banned(NodeId),
 }
 
 /// What to do with an accepted connection once the swarm reports it established.
@@ -94,6 +96,17 @@ impl Behaviour {
                 node: Some(node.clone()),
             });
             return Err(ConnectionDenied::new(Denial::Access(node, refusal)));
+        }
+        let now = Instant::now();
+        if let Some(until) = self.scores.banned_until(&node, now) {
+            self.emit(Event::Refused {
+                addr: addr.clone(),
+                reason: Refusal::Banned {
+                    remaining: until - now,
+                },
+                node: Some(node.clone()),
+            });
+            return Err(ConnectionDenied::new(Denial::Banned(node)));
         }
         let admission = match self.peers.get(&peer) {
             None => Some(Admission::Fresh),

@@ -7,6 +7,8 @@ use std::time::Duration;
 use libp2p::{connection_limits::ConnectionLimits, ping};
 
 use super::RateLimit;
+#[cfg(doc)]
+use super::weight;
 
 /// The shortest redial delay and ping period honoured, whatever the configuration says (a zero
 /// delay would redial in a busy loop).
@@ -57,6 +59,21 @@ pub struct Config {
     /// peers are exempt: a node this one is told to keep connected is never locked out by
     /// someone else on its host; peers configured by name are dialled by this node anyway.
     pub new_inbound_per_ip: Option<RateLimit>,
+    /// How far a peer's score may fall before the peer is banned: its connections are closed
+    /// and new ones refused (code `banned`) for a while. Offences reported by the protocols
+    /// lower the score (see [`weight`]). Default 100; 0 bans nobody.
+    pub ban_threshold: u32,
+    /// How fast a score returns to neutral: it halves in this time. Default 60 s.
+    pub score_half_life: Duration,
+    /// How long a first ban lasts; each further ban of the same node doubles it. Default 60 s.
+    pub ban_min: Duration,
+    /// The longest ban. Default 24 h.
+    pub ban_max: Duration,
+    /// The longest ban of a configured peer (one this node keeps connected), so that it is
+    /// never banned for good: it is dialled again when its ban ends. Default 5 min.
+    pub ban_max_configured: Duration,
+    /// Most nodes whose scores are kept (neutral ones are forgotten first). Default 4096.
+    pub max_scored: usize,
 }
 
 impl Default for Config {
@@ -76,6 +93,12 @@ impl Default for Config {
                 per_second: 10,
                 burst: 20,
             }),
+            ban_threshold: 100,
+            score_half_life: Duration::from_secs(60),
+            ban_min: Duration::from_secs(60),
+            ban_max: Duration::from_secs(24 * 3600),
+            ban_max_configured: Duration::from_secs(300),
+            max_scored: 4096,
         }
     }
 }

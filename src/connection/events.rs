@@ -9,7 +9,7 @@ use libp2p::{Multiaddr, connection_limits::Exceeded, swarm::DialError};
 #[cfg(doc)]
 use super::{Behaviour, Config};
 use crate::{
-    NodeId,
+    NodeId, Offence,
     ca_tls::{self, UpgradeError},
 };
 
@@ -51,11 +51,17 @@ pub enum Refusal {
     },
     /// The peer's NodeId is unknown: it did not authenticate with CA-TLS.
     UnknownNode,
+    /// The node is banned: its score fell to [`Config::ban_threshold`] (see
+    /// [`Event::Banned`]).
+    Banned {
+        /// How long the ban still lasts.
+        remaining: Duration,
+    },
 }
 
 impl Refusal {
     /// A short, stable code for machine consumers (`run --json`'s `refused` event): the CA-TLS
-    /// code, `limit`, `rate_limit`, `pending_limit` or `unknown_node`.
+    /// code, `limit`, `rate_limit`, `pending_limit`, `unknown_node` or `banned`.
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Tls(r) => r.code(),
@@ -63,6 +69,7 @@ impl Refusal {
             Refusal::RateLimited { .. } => "rate_limit",
             Refusal::PendingLimited { .. } => "pending_limit",
             Refusal::UnknownNode => "unknown_node",
+            Refusal::Banned { .. } => "banned",
         }
     }
 }
@@ -83,6 +90,11 @@ impl std::fmt::Display for Refusal {
                  since the last report)"
             ),
             Refusal::UnknownNode => f.write_str("the peer's NodeId is unknown (no CA-TLS)"),
+            Refusal::Banned { remaining } => write!(
+                f,
+                "the node is banned for misbehaving ({:.1} s left)",
+                remaining.as_secs_f64()
+            ),
         }
     }
 }
@@ -163,6 +175,21 @@ pub enum Event {
     Dropped {
         /// The peer.
         node: NodeId,
+    },
+    /// A node was banned: the offences the protocols reported brought its score down to
+    /// [`Config::ban_threshold`]. Its connections are closed, and new ones either way are
+    /// refused ([`Refusal::Banned`]) until the ban ends; a configured peer is dialled again
+    /// then.
+    Banned {
+        /// The node.
+        node: NodeId,
+        /// How long the ban lasts.
+        duration: Duration,
+        /// The kind of offence that brought the score down (the heaviest in the last reports).
+        offence: Offence,
+        /// Which ban of the node this is: 1 for the first, and each one lasts twice as long as
+        /// the one before (up to [`Config::ban_max`]).
+        repeat: u32,
     },
     /// A ping to a peer was answered.
     Ping {

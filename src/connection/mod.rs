@@ -16,7 +16,10 @@
 //!   incoming connections still handshaking per IP address
 //!   ([`Config::max_pending_incoming_per_ip`]);
 //! - applies run-time [`Behaviour::deny`] / [`Behaviour::allow`] to the shared CA-TLS
-//!   [`AccessList`] and drops refused sessions at once (FISCO's hot reload).
+//!   [`AccessList`] and drops refused sessions at once (FISCO's hot reload);
+//! - scores peers by the offences the protocols report ([`Behaviour::offences`]) and bans a
+//!   node whose score falls to [`Config::ban_threshold`] for a while, longer at each repeat
+//!   (configured peers at most [`Config::ban_max_configured`]).
 //!
 //! Every decision is reported as an [`Event`]. The manager needs a tokio runtime (its redial
 //! timer is a tokio timer), as the swarms of [`crate::behaviour::build_swarm`] have.
@@ -24,11 +27,13 @@
 //! The parts: [`Config`] (settings and the delays they give), `redial` (configured addresses,
 //! backoff), `admission` (the duplicate rule, connection and per-address limits), `peers`
 //! (connections up, the primary per peer), `liveness` (ping, the silent deadline), `access`
-//! (run-time deny/allow) and [`Event`] (what is reported). This file holds the behaviour and
+//! (run-time deny/allow), `scores` and `bans` (peer scores, bans) and [`Event`] (what is
+//! reported). This file holds the behaviour and
 //! its `NetworkBehaviour` plumbing.
 
 mod access;
 mod admission;
+mod bans;
 mod config;
 mod events;
 mod ip_pending;
@@ -36,6 +41,7 @@ mod ip_rate;
 mod liveness;
 mod peers;
 mod redial;
+mod scores;
 #[cfg(test)]
 mod tests;
 
@@ -62,7 +68,7 @@ use libp2p::{
 
 #[cfg(doc)]
 use crate::ca_tls;
-use crate::{NodeId, NodeIdBook, PrimaryConnections, ca_tls::AccessList};
+use crate::{NodeId, NodeIdBook, Offences, PrimaryConnections, ca_tls::AccessList};
 
 use admission::Admission;
 pub use admission::{DUPLICATE_GRACE, REPLACE_GRACE};
@@ -74,6 +80,8 @@ pub use ip_rate::RateLimit;
 use peers::{Conn, Peer};
 pub use redial::JITTER;
 use redial::{Rng, Target};
+use scores::Scores;
+pub use scores::weight;
 
 /// The connection manager (see the module docs).
 ///
@@ -106,6 +114,9 @@ pub struct Behaviour {
     timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
     waker: Option<Waker>,
     rng: Rng,
+    /// Where the protocols report offences.
+    offences: Offences,
+    scores: Scores,
 }
 
 impl Behaviour {
@@ -133,6 +144,8 @@ impl Behaviour {
             timer: None,
             waker: None,
             rng: Rng::new(),
+            offences: Offences::default(),
+            scores: Scores::default(),
         }
     }
 
@@ -296,6 +309,7 @@ impl NetworkBehaviour for Behaviour {
             if let Poll::Ready(action) = self.limits.poll(cx) {
                 return Poll::Ready(action.map_out(|e| match e {}).map_in(|e| match e {}));
             }
+            self.take_offences(cx);
             let now = Instant::now();
             self.close_overdue(now);
             self.close_silent(now);

@@ -15,7 +15,7 @@ use super::{
     redial::State,
     remote_addr,
 };
-use crate::NodeId;
+use crate::{NodeId, Offence};
 
 /// Why this node closes a connection.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +24,8 @@ pub(super) enum Closing {
     /// Consecutive failed pings, and for how long none was answered.
     Dead(u32, Duration),
     Dropped,
+    /// The peer's score fell to the ban threshold, last by this kind of offence.
+    Banned(Offence),
 }
 
 /// An established connection.
@@ -225,6 +227,7 @@ impl Behaviour {
                 silent.as_secs_f64()
             ),
             (Some(Closing::Dropped), _) => "denied".to_string(),
+            (Some(Closing::Banned(offence)), _) => format!("banned ({offence})"),
             (Some(Closing::Duplicate), _) => "duplicate closed".to_string(),
             (None, Some(cause)) => cause.to_string(),
             (None, None) => "closed".to_string(),

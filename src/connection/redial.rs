@@ -136,12 +136,18 @@ impl Behaviour {
             self.targets[i].state = State::Blocked;
             return None;
         }
-        let delay = self.delay(failures);
+        let now = Instant::now();
+        // A banned node is dialled again when its ban ends, not before.
+        let banned = node.as_ref().and_then(|n| self.scores.banned_until(n, now));
+        let delay = match banned {
+            Some(until) => until - now,
+            None => self.delay(failures),
+        };
         let t = &mut self.targets[i];
         if failed {
             t.failures = t.failures.saturating_add(1);
         }
-        t.state = State::Waiting(Instant::now() + delay);
+        t.state = State::Waiting(now + delay);
         Some(delay)
     }
 
@@ -176,6 +182,14 @@ impl Behaviour {
             }
             if t.peer.is_some_and(|p| self.peers.contains_key(&p)) {
                 self.targets[i].state = State::Connected;
+                continue;
+            }
+            if let Some(until) = t
+                .node
+                .as_ref()
+                .and_then(|n| self.scores.banned_until(n, now))
+            {
+                self.targets[i].state = State::Waiting(until);
                 continue;
             }
             let opts = match t.peer {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod accept_any;
+pub mod frames;
 pub mod process;
 pub mod raw;
 pub mod run_json;
@@ -219,26 +220,93 @@ pub fn write_garbage_as(
     protocol: libp2p::StreamProtocol,
     garbage: Vec<u8>,
 ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    write_rounds_as(
+        key,
+        tls,
+        addr,
+        target,
+        protocol,
+        vec![garbage],
+        Duration::ZERO,
+    )
+}
+
+/// Like [`write_garbage_as`], writing `rounds` one after the other, `every` apart: on one
+/// stream, or on a new one when the node closed the last (the round that failed is lost).
+pub fn write_rounds_as(
+    key: &NodeKey,
+    tls: &ca_tls::Config,
+    addr: libp2p::Multiaddr,
+    target: PeerId,
+    protocol: libp2p::StreamProtocol,
+    rounds: Vec<Vec<u8>>,
+    every: Duration,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let mut member = member_swarm(key, tls);
+    member.dial(addr).unwrap();
+    spawn_member(member, target, protocol, rounds, every)
+}
+
+/// A member (`key`, `tls`) listening on loopback that writes `rounds` (`every` apart) on a
+/// `protocol` stream to `target` once `target` has connected to it; returns its address, the
+/// writing task and the swarm's task (abort both afterwards).
+pub async fn listening_member(
+    key: &NodeKey,
+    tls: &ca_tls::Config,
+    target: PeerId,
+    protocol: libp2p::StreamProtocol,
+    rounds: Vec<Vec<u8>>,
+    every: Duration,
+) -> (
+    libp2p::Multiaddr,
+    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut member = member_swarm(key, tls);
+    let port = listen_port(&mut member).await;
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let (io, swarm) = spawn_member(member, target, protocol, rounds, every);
+    (addr, io, swarm)
+}
+
+/// A member's swarm that speaks no bcos protocol, only raw streams.
+fn member_swarm(key: &NodeKey, tls: &ca_tls::Config) -> Swarm<libp2p_stream::Behaviour> {
+    bcos_p2p::behaviour::build_swarm_with(key, tls, |_| libp2p_stream::Behaviour::new()).unwrap()
+}
+
+/// Runs `member` and, once it is connected to `target`, writes `rounds` on a `protocol`
+/// stream, then reads until the node closes it (panicking if the node answers).
+fn spawn_member(
+    mut member: Swarm<libp2p_stream::Behaviour>,
+    target: PeerId,
+    protocol: libp2p::StreamProtocol,
+    rounds: Vec<Vec<u8>>,
+    every: Duration,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
     use futures::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut attacker =
-        bcos_p2p::behaviour::build_swarm_with(key, tls, |_| libp2p_stream::Behaviour::new())
-            .unwrap();
-    let mut control = attacker.behaviour().new_control();
-    attacker.dial(addr).unwrap();
+    let mut control = member.behaviour().new_control();
     let swarm = tokio::spawn(async move {
         loop {
-            attacker.select_next_some().await;
+            member.select_next_some().await;
         }
     });
     let io = tokio::spawn(async move {
-        let mut stream = loop {
-            match control.open_stream(target, protocol.clone()).await {
-                Ok(s) => break s,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        // A persistent member: a round the node's closing of the stream made fail is lost,
+        // and the next round goes on a new stream.
+        let mut stream = None;
+        for (i, round) in rounds.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(every).await;
             }
-        };
-        stream.write_all(&garbage).await.unwrap();
-        stream.flush().await.unwrap();
+            if stream.is_none() {
+                stream = open_stream(&mut control, target, &protocol).await;
+            }
+            let Some(s) = &mut stream else { return };
+            if s.write_all(round).await.is_err() || s.flush().await.is_err() {
+                stream = None;
+            }
+        }
+        let Some(mut stream) = stream else { return };
         let mut buf = [0u8; 16];
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => {}
@@ -246,6 +314,23 @@ pub fn write_garbage_as(
         }
     });
     (io, swarm)
+}
+
+/// A new `protocol` stream to `target`, retried every 20 ms until the member is connected to
+/// it (for at most [`TIMEOUT`]).
+async fn open_stream(
+    control: &mut libp2p_stream::Control,
+    target: PeerId,
+    protocol: &libp2p::StreamProtocol,
+) -> Option<libp2p::Stream> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(s) = control.open_stream(target, protocol.clone()).await {
+            return Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 /// The unsigned-varint encoding of `n` (for forged length prefixes).

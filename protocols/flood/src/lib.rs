@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod budget;
 mod members;
 mod messages;
 mod origins;
@@ -47,10 +48,11 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    NodeId, NodeIdBook, NodeKey, PrimaryConnections,
+    NodeId, NodeIdBook, NodeKey, Offence, Offences, PrimaryConnections,
     link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
     stream_pair::{CloseReason, Traffic},
 };
+use budget::Budgets;
 use bytes::Bytes;
 use futures::FutureExt as _;
 use futures_timer::Delay;
@@ -106,6 +108,13 @@ pub struct Config {
     /// before the next peer that passed on the origin's frames is asked (SPEC.md §7).
     /// Default 5 s.
     pub member_timeout: Duration,
+    /// Most DATA frames per second taken from one peer (in bursts of up to two seconds'
+    /// worth); past it frames are dropped unread ([`Stats::over_budget`]) and the peer is
+    /// reported ([`Behaviour::set_offences`]). 0: no limit. Default 20 000.
+    pub budget_frames_per_s: u32,
+    /// Most DATA frame bytes per second taken from one peer, likewise (a burst always fits
+    /// two frames of [`Config::max_frame`]). 0: no limit. Default 256 MiB.
+    pub budget_bytes_per_s: u64,
 }
 
 impl Default for Config {
@@ -123,6 +132,8 @@ impl Default for Config {
             record_ttl: Duration::from_secs(60),
             max_nodes: 4096,
             member_timeout: Duration::from_secs(5),
+            budget_frames_per_s: 20_000,
+            budget_bytes_per_s: 256 * 1024 * 1024,
         }
     }
 }
@@ -257,6 +268,9 @@ pub struct Stats {
     pub summaries_sent: u64,
     /// Streams closed over malformed input.
     pub malformed: u64,
+    /// Data frames dropped unread because their sender was past its budget
+    /// ([`Config::budget_frames_per_s`], [`Config::budget_bytes_per_s`]).
+    pub over_budget: u64,
     /// Origin public keys parsed and checked: once per origin while remembered (up to
     /// 4096 of them).
     pub origins_checked: u64,
@@ -342,6 +356,10 @@ pub struct Behaviour {
     requested: HashMap<u64, ((u64, u64), Instant)>,
     events: VecDeque<ToSwarm<Event, LinkCommand>>,
     stats: Stats,
+    /// Each peer's budget of inbound data frames.
+    budgets: Budgets,
+    /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
+    offences: Offences,
 }
 
 /// The wall clock in nanoseconds since the Unix epoch (saturating; 0 before the epoch): what
@@ -399,6 +417,12 @@ impl Behaviour {
             requested: HashMap::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            budgets: Budgets::new(
+                config.budget_frames_per_s,
+                config.budget_bytes_per_s,
+                config.max_frame,
+            ),
+            offences: Offences::default(),
             config,
         }
     }
@@ -407,6 +431,13 @@ impl Behaviour {
     /// manager's choice while it closes a duplicate).
     pub fn set_primaries(&mut self, primaries: PrimaryConnections) {
         self.primaries = primaries;
+    }
+
+    /// Reports what peers do wrong to `offences` (the connection manager's handle, which may
+    /// ban them): bad signatures, malformed frames, copies below the replay window, frames
+    /// past the budget. Default: a handle nobody reads.
+    pub fn set_offences(&mut self, offences: Offences) {
+        self.offences = offences;
     }
 
     /// Which origins this node takes messages from: a message whose (verified) origin the
@@ -565,6 +596,7 @@ impl Behaviour {
         };
         if !verifier.verify(message, signature) {
             self.stats.bad_signatures += 1;
+            self.offences.report(peer, Offence::BadSignature);
             self.close_inbound(peer, conn, format!("{what} with a bad signature"));
             return None;
         }
@@ -612,6 +644,7 @@ impl Behaviour {
                 self.peers.remove(&peer);
                 self.resynced.remove(&peer);
                 self.members_forget(peer);
+                self.budgets.forget(&peer, Instant::now());
             }
         }
     }
@@ -695,9 +728,14 @@ impl NetworkBehaviour for Behaviour {
             LinkEvent::InboundClosed(reason) => {
                 if matches!(reason, CloseReason::Malformed(_) | CloseReason::BadFrame(_)) {
                     self.stats.malformed += 1;
+                    self.offences.report(peer, Offence::Malformed);
                 }
             }
-            LinkEvent::Received(Frame::Data(data)) => self.on_data(peer, connection, data),
+            LinkEvent::Received(Frame::Data(data)) => {
+                if self.within_budget(peer, &data) {
+                    self.on_data(peer, connection, data)
+                }
+            }
             LinkEvent::Received(Frame::Record(record)) => self.on_record(peer, connection, record),
             LinkEvent::Received(Frame::Digest(digest)) => self.on_digest(peer, digest),
             LinkEvent::Received(Frame::Summary(headers)) => self.on_summary(peer, headers),

@@ -2,7 +2,7 @@
 //! the origin's tree) and accepting data frames (replay window, signature, forwarding,
 //! delivery). It only reads the graph that `records.rs` keeps.
 
-use bcos_p2p_core::NodeId;
+use bcos_p2p_core::{NodeId, Offence};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{ConnectionId, ToSwarm};
@@ -146,6 +146,8 @@ impl Behaviour {
             }
             Check::TooOld => {
                 self.stats.too_old += 1;
+                // Honest relays may send a copy this late now and then: a light offence.
+                self.offences.report(peer, Offence::TooOld);
                 return;
             }
         }

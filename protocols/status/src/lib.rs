@@ -42,7 +42,7 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    NodeId, NodeIdBook,
+    NodeId, NodeIdBook, Offence, Offences,
     link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
     stream_pair::{CloseReason, Traffic},
 };
@@ -239,6 +239,8 @@ pub struct Behaviour {
     timer_at: Instant,
     stats: Stats,
     events: VecDeque<ToSwarm<Event, LinkCommand>>,
+    /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
+    offences: Offences,
 }
 
 impl Behaviour {
@@ -276,7 +278,14 @@ impl Behaviour {
             timer_at: next_announce,
             stats: Stats::default(),
             events: VecDeque::new(),
+            offences: Offences::default(),
         }
+    }
+
+    /// Reports peers that send malformed frames to `offences` (the connection manager's
+    /// handle, which may ban them). Default: a handle nobody reads.
+    pub fn set_offences(&mut self, offences: Offences) {
+        self.offences = offences;
     }
 
     /// Our own status.
@@ -544,6 +553,7 @@ impl Behaviour {
                 // were counted when we asked for them.
                 if matches!(reason, CloseReason::Malformed(_) | CloseReason::BadFrame(_)) {
                     self.stats.malformed += 1;
+                    self.offences.report(peer.peer_id, Offence::Malformed);
                     tracing::info!(%node, %reason, "closed a peer's status stream");
                     if peer.in_flight.is_some() {
                         // Probably the answer: do not ask for the same status again.

@@ -83,6 +83,9 @@ pub enum HandlerEvent {
     },
     /// Our outbound stream failed or could not be opened: requests sent on it are lost.
     OutboundFailed(CloseReason),
+    /// The peer's stream was closed because the peer broke the protocol on it
+    /// ([`CloseReason::is_violation`]).
+    InboundViolation,
 }
 
 /// The unicast connection handler.
@@ -319,6 +322,9 @@ impl PairProtocol for Requests {
     }
 
     fn inbound_closed(&mut self, reason: CloseReason) {
+        if reason.is_violation() {
+            self.events.push_back(HandlerEvent::InboundViolation);
+        }
         if matches!(reason, CloseReason::ClosedByPeer) {
             tracing::debug!("the peer closed its unicast stream");
         } else {

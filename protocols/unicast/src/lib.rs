@@ -39,7 +39,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::{NodeId, NodeIdBook, PrimaryConnections};
+use bcos_p2p_core::{NodeId, NodeIdBook, Offence, Offences, PrimaryConnections};
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
 pub use counters::{Counters, Direction, Outcome};
@@ -232,6 +232,8 @@ pub struct Behaviour {
     next_id: u64,
     dropped: Arc<Dropped>,
     events: VecDeque<ToSwarm<Event, Command>>,
+    /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
+    offences: Offences,
 }
 
 impl Behaviour {
@@ -260,7 +262,15 @@ impl Behaviour {
             next_id: 1,
             dropped: Arc::default(),
             events: VecDeque::new(),
+            offences: Offences::default(),
         }
+    }
+
+    /// Reports what peers do wrong to `offences` (the connection manager's handle, which may
+    /// ban them): malformed frames, and answers to requests never sent on their connection.
+    /// Default: a handle nobody reads.
+    pub fn set_offences(&mut self, offences: Offences) {
+        self.offences = offences;
     }
 
     /// Sends on the connection `primaries` names when a peer has several (the connection
@@ -610,10 +620,19 @@ impl NetworkBehaviour for Behaviour {
                 {
                     self.finish(id, result.map_err(UnicastError::Remote));
                 } else {
+                    // A late answer to a request that timed out is honest; one to an id never
+                    // sent, or sent on another connection, is not.
+                    if id >= self.next_id || self.pending.contains_key(&id) {
+                        self.offences.report(peer, Offence::Unsolicited);
+                    }
                     tracing::debug!(%peer, id, "ignoring an answer to a request not pending on this connection");
                 }
             }
+            HandlerEvent::InboundViolation => self.offences.report(peer, Offence::Malformed),
             HandlerEvent::OutboundFailed(reason) => {
+                if reason.is_violation() {
+                    self.offences.report(peer, Offence::Malformed);
+                }
                 tracing::debug!(%peer, %reason, "unicast stream lost");
                 self.fail_connection(peer, connection, true);
             }
@@ -680,5 +699,40 @@ impl NetworkBehaviour for Behaviour {
             Some(e) => Poll::Ready(e),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bcos_p2p_core::{KeyType, NodeKey};
+
+    use super::*;
+
+    /// An answer to an id this node never sent is reported as unsolicited; a late answer to a
+    /// request that already ended (a timeout, say) is honest and is not.
+    #[test]
+    fn answers_to_ids_never_sent_are_reported_late_ones_are_not() {
+        let mut b = Behaviour::new(Config::default(), NodeIdBook::default());
+        let offences = Offences::default();
+        b.set_offences(offences.clone());
+        let node = NodeKey::generate(KeyType::Secp256k1)
+            .unwrap()
+            .node_id()
+            .clone();
+        let peer = node.to_peer_id();
+        let connection = ConnectionId::new_unchecked(1);
+        // Not connected: the request ends at once, as a timed-out one would.
+        let ended = b.send_request(&node, 1, Bytes::from_static(b"q"));
+        let answer = |id: u64| HandlerEvent::Response {
+            id,
+            result: Ok(Bytes::from_static(b"a")),
+        };
+        b.on_connection_handler_event(peer, connection, answer(ended.0));
+        let unsolicited = || offences.totals()[Offence::Unsolicited.index()];
+        assert_eq!(unsolicited(), 0, "a late answer is honest");
+        b.on_connection_handler_event(peer, connection, answer(ended.0 + 1000));
+        assert_eq!(unsolicited(), 1);
+        b.on_connection_handler_event(peer, connection, HandlerEvent::InboundViolation);
+        assert_eq!(offences.totals()[Offence::Malformed.index()], 1);
     }
 }
