@@ -18,7 +18,7 @@ use bcos_p2p::{
 use bytes::Bytes;
 use common::{
     TIMEOUT,
-    frames::{data_frame, signed_by},
+    frames::{cert_frame, data_frame, signed_by},
     node,
 };
 use futures::StreamExt as _;
@@ -727,24 +727,6 @@ async fn five_thousand_made_up_origins_fill_nothing() {
     swarm.abort();
 }
 
-/// A CERT frame (with its length prefix): the chain of `tls`'s node, as it sends it first.
-fn cert_frame(tls: &bcos_p2p::ca_tls::Config) -> Vec<u8> {
-    let me = tls.local_node_id();
-    let body = flood::wire::Frame::Cert(flood::wire::Cert {
-        key_type: me.key_type().code(),
-        origin: Bytes::copy_from_slice(me.as_bytes()),
-        chain: tls
-            .local_chain()
-            .iter()
-            .map(|c| Bytes::copy_from_slice(c))
-            .collect(),
-    })
-    .encode();
-    let mut frame = common::varint(body.len() as u64);
-    frame.extend_from_slice(&body);
-    frame
-}
-
 /// A member forges node 0's next ten ids (signing them with its own key, the only one it has):
 /// none is delivered, and node 0's real messages with those ids reach everyone.
 #[tokio::test]
@@ -1013,9 +995,8 @@ async fn a_member_past_its_budget_has_the_excess_dropped() {
     net.connect(&[(0, 1)]).await;
     net.settle(1).await;
     let (member, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
-    let frames: Vec<u8> = (1..=200)
-        .flat_map(|seqno| data_frame(&member, seqno, 1, b"flood"))
-        .collect();
+    let mut frames = cert_frame(&tls);
+    frames.extend((1..=200).flat_map(|seqno| data_frame(&member, seqno, 1, b"flood")));
     let target = net.ids[1].to_peer_id();
     let addr = net.addrs[1].clone().unwrap();
     let before = net.flood(1).stats();

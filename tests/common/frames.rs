@@ -1,4 +1,5 @@
-//! Flood frames as a member would write them: DATA frames signed by any key, for any origin.
+//! Flood frames as a member would write them: DATA frames signed by any key, for any origin,
+//! and CERT frames with a member's chain.
 
 use bcos_p2p::{NodeKey, flood};
 use bytes::Bytes;
@@ -33,4 +34,22 @@ pub fn signed_by(
 /// A DATA frame from `key`, signed by it, with view 0.
 pub fn data_frame(key: &NodeKey, seqno: u64, ttl: u8, payload: &[u8]) -> Vec<u8> {
     signed_by(key, key, (seqno, ttl, 0), None, payload)
+}
+
+/// A CERT frame (with its length prefix): the chain of `tls`'s node, as it sends it first.
+pub fn cert_frame(tls: &bcos_p2p::ca_tls::Config) -> Vec<u8> {
+    let me = tls.local_node_id();
+    let body = flood::wire::Frame::Cert(flood::wire::Cert {
+        key_type: me.key_type().code(),
+        origin: Bytes::copy_from_slice(me.as_bytes()),
+        chain: tls
+            .local_chain()
+            .iter()
+            .map(|c| Bytes::copy_from_slice(c))
+            .collect(),
+    })
+    .encode();
+    let mut frame = super::varint(body.len() as u64);
+    frame.extend_from_slice(&body);
+    frame
 }
