@@ -26,6 +26,8 @@ seed flood_wire data      "\x01\x01\x00\x40${ORIGIN}${ID}\x0a\x01${ID}\x01t\x00\
 seed flood_wire broadcast "\x01\x02\x00\x40${ORIGIN}${ID}\x0a\x02${ID}\x00\x00\x03sigpayload"
 seed flood_wire record    "\x02\x01\x00\x40${ORIGIN}${ID}${ID}\x00\x02${ID}${ID}\x00\x02\x01a\x02bc\x00\x03sig"
 seed flood_wire digest    "\x03${ID}"
+seed flood_wire ihave     "\x04\x00\x02${ID}${ID}\x01\x80${ID}${ID}\x02\xff\x01"
+seed flood_wire iwant     "\x05\x00\x01${ID}${ID}\x01\xa0"
 seed status_codec announce "\x01${ID}${ID}"
 seed status_codec query    "\x02${ID}${ID}"
 # {"payload": h'6869', "future": [1, {"x": 2}], "topics": ["t"], "modules": [7], "version": "v"}

@@ -65,10 +65,15 @@ pub(crate) enum Offer {
 /// Where a message from some origin goes next from this node.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
-    /// Our children in the origin's tree that lead to someone who wants the message.
+    /// Our children in the origin's tree that lead to someone who wants the message or carries
+    /// it for repair.
     pub children: Vec<u64>,
     /// Every node in the origin's tree (a neighbour outside it is reached by nobody else).
     pub members: Arc<HashSet<u64>>,
+    /// Our neighbours in the tree, not our children, that want the message or lead to someone
+    /// who does, and whose announcers we are (see [`Topology::route`]): we announce the
+    /// message's id to them, so they can pull it if their parent did not pass it on.
+    pub lazy: Vec<u64>,
 }
 
 /// The database and its caches.
@@ -96,6 +101,9 @@ struct Tree {
 
 /// Most cached routes before the cache starts over.
 const MAX_ROUTES: usize = 8192;
+
+/// How many announcers a node has by default (`Config::repair_announcers`).
+pub(crate) const DEFAULT_ANNOUNCERS: usize = 3;
 
 impl Topology {
     pub fn new(me: NodeId, incarnation: u64, max_entries: usize) -> Self {
@@ -297,12 +305,34 @@ impl Topology {
 
     /// Where a message from `origin` (for `topic`, or a broadcast) goes next from this node;
     /// None when the origin is unknown or we are not in its tree (the caller then floods).
+    ///
+    /// The announcers of a node Y (other than the origin) are up to `announcers` of its
+    /// neighbours in the tree other than its parent and the origin: those that are not Y's
+    /// children before its children, and in each group those that get the message anyway
+    /// first; ties in Y's ascending short-id order starting after its parent (so different
+    /// origins pick different announcers). A node whose parent is the origin has one
+    /// announcer: only the origin's own link can fail it (an honest origin sends its own
+    /// messages). The announcers of a node that wants the message and whose parent is not the
+    /// origin carry it (with their paths from the origin): `children` includes them, so a
+    /// multicast's subscriber cut off from its branch can be repaired from another (SPEC.md
+    /// §5).
+    #[cfg(test)]
     pub fn route(&mut self, origin: u64, topic: Option<&str>) -> Option<Arc<Route>> {
+        self.route_with(origin, topic, DEFAULT_ANNOUNCERS)
+    }
+
+    /// [`Topology::route`] with `announcers` announcers per node.
+    pub fn route_with(
+        &mut self,
+        origin: u64,
+        topic: Option<&str>,
+        announcers: usize,
+    ) -> Option<Arc<Route>> {
         let key = (origin, topic.map(str::to_string));
         if let Some(r) = self.routes.get(&key) {
             return r.clone();
         }
-        let route = self.compute_route(origin, topic);
+        let route = self.compute_route(origin, topic, announcers);
         if self.routes.len() >= MAX_ROUTES {
             self.routes.clear();
         }
@@ -310,7 +340,12 @@ impl Topology {
         route
     }
 
-    fn compute_route(&mut self, origin: u64, topic: Option<&str>) -> Option<Arc<Route>> {
+    fn compute_route(
+        &mut self,
+        origin: u64,
+        topic: Option<&str>,
+        announcers: usize,
+    ) -> Option<Arc<Route>> {
         let tree = self.tree(origin)?;
         if !tree.members.contains(&self.me) {
             return None;
@@ -329,17 +364,79 @@ impl Topology {
                 }
             }
         }
+        // The announcers of a node behind a relay must hold the message to repair it: they
+        // and their paths from the origin carry it too (a multicast's pruned tree alone may
+        // have no other way round a relay).
+        let mut carry = needed.clone();
+        for &y in &tree.order {
+            let Some(&parent) = tree.parent.get(&y) else {
+                continue;
+            };
+            if parent == origin || !needed.contains(&y) {
+                continue;
+            }
+            for a in self.announcers_of(&tree, y, announcers, &needed) {
+                let mut at = Some(a);
+                while let Some(x) = at {
+                    if x == origin || !carry.insert(x) {
+                        break; // its path is in already
+                    }
+                    at = tree.parent.get(&x).copied();
+                }
+            }
+        }
         let mut children: Vec<u64> = tree
             .order
             .iter()
-            .filter(|id| tree.parent.get(id) == Some(&self.me) && needed.contains(id))
+            .filter(|id| tree.parent.get(id) == Some(&self.me) && carry.contains(id))
             .copied()
             .collect();
         children.sort_unstable();
+        let mut lazy = Vec::new();
+        // Sorted (our record's list is), so callers can search it.
+        for &y in &self.entries[&self.me].neighbours {
+            let Some(&parent) = tree.parent.get(&y) else {
+                continue; // the origin, or outside the tree
+            };
+            if parent == self.me || !carry.contains(&y) || !self.linked(self.me, y) {
+                continue;
+            }
+            let count = if parent == origin { 1 } else { announcers };
+            if self
+                .announcers_of(&tree, y, count, &needed)
+                .contains(&self.me)
+            {
+                lazy.push(y);
+            }
+        }
         Some(Arc::new(Route {
             children,
             members: tree.members.clone(),
+            lazy,
         }))
+    }
+
+    /// The first `count` announcers of `y` in `tree` ([`Topology::route`]), those that get the
+    /// message anyway (`needed`) first in each group.
+    fn announcers_of(&self, tree: &Tree, y: u64, count: usize, needed: &HashSet<u64>) -> Vec<u64> {
+        let parent = tree.parent.get(&y).copied();
+        let neighbours = &self.entries[&y].neighbours;
+        // Sorted: start after the parent's place, wrapping round.
+        let start = parent.map_or(0, |p| neighbours.partition_point(|&c| c <= p));
+        let cyclic = neighbours[start..].iter().chain(&neighbours[..start]);
+        let mut candidates: Vec<u64> = cyclic
+            .copied()
+            .filter(|&c| {
+                Some(c) != parent
+                    && c != tree.order[0]
+                    && tree.members.contains(&c)
+                    && self.linked(y, c)
+            })
+            .collect();
+        // Stable: the cyclic order stays within each group.
+        candidates.sort_by_key(|c| (tree.parent.get(c) == Some(&y), !needed.contains(c)));
+        candidates.truncate(count);
+        candidates
     }
 
     /// Short ids of the nodes reachable from us over published links (us included).
