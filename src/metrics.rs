@@ -15,6 +15,7 @@
 //! | `frames_total`, `transferred_bytes_total` | `protocol` (`unicast`/`flood`/`status`), `direction` (`in`/`out`) | frames and their body bytes |
 //! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
 //! | `flood_{published,delivered,duplicates,too_old,bad_signatures,dropped,malformed}_total` | | multicasts and broadcasts |
+//! | `flood_{ihave_sent,iwant_sent,repair_served,repaired}_total` | | lazy repair: announcements and pulls sent, pulls answered, messages repaired |
 //! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
 //! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
 //!
@@ -277,7 +278,7 @@ impl Collector for ProtocolCollector {
         )?;
 
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 14] = [
+        let single: [(&str, &str, u64); 18] = [
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",
@@ -312,6 +313,26 @@ impl Collector for ProtocolCollector {
                 "flood_malformed",
                 "Flood streams closed over malformed input",
                 flood.malformed,
+            ),
+            (
+                "flood_ihave_sent",
+                "IHAVE frames sent: ids of forwarded messages announced to neighbours (lazy repair)",
+                flood.ihave_sent,
+            ),
+            (
+                "flood_iwant_sent",
+                "IWANT frames sent: announced messages this node lacked, pulled",
+                flood.iwant_sent,
+            ),
+            (
+                "flood_repair_served",
+                "Data frames sent in answer to a neighbour's pull",
+                flood.repair_served,
+            ),
+            (
+                "flood_repaired",
+                "Messages accepted from a pulled copy: what a failed or dropping relay did not pass on",
+                flood.repaired,
             ),
             (
                 "status_queries_sent",
