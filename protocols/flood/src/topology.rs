@@ -624,6 +624,41 @@ mod tests {
         assert_eq!(t.reachable().len(), 3);
     }
 
+    /// On the square 0-1-3-2-0 with origin 1, node 2 hangs off whichever of 0 and 3 has the
+    /// smaller short id (breadth-first, ascending ids): the other one is its announcer. For a
+    /// multicast only 2 subscribes to, the origin sends to both: one relays, one carries the
+    /// message to announce it should the relay drop it.
+    #[test]
+    fn the_neighbour_that_is_not_the_parent_announces_and_carries() {
+        let (keys, ids) = nodes(4);
+        let short = |i: usize| short_id(ids[i].as_bytes());
+        let via_0 = short(0) < short(3);
+        let mut t = view(&keys, &[(0, 1), (0, 2), (1, 3), (2, 3)], &[2]);
+        let all = t.route(short(1), None).unwrap();
+        if via_0 {
+            assert_eq!(
+                (all.children.clone(), all.lazy.clone()),
+                (vec![short(2)], vec![])
+            );
+        } else {
+            assert_eq!(
+                (all.children.clone(), all.lazy.clone()),
+                (vec![], vec![short(2)])
+            );
+        }
+        // Node 0's neighbour 1 is the origin: never announced to.
+        let multicast = t.route(short(1), Some("t")).unwrap();
+        assert_eq!(multicast.lazy, all.lazy);
+        // The origin's own view (node 1 first).
+        let order = [1, 0, 2, 3];
+        let keys1: Vec<NodeKey> = order.iter().map(|&i| keys[i].clone()).collect();
+        let mut origin = view(&keys1, &[(1, 0), (1, 2), (0, 3), (2, 3)], &[2]);
+        let mut both = vec![short(0), short(3)];
+        both.sort_unstable();
+        assert_eq!(origin.route(short(1), Some("t")).unwrap().children, both);
+        assert!(origin.route(short(1), None).unwrap().lazy.is_empty());
+    }
+
     #[test]
     fn one_sided_links_are_not_used() {
         let (keys, ids) = nodes(3);
