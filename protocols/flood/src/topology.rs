@@ -401,7 +401,11 @@ impl Topology {
             if parent == self.me || !carry.contains(&y) || !self.linked(self.me, y) {
                 continue;
             }
-            let count = if parent == origin { 1 } else { announcers };
+            let count = if parent == origin {
+                announcers.min(1)
+            } else {
+                announcers
+            };
             if self
                 .announcers_of(&tree, y, count, &needed)
                 .contains(&self.me)
