@@ -8,10 +8,16 @@
 //! (`signed_msgs_per_s`, `gossipsub_signed_msgs_per_s`: see `flood/throughput.rs`), and, per key
 //! type, the time a
 //! receiver spends accepting one new message id (signed bytes + signature check):
-//! `verify_us_per_msg_<key type>`.
+//! `verify_us_per_msg_<key type>`. Last, ours on a random 4-regular graph of 16 nodes, all
+//! subscribed, two of which drop every message frame they receive (they keep their links and
+//! records, so they stay in the trees): `byzantine_delivery` is the share of (message, honest
+//! node) pairs delivered, `byzantine_p99_ms` the 99th percentile of their latencies; lazy
+//! repair (flood SPEC §5) is what brings them round the droppers.
 //!
 //! `cargo bench --bench flood [-- --quick]`; the last line is JSON (see docs/ARCHITECTURE.md).
 
+#[path = "../tests/byzantine/mod.rs"]
+mod byzantine;
 #[path = "support/mod.rs"]
 mod support;
 #[path = "flood/throughput.rs"]
@@ -66,6 +72,18 @@ impl Pubsub for flood::Behaviour {
             flood::Event::Message { payload, .. } => Some(payload),
             _ => None,
         }
+    }
+}
+
+impl Pubsub for byzantine::Dropper {
+    fn subscribe(&mut self) {
+        Pubsub::subscribe(&mut self.inner);
+    }
+    fn publish(&mut self, data: Bytes) -> bool {
+        Pubsub::publish(&mut self.inner, data)
+    }
+    fn delivery(event: flood::Event) -> Option<Bytes> {
+        flood::Behaviour::delivery(event)
     }
 }
 
@@ -129,7 +147,7 @@ type Delivery = (usize, u64, Instant);
 async fn spawn_node<B: Pubsub>(
     index: usize,
     ca: &CertificateAuthority,
-    make: impl FnOnce(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
+    make: impl FnOnce(usize, &bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
     deliveries: mpsc::UnboundedSender<Delivery>,
 ) -> NodeHandle {
     let key = bcos_p2p::NodeKey::generate(KeyType::Secp256k1).expect("key");
@@ -143,7 +161,7 @@ async fn spawn_node<B: Pubsub>(
     )
     .expect("tls");
     let (mut swarm, counter) =
-        build_counting_swarm(&key, &tls, |_| make(&key, &tls)).expect("swarm");
+        build_counting_swarm(&key, &tls, |_| make(index, &key, &tls)).expect("swarm");
     let addr = listen_local(&mut swarm).await;
     let (commands, mut rx) = mpsc::unbounded_channel();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -207,14 +225,15 @@ struct Run {
     interval: Duration,
 }
 
-/// Starts [`NODES`] nodes made by `make`, subscribes those marked in `subscribed`, dials
-/// `edges`, waits until every connection is up and then `warmup` (subscriptions spread,
-/// gossipsub builds its mesh, our records settle); returns the nodes and their deliveries.
+/// Starts [`NODES`] nodes made by `make` (given their index), subscribes those marked in
+/// `subscribed`, dials `edges`, waits until every connection is up and then `warmup`
+/// (subscriptions spread, gossipsub builds its mesh, our records settle); returns the nodes
+/// and their deliveries.
 async fn start_nodes<B: Pubsub>(
     edges: &[(usize, usize)],
     subscribed: &[bool],
     warmup: Duration,
-    make: impl Fn(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
+    make: impl Fn(usize, &bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
 ) -> (Vec<NodeHandle>, mpsc::UnboundedReceiver<Delivery>) {
     let ca = CertificateAuthority::new_root(KeyType::Secp256k1, "CN=bench", Period::days(1))
         .expect("ca");
@@ -247,11 +266,14 @@ async fn start_nodes<B: Pubsub>(
     (nodes, rx)
 }
 
+/// Runs `run` on `edges` with nodes made by `make` (given their index); `droppers` publish
+/// nothing and their deliveries are not expected.
 async fn measure<B: Pubsub>(
     run: &Run,
     edges: &[(usize, usize)],
     subscribed: &[bool],
-    make: impl Fn(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
+    droppers: &[usize],
+    make: impl Fn(usize, &bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
 ) -> Outcome {
     let (nodes, mut rx) = start_nodes(edges, subscribed, run.warmup, make).await;
 
@@ -259,9 +281,10 @@ async fn measure<B: Pubsub>(
     let mut published = Vec::with_capacity(run.messages);
     let mut expected = 0;
     let mut ticker = tokio::time::interval(run.interval);
+    let origins: Vec<usize> = (0..NODES).filter(|i| !droppers.contains(i)).collect();
     for m in 0..run.messages {
         ticker.tick().await;
-        let origin = m % NODES;
+        let origin = origins[m % origins.len()];
         let mut data = vec![0u8; PAYLOAD];
         data[..8].copy_from_slice(&(m as u64).to_be_bytes());
         published.push(Instant::now());
@@ -269,8 +292,9 @@ async fn measure<B: Pubsub>(
             .commands
             .send(Command::Publish(data.into()))
             .expect("node runs");
-        expected += (0..NODES)
-            .filter(|i| *i != origin && subscribed[*i])
+        expected += origins
+            .iter()
+            .filter(|i| **i != origin && subscribed[**i])
             .count();
     }
     let mut got: HashMap<(usize, u64), usize> = HashMap::new();
@@ -352,20 +376,37 @@ fn regular3(mut seed: u64) -> Vec<(usize, usize)> {
 }
 
 /// Ours as a CA-mode node runs it: origins must be members (their chains checked once).
-fn ours(key: &bcos_p2p::NodeKey, tls: &bcos_p2p::ca_tls::Config) -> flood::Behaviour {
+fn ours(_: usize, key: &bcos_p2p::NodeKey, tls: &bcos_p2p::ca_tls::Config) -> flood::Behaviour {
     let mut flood = flood::Behaviour::new(key, flood::Config::default(), tls.node_ids().clone());
     flood.set_membership(bcos_p2p::security::ca_membership(tls));
     flood
 }
 
-fn stock_floodsub(key: &bcos_p2p::NodeKey, _: &bcos_p2p::ca_tls::Config) -> floodsub::Behaviour {
+/// The nodes that drop every message frame in the byzantine run: the first two, not linked,
+/// whose loss leaves the others connected (each relays in several of the 16 trees).
+fn droppers(edges: &[(usize, usize)]) -> [usize; 2] {
+    (0..NODES)
+        .flat_map(|a| (a + 1..NODES).map(move |b| [a, b]))
+        .find(|&[a, b]| !edges.contains(&(a, b)) && byzantine::connected(NODES, edges, &[a, b]))
+        .expect("two nodes whose loss leaves the others connected")
+}
+
+fn stock_floodsub(
+    _: usize,
+    key: &bcos_p2p::NodeKey,
+    _: &bcos_p2p::ca_tls::Config,
+) -> floodsub::Behaviour {
     let kp = key.keypair();
     floodsub::Behaviour::new(kp.public().to_peer_id())
 }
 
 /// Gossipsub for 16 nodes: the default mesh degree (6, 5–12), signed messages, and a 500 ms
 /// heartbeat so the mesh forms within the warm-up.
-fn stock_gossipsub(key: &bcos_p2p::NodeKey, _: &bcos_p2p::ca_tls::Config) -> gossipsub::Behaviour {
+fn stock_gossipsub(
+    _: usize,
+    key: &bcos_p2p::NodeKey,
+    _: &bcos_p2p::ca_tls::Config,
+) -> gossipsub::Behaviour {
     let kp = key.keypair();
     let config = gossipsub::ConfigBuilder::default()
         .heartbeat_interval(Duration::from_millis(500))
@@ -437,14 +478,21 @@ fn main() {
         .expect("runtime");
     let half: Vec<bool> = (0..NODES).map(|i| i % 2 == 0).collect();
     let all = vec![true; NODES];
-    let (mesh, regular) = (mesh(), regular3(11));
-    let (o_mesh, o_reg, f_mesh, f_reg, g_mesh) = runtime.block_on(async {
+    let (mesh, regular, regular4) = (mesh(), regular3(11), byzantine::regular(NODES, 4, 5));
+    let dropping = droppers(&regular4);
+    let byzantine_node =
+        |i: usize, key: &bcos_p2p::NodeKey, tls: &bcos_p2p::ca_tls::Config| byzantine::Dropper {
+            inner: ours(i, key, tls),
+            dropping: dropping.contains(&i),
+        };
+    let (o_mesh, o_reg, f_mesh, f_reg, g_mesh, o_byz) = runtime.block_on(async {
         (
-            measure(&run, &mesh, &half, ours).await,
-            measure(&run, &regular, &all, ours).await,
-            measure(&run, &mesh, &half, stock_floodsub).await,
-            measure(&run, &regular, &all, stock_floodsub).await,
-            measure(&run, &mesh, &half, stock_gossipsub).await,
+            measure(&run, &mesh, &half, &[], ours).await,
+            measure(&run, &regular, &all, &[], ours).await,
+            measure(&run, &mesh, &half, &[], stock_floodsub).await,
+            measure(&run, &regular, &all, &[], stock_floodsub).await,
+            measure(&run, &mesh, &half, &[], stock_gossipsub).await,
+            measure(&run, &regular4, &all, &dropping, byzantine_node).await,
         )
     });
     println!(
@@ -460,6 +508,7 @@ fn main() {
     row("gossipsub / mesh", &g_mesh);
     row("ours / 3-regular (all subs)", &o_reg);
     row("floodsub / 3-regular", &f_reg);
+    row("ours / 4-regular, 2 droppers", &o_byz);
     let rounds = if quick { 5 } else { 21 };
     let verify: Vec<(KeyType, f64)> = KeyType::ALL
         .into_iter()
@@ -484,7 +533,7 @@ fn main() {
     );
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
     println!(
-        "{{\"mesh_delivery\":{},\"mesh_dup_deliveries\":{},\"mesh_wire_per_delivered\":{},\"mesh_p99_ms\":{},\"regular_delivery\":{},\"regular_dup_deliveries\":{},\"regular_wire_per_delivered\":{},\"floodsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_p99_ms\":{},\"floodsub_regular_wire_per_delivered\":{},\"ratio_p99_vs_gossipsub\":{},\"signed_msgs_per_s\":{},\"gossipsub_signed_msgs_per_s\":{},{}}}",
+        "{{\"mesh_delivery\":{},\"mesh_dup_deliveries\":{},\"mesh_wire_per_delivered\":{},\"mesh_p99_ms\":{},\"regular_delivery\":{},\"regular_dup_deliveries\":{},\"regular_wire_per_delivered\":{},\"floodsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_wire_per_delivered\":{},\"gossipsub_mesh_p99_ms\":{},\"floodsub_regular_wire_per_delivered\":{},\"ratio_p99_vs_gossipsub\":{},\"byzantine_delivery\":{},\"byzantine_p99_ms\":{},\"signed_msgs_per_s\":{},\"gossipsub_signed_msgs_per_s\":{},{}}}",
         r(o_mesh.delivery),
         o_mesh.dup_deliveries,
         r(o_mesh.wire_per_delivered),
@@ -497,6 +546,8 @@ fn main() {
         r(g_mesh.p99_ms),
         r(f_reg.wire_per_delivered),
         r(o_mesh.p99_ms / g_mesh.p99_ms),
+        r(o_byz.delivery),
+        r(o_byz.p99_ms),
         r(signed),
         r(g_signed),
         verify

@@ -30,6 +30,8 @@ seed flood_wire cert-request "\x06\x01\x00\x40${ORIGIN}"
 seed flood_wire summary   "\x08\x00\x01${ID}${ID}${ID}"
 seed flood_wire record-request "\x09\x00\x02${ID}${ID}"
 seed flood_wire cert      "\x07\x01\x00\x40${ORIGIN}\x02\x00\x030\x01\x00\x00\x020\x02"
+seed flood_wire ihave     "\x04\x00\x02${ID}${ID}\x01\x80${ID}${ID}\x02\xff\x01"
+seed flood_wire iwant     "\x05\x00\x01${ID}${ID}\x01\xa0"
 seed status_codec announce "\x01${ID}${ID}"
 seed status_codec query    "\x02${ID}${ID}"
 # {"payload": h'6869', "future": [1, {"x": 2}], "topics": ["t"], "modules": [7], "version": "v"}

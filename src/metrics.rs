@@ -17,6 +17,7 @@
 //! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed,over_budget}_total` | | multicasts and broadcasts |
 //! | `peer_offences_total` | `kind` (as [`crate::Offence::as_str`]) | offences the protocols reported |
 //! | `peers_banned_total` | `reason` (the offence kind) | bans |
+//! | `flood_{ihave_sent,iwant_sent,repair_served,repaired}_total` | | lazy repair: announcements and pulls sent, pulls answered, messages repaired |
 //! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
 //! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
 //!
@@ -305,7 +306,7 @@ impl Collector for ProtocolCollector {
         )?;
 
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 17] = [
+        let single: [(&str, &str, u64); 21] = [
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",
@@ -355,6 +356,26 @@ impl Collector for ProtocolCollector {
                 "flood_over_budget",
                 "Data frames dropped unread because their sender was past its per-peer budget",
                 flood.over_budget,
+            ),
+            (
+                "flood_ihave_sent",
+                "IHAVE frames sent: ids of forwarded messages announced to neighbours (lazy repair)",
+                flood.ihave_sent,
+            ),
+            (
+                "flood_iwant_sent",
+                "IWANT frames sent: announced messages this node lacked, pulled",
+                flood.iwant_sent,
+            ),
+            (
+                "flood_repair_served",
+                "Data frames sent in answer to a neighbour's pull",
+                flood.repair_served,
+            ),
+            (
+                "flood_repaired",
+                "Messages accepted from a pulled copy: what a failed or dropping relay did not pass on",
+                flood.repaired,
             ),
             (
                 "status_queries_sent",

@@ -2,6 +2,7 @@
 //! exactly-once delivery to subscribers, broadcast to all, one copy per receiver, TTL, churn,
 //! backpressure and hostile input.
 
+mod byzantine;
 mod common;
 
 use std::{
@@ -16,26 +17,54 @@ use bcos_p2p::{
     flood::{self, Config, Event, FloodError, MessageId},
 };
 use bytes::Bytes;
+use byzantine::Dropper;
 use common::{
     TIMEOUT,
     frames::{cert_frame, data_frame, signed_by},
     node,
 };
 use futures::StreamExt as _;
-use libp2p::{Multiaddr, Swarm, swarm::SwarmEvent};
+use libp2p::{Multiaddr, Swarm, swarm::NetworkBehaviour, swarm::SwarmEvent};
 
 const TOPIC: &str = "blocks";
 
 /// A delivered message: id, topic, payload, hops.
 type Got = (MessageId, Option<String>, Bytes, u8);
 
+/// What a test node runs: the flood behaviour, or a wrapper of it.
+trait Flooding: NetworkBehaviour<ToSwarm = Event> + Unpin {
+    fn wrap(flood: flood::Behaviour) -> Self;
+    fn flood(&mut self) -> &mut flood::Behaviour;
+}
+
+impl Flooding for flood::Behaviour {
+    fn wrap(flood: flood::Behaviour) -> Self {
+        flood
+    }
+    fn flood(&mut self) -> &mut flood::Behaviour {
+        self
+    }
+}
+
+impl Flooding for Dropper {
+    fn wrap(inner: flood::Behaviour) -> Self {
+        Dropper {
+            inner,
+            dropping: false,
+        }
+    }
+    fn flood(&mut self) -> &mut flood::Behaviour {
+        &mut self.inner
+    }
+}
+
 /// Nodes in one process, polled together by the test.
-struct Net {
+struct Net<B: Flooding = flood::Behaviour> {
     ca: CertificateAuthority,
     ids: Vec<NodeId>,
     /// Each node's key (to make the frames a node would send, as a replaying attacker has them).
     keys: Vec<NodeKey>,
-    swarms: Vec<Option<Swarm<flood::Behaviour>>>,
+    swarms: Vec<Option<Swarm<B>>>,
     addrs: Vec<Option<Multiaddr>>,
     /// Message events per node.
     got: Vec<Vec<Got>>,
@@ -43,6 +72,12 @@ struct Net {
 
 impl Net {
     async fn new(n: usize, tweak: impl Fn(usize, &mut Config)) -> Net {
+        Net::start(n, tweak).await
+    }
+}
+
+impl<B: Flooding> Net<B> {
+    async fn start(n: usize, tweak: impl Fn(usize, &mut Config)) -> Net<B> {
         let mut net = Net {
             ca: CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1))
                 .unwrap(),
@@ -74,7 +109,7 @@ impl Net {
         let mut swarm = build_swarm_with(&key, &tls, |_| {
             let mut flood = flood::Behaviour::new(&key, config, book);
             flood.set_membership(bcos_p2p::security::ca_membership(&tls));
-            flood
+            B::wrap(flood)
         })
         .unwrap();
         swarm
@@ -93,6 +128,7 @@ impl Net {
             .as_mut()
             .expect("node is running")
             .behaviour_mut()
+            .flood()
     }
 
     fn live(&self) -> Vec<usize> {
@@ -130,7 +166,7 @@ impl Net {
         let _ = tokio::time::timeout(Duration::from_millis(10), progress).await;
     }
 
-    async fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Net) -> bool) {
+    async fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Net<B>) -> bool) {
         let deadline = Instant::now() + TIMEOUT;
         while !done(self) {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -1022,4 +1058,144 @@ async fn a_member_past_its_budget_has_the_excess_dropped() {
         .await;
     io.abort();
     swarm.abort();
+}
+
+/// 16 nodes on a random 4-regular graph, two of them members that keep their links and records
+/// (so they stay in everyone's trees) but drop every message frame they receive and never
+/// announce nor serve one: the pair chosen is the one whose drops cut the most (origin,
+/// receiver) pairs off the trees. Lazy repair still brings every broadcast and multicast of
+/// every honest node to every honest node it is for, exactly once.
+#[tokio::test]
+async fn two_dropping_relays_cut_no_honest_node_off() {
+    let n = 16;
+    let edges = byzantine::regular(n, 4, 5);
+    let mut net: Net<Dropper> = Net::start(n, |_, _| {}).await;
+    let short: Vec<u64> = net
+        .ids
+        .iter()
+        .map(|id| flood::topology::short_id(id.as_bytes()))
+        .collect();
+    let mut worst: Option<(usize, [usize; 2])> = None;
+    for a in 0..n {
+        for b in a + 1..n {
+            if byzantine::connected(n, &edges, &[a, b]) {
+                let lost = byzantine::cut_off(&short, &edges, &[a, b]);
+                if worst.is_none_or(|(most, _)| lost > most) {
+                    worst = Some((lost, [a, b]));
+                }
+            }
+        }
+    }
+    let (lost, droppers) = worst.expect("two nodes whose loss leaves the others connected");
+    assert!(lost > 0, "the droppers cut nobody off the trees");
+    for d in droppers {
+        net.swarms[d].as_mut().unwrap().behaviour_mut().dropping = true;
+    }
+    let honest: Vec<usize> = (0..n).filter(|i| !droppers.contains(i)).collect();
+    let subscribed: Vec<usize> = (0..n).step_by(2).collect();
+    for &i in &subscribed {
+        net.flood(i).subscribe(TOPIC).unwrap();
+    }
+    net.connect(&edges).await;
+    net.settle(n - 1).await;
+    let mut sent = Vec::new();
+    let mut expected = 0;
+    for &o in &honest {
+        for round in 0..3 {
+            let m = net
+                .flood(o)
+                .multicast(TOPIC, Bytes::from(format!("multicast {round} from {o}")))
+                .unwrap();
+            let b = net
+                .flood(o)
+                .broadcast(Bytes::from(format!("broadcast {round} from {o}")))
+                .unwrap();
+            sent.push((o, m, b));
+        }
+        let subscribers = honest.iter().filter(|&&i| i != o && i % 2 == 0).count();
+        expected += 3 * (subscribers + honest.len() - 1);
+    }
+    net.run_until("every delivery to an honest node", |net| {
+        net.deliveries() >= expected
+    })
+    .await;
+    // Late duplicates (a pulled copy after the real one) would show up now.
+    net.run_for(Duration::from_millis(500)).await;
+    for (o, m, b) in &sent {
+        for &i in honest.iter().filter(|&&i| i != *o) {
+            assert_eq!(
+                net.count(i, m),
+                usize::from(i % 2 == 0),
+                "multicast from {o} at {i}"
+            );
+            assert_eq!(net.count(i, b), 1, "broadcast from {o} at {i}");
+        }
+    }
+    assert_eq!(net.deliveries(), expected);
+    let repaired: u64 = honest.iter().map(|&i| net.flood(i).stats().repaired).sum();
+    assert!(repaired > 0, "nothing was repaired: {lost} losses expected");
+}
+
+/// A relay whose process stops with messages in flight to it (they reached its connections,
+/// never its behaviour) does not cut off the nodes behind it in the origin's tree: their other
+/// neighbours announce the messages and they pull them.
+#[tokio::test]
+async fn a_relay_that_fails_with_messages_in_flight_cuts_nobody_off() {
+    let n = 10;
+    let edges = byzantine::regular(n, 3, 3);
+    let mut net = Net::new(n, |_, _| {}).await;
+    net.connect(&edges).await;
+    net.settle(n - 1).await;
+    let short: Vec<u64> = net
+        .ids
+        .iter()
+        .map(|id| flood::topology::short_id(id.as_bytes()))
+        .collect();
+    // The child of node 0 in node 0's tree with the most nodes behind it.
+    let parent = byzantine::tree(&short, &edges, 0);
+    let behind = |relay: usize| {
+        (0..n)
+            .filter(|&i| {
+                let mut at = parent[i];
+                while let Some(p) = at {
+                    if p == relay {
+                        return true;
+                    }
+                    at = parent[p];
+                }
+                false
+            })
+            .count()
+    };
+    let relay = (1..n)
+        .filter(|&r| parent[r] == Some(0) && byzantine::connected(n, &edges, &[r]))
+        .max_by_key(|&r| behind(r))
+        .expect("a child of node 0");
+    assert!(behind(relay) > 0, "node {relay} relays nothing of node 0's");
+    // No longer polled: what reaches its connections never reaches its behaviour.
+    let frozen = net.swarms[relay].take();
+    let ids: Vec<MessageId> = (0..5)
+        .map(|k| {
+            net.flood(0)
+                .broadcast(Bytes::from(format!("in flight {k}")))
+                .unwrap()
+        })
+        .collect();
+    net.run_for(Duration::from_millis(20)).await;
+    drop(frozen);
+    let others: Vec<usize> = (1..n).filter(|i| *i != relay).collect();
+    net.run_until("every message at every survivor", |net| {
+        others
+            .iter()
+            .all(|&i| ids.iter().all(|id| net.count(i, id) == 1))
+    })
+    .await;
+    net.run_for(Duration::from_millis(300)).await;
+    for &i in &others {
+        for id in &ids {
+            assert_eq!(net.count(i, id), 1, "node {i}");
+        }
+    }
+    let repaired: u64 = others.iter().map(|&i| net.flood(i).stats().repaired).sum();
+    assert!(repaired > 0);
 }

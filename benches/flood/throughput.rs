@@ -19,7 +19,7 @@ const GIVE_UP: Duration = Duration::from_secs(2);
 pub async fn signed_msgs_per_s<B: Pubsub>(
     warmup: Duration,
     time: Duration,
-    make: impl Fn(&bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
+    make: impl Fn(usize, &bcos_p2p::NodeKey, &bcos_p2p::ca_tls::Config) -> B,
 ) -> f64 {
     let (nodes, mut rx) = start_nodes(&mesh(), &[true; NODES], warmup, make).await;
 

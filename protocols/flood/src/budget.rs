@@ -1,5 +1,5 @@
 //! Per-peer budgets of inbound DATA frames: a token bucket of frames per second and one of
-//! bytes per second for each peer (SPEC.md §6). A frame past either budget is dropped before
+//! bytes per second for each peer (SPEC.md §4, step 0). A frame past either budget is dropped before
 //! anything else is done with it (no signature check, no forwarding), counted, and reported as
 //! an offence at most once a second per peer, so that a peer that keeps flooding is banned
 //! while one short burst past the budget costs little. The defaults are far above what an

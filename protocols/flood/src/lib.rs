@@ -9,7 +9,10 @@
 //! breadth-first tree rooted at its origin, pruned to the branches that hold a subscriber. The
 //! origin's own sends cover a full mesh; partial meshes are covered hop by hop. A bounded cache
 //! of message ids makes delivery exactly-once even while views of the graph disagree (during
-//! changes nodes fall back to flooding). See `SPEC.md`.
+//! changes nodes fall back to flooding). A relay that drops what it should forward, or fails
+//! with messages in flight, does not cut off the nodes behind it: their other neighbours
+//! announce the ids they forwarded (IHAVE) and they pull what they lack (IWANT), Plumtree's
+//! lazy repair. See `SPEC.md`.
 //!
 //! ```no_run
 //! use bcos_p2p_flood::{Behaviour, Event};
@@ -35,6 +38,7 @@ mod members;
 mod messages;
 mod origins;
 mod records;
+mod repair;
 pub mod topology;
 mod window;
 pub mod wire;
@@ -105,7 +109,7 @@ pub struct Config {
     /// Most nodes whose records are kept. Default 4096.
     pub max_nodes: usize,
     /// In CA mode, how long a peer asked for an origin's certificate chain has to answer
-    /// before the next peer that passed on the origin's frames is asked (SPEC.md §7).
+    /// before the next peer that passed on the origin's frames is asked (SPEC.md §8).
     /// Default 5 s.
     pub member_timeout: Duration,
     /// Most DATA frames per second taken from one peer (in bursts of up to two seconds'
@@ -115,6 +119,30 @@ pub struct Config {
     /// Most DATA frame bytes per second taken from one peer, likewise (a burst always fits
     /// two frames of [`Config::max_frame`]). 0: no limit. Default 256 MiB.
     pub budget_bytes_per_s: u64,
+    /// How often the ids of messages forwarded down a tree are announced (IHAVE) to the
+    /// neighbours whose announcer this node is, in one frame per neighbour, and how often due
+    /// pulls go out (SPEC.md §5). Default 50 ms.
+    pub ihave_interval: Duration,
+    /// How long a node that hears of a message it lacks waits for the copy down the tree
+    /// before it pulls it (IWANT) from an announcer. Default 100 ms.
+    pub repair_delay: Duration,
+    /// How long a pull may take before the next announcer is asked. Default 250 ms.
+    pub repair_timeout: Duration,
+    /// How many neighbours announce each message to a node (its parent's link being the only
+    /// one an announcement of the origin's own neighbours repairs, those have one). 0: none.
+    /// Default 3.
+    pub repair_announcers: usize,
+    /// Most forwarded frames kept to answer pulls. 0 turns announcing off. Default 4096.
+    pub repair_cache_frames: usize,
+    /// Most bytes of forwarded frames kept to answer pulls. Default 32 MiB.
+    pub repair_cache_bytes: usize,
+    /// How long a forwarded frame is kept to answer pulls. Default 3 s.
+    pub repair_cache_ttl: Duration,
+    /// Most announced ids waiting to be pulled, in all. Default 8192.
+    pub max_repair_pending: usize,
+    /// Most announced ids waiting to be pulled that one peer announced first, and most ids one
+    /// peer may pull from this node per second. Default 1024.
+    pub repair_ids_per_peer: usize,
 }
 
 impl Default for Config {
@@ -134,6 +162,15 @@ impl Default for Config {
             member_timeout: Duration::from_secs(5),
             budget_frames_per_s: 20_000,
             budget_bytes_per_s: 256 * 1024 * 1024,
+            ihave_interval: Duration::from_millis(50),
+            repair_delay: Duration::from_millis(100),
+            repair_timeout: Duration::from_millis(250),
+            repair_announcers: topology::DEFAULT_ANNOUNCERS,
+            repair_cache_frames: 4096,
+            repair_cache_bytes: 32 * 1024 * 1024,
+            repair_cache_ttl: Duration::from_secs(3),
+            max_repair_pending: 8192,
+            repair_ids_per_peer: 1024,
         }
     }
 }
@@ -252,7 +289,8 @@ pub struct Stats {
     /// Messages of origins the origin filter refuses (deny/allow lists): neither delivered
     /// nor forwarded.
     pub refused_origins: u64,
-    /// Data frames sent on to other nodes (this node's own sends included).
+    /// Data frames sent on to other nodes (this node's own sends and answers to pulls
+    /// included).
     pub frames_sent: u64,
     /// Data frames dropped because a peer's queue was full.
     pub dropped: u64,
@@ -280,6 +318,15 @@ pub struct Stats {
     pub non_members: u64,
     /// Certificate chains received that did not pass (the sender's stream closed).
     pub bad_certificates: u64,
+    /// IHAVE frames sent: announcements of forwarded message ids to neighbours (lazy repair).
+    pub ihave_sent: u64,
+    /// IWANT frames sent: pulls of announced messages this node lacked.
+    pub iwant_sent: u64,
+    /// Data frames sent in answer to a neighbour's pull.
+    pub repair_served: u64,
+    /// Messages this node accepted from the copy it pulled: what a failed or dropping relay
+    /// did not pass on.
+    pub repaired: u64,
 }
 
 struct Conn {
@@ -354,6 +401,8 @@ pub struct Behaviour {
     resynced: HashMap<PeerId, Instant>,
     /// Records asked of a neighbour: short id → (the pair its summary listed, when).
     requested: HashMap<u64, ((u64, u64), Instant)>,
+    /// Announcements, pulls and the frames kept for them (`repair.rs`).
+    repair: repair::Repair,
     events: VecDeque<ToSwarm<Event, LinkCommand>>,
     stats: Stats,
     /// Each peer's budget of inbound data frames.
@@ -415,6 +464,7 @@ impl Behaviour {
             digest_timer: Delay::new(config.digest_interval),
             resynced: HashMap::new(),
             requested: HashMap::new(),
+            repair: repair::Repair::default(),
             events: VecDeque::new(),
             stats: Stats::default(),
             budgets: Budgets::new(
@@ -626,7 +676,7 @@ impl Behaviour {
                 queue: queue.clone(),
                 state: LinkState::Opening,
             });
-        // Our chain goes first, so the peer takes our frames without asking (SPEC.md §7).
+        // Our chain goes first, so the peer takes our frames without asking (SPEC.md §8).
         if let Some(cert) = self.own_cert()
             && let Some(command) = queue.send(peer, connection, cert)
         {
@@ -645,6 +695,7 @@ impl Behaviour {
                 self.resynced.remove(&peer);
                 self.members_forget(peer);
                 self.budgets.forget(&peer, Instant::now());
+                self.repair.forget_peer(&peer);
             }
         }
     }
@@ -744,6 +795,8 @@ impl NetworkBehaviour for Behaviour {
                 self.on_cert_request(peer, key_type, origin)
             }
             LinkEvent::Received(Frame::Cert(cert)) => self.on_cert(peer, connection, cert),
+            LinkEvent::Received(Frame::Ihave(ids)) => self.on_ihave(peer, ids),
+            LinkEvent::Received(Frame::Iwant(ids)) => self.on_iwant(peer, ids),
         }
     }
 
@@ -763,6 +816,11 @@ impl NetworkBehaviour for Behaviour {
             if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut()) {
                 let _ = timer.poll_unpin(cx);
             }
+        }
+        while let Some(timer) = &mut self.repair.timer
+            && timer.poll_unpin(cx).is_ready()
+        {
+            self.repair_tick();
         }
         if self.digest_timer.poll_unpin(cx).is_ready() {
             self.digest_timer = Delay::new(self.config.digest_interval);

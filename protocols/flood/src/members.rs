@@ -1,4 +1,4 @@
-//! Membership of origins (CA mode, SPEC.md §7): a data frame or record is taken only once its
+//! Membership of origins (CA mode, SPEC.md §8): a data frame or record is taken only once its
 //! origin's certificate chain has been checked against this node's trust anchors.
 //!
 //! A signature proves that a frame comes from the holder of a key; it does not prove that the

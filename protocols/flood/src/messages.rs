@@ -46,7 +46,7 @@ impl Behaviour {
         } else {
             self.topology.digest()
         };
-        let targets = self.targets(me, topic.as_deref(), None, view);
+        let (targets, lazy) = self.targets(me, topic.as_deref(), None, view);
         let mut data = Data {
             key_type: self.me.key_type().code(),
             origin: self.me_bytes.clone(),
@@ -66,6 +66,7 @@ impl Behaviour {
         // Our own copies coming back are duplicates without a signature check.
         self.windows.accept(me, seqno);
         let sent = self.send_data(&data, &targets);
+        self.announce_lazily(&data, &lazy);
         if !targets.is_empty() && sent == 0 {
             return Err(FloodError::QueueFull(targets.len()));
         }
@@ -83,21 +84,25 @@ impl Behaviour {
     /// the tree (whom nobody else would reach). Otherwise (views differ while changes spread,
     /// or we are not in the tree) every neighbour but the sender: copies may be duplicated,
     /// never lost.
+    ///
+    /// Second, the neighbours to announce the message to (lazy repair, `repair.rs`): those
+    /// whose announcer we are in the origin's tree; none while we flood.
     pub(crate) fn targets(
         &mut self,
         origin: u64,
         topic: Option<&str>,
         from: Option<u64>,
         view: u64,
-    ) -> Vec<PeerId> {
+    ) -> (Vec<PeerId>, Vec<PeerId>) {
         // A node whose links changed since its last record floods too: its record (what the
         // trees are made of) no longer says where it can send.
         let route = if view != 0 && !self.dirty && view == self.topology.digest() {
-            self.topology.route(origin, topic)
+            let announcers = self.config.repair_announcers;
+            self.topology.route_with(origin, topic, announcers)
         } else {
             None
         };
-        let mut targets = Vec::new();
+        let (mut targets, mut lazy) = (Vec::new(), Vec::new());
         for (peer, p) in &self.peers {
             let Some(short) = &p.short else { continue };
             if Some(*short) == from || *short == origin || p.usable(None).is_none() {
@@ -109,9 +114,14 @@ impl Behaviour {
             };
             if go {
                 targets.push(*peer);
+            } else if route
+                .as_ref()
+                .is_some_and(|r| r.lazy.binary_search(short).is_ok())
+            {
+                lazy.push(*peer);
             }
         }
-        targets
+        (targets, lazy)
     }
 
     /// Queues `data` for each of `targets`; returns how many took it.
@@ -172,11 +182,12 @@ impl Behaviour {
     pub(crate) fn take_data(&mut self, peer: PeerId, origin: NodeId, data: Data) {
         let origin_short = short_id(&data.origin);
         if self.windows.check(origin_short, data.seqno) != Check::New {
-            // A copy parked beside the first (SPEC.md §7).
+            // A copy parked beside the first (SPEC.md §8).
             self.stats.duplicates += 1;
             return;
         }
         self.windows.accept(origin_short, data.seqno);
+        self.repair_accepted((origin_short, data.seqno), peer);
         if !(self.origin_filter)(&origin) {
             // Marked, so its copies cost nothing more; neither delivered nor relayed.
             self.stats.refused_origins += 1;
@@ -192,12 +203,14 @@ impl Behaviour {
         // The ttl is the origin's (signed), capped by ours: nobody makes a frame go further
         // than this node would send its own.
         if data.hops < data.ttl.min(self.config.ttl) {
-            let targets = self.targets(origin_short, data.topic.as_deref(), from, data.view);
+            let (targets, lazy) =
+                self.targets(origin_short, data.topic.as_deref(), from, data.view);
             let next = Data {
                 hops: data.hops + 1,
                 ..data.clone()
             };
             self.send_data(&next, &targets);
+            self.announce_lazily(&data, &lazy);
         }
         let wanted = match &data.topic {
             None => true,

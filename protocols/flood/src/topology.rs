@@ -65,10 +65,15 @@ pub(crate) enum Offer {
 /// Where a message from some origin goes next from this node.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
-    /// Our children in the origin's tree that lead to someone who wants the message.
+    /// Our children in the origin's tree that lead to someone who wants the message or carries
+    /// it for repair.
     pub children: Vec<u64>,
     /// Every node in the origin's tree (a neighbour outside it is reached by nobody else).
     pub members: Arc<HashSet<u64>>,
+    /// Our neighbours in the tree, not our children, that want the message or lead to someone
+    /// who does, and whose announcers we are (see [`Topology::route`]): we announce the
+    /// message's id to them, so they can pull it if their parent did not pass it on.
+    pub lazy: Vec<u64>,
 }
 
 /// The database and its caches.
@@ -96,6 +101,9 @@ struct Tree {
 
 /// Most cached routes before the cache starts over.
 const MAX_ROUTES: usize = 8192;
+
+/// How many announcers a node has by default (`Config::repair_announcers`).
+pub(crate) const DEFAULT_ANNOUNCERS: usize = 3;
 
 impl Topology {
     pub fn new(me: NodeId, incarnation: u64, max_entries: usize) -> Self {
@@ -306,12 +314,34 @@ impl Topology {
 
     /// Where a message from `origin` (for `topic`, or a broadcast) goes next from this node;
     /// None when the origin is unknown or we are not in its tree (the caller then floods).
+    ///
+    /// The announcers of a node Y (other than the origin) are up to `announcers` of its
+    /// neighbours in the tree other than its parent and the origin: those that are not Y's
+    /// children before its children, and in each group those that get the message anyway
+    /// first; ties in Y's ascending short-id order starting after its parent (so different
+    /// origins pick different announcers). A node whose parent is the origin has one
+    /// announcer: only the origin's own link can fail it (an honest origin sends its own
+    /// messages). The announcers of a node that wants the message and whose parent is not the
+    /// origin carry it (with their paths from the origin): `children` includes them, so a
+    /// multicast's subscriber cut off from its branch can be repaired from another (SPEC.md
+    /// §5).
+    #[cfg(test)]
     pub fn route(&mut self, origin: u64, topic: Option<&str>) -> Option<Arc<Route>> {
+        self.route_with(origin, topic, DEFAULT_ANNOUNCERS)
+    }
+
+    /// [`Topology::route`] with `announcers` announcers per node.
+    pub fn route_with(
+        &mut self,
+        origin: u64,
+        topic: Option<&str>,
+        announcers: usize,
+    ) -> Option<Arc<Route>> {
         let key = (origin, topic.map(str::to_string));
         if let Some(r) = self.routes.get(&key) {
             return r.clone();
         }
-        let route = self.compute_route(origin, topic);
+        let route = self.compute_route(origin, topic, announcers);
         if self.routes.len() >= MAX_ROUTES {
             self.routes.clear();
         }
@@ -319,7 +349,12 @@ impl Topology {
         route
     }
 
-    fn compute_route(&mut self, origin: u64, topic: Option<&str>) -> Option<Arc<Route>> {
+    fn compute_route(
+        &mut self,
+        origin: u64,
+        topic: Option<&str>,
+        announcers: usize,
+    ) -> Option<Arc<Route>> {
         let tree = self.tree(origin)?;
         if !tree.members.contains(&self.me) {
             return None;
@@ -338,17 +373,83 @@ impl Topology {
                 }
             }
         }
+        // The announcers of a node behind a relay must hold the message to repair it: they
+        // and their paths from the origin carry it too (a multicast's pruned tree alone may
+        // have no other way round a relay).
+        let mut carry = needed.clone();
+        for &y in &tree.order {
+            let Some(&parent) = tree.parent.get(&y) else {
+                continue;
+            };
+            if parent == origin || !needed.contains(&y) {
+                continue;
+            }
+            for a in self.announcers_of(&tree, y, announcers, &needed) {
+                let mut at = Some(a);
+                while let Some(x) = at {
+                    if x == origin || !carry.insert(x) {
+                        break; // its path is in already
+                    }
+                    at = tree.parent.get(&x).copied();
+                }
+            }
+        }
         let mut children: Vec<u64> = tree
             .order
             .iter()
-            .filter(|id| tree.parent.get(id) == Some(&self.me) && needed.contains(id))
+            .filter(|id| tree.parent.get(id) == Some(&self.me) && carry.contains(id))
             .copied()
             .collect();
         children.sort_unstable();
+        let mut lazy = Vec::new();
+        // Sorted (our record's list is), so callers can search it.
+        for &y in &self.entries[&self.me].neighbours {
+            let Some(&parent) = tree.parent.get(&y) else {
+                continue; // the origin, or outside the tree
+            };
+            if parent == self.me || !carry.contains(&y) || !self.linked(self.me, y) {
+                continue;
+            }
+            let count = if parent == origin {
+                announcers.min(1)
+            } else {
+                announcers
+            };
+            if self
+                .announcers_of(&tree, y, count, &needed)
+                .contains(&self.me)
+            {
+                lazy.push(y);
+            }
+        }
         Some(Arc::new(Route {
             children,
             members: tree.members.clone(),
+            lazy,
         }))
+    }
+
+    /// The first `count` announcers of `y` in `tree` ([`Topology::route`]), those that get the
+    /// message anyway (`needed`) first in each group.
+    fn announcers_of(&self, tree: &Tree, y: u64, count: usize, needed: &HashSet<u64>) -> Vec<u64> {
+        let parent = tree.parent.get(&y).copied();
+        let neighbours = &self.entries[&y].neighbours;
+        // Sorted: start after the parent's place, wrapping round.
+        let start = parent.map_or(0, |p| neighbours.partition_point(|&c| c <= p));
+        let cyclic = neighbours[start..].iter().chain(&neighbours[..start]);
+        let mut candidates: Vec<u64> = cyclic
+            .copied()
+            .filter(|&c| {
+                Some(c) != parent
+                    && c != tree.order[0]
+                    && tree.members.contains(&c)
+                    && self.linked(y, c)
+            })
+            .collect();
+        // Stable: the cyclic order stays within each group.
+        candidates.sort_by_key(|c| (tree.parent.get(c) == Some(&y), !needed.contains(c)));
+        candidates.truncate(count);
+        candidates
     }
 
     /// Short ids of the nodes reachable from us over published links (us included).
@@ -534,6 +635,41 @@ mod tests {
         assert_eq!(from3_all.children, vec![short_id(ids[1].as_bytes())]);
         assert!(t.route(short_id(ids[4].as_bytes()), None).is_none());
         assert_eq!(t.reachable().len(), 3);
+    }
+
+    /// On the square 0-1-3-2-0 with origin 1, node 2 hangs off whichever of 0 and 3 has the
+    /// smaller short id (breadth-first, ascending ids): the other one is its announcer. For a
+    /// multicast only 2 subscribes to, the origin sends to both: one relays, one carries the
+    /// message to announce it should the relay drop it.
+    #[test]
+    fn the_neighbour_that_is_not_the_parent_announces_and_carries() {
+        let (keys, ids) = nodes(4);
+        let short = |i: usize| short_id(ids[i].as_bytes());
+        let via_0 = short(0) < short(3);
+        let mut t = view(&keys, &[(0, 1), (0, 2), (1, 3), (2, 3)], &[2]);
+        let all = t.route(short(1), None).unwrap();
+        if via_0 {
+            assert_eq!(
+                (all.children.clone(), all.lazy.clone()),
+                (vec![short(2)], vec![])
+            );
+        } else {
+            assert_eq!(
+                (all.children.clone(), all.lazy.clone()),
+                (vec![], vec![short(2)])
+            );
+        }
+        // Node 0's neighbour 1 is the origin: never announced to.
+        let multicast = t.route(short(1), Some("t")).unwrap();
+        assert_eq!(multicast.lazy, all.lazy);
+        // The origin's own view (node 1 first).
+        let order = [1, 0, 2, 3];
+        let keys1: Vec<NodeKey> = order.iter().map(|&i| keys[i].clone()).collect();
+        let mut origin = view(&keys1, &[(1, 0), (1, 2), (0, 3), (2, 3)], &[2]);
+        let mut both = vec![short(0), short(3)];
+        both.sort_unstable();
+        assert_eq!(origin.route(short(1), Some("t")).unwrap().children, both);
+        assert!(origin.route(short(1), None).unwrap().lazy.is_empty());
     }
 
     #[test]

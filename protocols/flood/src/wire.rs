@@ -1,5 +1,7 @@
 //! The frames of `/bcos/flood/2.0.0` (byte layout in SPEC.md): data messages, link-state
-//! records, and database digests. Each is one varint-prefixed frame body on the link.
+//! records, database digests, and the announcements (IHAVE) and pulls (IWANT) of message ids
+//! that repair what a failed or dropping relay did not pass on. Each is one varint-prefixed
+//! frame body on the link.
 //!
 //! Binary with fixed headers: data frames are the hot path and are re-encoded at each hop (the
 //! hop count changes), and a fixed header costs a few copies of bytes where CBOR would cost a
@@ -16,6 +18,8 @@ const KIND_CERT_REQUEST: u8 = 0x06;
 const KIND_CERT: u8 = 0x07;
 const KIND_SUMMARY: u8 = 0x08;
 const KIND_RECORD_REQUEST: u8 = 0x09;
+const KIND_IHAVE: u8 = 0x04;
+const KIND_IWANT: u8 = 0x05;
 
 /// Longest NodeId on the wire: the largest RSA modulus a node may have (8192 bits); EC ids
 /// are 64.
@@ -68,6 +72,10 @@ pub const MAX_CERT_LEN: usize = 16 * 1024;
 /// Longest CERT body: a 1024-byte id and a full chain of the longest certificates.
 pub const MAX_CERT_FRAME_LEN: usize =
     1 + 1 + 2 + MAX_NODE_ID_LEN + 1 + MAX_CHAIN_CERTS * (2 + MAX_CERT_LEN);
+/// Most message ids one IHAVE or IWANT frame may carry.
+pub const MAX_IDS: usize = 4096;
+/// Longest bitmap of one run of ids: 32 bytes, 256 seqnos.
+pub const MAX_RUN_BYTES: usize = 32;
 
 /// A decoded frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +86,7 @@ pub enum Frame {
     Record(Record),
     /// A digest of the sender's record database, for anti-entropy.
     Digest(u64),
-    /// A request for a node's certificate chain (CA mode: SPEC.md §7).
+    /// A request for a node's certificate chain (CA mode: SPEC.md §8).
     CertRequest {
         /// The node's key type.
         key_type: u8,
@@ -91,6 +99,10 @@ pub enum Frame {
     Summary(Vec<Header>),
     /// Short ids of nodes whose records the sender asks for.
     RecordRequest(Vec<u64>),
+    /// Ids of messages the sender accepted and can send on request (lazy repair).
+    Ihave(Ids),
+    /// Ids of messages the sender lacks and asks the receiver (which announced them) to send.
+    Iwant(Ids),
 }
 
 /// What identifies one version of a node's record: its short id and `(incarnation, version)`.
@@ -115,6 +127,140 @@ pub struct Cert {
     pub origin: Bytes,
     /// The chain, leaf first; empty when the sender does not hold it.
     pub chain: Vec<Bytes>,
+}
+
+/// Message ids, compactly: runs of seqnos of one origin (named by its short id), each a first
+/// seqno and a bitmap of the 8 × `len` seqnos from it. Built by [`Ids::new`]; the decoder
+/// takes only the form it builds (the first bit and the last byte of a bitmap set), at most
+/// [`MAX_IDS`] ids in all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ids {
+    runs: Vec<Run>,
+}
+
+/// One origin's seqnos `first + i` for each bit `i` set in `bitmap` (byte `i / 8`, bit
+/// `0x80 >> (i % 8)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
+    origin: u64,
+    first: u64,
+    bitmap: Vec<u8>,
+}
+
+impl Ids {
+    /// The ids `(origin short id, seqno)` given, without duplicates, as runs; the frames of at
+    /// most [`MAX_IDS`] ids each they make.
+    pub fn new(mut ids: Vec<(u64, u64)>) -> Vec<Ids> {
+        ids.sort_unstable();
+        ids.dedup();
+        let mut frames = Vec::new();
+        for chunk in ids.chunks(MAX_IDS) {
+            let mut runs: Vec<Run> = Vec::new();
+            for &(origin, seqno) in chunk {
+                let bit = runs.last().and_then(|r| {
+                    let bit = seqno.checked_sub(r.first)?;
+                    (r.origin == origin && bit < (MAX_RUN_BYTES * 8) as u64).then_some(bit)
+                });
+                match (bit, runs.last_mut()) {
+                    (Some(bit), Some(run)) => {
+                        let byte = (bit / 8) as usize;
+                        if run.bitmap.len() <= byte {
+                            run.bitmap.resize(byte + 1, 0);
+                        }
+                        run.bitmap[byte] |= 0x80 >> (bit % 8);
+                    }
+                    _ => runs.push(Run {
+                        origin,
+                        first: seqno,
+                        bitmap: vec![0x80],
+                    }),
+                }
+            }
+            frames.push(Ids { runs });
+        }
+        frames
+    }
+
+    /// Every id, as `(origin short id, seqno)`.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.runs.iter().flat_map(|r| {
+            r.bitmap.iter().enumerate().flat_map(move |(byte, bits)| {
+                (0..8u64)
+                    .filter(move |bit| bits & (0x80 >> bit) != 0)
+                    .map(move |bit| (r.origin, r.first + byte as u64 * 8 + bit))
+            })
+        })
+    }
+
+    /// How many ids.
+    pub fn len(&self) -> usize {
+        self.runs
+            .iter()
+            .map(|r| {
+                r.bitmap
+                    .iter()
+                    .map(|b| b.count_ones() as usize)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    fn encoded_len(&self) -> usize {
+        2 + self.runs.iter().map(|r| 17 + r.bitmap.len()).sum::<usize>()
+    }
+
+    fn put(&self, dst: &mut BytesMut) {
+        dst.put_u16(self.runs.len() as u16);
+        for r in &self.runs {
+            dst.put_u64(r.origin);
+            dst.put_u64(r.first);
+            dst.put_u8(r.bitmap.len() as u8);
+            dst.put_slice(&r.bitmap);
+        }
+    }
+
+    fn take(src: &mut Bytes) -> Result<Ids, String> {
+        let count = take_u16(src, "run count")? as usize;
+        if count == 0 || count > MAX_IDS || src.remaining() < count * 18 {
+            return Err(format!("{count} runs of ids"));
+        }
+        let mut runs = Vec::with_capacity(count);
+        let mut ids = 0usize;
+        for _ in 0..count {
+            let origin = take_u64(src, "run origin")?;
+            let first = take_u64(src, "run seqno")?;
+            let len = take_u8(src, "bitmap length")? as usize;
+            if len == 0 || len > MAX_RUN_BYTES || src.remaining() < len {
+                return Err(format!("bitmap of {len} bytes"));
+            }
+            let bitmap = src.split_to(len).to_vec();
+            if bitmap[0] & 0x80 == 0 || bitmap[len - 1] == 0 {
+                return Err("bitmap not in its shortest form".into());
+            }
+            let last = (len as u64 - 1) * 8 + u64::from(7 - bitmap[len - 1].trailing_zeros());
+            if first.checked_add(last).is_none() {
+                return Err("run of seqnos past 2^64".into());
+            }
+            ids = ids.saturating_add(bitmap.iter().map(|b| b.count_ones() as usize).sum());
+            if ids > MAX_IDS {
+                return Err(format!("more than {MAX_IDS} ids"));
+            }
+            runs.push(Run {
+                origin,
+                first,
+                bitmap,
+            });
+        }
+        if src.has_remaining() {
+            return Err(format!("{} bytes after the ids", src.remaining()));
+        }
+        Ok(Ids { runs })
+    }
 }
 
 /// A multicast or broadcast message, signed by its origin.
@@ -305,6 +451,15 @@ impl Frame {
                 }
                 dst.freeze()
             }
+            Frame::Ihave(ids) | Frame::Iwant(ids) => {
+                let mut dst = BytesMut::with_capacity(1 + ids.encoded_len());
+                dst.put_u8(match self {
+                    Frame::Ihave(_) => KIND_IHAVE,
+                    _ => KIND_IWANT,
+                });
+                ids.put(&mut dst);
+                dst.freeze()
+            }
         }
     }
 
@@ -451,6 +606,8 @@ impl Frame {
                     chain,
                 })
             }
+            KIND_IHAVE => Frame::Ihave(Ids::take(&mut src)?),
+            KIND_IWANT => Frame::Iwant(Ids::take(&mut src)?),
             other => return Err(format!("unknown frame kind {other:#04x}")),
         };
         Ok(frame)
@@ -564,9 +721,82 @@ mod tests {
                 origin: Bytes::from(vec![4; 64]),
                 chain: vec![],
             }),
+            Frame::Ihave(Ids::new(vec![(1, 5), (1, 7), (2, u64::MAX)]).remove(0)),
+            Frame::Iwant(Ids::new(vec![(u64::MAX, 0)]).remove(0)),
         ] {
             assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn ids_are_runs_of_seqnos_per_origin() {
+        let ids = vec![(9, 100), (9, 101), (9, 355), (9, 356), (3, 7), (9, 100)];
+        let frames = Ids::new(ids);
+        assert_eq!(frames.len(), 1);
+        let got: Vec<_> = frames[0].iter().collect();
+        assert_eq!(got, vec![(3, 7), (9, 100), (9, 101), (9, 355), (9, 356)]);
+        assert_eq!(frames[0].len(), 5);
+        // 100 and 101 share a run; 355 is 255 past 100, its last bit; 356 starts another.
+        let wire = Frame::Ihave(frames[0].clone()).encode();
+        assert_eq!(wire.len(), 1 + 2 + 3 * 17 + 1 + 32 + 1);
+        // One origin, one message: 18 bytes.
+        let one = Frame::Ihave(Ids::new(vec![(1, 1)]).remove(0)).encode();
+        assert_eq!(
+            &one[..],
+            &[
+                4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x80
+            ]
+        );
+        // More than a frame's worth makes several frames.
+        let many = Ids::new((0..MAX_IDS as u64 + 1).map(|s| (1, s * 1000)).collect());
+        assert_eq!(
+            many.iter().map(Ids::len).collect::<Vec<_>>(),
+            vec![MAX_IDS, 1]
+        );
+    }
+
+    #[test]
+    fn bad_id_frames_are_errors() {
+        let run = |first: u64, bitmap: &[u8]| {
+            let mut f = vec![KIND_IHAVE, 0, 1];
+            f.extend_from_slice(&7u64.to_be_bytes());
+            f.extend_from_slice(&first.to_be_bytes());
+            f.push(bitmap.len() as u8);
+            f.extend_from_slice(bitmap);
+            Bytes::from(f)
+        };
+        assert!(Frame::decode(run(5, &[0x80])).is_ok());
+        assert!(Frame::decode(run(u64::MAX, &[0x80])).is_ok());
+        assert!(Frame::decode(run(u64::MAX, &[0xc0])).is_err(), "past 2^64");
+        assert!(Frame::decode(run(5, &[])).is_err(), "empty bitmap");
+        assert!(Frame::decode(run(5, &[0x40])).is_err(), "first bit clear");
+        assert!(
+            Frame::decode(run(5, &[0x80, 0])).is_err(),
+            "trailing zero byte"
+        );
+        assert!(
+            Frame::decode(run(5, &[0xff; 33])).is_err(),
+            "bitmap too long"
+        );
+        let mut trailing = run(5, &[0x80]).to_vec();
+        trailing.push(0);
+        assert!(Frame::decode(trailing.into()).is_err());
+        assert!(
+            Frame::decode(Bytes::from_static(&[KIND_IWANT, 0, 0])).is_err(),
+            "no runs"
+        );
+        // A run count the bytes cannot hold.
+        assert!(Frame::decode(Bytes::from_static(&[KIND_IWANT, 0xff, 0xff, 1])).is_err());
+        // More ids than a frame may carry: 129 full bitmaps of 256 ids... 4097 and up.
+        let mut over = vec![KIND_IHAVE];
+        over.extend_from_slice(&17u16.to_be_bytes());
+        for i in 0..17u64 {
+            over.extend_from_slice(&1u64.to_be_bytes());
+            over.extend_from_slice(&(i * 256).to_be_bytes());
+            over.push(32);
+            over.extend_from_slice(&[0xff; 32]);
+        }
+        assert!(Frame::decode(over.into()).is_err(), "{} ids", 17 * 256);
     }
 
     #[test]
@@ -645,6 +875,24 @@ mod tests {
                 let cut = cut % (wire.len() - open_tail);
                 prop_assert!(Frame::decode(wire.slice(..cut)).is_err(), "{:?} cut at {}", frame, cut);
             }
+        }
+
+        /// Any set of ids comes back from its frames, each once.
+        #[test]
+        fn ids_round_trip(ids in proptest::collection::vec((0u64..4, any::<u64>()), 0..300)) {
+            let mut want = ids.clone();
+            want.sort_unstable();
+            want.dedup();
+            let frames = Ids::new(ids);
+            let mut got = Vec::new();
+            for f in frames {
+                let frame = Frame::Iwant(f);
+                prop_assert_eq!(Frame::decode(frame.encode()).unwrap(), frame.clone());
+                if let Frame::Iwant(f) = frame {
+                    got.extend(f.iter());
+                }
+            }
+            prop_assert_eq!(got, want);
         }
 
         #[test]
