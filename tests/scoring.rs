@@ -22,7 +22,7 @@ use bcos_p2p::{
 use bytes::Bytes;
 use common::{
     Events, TIMEOUT,
-    frames::{data_frame, signed_by},
+    frames::{cert_frame, data_frame, signed_by},
     next, node,
 };
 use futures::StreamExt as _;
@@ -178,7 +178,10 @@ async fn a_member_sending_bad_signatures_is_banned_refused_and_back_after_the_ba
 
     // After the ban: it connects and is heard again.
     tokio::time::sleep_until((ban_end + Duration::from_millis(200)).into()).await;
-    let back = data_frame(&attacker, 101, 10, b"back");
+    // Its chain first: origins must be members (flood SPEC §8), and its forgeries never got
+    // as far as asking for it.
+    let mut back = cert_frame(&tls);
+    back.extend(data_frame(&attacker, 101, 10, b"back"));
     let (io, swarm) = flood_into(&v, (&attacker, &tls), vec![back], Duration::ZERO);
     connected(&mut ve, &who).await;
     message(&mut ve, &who, b"back").await;
@@ -304,7 +307,9 @@ async fn a_few_too_old_copies_never_ban_a_peer() {
     let (relay, tls) = member(&ca);
     let who = relay.node_id().clone();
     // Seqno 10 000 moves the window past 1..=5 (4096 wide); then five late copies, one a round.
-    let mut rounds = vec![data_frame(&relay, 10_000, 1, b"new")];
+    let mut first = cert_frame(&tls);
+    first.extend(data_frame(&relay, 10_000, 1, b"new"));
+    let mut rounds = vec![first];
     rounds.extend((1..=5).map(|s| data_frame(&relay, s, 1, b"late")));
     rounds.push(data_frame(&relay, 10_001, 1, b"still heard"));
     let (io, swarm) = flood_into(&v, (&relay, &tls), rounds, Duration::from_millis(100));
