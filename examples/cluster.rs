@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limit = Duration::from_secs(30 + n as u64);
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
-    loop {
+    let outcome: Result<(), String> = loop {
         tokio::select! {
             Some((i, event)) = rx.recv() => match event {
                 NodeEvent::Connected { .. } => {
@@ -84,23 +84,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     if delivered == n * (n - 1) {
                         println!("all {delivered} broadcast deliveries done in {:?}", started.elapsed());
-                        break;
+                        break Ok(());
                     }
                 }
                 _ => {}
             },
             _ = &mut deadline => {
-                let what = if ends < n * (n - 1) { format!("the mesh did not form in {limit:?}") } else { "the broadcasts did not all arrive in 30 s".to_string() };
-                return Err(what.into());
+                let what = if ends < n * (n - 1) {
+                    format!("the mesh did not form in {limit:?}")
+                } else {
+                    format!("the broadcasts did not all arrive in 30 s ({delivered} of {})", n * (n - 1))
+                };
+                break Err(what);
             }
         }
-    }
-    // All at once, as a whole cluster stops: one by one, each node's peers would see its
+    };
+    // All at once, as a whole cluster stops (also after a failure: dropping the handles would
+    // leave each node to notice on its own): one by one, each node's peers would see its
     // connections close and start redialling it while the next one stops.
     let stopping = Instant::now();
     for result in futures::future::join_all(nodes.iter().map(|node| node.shutdown())).await {
         result?;
     }
     println!("{n} nodes shut down in {:?}", stopping.elapsed());
-    Ok(())
+    Ok(outcome?)
 }
