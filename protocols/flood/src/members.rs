@@ -228,8 +228,9 @@ impl Members {
 
 /// What to do with a frame whose signature verified.
 pub(crate) enum Verdict {
-    /// Its origin is a member (or membership is not checked): take it.
-    Take,
+    /// Its origin is a member (or membership is not checked): take it (handed back, never
+    /// copied on this path).
+    Take(Parked),
     /// Parked (or dropped) until the origin's chain is known.
     Wait,
 }
@@ -267,10 +268,10 @@ impl Behaviour {
         frame: Parked,
     ) -> Verdict {
         let Some(members) = &mut self.members else {
-            return Verdict::Take;
+            return Verdict::Take(frame);
         };
         if members.is_known(short) {
-            return Verdict::Take;
+            return Verdict::Take(frame);
         }
         let len = frame.len();
         let load = members.load.get(&peer);

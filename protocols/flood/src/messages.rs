@@ -170,8 +170,8 @@ impl Behaviour {
         let Some(origin) = self.check_signed(peer, conn, "data frame", signed) else {
             return;
         };
-        if let Verdict::Take =
-            self.membership_of(peer, origin_short, &origin, Parked::Data(data.clone()))
+        if let Verdict::Take(Parked::Data(data)) =
+            self.membership_of(peer, origin_short, &origin, Parked::Data(data))
         {
             self.take_data(peer, origin, data);
         }

@@ -147,8 +147,8 @@ impl Behaviour {
         let Some(node) = self.check_signed(peer, conn, "record", signed) else {
             return;
         };
-        if let Verdict::Take =
-            self.membership_of(peer, origin, &node, Parked::Record(record.clone()))
+        if let Verdict::Take(Parked::Record(record)) =
+            self.membership_of(peer, origin, &node, Parked::Record(record))
         {
             self.take_record(peer, node, record);
         }
