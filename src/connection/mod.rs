@@ -112,6 +112,10 @@ pub struct Behaviour {
     listen_addrs: HashSet<Multiaddr>,
     queue: VecDeque<ToSwarm<Event, Infallible>>,
     timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+    /// Something happened to this manager since its last scan of targets and connections
+    /// (deadlines, redials): the swarm polls every behaviour after every event of any
+    /// protocol, and scanning then would cost O(peers) per message.
+    rescan: bool,
     waker: Option<Waker>,
     rng: Rng,
     /// Where the protocols report offences.
@@ -142,6 +146,7 @@ impl Behaviour {
             listen_addrs: HashSet::new(),
             queue: VecDeque::new(),
             timer: None,
+            rescan: true,
             waker: None,
             rng: Rng::new(),
             offences: Offences::default(),
@@ -162,6 +167,7 @@ impl Behaviour {
     }
 
     fn wake(&mut self) {
+        self.rescan = true;
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -202,6 +208,7 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
+        self.rescan = true;
         self.per_ip_check(id, remote_addr)?;
         self.limits
             .handle_pending_inbound_connection(id, local_addr, remote_addr)
@@ -219,6 +226,7 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.rescan = true;
         let limit =
             self.limits
                 .handle_established_inbound_connection(id, peer, local_addr, remote_addr);
@@ -234,6 +242,7 @@ impl NetworkBehaviour for Behaviour {
         addresses: &[Multiaddr],
         role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.rescan = true;
         self.limits
             .handle_pending_outbound_connection(id, peer, addresses, role)
             .map_err(|d| self.limit_refused(d, addresses.first(), peer))
@@ -247,6 +256,7 @@ impl NetworkBehaviour for Behaviour {
         role: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.rescan = true;
         let limit = self
             .limits
             .handle_established_outbound_connection(id, peer, addr, role, port_use);
@@ -256,6 +266,7 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.rescan = true;
         self.limits.on_swarm_event(event);
         self.ping.on_swarm_event(event);
         match event {
@@ -291,6 +302,7 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         result: THandlerOutEvent<Self>,
     ) {
+        self.rescan = true;
         // ping::Behaviour would only wrap the result in a ping::Event for its poll; intercepting
         // it here counts it while the connection is surely still known.
         self.on_ping(ping::Event {
@@ -310,13 +322,22 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(action.map_out(|e| match e {}).map_in(|e| match e {}));
             }
             self.take_offences(cx);
+            let fired =
+                (self.timer.as_mut()).is_some_and(|(_, sleep)| sleep.poll_unpin(cx).is_ready());
+            if !std::mem::take(&mut self.rescan) && !fired {
+                return Poll::Pending;
+            }
             let now = Instant::now();
             self.close_overdue(now);
             self.close_silent(now);
             self.dial_due(now);
-            if self.queue.is_empty() && !self.poll_timer(cx) {
-                return Poll::Pending;
+            // Scan again once the queue is drained (what it did may move deadlines), or now if
+            // a deadline is already due.
+            if !self.queue.is_empty() || self.poll_timer(cx) {
+                self.rescan = true;
+                continue;
             }
+            return Poll::Pending;
         }
     }
 }
