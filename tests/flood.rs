@@ -1199,3 +1199,105 @@ async fn a_relay_that_fails_with_messages_in_flight_cuts_nobody_off() {
     let repaired: u64 = others.iter().map(|&i| net.flood(i).stats().repaired).sum();
     assert!(repaired > 0);
 }
+
+/// Every node of a full mesh of 24 broadcasts the moment its connections are up, while every
+/// view of the graph is still changing: each broadcast reaches every node exactly once, and
+/// the data frames stay about one per delivery (down the trees, the rest pulled after an
+/// announcement) instead of one per link per message, as flooding would (24 × 23 × 22).
+/// `MESH_N=128 cargo test --release --test flood broadcasts_while` runs it at 128 nodes.
+#[tokio::test]
+async fn broadcasts_while_a_mesh_forms_arrive_once_without_flooding() {
+    let n: usize = std::env::var("MESH_N").map_or(24, |v| v.parse().unwrap());
+    let mut net = Net::new(n, |_, _| {}).await;
+    net.connect(&mesh(n)).await;
+    let ids: Vec<MessageId> = (0..n)
+        .map(|o| {
+            net.flood(o)
+                .broadcast(Bytes::from(format!("broadcast from {o}")))
+                .unwrap()
+        })
+        .collect();
+    let expected = n * (n - 1);
+    let deadline = Instant::now() + TIMEOUT;
+    while net.deliveries() < expected && Instant::now() < deadline {
+        net.step().await;
+    }
+    let missing: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (0..n).map(move |o| (i, o)))
+        .filter(|&(i, o)| i != o && net.count(i, &ids[o]) == 0)
+        .collect();
+    let stats: Vec<_> = (0..n).map(|i| net.flood(i).stats()).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {expected} deliveries missing (node, origin): {missing:?}; {:?}",
+        missing.len(),
+        stats[missing[0].0]
+    );
+    net.run_for(Duration::from_millis(300)).await;
+    assert_eq!(net.deliveries(), expected, "a message delivered twice");
+    let frames: u64 = (0..n).map(|i| net.flood(i).stats().frames_sent).sum();
+    assert!(
+        frames <= 2 * expected as u64,
+        "{frames} data frames for {expected} deliveries"
+    );
+}
+
+/// The record traffic of a forming full mesh of 16, and of the same mesh idle for 30 s, held
+/// against the bounds of SPEC.md §3: each node publishes at most `5 + T / 8 s` records in `T`
+/// seconds, each link carries a record version at most once per direction (no records are
+/// passed on in a full mesh, only headers), and an idle mesh sends digests only.
+#[tokio::test]
+async fn a_forming_and_an_idle_mesh_send_records_within_the_bound() {
+    let n = 16;
+    let mut net = Net::new(n, |_, _| {}).await;
+    let started = Instant::now();
+    net.connect(&mesh(n)).await;
+    net.settle(n - 1).await;
+    let formation = started.elapsed().as_secs_f64();
+    let stats: Vec<_> = (0..n).map(|i| net.flood(i).stats()).collect();
+    let own_bound = 5.0 + formation / 8.0;
+    let published: u64 = stats.iter().map(|s| s.records_stored).sum();
+    let received: u64 = stats.iter().map(|s| s.records_received).sum();
+    let links = (n * (n - 1)) as f64; // directed
+    // Every version a node stores was published by its node within the bound ...
+    assert!(
+        published as f64 <= n as f64 * (n - 1) as f64 * own_bound,
+        "{published} records stored in {formation:.1} s"
+    );
+    // ... and crossed at most one link into each node, bar the few asked again after 2 s
+    // (a record both pushed by its node and fetched: at most twice).
+    assert!(
+        received <= 2 * published,
+        "{received} records received for {published} versions stored"
+    );
+    assert!(
+        (received as f64) <= links * own_bound,
+        "{received} records over {links} links in {formation:.1} s"
+    );
+    let before: Vec<_> = (0..n)
+        .map(|i| (net.flood(i).stats(), net.flood(i).traffic().bytes_out()))
+        .collect();
+    net.run_for(Duration::from_secs(30)).await;
+    let mut idle_bytes = 0;
+    for (i, (s, bytes)) in before.iter().enumerate() {
+        let now = net.flood(i).stats();
+        assert_eq!(
+            now.records_sent, s.records_sent,
+            "node {i} sent records while idle"
+        );
+        assert_eq!(
+            now.summaries_sent, s.summaries_sent,
+            "node {i} resynced while idle"
+        );
+        idle_bytes += net.flood(i).traffic().bytes_out() - bytes;
+    }
+    // Digests only: 9 bytes per link and direction every 5 s (7 rounds at most in 30 s).
+    assert!(
+        idle_bytes as f64 <= links * 9.0 * 7.0,
+        "{idle_bytes} bytes in 30 s of idle over {links} directed links"
+    );
+    eprintln!(
+        "formation {formation:.1} s: {published} versions, {received} records received; idle: {:.2} B/link/s",
+        idle_bytes as f64 / links * 2.0 / 30.0
+    );
+}

@@ -44,7 +44,7 @@ mod window;
 pub mod wire;
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     fmt,
     sync::Arc,
     task::{Context, Poll},
@@ -102,6 +102,12 @@ pub struct Config {
     /// forming, churn) costs each link one record of this node per interval at most
     /// (SPEC.md §3). Default 1 s.
     pub min_announce_interval: Duration,
+    /// Longest wait between two records of this node while it keeps changing: each record
+    /// published less than twice this after the one before doubles the wait, starting from
+    /// `min_announce_interval`, up to this (SPEC.md §3), as OSPF throttles LSAs. A mesh forming (every node gaining
+    /// neighbours for many seconds) then costs each node a handful of records instead of one
+    /// per `min_announce_interval`. Default 8 s.
+    pub max_announce_interval: Duration,
     /// How often neighbours compare database digests (and resync when they differ). Default 5 s.
     pub digest_interval: Duration,
     /// How long the record of an unreachable node is kept. Default 60 s.
@@ -156,6 +162,7 @@ impl Default for Config {
             max_origins: 8192,
             announce_delay: Duration::from_millis(20),
             min_announce_interval: Duration::from_secs(1),
+            max_announce_interval: Duration::from_secs(8),
             digest_interval: Duration::from_secs(5),
             record_ttl: Duration::from_secs(60),
             max_nodes: 4096,
@@ -396,9 +403,21 @@ pub struct Behaviour {
     announce_timer: Option<Delay>,
     /// When we last published our record.
     last_announce: Option<Instant>,
+    /// The least time from `last_announce` to our next record: `min_announce_interval`,
+    /// doubled by each record published while the node keeps changing.
+    hold: Duration,
     digest_timer: Delay,
-    /// When we last sent our whole database to a peer (at most once per digest interval).
+    /// When we last sent a peer the headers of our whole database (at most once per digest
+    /// interval).
     resynced: HashMap<PeerId, Instant>,
+    /// The last differing pair of digests (the peer's, ours) per peer: a difference is
+    /// resynced only when the next digest finds it unchanged (SPEC.md §3).
+    differing: HashMap<PeerId, (u64, u64)>,
+    /// Nodes whose records were stored since the last flush, per neighbour to pass their
+    /// headers on to (SPEC.md §3).
+    header_outbox: HashMap<PeerId, HashSet<u64>>,
+    /// Runs while `header_outbox` holds headers (`Config::announce_delay`).
+    header_timer: Option<Delay>,
     /// Records asked of a neighbour: short id → (the pair its summary listed, when).
     requested: HashMap<u64, ((u64, u64), Instant)>,
     /// Announcements, pulls and the frames kept for them (`repair.rs`).
@@ -461,8 +480,12 @@ impl Behaviour {
             dirty: false,
             announce_timer: None,
             last_announce: None,
+            hold: config.min_announce_interval,
             digest_timer: Delay::new(config.digest_interval),
             resynced: HashMap::new(),
+            differing: HashMap::new(),
+            header_outbox: HashMap::new(),
+            header_timer: None,
             requested: HashMap::new(),
             repair: repair::Repair::default(),
             events: VecDeque::new(),
@@ -693,6 +716,8 @@ impl Behaviour {
             if empty {
                 self.peers.remove(&peer);
                 self.resynced.remove(&peer);
+                self.differing.remove(&peer);
+                self.header_outbox.remove(&peer);
                 self.members_forget(peer);
                 self.budgets.forget(&peer, Instant::now());
                 self.repair.forget_peer(&peer);
@@ -809,10 +834,22 @@ impl NetworkBehaviour for Behaviour {
                 self.announce();
             }
         }
+        if let Some(timer) = &mut self.header_timer
+            && timer.poll_unpin(cx).is_ready()
+        {
+            self.header_timer = None;
+            self.flush_headers();
+        }
         if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut())
             && timer.poll_unpin(cx).is_ready()
         {
             self.expire_pending();
+            if let Some(timer) = &mut self.header_timer
+                && timer.poll_unpin(cx).is_ready()
+            {
+                self.header_timer = None;
+                self.flush_headers();
+            }
             if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut()) {
                 let _ = timer.poll_unpin(cx);
             }

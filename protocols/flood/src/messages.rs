@@ -78,15 +78,23 @@ impl Behaviour {
         })
     }
 
-    /// The neighbours a message from `origin` goes to from here. When our view of the network
-    /// is the one the origin had (`view`, its digest), every node computes the same tree: our
-    /// children in the origin's tree that lead to someone who wants it, plus neighbours outside
-    /// the tree (whom nobody else would reach). Otherwise (views differ while changes spread,
-    /// or we are not in the tree) every neighbour but the sender: copies may be duplicated,
-    /// never lost.
+    /// The neighbours a message from `origin` goes to from here, and those to announce it to
+    /// (lazy repair, `repair.rs`).
     ///
-    /// Second, the neighbours to announce the message to (lazy repair, `repair.rs`): those
-    /// whose announcer we are in the origin's tree; none while we flood.
+    /// When our view of the network is the one the origin had (`view`, its digest), every node
+    /// computes the same tree: the message goes to our children in the origin's tree that lead
+    /// to someone who wants it, plus neighbours outside the tree (whom nobody else would
+    /// reach), and is announced to the neighbours whose announcer we are.
+    ///
+    /// While views differ (changes spreading, or our own record lagging our links) trees may
+    /// differ from node to node. The message then still goes down the origin's tree as we see
+    /// it (and to neighbours outside it; our own message to every neighbour), and is announced
+    /// to every other neighbour, which pulls it unless a copy comes first; with no tree for
+    /// the origin yet (its record not here), it is announced to every neighbour. That costs a
+    /// data frame per node and an id per link, instead of a copy on every link, and every
+    /// neighbour of a node that has the message hears of it, so it reaches every node
+    /// flooding would (SPEC.md §4). Only with announcing off (`repair_cache_frames` 0) do we
+    /// flood: every neighbour but the sender.
     pub(crate) fn targets(
         &mut self,
         origin: u64,
@@ -94,14 +102,22 @@ impl Behaviour {
         from: Option<u64>,
         view: u64,
     ) -> (Vec<PeerId>, Vec<PeerId>) {
-        // A node whose links changed since its last record floods too: its record (what the
-        // trees are made of) no longer says where it can send.
-        let route = if view != 0 && !self.dirty && view == self.topology.digest() {
-            let announcers = self.config.repair_announcers;
+        // A node whose links changed since its last record is out of step too: its record
+        // (what the trees are made of) no longer says where it can send.
+        let agreed = view != 0 && !self.dirty && view == self.topology.digest();
+        let announcing = self.config.repair_cache_frames > 0;
+        let route = if agreed || announcing {
+            // Out of step, every other neighbour is announced to: no announcers to work out.
+            let announcers = if agreed {
+                self.config.repair_announcers
+            } else {
+                0
+            };
             self.topology.route_with(origin, topic, announcers)
         } else {
             None
         };
+        let own = origin == self.topology.me();
         let (mut targets, mut lazy) = (Vec::new(), Vec::new());
         for (peer, p) in &self.peers {
             let Some(short) = &p.short else { continue };
@@ -109,14 +125,26 @@ impl Behaviour {
                 continue;
             }
             let go = match &route {
-                Some(r) => r.children.binary_search(short).is_ok() || !r.members.contains(short),
-                None => true,
+                // Our own message while out of step: every link of ours, including those no
+                // record lists yet, is one hop for it.
+                _ if !agreed && own => true,
+                Some(r) => {
+                    r.children.binary_search(short).is_ok()
+                        || !r.members.contains(short)
+                        // Our own message, to a neighbour whose record does not list us yet:
+                        // one hop, where the tree would take it round through another node.
+                        || (own && !self.topology.linked_with_me(*short))
+                }
+                // No tree for the origin yet (its record unknown here): announced to every
+                // neighbour, each pulls one copy; flooded if announcing is off.
+                None => !announcing,
             };
             if go {
                 targets.push(*peer);
-            } else if route
-                .as_ref()
-                .is_some_and(|r| r.lazy.binary_search(short).is_ok())
+            } else if !agreed
+                || route
+                    .as_ref()
+                    .is_some_and(|r| r.lazy.binary_search(short).is_ok())
             {
                 lazy.push(*peer);
             }

@@ -46,10 +46,10 @@ impl Behaviour {
     }
 
     /// Publishes our record after `delay`, or later if the last one was published less than
-    /// `min_announce_interval` before that.
+    /// the hold interval before that.
     fn schedule_announce(&mut self, delay: Duration) {
         let paced = self.last_announce.map_or(Duration::ZERO, |at| {
-            (at + self.config.min_announce_interval).saturating_duration_since(Instant::now())
+            (at + self.hold).saturating_duration_since(Instant::now())
         });
         self.announce_timer = Some(Delay::new(delay.max(paced)));
     }
@@ -57,7 +57,23 @@ impl Behaviour {
     /// Publishes our record to every neighbour.
     pub(crate) fn announce(&mut self) {
         self.dirty = false;
-        self.last_announce = Some(Instant::now());
+        let now = Instant::now();
+        // Busy (this record comes less than twice the maximum after the last one): the next
+        // one waits twice as long, up to the maximum; after a quiet spell that long, the
+        // minimum again. So at most 5 + T / max records in any T seconds (SPEC.md §3).
+        let (min, max) = (
+            self.config.min_announce_interval,
+            self.config
+                .max_announce_interval
+                .max(self.config.min_announce_interval),
+        );
+        self.hold = match self.last_announce {
+            Some(at) if now.duration_since(at) < max.saturating_mul(2) => {
+                self.hold.saturating_mul(2).min(max)
+            }
+            _ => min,
+        };
+        self.last_announce = Some(now);
         let neighbours = self.neighbours.keys().copied().collect();
         let record = match self
             .topology
@@ -198,7 +214,8 @@ impl Behaviour {
                         }));
                     }
                 }
-                // Forward to the neighbours neither the origin nor the sender reached.
+                // Pass on its header to the neighbours neither the origin nor the sender
+                // reached; each asks one neighbour for the record (SPEC.md §3).
                 let from = self.peers.get(&peer).and_then(|p| p.short);
                 let covered_by_sender = from.map_or(&[][..], |s| self.topology.neighbours_of(s));
                 let targets: Vec<PeerId> = self
@@ -212,22 +229,52 @@ impl Behaviour {
                     })
                     .map(|(_, p)| *p)
                     .collect();
-                if !targets.is_empty()
-                    && let Some(record) = self.topology.record(origin)
-                {
-                    let frame = Frame::Record(record).encode();
-                    for peer in targets {
-                        if self.send(peer, frame.clone()) {
-                            self.stats.records_sent += 1;
-                        }
-                    }
+                for peer in targets {
+                    self.header_outbox.entry(peer).or_default().insert(origin);
+                }
+                if !self.header_outbox.is_empty() && self.header_timer.is_none() {
+                    self.header_timer = Some(Delay::new(self.config.announce_delay));
                 }
             }
         }
     }
 
+    /// Sends each neighbour the headers of the records stored since the last flush, those
+    /// it may lack, in SUMMARY frames.
+    pub(crate) fn flush_headers(&mut self) {
+        for (peer, pending) in std::mem::take(&mut self.header_outbox) {
+            let mut headers: Vec<wire::Header> = pending
+                .into_iter()
+                // Only what we still hold: a newer version replaced by an even newer one is
+                // passed on as that.
+                .filter_map(|node| {
+                    let (incarnation, version) = self.topology.held(node)?;
+                    Some(wire::Header {
+                        node,
+                        incarnation,
+                        version,
+                    })
+                })
+                .collect();
+            headers.sort_unstable_by_key(|h| h.node);
+            for chunk in headers.chunks(wire::MAX_HEADERS) {
+                if self.send(peer, Frame::Summary(chunk.to_vec()).encode()) {
+                    self.stats.summaries_sent += 1;
+                }
+            }
+        }
+    }
+
+    /// A neighbour's digest. A difference is resynced (our headers sent) only when the next
+    /// digest shows the same pair, so that databases still converging through passed-on
+    /// headers cost no summaries; and at most once per digest interval per peer.
     pub(crate) fn on_digest(&mut self, peer: PeerId, digest: u64) {
-        if digest == self.topology.digest() {
+        let ours = self.topology.digest();
+        if digest == ours {
+            self.differing.remove(&peer);
+            return;
+        }
+        if self.differing.insert(peer, (digest, ours)) != Some((digest, ours)) {
             return;
         }
         let recent = self
@@ -258,6 +305,7 @@ impl Behaviour {
         } else if !is_open && was_open {
             self.neighbours.remove(&short);
             self.resynced.remove(&peer);
+            self.differing.remove(&peer);
             // A lost link is announced as soon as pacing allows: until it is, trees route
             // through it (meanwhile this node floods: it is dirty).
             self.dirty = true;

@@ -83,7 +83,7 @@ pub(crate) struct Topology {
     entries: HashMap<u64, Entry>,
     max_entries: usize,
     /// Routes per (origin, topic); cleared whenever the graph or any topic set changes.
-    routes: HashMap<(u64, Option<String>), Option<Arc<Route>>>,
+    routes: HashMap<(u64, Option<String>, usize), Option<Arc<Route>>>,
     /// Trees per origin: BFS order and parents; cleared with `routes`.
     trees: HashMap<u64, Arc<Tree>>,
     reachable: Option<Arc<Vec<u64>>>,
@@ -270,6 +270,11 @@ impl Topology {
         Offer::Stored { added, removed }
     }
 
+    /// Whether we and `node` list each other.
+    pub fn linked_with_me(&self, node: u64) -> bool {
+        self.linked(self.me, node) && self.linked(node, self.me)
+    }
+
     /// Whether `a` and `b` list each other: only links both ends publish are used, so every
     /// node computes the same trees from the same records.
     fn linked(&self, a: u64, b: u64) -> bool {
@@ -337,7 +342,7 @@ impl Topology {
         topic: Option<&str>,
         announcers: usize,
     ) -> Option<Arc<Route>> {
-        let key = (origin, topic.map(str::to_string));
+        let key = (origin, topic.map(str::to_string), announcers);
         if let Some(r) = self.routes.get(&key) {
             return r.clone();
         }
@@ -432,6 +437,9 @@ impl Topology {
     /// The first `count` announcers of `y` in `tree` ([`Topology::route`]), those that get the
     /// message anyway (`needed`) first in each group.
     fn announcers_of(&self, tree: &Tree, y: u64, count: usize, needed: &HashSet<u64>) -> Vec<u64> {
+        if count == 0 {
+            return Vec::new();
+        }
         let parent = tree.parent.get(&y).copied();
         let neighbours = &self.entries[&y].neighbours;
         // Sorted: start after the parent's place, wrapping round.
