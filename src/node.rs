@@ -179,6 +179,46 @@ pub struct PeerInfo {
     pub rtt: Option<Duration>,
 }
 
+/// Frames and body bytes one protocol moved, both ways, over all connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    /// Frames read from peers.
+    pub frames_in: u64,
+    /// Body bytes read from peers.
+    pub bytes_in: u64,
+    /// Frames handed to peers' streams.
+    pub frames_out: u64,
+    /// Body bytes handed to peers' streams.
+    pub bytes_out: u64,
+}
+
+impl TrafficStats {
+    fn of(t: &bcos_p2p_core::stream_pair::Traffic) -> Self {
+        TrafficStats {
+            frames_in: t.frames_in(),
+            bytes_in: t.bytes_in(),
+            frames_out: t.frames_out(),
+            bytes_out: t.bytes_out(),
+        }
+    }
+}
+
+/// What a node's protocols did since it started, as [`Node::stats`] reports it (the same
+/// counters the metrics endpoint serves).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Flood: messages, records, repair.
+    pub flood: flood::Stats,
+    /// Status sync.
+    pub status: crate::status::Stats,
+    /// Unicast frames and bytes.
+    pub unicast_traffic: TrafficStats,
+    /// Flood frames and bytes (data and control).
+    pub flood_traffic: TrafficStats,
+    /// Status frames and bytes.
+    pub status_traffic: TrafficStats,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 #[derive(Debug)]
@@ -190,6 +230,8 @@ enum Command {
     Subscribe(String, bool, Reply<bool>),
     SetStatus(Bytes, Reply<u64>),
     Peers(Reply<Vec<PeerInfo>>),
+    Stats(Reply<NodeStats>),
+    Reachable(Reply<Vec<NodeId>>),
     Deny(NodeId, Reply<bool>),
     Allow(NodeId, Reply<bool>),
     Respond(ResponseChannel, Result<Bytes, String>),
@@ -448,6 +490,17 @@ impl Node {
         self.call(Command::Peers).await
     }
 
+    /// The other nodes this node reaches through flood links, directly or over several hops,
+    /// as its view of the network says (see [`Node::peers`] for direct connections).
+    pub async fn reachable(&self) -> Result<Vec<NodeId>, NodeError> {
+        self.call(Command::Reachable).await
+    }
+
+    /// What the node's protocols did since it started: counters and traffic per protocol.
+    pub async fn stats(&self) -> Result<NodeStats, NodeError> {
+        self.call(Command::Stats).await
+    }
+
     /// Refuses `node` from now on and closes its sessions; false if it was already denied.
     pub async fn deny(&self, node: &NodeId) -> Result<bool, NodeError> {
         self.call(|r| Command::Deny(node.clone(), r)).await
@@ -607,6 +660,18 @@ impl Runner {
             }
             Command::SetStatus(payload, reply) => {
                 let _ = reply.send(b.status.set_status(payload).map_err(NodeError::from));
+            }
+            Command::Reachable(reply) => {
+                let _ = reply.send(Ok(b.flood.reachable()));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(Ok(NodeStats {
+                    flood: b.flood.stats(),
+                    status: b.status.stats(),
+                    unicast_traffic: TrafficStats::of(b.unicast.counters().traffic()),
+                    flood_traffic: TrafficStats::of(&b.flood.traffic()),
+                    status_traffic: TrafficStats::of(&b.status.traffic()),
+                }));
             }
             Command::Peers(reply) => {
                 let peers = b
