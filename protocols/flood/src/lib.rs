@@ -416,7 +416,7 @@ pub struct Behaviour {
     /// Nodes whose records were stored since the last flush, per neighbour to pass their
     /// headers on to (SPEC.md §3).
     header_outbox: HashMap<PeerId, HashSet<u64>>,
-    /// Runs while `header_outbox` holds headers (`Config::announce_delay`).
+    /// Runs while `header_outbox` holds headers (`records::HEADER_FLUSH`).
     header_timer: Option<Delay>,
     /// Records asked of a neighbour: short id → (the pair its summary listed, when).
     requested: HashMap<u64, ((u64, u64), Instant)>,

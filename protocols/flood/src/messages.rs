@@ -88,9 +88,9 @@ impl Behaviour {
     ///
     /// While views differ (changes spreading, or our own record lagging our links) trees may
     /// differ from node to node. The message then still goes down the origin's tree as we see
-    /// it (and to neighbours outside it; our own message to every neighbour), and is announced
-    /// to every other neighbour, which pulls it unless a copy comes first; with no tree for
-    /// the origin yet (its record not here), it is announced to every neighbour. That costs a
+    /// it (our own message to every neighbour), and is announced to every other neighbour,
+    /// which pulls it unless a copy comes first; with no tree for the origin yet (its record
+    /// not here), it is announced to every neighbour. That costs a
     /// data frame per node and an id per link, instead of a copy on every link, and every
     /// neighbour of a node that has the message hears of it, so it reaches every node
     /// flooding would (SPEC.md §4). Only with announcing off (`repair_cache_frames` 0) do we
@@ -130,7 +130,10 @@ impl Behaviour {
                 _ if !agreed && own => true,
                 Some(r) => {
                     r.children.binary_search(short).is_ok()
-                        || !r.members.contains(short)
+                        // Outside the tree nobody else reaches it, if everyone sees that tree;
+                        // out of step, announcing it costs less than a copy from every node
+                        // that sees it outside.
+                        || (agreed && !r.members.contains(short))
                         // Our own message, to a neighbour whose record does not list us yet:
                         // one hop, where the tree would take it round through another node.
                         || (own && !self.topology.linked_with_me(*short))

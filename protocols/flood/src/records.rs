@@ -26,6 +26,11 @@ use crate::{
 /// later record of its node would have to outgrow.
 pub(crate) const MAX_INCARNATION_AHEAD: Duration = Duration::from_secs(600);
 
+/// How long the headers of stored records are collected before they are passed on, in one
+/// SUMMARY per neighbour (SPEC.md §3): a node storing many records (a mesh forming) sends each
+/// neighbour a few frames a second, whose headers its own records mostly make redundant.
+const HEADER_FLUSH: Duration = Duration::from_millis(250);
+
 /// How long a record asked of one neighbour is not asked of another (SPEC.md §3).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -107,17 +112,23 @@ impl Behaviour {
     }
 
     /// A neighbour's headers: asks it for the records it holds newer than ours (unless asked
-    /// of someone recently).
+    /// of someone recently, or the record's node is a neighbour too: that one sends its own).
     pub(crate) fn on_summary(&mut self, peer: PeerId, headers: Vec<wire::Header>) {
         let now = Instant::now();
         if self.requested.len() >= 2 * self.config.max_nodes {
             self.requested
                 .retain(|_, (_, at)| now.duration_since(*at) < REQUEST_TIMEOUT);
         }
+        let from = self.peers.get(&peer).and_then(|p| p.short);
         let mut wanted = Vec::new();
         for h in headers {
             let pair = (h.incarnation, h.version);
             if self.topology.held(h.node).is_some_and(|held| pair <= held) {
+                continue;
+            }
+            // A neighbour's records come from the neighbour itself: it sends us each one it
+            // publishes (and its own headers when our digests keep differing).
+            if Some(h.node) != from && self.neighbours.contains_key(&h.node) {
                 continue;
             }
             let asked = self
@@ -215,7 +226,8 @@ impl Behaviour {
                     }
                 }
                 // Pass on its header to the neighbours neither the origin nor the sender
-                // reached; each asks one neighbour for the record (SPEC.md §3).
+                // reached, nor linked to the origin by their own records (the origin sends
+                // them its records itself); each asks one neighbour for the record (SPEC.md §3).
                 let from = self.peers.get(&peer).and_then(|p| p.short);
                 let covered_by_sender = from.map_or(&[][..], |s| self.topology.neighbours_of(s));
                 let targets: Vec<PeerId> = self
@@ -226,6 +238,11 @@ impl Behaviour {
                             && **short != origin
                             && !neighbours.contains(short)
                             && !covered_by_sender.contains(short)
+                            && self
+                                .topology
+                                .neighbours_of(**short)
+                                .binary_search(&origin)
+                                .is_err()
                     })
                     .map(|(_, p)| *p)
                     .collect();
@@ -233,7 +250,7 @@ impl Behaviour {
                     self.header_outbox.entry(peer).or_default().insert(origin);
                 }
                 if !self.header_outbox.is_empty() && self.header_timer.is_none() {
-                    self.header_timer = Some(Delay::new(self.config.announce_delay));
+                    self.header_timer = Some(Delay::new(HEADER_FLUSH));
                 }
             }
         }
