@@ -23,7 +23,9 @@
 //! - holds no read buffer while the stream is idle: once everything read is decoded and the
 //!   stream has nothing more for now, the buffer goes (the next read allocates one). Two to
 //!   six streams per connection each kept 8 KiB or more for good before; measured with
-//!   `benches/conn_memory.rs`: 35 KiB of heap per idle connection end.
+//!   `benches/conn_memory.rs`: 35 KiB of heap per idle connection end. Nor a write buffer once
+//!   all is written. Small frames (under [`COPY_BELOW`]) are copied out of the read buffer
+//!   ([`take_frame`]), so that one kept for long does not keep the buffer alive.
 //!
 //! New space is zeroed once (reading needs initialised memory, and this crate has no
 //! `unsafe`); later reads into it reuse it.
@@ -44,7 +46,7 @@ use futures::{AsyncRead, AsyncWrite, Sink, Stream};
 
 mod codec;
 
-pub use codec::{FrameCodec, take_frame};
+pub use codec::{COPY_BELOW, FrameCodec, take_frame};
 
 /// Payloads at least this long are written from the caller's buffer instead of being copied
 /// into the write buffer, in one write each (what the muxer then splits into its frames);
@@ -271,7 +273,11 @@ where
             let (chunk, whole): (&[u8], bool) = match self.segments.front() {
                 Some((segment, payload)) => (segment, *payload),
                 None if !self.head.is_empty() => (&self.head, false),
-                None => return Poll::Ready(Ok(())),
+                None => {
+                    // All written: an idle stream holds no write buffer either.
+                    self.head = BytesMut::new();
+                    return Poll::Ready(Ok(()));
+                }
             };
             let chunk = match whole {
                 true => chunk,
