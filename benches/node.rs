@@ -12,86 +12,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bcos_p2p::{
-    KeyType, NodeId, NodeKey,
-    ca_tls::{
-        self,
-        pki::{CertificateAuthority, Period},
-    },
-    config::{Config, PeerAddr},
-    node::{Node, NodeEvent},
+    KeyType, NodeId,
+    ca_tls::pki::{CertificateAuthority, Period},
+    node::Node,
 };
-use futures::StreamExt as _;
-use libp2p::Multiaddr;
-use support::quantile;
+use support::{Member, member, quantile, start};
 use tokio::sync::mpsc;
 
-/// (node index, peer) for every `connected` event.
 type Connected = (usize, NodeId);
-
-struct Member {
-    key: NodeKey,
-    cert: Vec<ca_tls::CertificateDer<'static>>,
-    addr: Option<Multiaddr>,
-}
-
-fn member(ca: &CertificateAuthority, i: usize) -> Member {
-    let key = NodeKey::generate(KeyType::Secp256k1).expect("key");
-    let cert = ca
-        .issue_node(&key, &format!("CN=node{i}"), Period::days(1))
-        .expect("cert");
-    Member {
-        cert: ca.node_chain(cert).expect("chain"),
-        key,
-        addr: None,
-    }
-}
-
-/// Starts member `i` on `listen`, dialling `peers`; its `connected` events go to `events`.
-async fn start(
-    ca: &CertificateAuthority,
-    m: &Member,
-    i: usize,
-    listen: Multiaddr,
-    peers: Vec<Multiaddr>,
-    events: mpsc::UnboundedSender<Connected>,
-) -> Node {
-    let tls = ca_tls::Config::new(&m.key, m.cert.clone(), vec![ca.root_der().expect("root")])
-        .expect("tls");
-    let mut config = Config::default();
-    config.network.listen = vec![PeerAddr(listen)];
-    config.network.peers = peers.into_iter().map(PeerAddr).collect();
-    // All 64 nodes share 127.0.0.1, which no deployment does: with the per-address admission
-    // limits (16 handshakes at once, 10 new connections a second per address; configured peers'
-    // addresses exempt, and node i configures only nodes 0..i) the mesh is throttled like a
-    // flood from one host (10.4-11.4 s instead of 4.4-6.6 s). The global limits still apply.
-    let c = &mut config.connection;
-    c.max_pending_incoming_per_ip = c.max_pending_incoming;
-    c.new_inbound_per_ip_per_s = 100_000;
-    c.new_inbound_per_ip_burst = 100_000;
-    let mut node = Node::start(m.key.clone(), tls, config)
-        .await
-        .expect("node starts");
-    let mut stream = node.events().expect("first call");
-    tokio::spawn(async move {
-        while let Some(event) = stream.next().await {
-            if let NodeEvent::Connected { node, .. } = event
-                && events.send((i, node)).is_err()
-            {
-                return;
-            }
-        }
-    });
-    node
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 /// Starts `n` nodes, node i dialling nodes 0..i; returns them once every pair is connected,
 /// with the time that took.
@@ -144,14 +72,7 @@ fn main() {
     bcos_p2p::malloc::tune();
     let quick = support::quick();
     let (mesh_n, ring_n, rounds) = if quick { (64, 8, 6) } else { (64, 8, 20) };
-    // Two sockets per connection inside one process, plus listeners.
-    let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
-    let want = (mesh_n * mesh_n * 2 + 1024) as u64;
-    if soft < want {
-        rlimit::Resource::NOFILE
-            .set(want.min(hard), hard)
-            .expect("raise the open-files limit");
-    }
+    support::memory::raise_fd_limit(mesh_n);
     let runtime = support::runtime();
     let ca = CertificateAuthority::new_root(KeyType::Secp256k1, "CN=bench", Period::days(1))
         .expect("ca");
@@ -160,7 +81,7 @@ fn main() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut members: Vec<Member> = (0..mesh_n).map(|i| member(&ca, i)).collect();
         let (nodes, took) = mesh(&ca, &mut members, &tx, &mut rx).await;
-        let rss = rss_mb();
+        let rss = support::memory::rss_kb() / 1024.0;
         for node in nodes.into_iter().flatten() {
             node.shutdown().await.ok();
         }

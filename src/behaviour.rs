@@ -18,7 +18,8 @@ pub use crate::config::{flood_config, status_config, unicast_config};
 /// Why a swarm could not be built: see [`crate::security::BuildError`].
 pub use crate::security::BuildError;
 use crate::{
-    NodeKey, config::Config, connection, flood, mux, security::SecurityMode, status, unicast,
+    NodeKey, boxed::Boxed, config::Config, connection, flood, mux, security::SecurityMode, status,
+    unicast,
 };
 
 /// The identify protocol version string of bcos-p2p nodes.
@@ -32,8 +33,9 @@ pub struct Behaviour {
     /// run-time deny/allow, and peer scores and bans (from the protocols' offence reports).
     /// First, so the connections it refuses never reach the protocols.
     pub connection: connection::Behaviour,
-    /// Listen addresses and protocols of peers.
-    pub identify: identify::Behaviour,
+    /// Listen addresses and protocols of peers. Its handler is boxed: 3.5 KiB inline, it would
+    /// weigh about three times over in every connection's task ([`crate::boxed`]).
+    pub identify: Boxed<identify::Behaviour>,
     /// Requests with replies, and one-way messages, by NodeId.
     pub unicast: unicast::Behaviour,
     /// Topic subscriptions, multicast and broadcast.
@@ -137,10 +139,10 @@ impl Behaviour {
         let _ = status.set_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION")));
         Behaviour {
             connection,
-            identify: identify::Behaviour::new(
+            identify: Boxed(identify::Behaviour::new(
                 identify::Config::new(PROTOCOL_VERSION.into(), key.keypair().public())
                     .with_agent_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION"))),
-            ),
+            )),
             unicast: {
                 let mut u = unicast::Behaviour::new(unicast_config(config), book.clone());
                 u.set_primaries(primaries.clone());

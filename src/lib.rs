@@ -58,6 +58,8 @@ pub mod open;
 pub mod security;
 
 pub use bcos_p2p_ca_tls as ca_tls;
+/// A behaviour with its connection handler on the heap: see [`bcos_p2p_core::boxed`].
+pub use bcos_p2p_core::boxed;
 /// Yamux with 64 KiB send frames, the muxer of every bcos-p2p swarm: see [`bcos_p2p_core::mux`].
 pub use bcos_p2p_core::mux;
 /// `NodeId`: see [`bcos_p2p_core::NodeId`]. It lives in the core crate so every protocol crate

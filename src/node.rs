@@ -234,6 +234,7 @@ enum Command {
     Reachable(Reply<Vec<NodeId>>),
     Deny(NodeId, Reply<bool>),
     Allow(NodeId, Reply<bool>),
+    AddPeer(Multiaddr, Reply<()>),
     Respond(ResponseChannel, Result<Bytes, String>),
     Shutdown(Reply<()>),
 }
@@ -512,6 +513,13 @@ impl Node {
         self.call(|r| Command::Allow(node.clone(), r)).await
     }
 
+    /// Dials `addr` now and keeps it connected from then on, like an address of the config's
+    /// `[network] peers` (it may end in `/p2p/<PeerId>`); adding a known address redials it now
+    /// if it is not connected.
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.call(|r| Command::AddPeer(addr, r)).await
+    }
+
     /// Stops the node: closes its connections (waiting up to 2 s for peers to see a clean
     /// close) and ends its task. Later calls on any handle fail with [`NodeError::Stopped`].
     pub async fn shutdown(&self) -> Result<(), NodeError> {
@@ -692,6 +700,10 @@ impl Runner {
             }
             Command::Allow(node, reply) => {
                 let _ = reply.send(Ok(b.connection.allow(node)));
+            }
+            Command::AddPeer(addr, reply) => {
+                b.connection.add_peer(addr);
+                let _ = reply.send(Ok(()));
             }
             Command::Respond(channel, result) => {
                 let sent = match result {

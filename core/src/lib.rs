@@ -3,7 +3,7 @@
 //! per [`KeyType`] through one key-type table; and what every protocol's connections run on:
 //! [`stream_pair`], the two-stream connection handler, [`framed`], its length-prefixed frames,
 //! [`link`], the frame link that the flood and status protocols run on, and [`mux`], yamux with
-//! the send frame size set.
+//! the send frame size set; [`boxed`] moves a behaviour's connection handler to the heap.
 //!
 //! The protocol crates address peers by `NodeId`, so it lives here, below all of them; the root
 //! crate `bcos-p2p` re-exports everything.
@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod book;
+pub mod boxed;
 pub mod framed;
 mod key;
 mod keys;

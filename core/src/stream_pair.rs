@@ -274,24 +274,26 @@ impl<C: EncodeFrame> Streams<C> {
     }
 }
 
-/// The connection handler: the two streams of one connection, driven for protocol `P`.
+/// The connection handler: the two streams of one connection, driven for protocol `P`. Both
+/// parts are boxed: libp2p keeps a connection's handler inline in its task's future, about
+/// three times over (see [`crate::boxed`]), so a pointer there saves more than it costs here.
 pub struct StreamPair<P: PairProtocol> {
-    protocol: P,
-    streams: Streams<P::Codec>,
+    protocol: Box<P>,
+    streams: Box<Streams<P::Codec>>,
 }
 
 impl<P: PairProtocol> StreamPair<P> {
     /// A handler for one connection.
     pub fn new(protocol: P) -> Self {
         StreamPair {
-            protocol,
-            streams: Streams {
+            protocol: Box::new(protocol),
+            streams: Box::new(Streams {
                 outbound: Outbound::Idle,
                 open_failures: 0,
                 to_send: VecDeque::new(),
                 inbound: None,
                 to_answer: VecDeque::new(),
-            },
+            }),
         }
     }
 
@@ -329,7 +331,7 @@ impl<P: PairProtocol> StreamPair<P> {
         let written = write_queued(
             stream,
             &mut self.streams.to_send,
-            &mut self.protocol,
+            &mut *self.protocol,
             true,
             cx,
         );
@@ -403,7 +405,7 @@ impl<P: PairProtocol> StreamPair<P> {
             Some(stream) if P::POLICY.answers => write_queued(
                 stream,
                 &mut self.streams.to_answer,
-                &mut self.protocol,
+                &mut *self.protocol,
                 false,
                 cx,
             ),

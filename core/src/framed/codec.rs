@@ -47,13 +47,19 @@ fn invalid(reason: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason)
 }
 
+/// Frame bodies shorter than this are copied out of the read buffer by [`take_frame`]; longer
+/// ones are split off it, uncopied (they hold at most about their own size of it). Half of the
+/// read buffer's smallest size ([`super::FramedIo`] reads into at least 8 KiB).
+pub const COPY_BELOW: usize = 4 * 1024;
+
 /// The longest varint length prefix (the multiformats unsigned-varint limit).
 const MAX_PREFIX: usize = 9;
 
 /// Takes one varint length-prefixed frame body of `min..=max` bytes off the front of `src`:
 /// `None` until all of it has arrived. The length is checked as soon as the prefix is complete,
-/// before any of the body is buffered, and nothing is reserved from it. Shared by every
-/// protocol's decoder.
+/// before any of the body is buffered, and nothing is reserved from it. Bodies shorter than
+/// [`COPY_BELOW`] are copied into their own allocation, longer ones share `src`'s. Shared by
+/// every protocol's decoder.
 pub fn take_frame(src: &mut BytesMut, min: usize, max: usize) -> io::Result<Option<Bytes>> {
     let (len, rest) = match unsigned_varint::decode::usize(src) {
         Ok(v) => v,
@@ -82,6 +88,14 @@ pub fn take_frame(src: &mut BytesMut, min: usize, max: usize) -> io::Result<Opti
     }
     let prefix = src.len() - rest.len();
     src.advance(prefix);
+    if len < COPY_BELOW {
+        // A small frame in an allocation of its own: split off, it would keep the whole read
+        // buffer alive for as long as the frame is kept (records, statuses, certificates are
+        // kept for good), and the buffer could not be reused.
+        let body = Bytes::copy_from_slice(&src[..len]);
+        src.advance(len);
+        return Ok(Some(body));
+    }
     Ok(Some(src.split_to(len).freeze()))
 }
 
