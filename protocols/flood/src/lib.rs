@@ -410,9 +410,9 @@ pub struct Behaviour {
     /// When we last sent a peer the headers of our whole database (at most once per digest
     /// interval).
     resynced: HashMap<PeerId, Instant>,
-    /// The last differing pair of digests (the peer's, ours) per peer: a difference is
-    /// resynced only when the next digest finds it unchanged (SPEC.md §3).
-    differing: HashMap<PeerId, (u64, u64)>,
+    /// Since when each peer's digests have differed from ours: a difference is resynced only
+    /// once it has lasted a digest interval (SPEC.md §3).
+    differing: HashMap<PeerId, Instant>,
     /// Nodes whose records were stored since the last flush, per neighbour to pass their
     /// headers on to (SPEC.md §3).
     header_outbox: HashMap<PeerId, HashSet<u64>>,

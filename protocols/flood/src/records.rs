@@ -282,22 +282,24 @@ impl Behaviour {
         }
     }
 
-    /// A neighbour's digest. A difference is resynced (our headers sent) only when the next
-    /// digest shows the same pair, so that databases still converging through passed-on
-    /// headers cost no summaries; and at most once per digest interval per peer.
+    /// A neighbour's digest. A difference is resynced (our headers sent) only once it has
+    /// lasted a digest interval (two digests in a row), so that databases still converging
+    /// through passed-on headers cost fewer summaries, and at most once per two digest
+    /// intervals per peer (SPEC.md §3).
     pub(crate) fn on_digest(&mut self, peer: PeerId, digest: u64) {
-        let ours = self.topology.digest();
-        if digest == ours {
+        if digest == self.topology.digest() {
             self.differing.remove(&peer);
             return;
         }
-        if self.differing.insert(peer, (digest, ours)) != Some((digest, ours)) {
+        let interval = self.config.digest_interval;
+        let since = *self.differing.entry(peer).or_insert_with(Instant::now);
+        if since.elapsed() < interval.mul_f32(0.9) {
             return;
         }
         let recent = self
             .resynced
             .get(&peer)
-            .is_some_and(|t| t.elapsed() < self.config.digest_interval);
+            .is_some_and(|t| t.elapsed() < interval.saturating_mul(2));
         if !recent {
             tracing::debug!(%peer, "flood databases differ: resyncing");
             self.resync(peer);
