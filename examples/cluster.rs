@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         nodes.push(node);
     }
-    let (mut ends, mut delivered) = (0, 0);
+    let (mut ends, mut delivered, mut disconnects) = (0, 0, 0);
     // Which origins' broadcasts each node got.
     let mut got = vec![std::collections::HashSet::new(); n];
     // When the broadcasts went out, and how long after that each delivery came.
@@ -79,6 +79,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome: Result<(), String> = loop {
         tokio::select! {
             Some((i, event)) = rx.recv() => match event {
+                NodeEvent::Disconnected { reason, .. } => {
+                    disconnects += 1;
+                    if disconnects <= 5 {
+                        println!("node{i} lost a connection: {reason}");
+                    }
+                }
                 NodeEvent::Connected { .. } => {
                     ends += 1;
                     if ends == n * (n - 1) {
@@ -130,6 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
+    println!("{disconnects} connection ends lost on the way");
     latencies.sort();
     if !latencies.is_empty() {
         let q = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
@@ -149,7 +156,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = |f: fn(&NodeStats) -> u64| stats.iter().map(f).sum::<u64>();
     println!(
         "flood: {} frames, {} bytes sent; data frames {}, duplicates {}; records sent {}, \
-         stored {}; summaries {}; IHAVE {}, IWANT {}, repaired {}",
+         stored {}; summaries {}; IHAVE {}, IWANT {}, repaired {}; dropped {}, non-members {}",
         total(|s| s.flood_traffic.frames_out),
         total(|s| s.flood_traffic.bytes_out),
         total(|s| s.flood.frames_sent),
@@ -160,6 +167,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total(|s| s.flood.ihave_sent),
         total(|s| s.flood.iwant_sent),
         total(|s| s.flood.repaired),
+        total(|s| s.flood.dropped),
+        total(|s| s.flood.non_members),
     );
     // All at once, as a whole cluster stops (also after a failure: dropping the handles would
     // leave each node to notice on its own): one by one, each node's peers would see its
