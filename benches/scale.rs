@@ -296,17 +296,6 @@ fn json(v: Option<f64>) -> String {
     v.map_or("null".into(), |v| format!("{v:.0}"))
 }
 
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     bcos_p2p::malloc::tune();
     let quick = support::quick();
@@ -334,7 +323,7 @@ fn main() {
         let (fresh, fresh_expected) = mesh
             .broadcast_latencies(&everyone, Duration::ZERO, Duration::from_secs(60))
             .await;
-        let mesh_rss_mb = rss_kb() as f64 / 1024.0;
+        let mesh_rss_mb = support::memory::rss_kb() / 1024.0;
         println!(
             "full mesh of {mesh_n}: connected in {:.1} s; fresh broadcasts p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; RSS {mesh_rss_mb:.0} MB",
             mesh_connect.as_secs_f64(),
