@@ -104,6 +104,11 @@ impl Behaviour {
     fn resync(&mut self, peer: PeerId) {
         self.resynced.insert(peer, Instant::now());
         let headers = self.topology.headers();
+        self.send_headers(peer, &headers);
+    }
+
+    /// Sends `headers` to `peer` in SUMMARY frames of at most [`wire::MAX_HEADERS`].
+    fn send_headers(&mut self, peer: PeerId, headers: &[wire::Header]) {
         for chunk in headers.chunks(wire::MAX_HEADERS) {
             if self.send(peer, Frame::Summary(chunk.to_vec()).encode()) {
                 self.stats.summaries_sent += 1;
@@ -192,7 +197,6 @@ impl Behaviour {
             tracing::debug!(%node, incarnation = record.incarnation, "flood record from too far in the future refused");
             return;
         }
-        let neighbours = record.neighbours.clone();
         match self.topology.offer(node.clone(), record) {
             Offer::Stale => {}
             Offer::OwnNewer {
@@ -229,6 +233,8 @@ impl Behaviour {
                 // reached, nor linked to the origin by their own records (the origin sends
                 // them its records itself); each asks one neighbour for the record (SPEC.md §3).
                 let from = self.peers.get(&peer).and_then(|p| p.short);
+                // Neighbour lists as stored: sorted.
+                let covered_by_origin = self.topology.neighbours_of(origin);
                 let covered_by_sender = from.map_or(&[][..], |s| self.topology.neighbours_of(s));
                 let targets: Vec<PeerId> = self
                     .neighbours
@@ -236,8 +242,8 @@ impl Behaviour {
                     .filter(|(short, _)| {
                         Some(**short) != from
                             && **short != origin
-                            && !neighbours.contains(short)
-                            && !covered_by_sender.contains(short)
+                            && covered_by_origin.binary_search(short).is_err()
+                            && covered_by_sender.binary_search(short).is_err()
                             && self
                                 .topology
                                 .neighbours_of(**short)
@@ -274,11 +280,7 @@ impl Behaviour {
                 })
                 .collect();
             headers.sort_unstable_by_key(|h| h.node);
-            for chunk in headers.chunks(wire::MAX_HEADERS) {
-                if self.send(peer, Frame::Summary(chunk.to_vec()).encode()) {
-                    self.stats.summaries_sent += 1;
-                }
-            }
+            self.send_headers(peer, &headers);
         }
     }
 
