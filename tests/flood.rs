@@ -28,6 +28,10 @@ use libp2p::{Multiaddr, Swarm, swarm::NetworkBehaviour, swarm::SwarmEvent};
 
 const TOPIC: &str = "blocks";
 
+/// Held by the tests that form whole meshes (hundreds of CA-TLS handshakes in a debug build),
+/// so that they do not form them at the same time and time out on a loaded 2-core machine.
+static MESH_FORMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A delivered message: id, topic, payload, hops.
 type Got = (MessageId, Option<String>, Bytes, u8);
 
@@ -1207,6 +1211,7 @@ async fn a_relay_that_fails_with_messages_in_flight_cuts_nobody_off() {
 /// `MESH_N=128 cargo test --release --test flood broadcasts_while` runs it at 128 nodes.
 #[tokio::test]
 async fn broadcasts_while_a_mesh_forms_arrive_once_without_flooding() {
+    let _one_at_a_time = MESH_FORMING.lock().await;
     let n: usize = std::env::var("MESH_N").map_or(24, |v| v.parse().unwrap());
     let mut net = Net::new(n, |_, _| {}).await;
     net.connect(&mesh(n)).await;
@@ -1248,6 +1253,7 @@ async fn broadcasts_while_a_mesh_forms_arrive_once_without_flooding() {
 /// passed on in a full mesh, only headers), and an idle mesh sends digests only.
 #[tokio::test]
 async fn a_forming_and_an_idle_mesh_send_records_within_the_bound() {
+    let _one_at_a_time = MESH_FORMING.lock().await;
     let n = 16;
     let mut net = Net::new(n, |_, _| {}).await;
     let started = Instant::now();
