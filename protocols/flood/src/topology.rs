@@ -8,12 +8,16 @@
 //! one copy, in as few hops as the graph allows, with nothing on the wire but the message.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use bcos_p2p_core::{KeyError, NodeId, NodeKey};
+// foldhash, not SipHash: the keys are short ids (SHA-256 prefixes no peer picks freely), and
+// hashing them was a tenth of a 128-node mesh's CPU. foldhash is hashbrown's own default
+// hasher (already built here) and seeds itself per process.
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use sha2::{Digest as _, Sha256};
 
 use crate::wire;
@@ -136,11 +140,33 @@ impl Topology {
         self.me
     }
 
-    fn changed(&mut self) {
+    /// Drops what a change of the graph makes stale: routes, trees and the digest always, the
+    /// set of reachable nodes unless `keep_reachable` (the change cannot move it).
+    fn changed(&mut self, keep_reachable: bool) {
         self.routes.clear();
         self.trees.clear();
-        self.reachable = None;
+        if !keep_reachable {
+            self.reachable = None;
+        }
         self.digest = None;
+    }
+
+    /// Whether `id` listing `new` neighbours (sorted, deduplicated) instead of `old` (the
+    /// same) leaves the reachable nodes as they are: no link goes, and no new link joins a
+    /// reachable node to an unreachable one. Checking this (a few binary searches) saves a
+    /// search of the whole graph per record while a mesh forms and links only come.
+    fn keeps_reachable(&self, id: u64, old: &[u64], new: &[u64]) -> bool {
+        let Some(reachable) = &self.reachable else {
+            return false;
+        };
+        let is_reachable = |n: &u64| reachable.binary_search(n).is_ok();
+        if old.iter().any(|n| new.binary_search(n).is_err()) {
+            return false;
+        }
+        let inside = is_reachable(&id);
+        new.iter()
+            .filter(|n| old.binary_search(n).is_err())
+            .all(|n| !self.linked(id, *n) || is_reachable(n) == inside)
     }
 
     /// Publishes a new version of our own record, signed with `key` (ours); returns it for
@@ -165,11 +191,17 @@ impl Topology {
             signature: bytes::Bytes::new(),
         };
         record.signature = key.sign(&record.signed_message())?.into();
+        let keep = self.keeps_reachable(
+            self.me,
+            &self.entries[&self.me].neighbours,
+            &record.neighbours,
+        );
+        let me = self.entries.get_mut(&self.me).expect("own entry");
         me.version = record.version;
         me.neighbours.clone_from(&record.neighbours);
         me.topics = topics;
         me.signed = Some(record.clone());
-        self.changed();
+        self.changed(keep);
         Ok(record)
     }
 
@@ -234,6 +266,7 @@ impl Topology {
         neighbours.dedup();
         let topics: BTreeSet<String> = record.topics.into_iter().collect();
         let full = self.entries.len() >= self.max_entries;
+        let keep = self.keeps_reachable(id, self.neighbours_of(id), &neighbours);
         let (added, removed) = match self.entries.get_mut(&id) {
             Some(old) if (record.incarnation, record.version) <= (old.incarnation, old.version) => {
                 return Offer::Stale;
@@ -266,7 +299,7 @@ impl Topology {
                 (added, Vec::new())
             }
         };
-        self.changed();
+        self.changed(keep);
         Offer::Stored { added, removed }
     }
 
@@ -295,7 +328,7 @@ impl Topology {
         }
         let mut order = vec![root];
         let mut parent = HashMap::new();
-        let mut members: HashSet<u64> = HashSet::from([root]);
+        let mut members: HashSet<u64> = HashSet::from_iter([root]);
         let mut queue = VecDeque::from([root]);
         while let Some(a) = queue.pop_front() {
             // Neighbour lists are sorted: ties are broken the same way on every node.
@@ -460,15 +493,18 @@ impl Topology {
         candidates
     }
 
-    /// Short ids of the nodes reachable from us over published links (us included).
+    /// Short ids of the nodes reachable from us over published links (us included), sorted.
     fn reachable_ids(&mut self) -> Arc<Vec<u64>> {
         if let Some(r) = &self.reachable {
             return r.clone();
         }
-        let ids = Arc::new(match self.tree(self.me) {
+        let mut ids = match self.tree(self.me) {
             Some(t) => t.order.clone(),
             None => vec![self.me],
-        });
+        };
+        // Sorted: `keeps_reachable` and `digest` want them so.
+        ids.sort_unstable();
+        let ids = Arc::new(ids);
         self.reachable = Some(ids.clone());
         ids
     }
@@ -506,10 +542,9 @@ impl Topology {
         if let Some(d) = self.digest {
             return d;
         }
-        let mut ids: Vec<u64> = self.reachable_ids().to_vec();
-        ids.sort_unstable();
+        let ids = self.reachable_ids();
         let mut hash = Sha256::new();
-        for id in ids {
+        for &id in ids.iter() {
             let e = &self.entries[&id];
             hash.update(id.to_be_bytes());
             hash.update(e.incarnation.to_be_bytes());
@@ -536,7 +571,8 @@ impl Topology {
         });
         let removed = before - self.entries.len();
         if removed > 0 {
-            self.changed();
+            // Only unreachable records go.
+            self.changed(true);
         }
         removed
     }
@@ -610,6 +646,69 @@ mod tests {
             assert!(matches!(t.offer(id.clone(), rec), Offer::Stored { .. }));
         }
         t
+    }
+
+    /// The reachable set kept across changes (`keeps_reachable`) is always the one a search of
+    /// the whole graph finds: records of a growing and shrinking random graph, the digest and
+    /// the reachable nodes compared after each with a view built from scratch.
+    #[test]
+    fn reachable_nodes_kept_across_changes_match_a_fresh_search() {
+        let (keys, ids) = nodes(12);
+        let short: Vec<u64> = ids.iter().map(|n| short_id(n.as_bytes())).collect();
+        let mut lists: Vec<Vec<u64>> = vec![Vec::new(); 12];
+        let mut versions = [1u64; 12];
+        let mut t = Topology::new(ids[0].clone(), 1, 100);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for step in 0..400 {
+            // Mostly links come (a mesh forming), now and then one goes.
+            let (i, j) = (rand(12), rand(12));
+            if i == j {
+                continue;
+            }
+            if rand(5) == 0 {
+                lists[i].retain(|n| *n != short[j]);
+            } else if !lists[i].contains(&short[j]) {
+                lists[i].push(short[j]);
+            }
+            if i == 0 {
+                t.publish(lists[0].clone(), BTreeSet::new(), &keys[0])
+                    .unwrap();
+            } else {
+                versions[i] += 1;
+                let rec = record(&ids[i], (1, versions[i]), lists[i].clone());
+                assert!(matches!(t.offer(ids[i].clone(), rec), Offer::Stored { .. }));
+            }
+            let mut fresh = Topology::new(ids[0].clone(), 1, 100);
+            let (_, own) = t.held(short[0]).unwrap();
+            if own > 0 {
+                fresh.outgrow(1, own - 1);
+                fresh
+                    .publish(lists[0].clone(), BTreeSet::new(), &keys[0])
+                    .unwrap();
+            }
+            for k in 1..12 {
+                if t.held(short[k]).is_some() {
+                    let rec = record(&ids[k], t.held(short[k]).unwrap(), lists[k].clone());
+                    fresh.offer(ids[k].clone(), rec);
+                }
+            }
+            let sorted = |mut v: Vec<NodeId>| {
+                v.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                v
+            };
+            assert_eq!(
+                sorted(t.reachable()),
+                sorted(fresh.reachable()),
+                "step {step}"
+            );
+            assert_eq!(t.digest(), fresh.digest(), "step {step}");
+        }
     }
 
     #[test]
