@@ -66,6 +66,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         nodes.push(node);
     }
     let (mut ends, mut delivered, mut disconnects) = (0, 0, 0);
+    // Why connections were lost, digits left out so that alike reasons count together.
+    let mut reasons = std::collections::BTreeMap::new();
     // Which origins' broadcasts each node got.
     let mut got = vec![std::collections::HashSet::new(); n];
     // When the broadcasts went out, and how long after that each delivery came.
@@ -82,8 +84,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 NodeEvent::Disconnected { reason, .. } => {
                     disconnects += 1;
                     if disconnects <= 5 {
-                        println!("node{i} lost a connection: {reason}");
+                        println!("node{i} lost a connection after {:?}: {reason}", started.elapsed());
                     }
+                    let kind: String = reason.to_string().chars().filter(|c| !c.is_ascii_digit()).collect();
+                    *reasons.entry(kind).or_insert(0usize) += 1;
                 }
                 NodeEvent::Connected { .. } => {
                     ends += 1;
@@ -137,6 +141,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     println!("{disconnects} connection ends lost on the way");
+    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for (reason, count) in reasons.iter().take(5) {
+        println!("  {count} × {reason}");
+    }
     latencies.sort();
     if !latencies.is_empty() {
         let q = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];

@@ -128,10 +128,13 @@ impl Behaviour {
         }
         let book = book.clone();
         let primaries = connection.primaries();
-        // Every protocol reports what peers do wrong to the manager, which scores and bans.
+        // Every protocol reports what peers do wrong to the manager, which scores and bans,
+        // and marks the frames each connection brings, which the manager counts as signs of life.
         let offences = connection.offences();
+        let heard = connection.heard();
         let mut status = status::Behaviour::new(status_config(config), book.clone());
         status.set_offences(offences.clone());
+        status.set_heard(heard.clone());
         let modules = &config.unicast.modules;
         if let Err(e) = status.set_modules(modules.iter().copied()) {
             tracing::warn!(error = %e, "module list not published in the status");
@@ -147,12 +150,14 @@ impl Behaviour {
                 let mut u = unicast::Behaviour::new(unicast_config(config), book.clone());
                 u.set_primaries(primaries.clone());
                 u.set_offences(offences.clone());
+                u.set_heard(heard.clone());
                 u
             },
             flood: {
                 let mut f = flood::Behaviour::new(key, flood_config(config), book);
                 f.set_primaries(primaries);
                 f.set_offences(offences);
+                f.set_heard(heard);
                 // The deny/allow lists apply to the origins of messages too, network-wide.
                 let access = access.clone();
                 f.set_origin_filter(move |node| access.check(node).is_ok());

@@ -25,6 +25,8 @@ use bcos_p2p::{
     },
     config::PeerAddr,
     connection::{self, Config, Event, JITTER, Refusal},
+    flood,
+    node::NodeEvent,
 };
 use common::{TIMEOUT, node};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
@@ -673,6 +675,110 @@ async fn a_peer_that_stops_answering_pings_is_closed_as_dead() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// A busy member: it holds every ping stream without an answer (its answers would wait behind
+/// its work), but until `quiet` is set it keeps sending the node flood DIGEST frames, every
+/// 100 ms, once connected to `target`.
+async fn busy_peer(
+    ca: &CertificateAuthority,
+    target: NodeId,
+    quiet: Arc<AtomicBool>,
+) -> (Multiaddr, NodeId) {
+    let (key, tls) = node(ca, KeyType::Secp256k1, Period::days(1));
+    let mut swarm = build_swarm_with(&key, &tls, |_| libp2p_stream::Behaviour::new()).unwrap();
+    let mut control = swarm.behaviour().new_control();
+    let mut pings = control.accept(libp2p::ping::PROTOCOL_NAME).unwrap();
+    let port = common::listen_port(&mut swarm).await;
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((_, stream)) = pings.next().await {
+            held.push(stream);
+        }
+    });
+    tokio::spawn(async move {
+        let target = target.to_peer_id();
+        let deadline = Instant::now() + TIMEOUT;
+        let mut stream = loop {
+            match control.open_stream(target, flood::PROTOCOL_NAME).await {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("no flood stream to the node: {e}"),
+            }
+        };
+        // varint(9) ‖ DIGEST: kind 0x03 and an 8-byte digest.
+        let digest = [9, 3, 0, 0, 0, 0, 0, 0, 0, 1];
+        for _ in 0..600 {
+            if quiet.load(Ordering::SeqCst) {
+                // Hold the stream open, send nothing more.
+                futures::future::pending::<()>().await;
+            }
+            if stream.write_all(&digest).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (loopback(port), key.node_id().clone())
+}
+
+/// Pings alone would close a busy peer's connection, and the storm of reconnections that
+/// follows on a loaded mesh costs more than the load: a peer whose frames keep coming is alive,
+/// however late its ping answers. Once it goes quiet too, it is closed as dead as before.
+#[tokio::test]
+async fn a_peer_that_keeps_sending_frames_is_not_closed_for_unanswered_pings() {
+    let ca = ca();
+    let (key, tls) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let quiet = Arc::new(AtomicBool::new(false));
+    let (peer_addr, peer) = busy_peer(&ca, key.node_id().clone(), quiet.clone()).await;
+    let mut config = bcos_p2p::config::Config::default();
+    config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.network.peers = vec![PeerAddr(peer_addr)];
+    let c = &mut config.connection;
+    (c.ping_interval_ms, c.ping_timeout_ms, c.ping_max_failures) = (200, 300, 3);
+    // 3 periods plus a timeout: 0.9 s.
+    let dead_after = Duration::from_millis(900);
+    let mut node = bcos_p2p::node::Node::start(key, tls, config).await.unwrap();
+    let mut events: common::Events = Box::pin(node.events().unwrap());
+    common::next(&mut events, |e| {
+        matches!(e, NodeEvent::Connected { node, .. } if *node == peer).then_some(())
+    })
+    .await;
+
+    // Five deadlines' worth of unanswered pings, with frames coming all along.
+    let kept = Instant::now();
+    while kept.elapsed() < dead_after * 5 {
+        match tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+            Ok(Some(NodeEvent::Connection(Event::Dead {
+                failures, silent, ..
+            }))) => {
+                panic!("closed as dead while sending: {failures} failures, silent {silent:?}")
+            }
+            Ok(Some(NodeEvent::Disconnected { reason, .. })) => panic!("disconnected: {reason}"),
+            Ok(None) => panic!("the node stopped"),
+            _ => {}
+        }
+    }
+
+    quiet.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let silent = common::next(&mut events, |e| match e {
+        NodeEvent::Connection(Event::Dead { node, silent, .. }) if *node == peer => Some(*silent),
+        _ => None,
+    })
+    .await;
+    eprintln!(
+        "dead {} ms after the peer went quiet (silent {silent:?})",
+        t.elapsed().as_millis()
+    );
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 

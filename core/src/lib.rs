@@ -3,7 +3,8 @@
 //! per [`KeyType`] through one key-type table; and what every protocol's connections run on:
 //! [`stream_pair`], the two-stream connection handler, [`framed`], its length-prefixed frames,
 //! [`link`], the frame link that the flood and status protocols run on, and [`mux`], yamux with
-//! the send frame size set; [`boxed`] moves a behaviour's connection handler to the heap.
+//! the send frame size set; [`boxed`] moves a behaviour's connection handler to the heap;
+//! [`heard`] and [`offences`] are what the protocols tell the connection manager about peers.
 //!
 //! The protocol crates address peers by `NodeId`, so it lives here, below all of them; the root
 //! crate `bcos-p2p` re-exports everything.
@@ -14,6 +15,7 @@
 mod book;
 pub mod boxed;
 pub mod framed;
+pub mod heard;
 mod key;
 mod keys;
 pub mod link;
@@ -24,6 +26,7 @@ mod primary;
 pub mod stream_pair;
 
 pub use book::NodeIdBook;
+pub use heard::{Heard, HeardAt};
 pub use key::{KeyError, NodeKey, pem_encode};
 pub use keys::{
     KeyType, MAX_RSA_BITS, MIN_RSA_BITS, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1,

@@ -15,7 +15,10 @@ use std::{
     collections::VecDeque,
     convert::Infallible,
     fmt, io,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -28,7 +31,10 @@ use libp2p_swarm::{
     handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound},
 };
 
-use crate::framed::{EncodeFrame, FramedIo};
+use crate::{
+    framed::{EncodeFrame, FramedIo},
+    heard::HeardAt,
+};
 
 /// Frames read from one stream per `poll`, so one busy stream cannot starve the others.
 const READ_BATCH: usize = 64;
@@ -280,6 +286,8 @@ impl<C: EncodeFrame> Streams<C> {
 pub struct StreamPair<P: PairProtocol> {
     protocol: Box<P>,
     streams: Box<Streams<P::Codec>>,
+    /// Marked at every frame the peer sends (see [`StreamPair::hearing`]).
+    heard: Option<Arc<HeardAt>>,
 }
 
 impl<P: PairProtocol> StreamPair<P> {
@@ -294,7 +302,15 @@ impl<P: PairProtocol> StreamPair<P> {
                 inbound: None,
                 to_answer: VecDeque::new(),
             }),
+            heard: None,
         }
+    }
+
+    /// Marks `at` (when given) whenever the peer sends a frame, on either stream: the
+    /// connection manager counts that as a sign of life ([`crate::heard`]).
+    pub fn hearing(mut self, at: Option<Arc<HeardAt>>) -> Self {
+        self.heard = at;
+        self
     }
 
     fn discard_queued(&mut self) {
@@ -339,10 +355,15 @@ impl<P: PairProtocol> StreamPair<P> {
         if error.is_none() {
             for _ in 0..READ_BATCH {
                 let reason = match stream.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(frame))) => match self.protocol.on_reply(frame) {
-                        Ok(()) => continue,
-                        Err(reason) => reason,
-                    },
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(at) = &self.heard {
+                            at.mark();
+                        }
+                        match self.protocol.on_reply(frame) {
+                            Ok(()) => continue,
+                            Err(reason) => reason,
+                        }
+                    }
                     Poll::Ready(Some(Err(e))) => CloseReason::of_read(e),
                     Poll::Ready(None) => CloseReason::ClosedByPeer,
                     Poll::Pending => break,
@@ -376,6 +397,9 @@ impl<P: PairProtocol> StreamPair<P> {
             };
             match stream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(at) = &self.heard {
+                        at.mark();
+                    }
                     self.protocol.traffic().received(P::read_len(&frame));
                     if let Err(reason) =
                         self.protocol.on_inbound(frame, &mut self.streams.to_answer)

@@ -37,10 +37,12 @@ pub struct Config {
     /// How long a ping may take. Default 5 s.
     pub ping_timeout: Duration,
     /// Consecutive failed pings after which a connection is closed as dead. Default 3. libp2p's
-    /// ping forgives the first failure silently, so values below 2 act as 2. A connection is
-    /// also closed as dead when no ping has been answered for [`Config::dead_after`] (over a
-    /// cut link libp2p opens each new ping stream with a fixed 10 s negotiation timeout, so
-    /// counting failures alone takes 30 s and more).
+    /// ping forgives the first failure silently, so values below 2 act as 2; a failure with a
+    /// frame of the protocols arriving within the ping timeout does not count (the peer is
+    /// alive, only slow to answer). A connection is also closed as dead when for
+    /// [`Config::dead_after`] neither a ping was answered nor a frame came (over a cut link
+    /// libp2p opens each new ping stream with a fixed 10 s negotiation timeout, so counting
+    /// failures alone takes 30 s and more).
     pub ping_max_failures: u32,
     /// Most incoming connections still handshaking (`None`: no limit). Default 256.
     pub max_pending_incoming: Option<u32>,
@@ -113,19 +115,24 @@ impl Config {
             .min(max)
     }
 
-    /// How long a connection may go without an answered ping before it is closed as dead:
-    /// `ping_max_failures` periods plus one timeout (20 s by default).
+    /// How long a connection may go without an answered ping or a frame before it is closed
+    /// as dead: `ping_max_failures` periods plus one timeout (20 s by default).
     pub fn dead_after(&self) -> Duration {
         let interval = self.ping_interval.clamp(MIN_DELAY, MAX_DELAY);
         let timeout = self.ping_timeout.clamp(MIN_DELAY, MAX_DELAY);
         interval.saturating_mul(self.ping_max_failures.max(2)) + timeout
     }
 
+    /// How long a ping may take, clamped as the redial delays are.
+    pub(super) fn ping_timeout(&self) -> Duration {
+        self.ping_timeout.clamp(MIN_DELAY, MAX_DELAY)
+    }
+
     /// libp2p's ping settings, the periods clamped as the redial delays are.
     pub(super) fn ping(&self) -> ping::Config {
         ping::Config::new()
             .with_interval(self.ping_interval.clamp(MIN_DELAY, MAX_DELAY))
-            .with_timeout(self.ping_timeout.clamp(MIN_DELAY, MAX_DELAY))
+            .with_timeout(self.ping_timeout())
     }
 
     /// libp2p's connection limits.

@@ -160,14 +160,15 @@ pub enum Event {
         /// The address.
         addr: Multiaddr,
     },
-    /// A connection was closed as dead: [`Config::ping_max_failures`] pings in a row failed,
-    /// or none was answered for [`Config::dead_after`].
+    /// A connection was closed as dead: [`Config::ping_max_failures`] pings in a row failed
+    /// with no frame coming meanwhile, or for [`Config::dead_after`] neither a ping was answered
+    /// nor a frame came.
     Dead {
         /// The peer.
         node: NodeId,
         /// Consecutive failed pings reported.
         failures: u32,
-        /// How long since a ping was last answered (or the connection came up).
+        /// How long since a ping was last answered or a frame came (or the connection came up).
         silent: Duration,
     },
     /// A peer's connections were closed because [`Behaviour::deny`] (or a change of the access

@@ -10,7 +10,9 @@
 //!   connection dialled by the smaller [`NodeId`] and drop the other (see [`Behaviour`]);
 //! - refuses connections to itself, and never dials such an address again;
 //! - detects dead connections by wrapping [`libp2p::ping`] (its handler is this behaviour's
-//!   handler): a connection whose pings fail [`Config::ping_max_failures`] times in a row closes;
+//!   handler) and by the frames the protocols mark ([`Behaviour::heard`]): a connection whose
+//!   pings fail [`Config::ping_max_failures`] times in a row with no frame coming meanwhile, or
+//!   that neither answers a ping nor sends a frame for [`Config::dead_after`], closes;
 //! - bounds pending and established connections by wrapping [`libp2p::connection_limits`],
 //!   new incoming connections per second per IP address ([`Config::new_inbound_per_ip`]) and
 //!   incoming connections still handshaking per IP address
@@ -68,7 +70,7 @@ use libp2p::{
 
 #[cfg(doc)]
 use crate::ca_tls;
-use crate::{NodeId, NodeIdBook, Offences, PrimaryConnections, ca_tls::AccessList};
+use crate::{Heard, NodeId, NodeIdBook, Offences, PrimaryConnections, ca_tls::AccessList};
 
 use admission::Admission;
 pub use admission::{DUPLICATE_GRACE, REPLACE_GRACE};
@@ -120,6 +122,8 @@ pub struct Behaviour {
     rng: Rng,
     /// Where the protocols report offences.
     offences: Offences,
+    /// Where the protocols mark each connection's last frame ([`Behaviour::heard`]).
+    heard: Heard,
     scores: Scores,
 }
 
@@ -150,6 +154,7 @@ impl Behaviour {
             waker: None,
             rng: Rng::new(),
             offences: Offences::default(),
+            heard: Heard::default(),
             scores: Scores::default(),
         }
     }
@@ -274,9 +279,19 @@ impl NetworkBehaviour for Behaviour {
                 self.release_pending(e.connection_id);
                 self.on_established(e);
             }
-            FromSwarm::ConnectionClosed(e) => self.on_closed(e),
-            FromSwarm::DialFailure(e) => self.on_dial_failure(e),
-            FromSwarm::ListenFailure(e) => self.on_listen_failure(e),
+            FromSwarm::ConnectionClosed(e) => {
+                self.heard.forget(e.connection_id);
+                self.on_closed(e);
+            }
+            FromSwarm::DialFailure(e) => {
+                // A behaviour after the protocols may refuse a connection they took a cell for.
+                self.heard.forget(e.connection_id);
+                self.on_dial_failure(e);
+            }
+            FromSwarm::ListenFailure(e) => {
+                self.heard.forget(e.connection_id);
+                self.on_listen_failure(e);
+            }
             FromSwarm::AddressChange(e) => {
                 if let Some(c) = self.conns.get_mut(&e.connection_id) {
                     c.addr = remote_addr(e.new);

@@ -21,7 +21,7 @@ use crate::{NodeId, Offence};
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Closing {
     Duplicate,
-    /// Consecutive failed pings, and for how long none was answered.
+    /// Consecutive failed pings, and for how long neither a ping was answered nor a frame came.
     Dead(u32, Duration),
     Dropped,
     /// The peer's score fell to the ban threshold, last by this kind of offence.
@@ -223,7 +223,7 @@ impl Behaviour {
         self.primaries.remove(&e.peer_id);
         let reason = match (conn.closing, e.cause) {
             (Some(Closing::Dead(n, silent)), _) => format!(
-                "dead: no ping answered for {:.1} s ({n} failed)",
+                "dead: no ping answered and no frame for {:.1} s ({n} pings failed)",
                 silent.as_secs_f64()
             ),
             (Some(Closing::Dropped), _) => "denied".to_string(),

@@ -52,7 +52,7 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    NodeId, NodeIdBook, NodeKey, Offence, Offences, PrimaryConnections,
+    Heard, NodeId, NodeIdBook, NodeKey, Offence, Offences, PrimaryConnections,
     link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
     stream_pair::{CloseReason, Traffic},
 };
@@ -428,6 +428,8 @@ pub struct Behaviour {
     budgets: Budgets,
     /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
     offences: Offences,
+    /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
+    heard: Option<Heard>,
 }
 
 /// The wall clock in nanoseconds since the Unix epoch (saturating; 0 before the epoch): what
@@ -496,6 +498,7 @@ impl Behaviour {
                 config.max_frame,
             ),
             offences: Offences::default(),
+            heard: None,
             config,
         }
     }
@@ -504,6 +507,13 @@ impl Behaviour {
     /// manager's choice while it closes a duplicate).
     pub fn set_primaries(&mut self, primaries: PrimaryConnections) {
         self.primaries = primaries;
+    }
+
+    /// Marks in `heard` (the connection manager's handle) when each connection last brought a
+    /// frame of this protocol: the manager counts that as a sign of life besides ping.
+    /// Default: nothing is marked.
+    pub fn set_heard(&mut self, heard: Heard) {
+        self.heard = Some(heard);
     }
 
     /// Reports what peers do wrong to `offences` (the connection manager's handle, which may
@@ -706,6 +716,7 @@ impl Behaviour {
             self.events.push_back(command);
         }
         Handler::new(Link::new(self.link.clone(), queue))
+            .hearing(self.heard.as_ref().map(|h| h.cell(connection)))
     }
 
     fn forget_connection(&mut self, peer: PeerId, connection: ConnectionId) {

@@ -42,7 +42,7 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    NodeId, NodeIdBook, Offence, Offences,
+    Heard, NodeId, NodeIdBook, Offence, Offences,
     link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
     stream_pair::{CloseReason, Traffic},
 };
@@ -243,6 +243,8 @@ pub struct Behaviour {
     events: VecDeque<ToSwarm<Event, LinkCommand>>,
     /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
     offences: Offences,
+    /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
+    heard: Option<Heard>,
 }
 
 impl Behaviour {
@@ -281,7 +283,15 @@ impl Behaviour {
             stats: Stats::default(),
             events: VecDeque::new(),
             offences: Offences::default(),
+            heard: None,
         }
+    }
+
+    /// Marks in `heard` (the connection manager's handle) when each connection last brought a
+    /// frame of this protocol: the manager counts that as a sign of life besides ping.
+    /// Default: nothing is marked.
+    pub fn set_heard(&mut self, heard: Heard) {
+        self.heard = Some(heard);
     }
 
     /// Reports peers that send malformed frames to `offences` (the connection manager's
@@ -605,6 +615,7 @@ impl Behaviour {
         ));
         self.new_queues.insert(connection, queue.clone());
         Handler::new(Link::new(self.link.clone(), queue))
+            .hearing(self.heard.as_ref().map(|h| h.cell(connection)))
     }
 }
 

@@ -39,7 +39,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::{NodeId, NodeIdBook, Offence, Offences, PrimaryConnections};
+use bcos_p2p_core::{Heard, NodeId, NodeIdBook, Offence, Offences, PrimaryConnections};
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
 pub use counters::{Counters, Direction, Outcome};
@@ -234,6 +234,8 @@ pub struct Behaviour {
     events: VecDeque<ToSwarm<Event, Command>>,
     /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
     offences: Offences,
+    /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
+    heard: Option<Heard>,
 }
 
 impl Behaviour {
@@ -263,7 +265,15 @@ impl Behaviour {
             dropped: Arc::default(),
             events: VecDeque::new(),
             offences: Offences::default(),
+            heard: None,
         }
+    }
+
+    /// Marks in `heard` (the connection manager's handle) when each connection last brought a
+    /// frame of this protocol: the manager counts that as a sign of life besides ping.
+    /// Default: nothing is marked.
+    pub fn set_heard(&mut self, heard: Heard) {
+        self.heard = Some(heard);
     }
 
     /// Reports what peers do wrong to `offences` (the connection manager's handle, which may
@@ -277,6 +287,12 @@ impl Behaviour {
     /// manager's choice while it closes a duplicate); without it, on the oldest.
     pub fn set_primaries(&mut self, primaries: PrimaryConnections) {
         self.primaries = primaries;
+    }
+
+    /// The handler of a new connection.
+    fn new_handler(&self, connection: ConnectionId) -> Handler {
+        Handler::new(Requests::new(self.settings.clone()))
+            .hearing(self.heard.as_ref().map(|h| h.cell(connection)))
     }
 
     /// Sends a request to `node` for `module`; the outcome arrives as one [`Event::Response`]
@@ -555,23 +571,23 @@ impl NetworkBehaviour for Behaviour {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        connection: ConnectionId,
         _: PeerId,
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(Requests::new(self.settings.clone())))
+        Ok(self.new_handler(connection))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        connection: ConnectionId,
         _: PeerId,
         _: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(Requests::new(self.settings.clone())))
+        Ok(self.new_handler(connection))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {

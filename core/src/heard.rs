@@ -1,0 +1,126 @@
+//! When each connection last brought a frame: what the protocols tell the connection manager
+//! about a connection's liveness besides ping.
+//!
+//! The manager closes a connection as dead when the peer has been silent too long. Ping alone
+//! says little on a busy node: a ping answer waits behind everything else the peer's task does,
+//! and a peer sending records and messages all the while is plainly alive. [`Heard`] is the
+//! seam (like [`crate::Offences`]): a cloneable registry of one [`HeardAt`] cell per
+//! connection. Each protocol's handler marks its connection's cell whenever a frame arrives
+//! (one relaxed atomic store, in the connection's own task); the manager reads the cells when a
+//! deadline comes up and forgets a connection's cell when it closes.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use libp2p_swarm::ConnectionId;
+
+/// The instant cells count from (the first use in this process).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// When a frame last arrived on one connection.
+#[derive(Debug, Default)]
+pub struct HeardAt {
+    /// Microseconds after [`epoch`], plus one (0: never).
+    micros: AtomicU64,
+}
+
+impl HeardAt {
+    /// A frame arrived now.
+    pub fn mark(&self) {
+        let micros = u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.micros
+            .store(micros.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// When a frame last arrived, if any did.
+    pub fn last(&self) -> Option<Instant> {
+        match self.micros.load(Ordering::Relaxed) {
+            0 => None,
+            m => epoch().checked_add(Duration::from_micros(m - 1)),
+        }
+    }
+}
+
+/// The cells of every open connection: protocols take theirs with [`Heard::cell`], the
+/// connection manager reads them with [`Heard::last`] and drops them with [`Heard::forget`].
+#[derive(Debug, Clone, Default)]
+pub struct Heard(Arc<Mutex<HashMap<ConnectionId, Arc<HeardAt>>>>);
+
+impl Heard {
+    /// The cell of `connection` (one per connection, shared by every protocol on it).
+    pub fn cell(&self, connection: ConnectionId) -> Arc<HeardAt> {
+        // The map holds plain data, so a panic elsewhere leaves it usable.
+        let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cells.entry(connection).or_default().clone()
+    }
+
+    /// When a frame last arrived on `connection`, by any protocol.
+    pub fn last(&self, connection: ConnectionId) -> Option<Instant> {
+        let cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cells.get(&connection).and_then(|c| c.last())
+    }
+
+    /// Drops the cell of a closed connection.
+    pub fn forget(&self, connection: ConnectionId) {
+        let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cells.remove(&connection);
+    }
+
+    /// Keeps only the cells of connections `open` says are: what a connection refused after a
+    /// protocol took its cell left behind.
+    pub fn retain(&self, mut open: impl FnMut(ConnectionId) -> bool) {
+        let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cells.retain(|id, _| open(*id));
+    }
+
+    /// How many connections have a cell.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no connection has a cell.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_is_shared_per_connection_and_forgotten_on_close() {
+        let heard = Heard::default();
+        let (a, b) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        assert_eq!(heard.last(a), None);
+        let cell = heard.cell(a);
+        assert_eq!(heard.last(a), None, "nothing heard yet");
+        let before = Instant::now();
+        cell.mark();
+        let at = heard.last(a).expect("marked");
+        // Microsecond resolution: within one of the instant around the mark.
+        assert!(at + Duration::from_micros(1) >= before && at <= Instant::now());
+        assert!(
+            Arc::ptr_eq(&cell, &heard.cell(a)),
+            "one cell per connection"
+        );
+        heard.cell(b);
+        heard.retain(|id| id == a);
+        assert_eq!(heard.len(), 1);
+        heard.forget(a);
+        assert!(heard.is_empty());
+        assert_eq!(heard.last(a), None);
+    }
+}
