@@ -65,7 +65,7 @@ pub use bcos_p2p_core::mux;
 /// `NodeId`: see [`bcos_p2p_core::NodeId`]. It lives in the core crate so every protocol crate
 /// can address peers by it.
 pub use bcos_p2p_core::{
-    Heard, KeyError, KeyType, NodeId, NodeIdBook, NodeIdError, NodeKey, Offence, Offences,
+    Heard, HeardAt, KeyError, KeyType, NodeId, NodeIdBook, NodeIdError, NodeKey, Offence, Offences,
     PrimaryConnections,
 };
 pub use bcos_p2p_flood as flood;

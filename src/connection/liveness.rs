@@ -21,16 +21,18 @@ use super::{
 };
 
 impl Conn {
-    /// The last sign of life: a ping answered, a frame `heard` (when it is later), or the
+    /// The last sign of life: a ping answered, a frame heard (when it is later), or the
     /// connection coming up.
-    fn alive_at(&self, heard: Option<Instant>) -> Instant {
-        heard.map_or(self.answered, |h| h.max(self.answered))
+    fn alive_at(&self) -> Instant {
+        self.heard
+            .last()
+            .map_or(self.answered, |h| h.max(self.answered))
     }
 
     /// When this connection counts as dead unless a ping is answered or a frame comes first;
     /// none while it is closing or when the peer does not speak ping.
-    fn silent_deadline(&self, dead_after: Duration, heard: Option<Instant>) -> Option<Instant> {
-        (self.closing.is_none() && self.pings).then(|| self.alive_at(heard) + dead_after)
+    fn silent_deadline(&self, dead_after: Duration) -> Option<Instant> {
+        (self.closing.is_none() && self.pings).then(|| self.alive_at() + dead_after)
     }
 }
 
@@ -46,7 +48,7 @@ impl Behaviour {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let (failures, silent) = (conn.failures, conn.alive_at(self.heard.last(id)).elapsed());
+        let (failures, silent) = (conn.failures, conn.alive_at().elapsed());
         conn.closing = Some(Closing::Dead(failures, silent));
         let node = conn.node.clone();
         self.queue.push_back(ToSwarm::CloseConnection {
@@ -65,10 +67,7 @@ impl Behaviour {
         let dead_after = self.config.dead_after();
         let silent: Vec<(PeerId, ConnectionId)> = self
             .peer_conns()
-            .filter(|(_, id, c)| {
-                c.silent_deadline(dead_after, self.heard.last(*id))
-                    .is_some_and(|at| at <= now)
-            })
+            .filter(|(_, _, c)| c.silent_deadline(dead_after).is_some_and(|at| at <= now))
             .map(|(peer, id, _)| (peer, id))
             .collect();
         for (peer, id) in silent {
@@ -121,7 +120,7 @@ impl Behaviour {
         // make the timer fire forever.
         let dead_after = self.config.dead_after();
         self.peer_conns()
-            .filter_map(|(_, id, c)| c.silent_deadline(dead_after, self.heard.last(id)))
+            .filter_map(|(_, _, c)| c.silent_deadline(dead_after))
             .min()
     }
 }

@@ -2,7 +2,10 @@
 //! peer (the primary the protocols send on), and what a new or closed connection changes for
 //! the peer and its configured addresses.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -15,7 +18,7 @@ use super::{
     redial::State,
     remote_addr,
 };
-use crate::{NodeId, Offence};
+use crate::{HeardAt, NodeId, Offence};
 
 /// Why this node closes a connection.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +43,9 @@ pub(super) struct Conn {
     pub(super) answered: Instant,
     /// False once the peer turned out not to speak ping (then it cannot be found dead).
     pub(super) pings: bool,
+    /// When the peer last sent a frame of the protocols (this connection's cell of
+    /// [`crate::Heard`]).
+    pub(super) heard: Arc<HeardAt>,
     pub(super) rtt: Option<Duration>,
     pub(super) closing: Option<Closing>,
     /// Set on a duplicate this node waits for the peer to close: when to close it anyway.
@@ -108,6 +114,7 @@ impl Behaviour {
                 failures: 0,
                 answered: Instant::now(),
                 pings: true,
+                heard: self.heard.cell(e.connection_id),
                 rtt: None,
                 closing: None,
                 superseded: (admission == Admission::Extra)
