@@ -75,13 +75,8 @@ impl Cluster {
                 .into_iter()
                 .map(|p| PeerAddr(nodes[p].listen_addrs()[0].clone()))
                 .collect();
-            // All nodes share 127.0.0.1, which no deployment does: the per-address admission
-            // limits would throttle the mesh like a flood from one host (as in benches/node.rs).
-            // The global limits still apply.
-            let c = &mut config.connection;
-            c.max_pending_incoming_per_ip = c.max_pending_incoming;
-            c.new_inbound_per_ip_per_s = 100_000;
-            c.new_inbound_per_ip_burst = 100_000;
+            // All nodes share 127.0.0.1.
+            config.connection.share_one_host();
             let mut node = Node::start(m.key, tls, config).await.expect("node starts");
             let mut stream = node.events().expect("first call");
             let tx = tx.clone();

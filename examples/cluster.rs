@@ -43,13 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|p| PeerAddr(p.listen_addrs()[0].clone()))
             .collect();
-        // All nodes share 127.0.0.1, which no deployment does: the per-address admission limits
-        // (16 handshakes at once, 10 new connections a second per address) would throttle the
-        // mesh like a flood from one host. The global limits still apply.
-        let c = &mut config.connection;
-        c.max_pending_incoming_per_ip = c.max_pending_incoming;
-        c.new_inbound_per_ip_per_s = 100_000;
-        c.new_inbound_per_ip_burst = 100_000;
+        // All nodes share 127.0.0.1.
+        config.connection.share_one_host();
         let mut node = Node::start(key, tls, config).await?;
         let mut events = node.events().expect("first call");
         let tx = tx.clone();

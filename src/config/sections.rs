@@ -92,6 +92,19 @@ impl Default for Connection {
     }
 }
 
+impl Connection {
+    /// Lifts the per-address admission limits (`max_pending_incoming_per_ip`, the
+    /// `new_inbound_per_ip_*` rate) for nodes that all share one address, as the nodes of a
+    /// test, benchmark or example cluster on 127.0.0.1 do: there the limits would throttle the
+    /// mesh like a flood from one host. No deployment shares an address; the global limits
+    /// still apply.
+    pub fn share_one_host(&mut self) {
+        self.max_pending_incoming_per_ip = self.max_pending_incoming;
+        self.new_inbound_per_ip_per_s = 100_000;
+        self.new_inbound_per_ip_burst = 100_000;
+    }
+}
+
 /// `[unicast]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
