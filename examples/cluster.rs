@@ -160,13 +160,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = |f: fn(&NodeStats) -> u64| stats.iter().map(f).sum::<u64>();
     println!(
         "flood: {} frames, {} bytes sent; data frames {}, duplicates {}; records sent {}, \
-         stored {}; summaries {}; IHAVE {}, IWANT {}, repaired {}; dropped {}, non-members {}",
+         stored {} ({} over the pace); summaries {}; IHAVE {}, IWANT {}, repaired {}; dropped {}, \
+         non-members {}",
         total(|s| s.flood_traffic.frames_out),
         total(|s| s.flood_traffic.bytes_out),
         total(|s| s.flood.frames_sent),
         total(|s| s.flood.duplicates),
         total(|s| s.flood.records_sent),
         total(|s| s.flood.records_stored),
+        total(|s| s.flood.records_over_pace),
         total(|s| s.flood.summaries_sent),
         total(|s| s.flood.ihave_sent),
         total(|s| s.flood.iwant_sent),

@@ -13,7 +13,10 @@ use std::{
 use bcos_p2p::{
     KeyType, NodeId, NodeKey,
     behaviour::build_swarm_with,
-    ca_tls::pki::{CertificateAuthority, Period},
+    ca_tls::{
+        self,
+        pki::{CertificateAuthority, Period},
+    },
     flood::{self, Config, Event, FloodError, MessageId},
 };
 use bytes::Bytes;
@@ -125,6 +128,20 @@ impl<B: Flooding> Net<B> {
         self.addrs.push(None);
         self.got.push(Vec::new());
         self.ids.len() - 1
+    }
+
+    /// A member with `key` and `tls` writing `frames` on a flood stream to node `i`
+    /// ([`common::write_garbage_as`]): its I/O task and its swarm's.
+    fn write_as(
+        &self,
+        i: usize,
+        key: &NodeKey,
+        tls: &ca_tls::Config,
+        frames: Vec<u8>,
+    ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+        let addr = self.addrs[i].clone().expect("node listens");
+        let target = self.ids[i].to_peer_id();
+        common::write_garbage_as(key, tls, addr, target, flood::PROTOCOL_NAME, frames)
     }
 
     fn flood(&mut self, i: usize) -> &mut flood::Behaviour {
@@ -732,10 +749,7 @@ async fn five_thousand_made_up_origins_fill_nothing() {
         frames.extend(data_frame(&fake, 1, 1, b"made up"));
     }
     let before = net.flood(1).stats();
-    let target = net.ids[1].to_peer_id();
-    let addr = net.addrs[1].clone().unwrap();
-    let (io, swarm) =
-        common::write_garbage_as(&attacker, &tls, addr, target, flood::PROTOCOL_NAME, frames);
+    let (io, swarm) = net.write_as(1, &attacker, &tls, frames);
     net.run_until("every made-up frame dropped", |net| {
         net.flood(1).stats().non_members >= before.non_members + 2 * FAKES as u64
     })
@@ -790,10 +804,7 @@ async fn a_member_cannot_forge_another_nodes_messages() {
             b"forged",
         ));
     }
-    let target = net.ids[1].to_peer_id();
-    let addr = net.addrs[1].clone().unwrap();
-    let (io, swarm) =
-        common::write_garbage_as(&attacker, &tls, addr, target, flood::PROTOCOL_NAME, frames);
+    let (io, swarm) = net.write_as(1, &attacker, &tls, frames);
     net.run_until("the forgery to be caught", |net| {
         net.flood(1).stats().bad_signatures >= 1
     })
@@ -878,10 +889,7 @@ async fn a_member_cannot_send_a_message_further_than_the_ttl() {
     let (attacker, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
     let mut frame = cert_frame(&tls);
     frame.extend(data_frame(&attacker, 1, 255, b"far"));
-    let target = net.ids[0].to_peer_id();
-    let addr = net.addrs[0].clone().unwrap();
-    let (io, swarm) =
-        common::write_garbage_as(&attacker, &tls, addr, target, flood::PROTOCOL_NAME, frame);
+    let (io, swarm) = net.write_as(0, &attacker, &tls, frame);
     net.run_until("nodes 0 and 1 to get it", |net| {
         !net.got[0].is_empty() && !net.got[1].is_empty()
     })
@@ -935,10 +943,7 @@ async fn a_member_cannot_forge_a_record() {
     let mut tasks = Vec::new();
     for (target, neighbours) in [(2, vec![me]), (1, vec![me])] {
         let frame = record_frame(&attacker, &victim, (u64::MAX, u64::MAX), neighbours);
-        let peer = net.ids[target].to_peer_id();
-        let addr = net.addrs[target].clone().unwrap();
-        let (io, swarm) =
-            common::write_garbage_as(&attacker, &tls, addr, peer, flood::PROTOCOL_NAME, frame);
+        let (io, swarm) = net.write_as(target, &attacker, &tls, frame);
         tasks.extend([io, swarm]);
     }
     net.run_until("both forgeries caught", |net| {
@@ -979,16 +984,66 @@ async fn a_record_from_the_future_is_refused() {
         + 3_600_000_000_000;
     let mut frame = cert_frame(&tls);
     frame.extend(record_frame(&member, &member, (hour_ahead, 1), vec![]));
-    let peer = net.ids[0].to_peer_id();
-    let addr = net.addrs[0].clone().unwrap();
-    let (io, swarm) =
-        common::write_garbage_as(&member, &tls, addr, peer, flood::PROTOCOL_NAME, frame);
+    let (io, swarm) = net.write_as(0, &member, &tls, frame);
     net.run_until("the record refused", |net| {
         net.flood(0).stats().records_refused == 1
     })
     .await;
     assert_eq!(net.flood(0).stats().records_stored, 0);
     assert_eq!(net.flood(0).topics_of(member.node_id()), None);
+    io.abort();
+    swarm.abort();
+}
+
+/// A member publishing its own record far faster than the pacing of SPEC.md §3 allows (200
+/// validly signed versions at once): node 0 stores a burst of 10 and drops the rest unchecked,
+/// so node 1 behind it gets no more either; one member cannot make the network verify, store
+/// and spread records at its will. Both nodes still pass broadcasts.
+#[tokio::test]
+async fn a_member_cannot_publish_records_faster_than_the_pacing() {
+    let mut net = Net::new(2, |_, _| {}).await;
+    net.connect(&line(2)).await;
+    net.settle(1).await;
+    let stored = |net: &mut Net<_>, i| net.flood(i).stats().records_stored;
+    let before = [stored(&mut net, 0), stored(&mut net, 1)];
+    let (member, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut frame = cert_frame(&tls);
+    for version in 1..=200 {
+        frame.extend(record_frame(
+            &member,
+            &member,
+            (incarnation, version),
+            vec![],
+        ));
+    }
+    let (io, swarm) = net.write_as(0, &member, &tls, frame);
+    net.run_until("all 200 records read", |net| {
+        net.flood(0).stats().records_received >= 200
+    })
+    .await;
+    // Digest rounds for node 1 to fetch what node 0 took.
+    net.run_for(Duration::from_millis(1500)).await;
+    let taken = [
+        stored(&mut net, 0) - before[0],
+        stored(&mut net, 1) - before[1],
+    ];
+    let over = net.flood(0).stats().records_over_pace;
+    eprintln!("stored {taken:?}, {over} over the pace");
+    assert!(taken[0] <= 11 && taken[1] <= taken[0], "stored {taken:?}");
+    assert!(over >= 189, "{over} dropped over the pace");
+    assert_eq!(net.flood(0).stats().bad_signatures, 0);
+    let b = net
+        .flood(1)
+        .broadcast(Bytes::from_static(b"still"))
+        .unwrap();
+    net.run_until("node 0 to get node 1's broadcast", |net| {
+        net.count(0, &b) == 1
+    })
+    .await;
     io.abort();
     swarm.abort();
 }
@@ -1037,11 +1092,8 @@ async fn a_member_past_its_budget_has_the_excess_dropped() {
     let (member, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
     let mut frames = cert_frame(&tls);
     frames.extend((1..=200).flat_map(|seqno| data_frame(&member, seqno, 1, b"flood")));
-    let target = net.ids[1].to_peer_id();
-    let addr = net.addrs[1].clone().unwrap();
     let before = net.flood(1).stats();
-    let (io, swarm) =
-        common::write_garbage_as(&member, &tls, addr, target, flood::PROTOCOL_NAME, frames);
+    let (io, swarm) = net.write_as(1, &member, &tls, frames);
     net.run_until("every frame judged", |net| {
         let s = net.flood(1).stats();
         s.delivered + s.over_budget >= before.delivered + before.over_budget + 200

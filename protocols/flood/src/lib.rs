@@ -37,6 +37,7 @@ mod budget;
 mod members;
 mod messages;
 mod origins;
+mod pacing;
 mod records;
 mod repair;
 pub mod topology;
@@ -305,6 +306,10 @@ pub struct Stats {
     pub records_stored: u64,
     /// Signed records refused because their incarnation is too far ahead of our clock.
     pub records_refused: u64,
+    /// Newer records of a node dropped unchecked because that node's records came faster
+    /// than the pacing of SPEC.md §3 allows (a burst of 10, then one per
+    /// `max_announce_interval`): what a member publishing at will would cost everyone.
+    pub records_over_pace: u64,
     /// Record frames sent (announcements, forwards, answers to requests).
     pub records_sent: u64,
     /// Record frames received (new, old or refused).
@@ -403,6 +408,8 @@ pub struct Behaviour {
     announce_timer: Option<Delay>,
     /// When we last published our record.
     last_announce: Option<Instant>,
+    /// How many more versions of each node's record we store now (SPEC.md §3).
+    pacing: pacing::Pacing,
     /// The least time from `last_announce` to our next record: `min_announce_interval`,
     /// doubled by each record published while the node keeps changing.
     hold: Duration,
@@ -483,6 +490,7 @@ impl Behaviour {
             announce_timer: None,
             last_announce: None,
             hold: config.min_announce_interval,
+            pacing: pacing::Pacing::new(config.max_announce_interval),
             digest_timer: Delay::new(config.digest_interval),
             resynced: HashMap::new(),
             differing: HashMap::new(),

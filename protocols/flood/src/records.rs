@@ -170,6 +170,12 @@ impl Behaviour {
         if self.topology.held(origin).is_some_and(|held| pair <= held) {
             return; // what we hold, or older: nothing to check
         }
+        if origin != self.topology.me() && !self.pacing.allows(origin) {
+            // Faster than any honest node publishes: not worth a signature check.
+            self.stats.records_over_pace += 1;
+            tracing::debug!(%peer, origin, "flood record over its node's pace dropped");
+            return;
+        }
         let signed = (
             record.key_type,
             &record.origin,
@@ -216,6 +222,7 @@ impl Behaviour {
             }
             Offer::Stored { added, removed } => {
                 self.stats.records_stored += 1;
+                self.pacing.charge(origin);
                 if self.requested.get(&origin).is_some_and(|(p, _)| *p <= pair) {
                     self.requested.remove(&origin);
                 }
