@@ -267,6 +267,12 @@ fn run_serves_metrics_that_follow_the_traffic() {
         "a pair has no duplicates"
     );
     assert_eq!(s1.get("bcos_p2p_flood_dropped_total"), 0.0);
+    assert!(s1.has("bcos_p2p_flood_records_over_pace_total"));
+    assert_eq!(
+        s1.get("bcos_p2p_flood_records_over_pace_total"),
+        0.0,
+        "honest nodes keep the record pacing"
+    );
     assert!(s1.get(&traffic("frames_total", "unicast", "in")) >= REQUESTS as f64);
     assert!(s1.get(&traffic("frames_total", "flood", "in")) >= BROADCASTS as f64);
     assert!(s1.get("bcos_p2p_status_queries_received_total") >= 1.0);
