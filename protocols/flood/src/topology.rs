@@ -599,6 +599,7 @@ impl Topology {
 mod tests {
     use super::*;
     use bcos_p2p_core::KeyType;
+    use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
 
     /// Keys of `n` nodes and their NodeIds; node 0 is the one whose view the tests build.
     fn nodes(n: usize) -> (Vec<NodeKey>, Vec<NodeId>) {
@@ -669,13 +670,8 @@ mod tests {
         let mut lists: Vec<Vec<u64>> = vec![Vec::new(); 12];
         let mut versions = [1u64; 12];
         let mut t = Topology::new(ids[0].clone(), 1, 100);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = StdRng::seed_from_u64(0x2545_f491_4f6c_dd1d);
+        let mut rand = |n: usize| rng.random_range(0..n);
         for step in 0..400 {
             // Mostly links come (a mesh forming), now and then one goes.
             let (i, j) = (rand(12), rand(12));
@@ -753,13 +749,8 @@ mod tests {
     #[test]
     fn announcers_stop_early_but_pick_as_sorting_all_would() {
         let (keys, _) = nodes(16);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut rng = StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+        let mut rand = |n: u64| rng.random_range(0..n);
         for round in 0..20 {
             let edges: Vec<(usize, usize)> = (0..16)
                 .flat_map(|a| (a + 1..16).map(move |b| (a, b)))
