@@ -280,6 +280,17 @@ impl<C: EncodeFrame> Streams<C> {
     }
 }
 
+/// Marks `heard` (when set) at the first frame of a batch read (`marked`): one clock read per
+/// batch, not per frame.
+fn mark_heard(heard: &Option<Arc<HeardAt>>, marked: &mut bool) {
+    if !*marked {
+        if let Some(at) = heard {
+            at.mark();
+        }
+        *marked = true;
+    }
+}
+
 /// The connection handler: the two streams of one connection, driven for protocol `P`. Both
 /// parts are boxed: libp2p keeps a connection's handler inline in its task's future, about
 /// three times over (see [`crate::boxed`]), so a pointer there saves more than it costs here.
@@ -353,12 +364,11 @@ impl<P: PairProtocol> StreamPair<P> {
         );
         let mut error = written.err().map(CloseReason::Io);
         if error.is_none() {
+            let mut marked = false;
             for _ in 0..READ_BATCH {
                 let reason = match stream.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(at) = &self.heard {
-                            at.mark();
-                        }
+                        mark_heard(&self.heard, &mut marked);
                         match self.protocol.on_reply(frame) {
                             Ok(()) => continue,
                             Err(reason) => reason,
@@ -386,7 +396,7 @@ impl<P: PairProtocol> StreamPair<P> {
         // While the protocol pauses reading, the peer's writes back up in TCP (the write side's
         // waker brings us back). After a full batch, ask to be polled again: frames may be
         // buffered with no read pending to wake us.
-        let mut batch_done = true;
+        let (mut batch_done, mut marked) = (true, false);
         for _ in 0..READ_BATCH {
             if self.protocol.read_paused(self.streams.to_answer.len()) {
                 batch_done = false;
@@ -397,9 +407,7 @@ impl<P: PairProtocol> StreamPair<P> {
             };
             match stream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(at) = &self.heard {
-                        at.mark();
-                    }
+                    mark_heard(&self.heard, &mut marked);
                     self.protocol.traffic().received(P::read_len(&frame));
                     if let Err(reason) =
                         self.protocol.on_inbound(frame, &mut self.streams.to_answer)
