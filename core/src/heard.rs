@@ -5,9 +5,10 @@
 //! says little on a busy node: a ping answer waits behind everything else the peer's task does,
 //! and a peer sending records and messages all the while is plainly alive. [`Heard`] is the
 //! seam (like [`crate::Offences`]): a cloneable registry of one [`HeardAt`] cell per
-//! connection. Each protocol's handler marks its connection's cell whenever a frame arrives
-//! (one relaxed atomic store, in the connection's own task); the manager reads the cells when a
-//! deadline comes up and forgets a connection's cell when it closes.
+//! connection. Each protocol's handler marks its connection's cell when frames arrive (one
+//! relaxed atomic store per batch read, in the connection's own task); the manager keeps each
+//! connection's cell, reads it when a deadline comes up and forgets it when the connection
+//! closes or is refused.
 
 use std::{
     collections::HashMap,
@@ -50,8 +51,9 @@ impl HeardAt {
     }
 }
 
-/// The cells of every open connection: protocols take theirs with [`Heard::cell`], the
-/// connection manager reads them with [`Heard::last`] and drops them with [`Heard::forget`].
+/// The cells of every open connection: protocols and the connection manager take theirs with
+/// [`Heard::cell`] (and read it with [`HeardAt::last`]); the manager drops a closed
+/// connection's with [`Heard::forget`].
 #[derive(Debug, Clone, Default)]
 pub struct Heard(Arc<Mutex<HashMap<ConnectionId, Arc<HeardAt>>>>);
 
@@ -63,23 +65,10 @@ impl Heard {
         cells.entry(connection).or_default().clone()
     }
 
-    /// When a frame last arrived on `connection`, by any protocol.
-    pub fn last(&self, connection: ConnectionId) -> Option<Instant> {
-        let cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cells.get(&connection).and_then(|c| c.last())
-    }
-
     /// Drops the cell of a closed connection.
     pub fn forget(&self, connection: ConnectionId) {
         let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
         cells.remove(&connection);
-    }
-
-    /// Keeps only the cells of connections `open` says are: what a connection refused after a
-    /// protocol took its cell left behind.
-    pub fn retain(&self, mut open: impl FnMut(ConnectionId) -> bool) {
-        let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cells.retain(|id, _| open(*id));
     }
 
     /// How many connections have a cell.
@@ -104,12 +93,11 @@ mod tests {
             ConnectionId::new_unchecked(1),
             ConnectionId::new_unchecked(2),
         );
-        assert_eq!(heard.last(a), None);
         let cell = heard.cell(a);
-        assert_eq!(heard.last(a), None, "nothing heard yet");
+        assert_eq!(cell.last(), None, "nothing heard yet");
         let before = Instant::now();
         cell.mark();
-        let at = heard.last(a).expect("marked");
+        let at = heard.cell(a).last().expect("marked");
         // Microsecond resolution: within one of the instant around the mark.
         assert!(at + Duration::from_micros(1) >= before && at <= Instant::now());
         assert!(
@@ -117,10 +105,10 @@ mod tests {
             "one cell per connection"
         );
         heard.cell(b);
-        heard.retain(|id| id == a);
-        assert_eq!(heard.len(), 1);
+        assert_eq!(heard.len(), 2);
         heard.forget(a);
+        heard.forget(b);
         assert!(heard.is_empty());
-        assert_eq!(heard.last(a), None);
+        assert_eq!(heard.cell(a).last(), None);
     }
 }

@@ -93,9 +93,9 @@ impl Behaviour {
                 conn.pings = false;
             }
             Err(error)
-                if self
+                if conn
                     .heard
-                    .last(e.connection)
+                    .last()
                     .is_some_and(|at| at.elapsed() < self.config.ping_timeout()) =>
             {
                 // A frame came while the ping waited: the peer is alive, only slow to answer.
