@@ -853,25 +853,20 @@ impl NetworkBehaviour for Behaviour {
                 self.announce();
             }
         }
+        if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut())
+            && timer.poll_unpin(cx).is_ready()
+        {
+            self.expire_pending();
+            if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut()) {
+                let _ = timer.poll_unpin(cx);
+            }
+        }
+        // After the steps above, so that a flush timer one of them starts is polled (armed).
         if let Some(timer) = &mut self.header_timer
             && timer.poll_unpin(cx).is_ready()
         {
             self.header_timer = None;
             self.flush_headers();
-        }
-        if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut())
-            && timer.poll_unpin(cx).is_ready()
-        {
-            self.expire_pending();
-            if let Some(timer) = &mut self.header_timer
-                && timer.poll_unpin(cx).is_ready()
-            {
-                self.header_timer = None;
-                self.flush_headers();
-            }
-            if let Some(timer) = self.members.as_mut().and_then(|m| m.timer.as_mut()) {
-                let _ = timer.poll_unpin(cx);
-            }
         }
         while let Some(timer) = &mut self.repair.timer
             && timer.poll_unpin(cx).is_ready()
