@@ -24,6 +24,8 @@
 //!
 //! `cargo bench --bench scale [-- --quick]`; the last line is JSON (see docs/ARCHITECTURE.md).
 
+#[path = "../tests/byzantine/mod.rs"]
+mod byzantine;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -219,66 +221,6 @@ fn control_sent(stats: &[NodeStats]) -> (u64, u64) {
     })
 }
 
-/// A random `d`-regular graph on `n` nodes: a ring lattice (each node linked to the `d / 2`
-/// next), then random degree-preserving double-edge swaps; redone until connected. Edges as
-/// (later, earlier), so the later node dials.
-fn random_regular(n: usize, d: usize, mut seed: u64) -> Vec<(usize, usize)> {
-    let mut next = move |bound: usize| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 33) as usize) % bound
-    };
-    loop {
-        let mut edges: Vec<(usize, usize)> = (0..n)
-            .flat_map(|a| (1..=d / 2).map(move |k| (a, (a + k) % n)))
-            .collect();
-        let mut set: HashSet<(usize, usize)> =
-            edges.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect();
-        for _ in 0..edges.len() * 10 {
-            let (i, j) = (next(edges.len()), next(edges.len()));
-            let ((a, b), (c, e)) = (edges[i], edges[j]);
-            // a-b, c-e  →  a-e, c-b
-            if a == e || c == b || a == c || b == e {
-                continue;
-            }
-            let (x, y) = ((a.min(e), a.max(e)), (c.min(b), c.max(b)));
-            if set.contains(&x) || set.contains(&y) {
-                continue;
-            }
-            set.remove(&(a.min(b), a.max(b)));
-            set.remove(&(c.min(e), c.max(e)));
-            set.insert(x);
-            set.insert(y);
-            edges[i] = (a, e);
-            edges[j] = (c, b);
-        }
-        // Connected?
-        let mut adjacent = vec![Vec::new(); n];
-        for &(a, b) in &edges {
-            adjacent[a].push(b);
-            adjacent[b].push(a);
-        }
-        let mut seen = vec![false; n];
-        let mut stack = vec![0];
-        seen[0] = true;
-        while let Some(a) = stack.pop() {
-            for &b in &adjacent[a] {
-                if !seen[b] {
-                    seen[b] = true;
-                    stack.push(b);
-                }
-            }
-        }
-        if seen.iter().all(|s| *s) {
-            return edges
-                .into_iter()
-                .map(|(a, b)| (a.max(b), a.min(b)))
-                .collect();
-        }
-    }
-}
-
 /// The 99th percentile of `expected` latencies of which `got` came (sorted); `None` when more
 /// than 1 % never came (the percentile is past the wait).
 fn p99(got: &[f64], expected: usize) -> Option<f64> {
@@ -352,7 +294,7 @@ fn main() {
         );
 
         // 3. Random 8-regular graph.
-        let edges = random_regular(regular_n, 8, 0x5ca1e);
+        let edges = byzantine::regular_by_swaps(regular_n, 8, 0x5ca1e);
         let mut dials = vec![Vec::new(); regular_n];
         for &(a, b) in &edges {
             dials[a].push(b);
