@@ -22,6 +22,13 @@ pub(crate) const RECORD_BURST: f64 = 10.0;
 /// Most nodes with a bucket; past it the full buckets (what a new one is) are forgotten.
 const MAX_BUCKETS: usize = 8192;
 
+/// What a bucket `(tokens, at)` holds at `now`, refilling one per `every`, at most
+/// [`RECORD_BURST`].
+fn refilled((tokens, at): (f64, Instant), every: Duration, now: Instant) -> f64 {
+    let refill = now.saturating_duration_since(at).as_secs_f64() / every.as_secs_f64();
+    (tokens + refill).min(RECORD_BURST)
+}
+
 /// One bucket of record versions per node (short id).
 #[derive(Debug)]
 pub(crate) struct Pacing {
@@ -42,11 +49,7 @@ impl Pacing {
     fn tokens(&self, node: u64, now: Instant) -> f64 {
         self.buckets
             .get(&node)
-            .map_or(RECORD_BURST, |&(tokens, at)| {
-                let refill =
-                    now.saturating_duration_since(at).as_secs_f64() / self.every.as_secs_f64();
-                (tokens + refill).min(RECORD_BURST)
-            })
+            .map_or(RECORD_BURST, |&bucket| refilled(bucket, self.every, now))
     }
 
     /// Whether a new version of `node` may be stored now (checked before its signature).
@@ -59,11 +62,9 @@ impl Pacing {
         let now = Instant::now();
         let tokens = (self.tokens(node, now) - 1.0).max(0.0);
         if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(&node) {
-            let full = |b: &(f64, Instant)| {
-                b.0 + now.saturating_duration_since(b.1).as_secs_f64() / self.every.as_secs_f64()
-                    >= RECORD_BURST
-            };
-            self.buckets.retain(|_, b| !full(b));
+            let every = self.every;
+            self.buckets
+                .retain(|_, b| refilled(*b, every, now) < RECORD_BURST);
             if self.buckets.len() >= MAX_BUCKETS {
                 // Every node is changing at full pace: forget one; it starts full again.
                 let any = self.buckets.keys().next().copied();
