@@ -317,7 +317,9 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         result: THandlerOutEvent<Self>,
     ) {
-        self.rescan = true;
+        // No rescan: a ping result only moves this connection's deadline later, or closes it
+        // right away (`on_ping`). Scanning every connection on each of them (every peer pings
+        // every `ping_interval`) cost a 128-node mesh in one process more than a core.
         // ping::Behaviour would only wrap the result in a ping::Event for its poll; intercepting
         // it here counts it while the connection is surely still known.
         self.on_ping(ping::Event {
