@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `bcos-p2p` binary and the scale bench run their nodes.
+    bcos_p2p::malloc::tune();
     let n: usize = std::env::args()
         .nth(1)
         .map(|a| a.parse())

@@ -133,7 +133,7 @@ impl Behaviour {
                         // Outside the tree nobody else reaches it, if everyone sees that tree;
                         // out of step, announcing it costs less than a copy from every node
                         // that sees it outside.
-                        || (agreed && !r.members.contains(short))
+                        || (agreed && !r.in_tree(*short))
                         // Our own message, to a neighbour whose record does not list us yet:
                         // one hop, where the tree would take it round through another node.
                         || (own && !self.topology.linked_with_me(*short))

@@ -8,7 +8,7 @@
 //! one copy, in as few hops as the graph allows, with nothing on the wire but the message.
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::BTreeSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,7 +17,7 @@ use bcos_p2p_core::{KeyError, NodeId, NodeKey};
 // foldhash, not SipHash: the keys are short ids (SHA-256 prefixes no peer picks freely), and
 // hashing them was a tenth of a 128-node mesh's CPU. foldhash is hashbrown's own default
 // hasher (already built here) and seeds itself per process.
-use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use sha2::{Digest as _, Sha256};
 
 use crate::wire;
@@ -72,12 +72,24 @@ pub(crate) struct Route {
     /// Our children in the origin's tree that lead to someone who wants the message or carries
     /// it for repair.
     pub children: Vec<u64>,
-    /// Every node in the origin's tree (a neighbour outside it is reached by nobody else).
-    pub members: Arc<HashSet<u64>>,
+    /// The origin's tree (a neighbour outside it is reached by nobody else): see
+    /// [`Route::in_tree`].
+    tree: Arc<Tree>,
     /// Our neighbours in the tree, not our children, that want the message or lead to someone
     /// who does, and whose announcers we are (see [`Topology::route`]): we announce the
     /// message's id to them, so they can pull it if their parent did not pass it on.
     pub lazy: Vec<u64>,
+}
+
+impl Route {
+    /// Whether node `id` is in the origin's tree.
+    pub fn in_tree(&self, id: u64) -> bool {
+        self.tree
+            .graph
+            .index
+            .get(&id)
+            .is_some_and(|&i| self.tree.contains(i))
+    }
 }
 
 /// The database and its caches.
@@ -88,19 +100,65 @@ pub(crate) struct Topology {
     max_entries: usize,
     /// Routes per (origin, topic); cleared whenever the graph or any topic set changes.
     routes: HashMap<(u64, Option<String>, usize), Option<Arc<Route>>>,
+    /// The graph trees are searched on; cleared with `routes`.
+    graph: Option<Arc<Graph>>,
     /// Trees per origin: BFS order and parents; cleared with `routes`.
     trees: HashMap<u64, Arc<Tree>>,
     reachable: Option<Arc<Vec<u64>>>,
     digest: Option<u64>,
 }
 
-/// A breadth-first tree of the graph from one root.
+/// The graph as trees are searched on it: the nodes with a record, numbered densely in
+/// ascending short-id order, and each one's links (those both ends list), ascending. Built once
+/// per change of the records, then shared by every tree until the next: a search then walks
+/// plain arrays instead of looking up records and neighbour lists in hash maps, which made the
+/// trees of a 128-node mesh (one per origin, every node computing them all) the largest part
+/// of its CPU time for broadcasts.
+#[derive(Debug)]
+struct Graph {
+    /// Short id per index, ascending.
+    ids: Vec<u64>,
+    index: HashMap<u64, u32>,
+    /// `links[starts[i]..starts[i + 1]]`: the indices node `i` links with, ascending.
+    starts: Vec<u32>,
+    links: Vec<u32>,
+}
+
+impl Graph {
+    /// The nodes `i` links with, ascending (ascending short ids too).
+    fn links_of(&self, i: u32) -> &[u32] {
+        let i = i as usize;
+        &self.links[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+}
+
+/// No parent: the node is outside the tree.
+const OUTSIDE: u32 = u32::MAX;
+
+/// A breadth-first tree of the graph from one root, in the graph's indices.
 #[derive(Debug)]
 struct Tree {
+    graph: Arc<Graph>,
     /// Nodes in BFS order (the root first).
-    order: Vec<u64>,
-    parent: HashMap<u64, u64>,
-    members: Arc<HashSet<u64>>,
+    order: Vec<u32>,
+    /// Each node's parent; the root's is itself, [`OUTSIDE`] for nodes outside the tree.
+    parent: Vec<u32>,
+}
+
+impl Tree {
+    fn root(&self) -> u32 {
+        self.order[0]
+    }
+
+    fn contains(&self, i: u32) -> bool {
+        self.parent[i as usize] != OUTSIDE
+    }
+
+    /// The parent of `i`; None for the root and nodes outside the tree.
+    fn parent(&self, i: u32) -> Option<u32> {
+        let p = self.parent[i as usize];
+        (p != OUTSIDE && i != self.root()).then_some(p)
+    }
 }
 
 /// Most cached routes before the cache starts over.
@@ -130,6 +188,7 @@ impl Topology {
             entries,
             max_entries: max_entries.max(1),
             routes: HashMap::new(),
+            graph: None,
             trees: HashMap::new(),
             reachable: None,
             digest: None,
@@ -144,6 +203,7 @@ impl Topology {
     /// set of reachable nodes unless `keep_reachable` (the change cannot move it).
     fn changed(&mut self, keep_reachable: bool) {
         self.routes.clear();
+        self.graph = None;
         self.trees.clear();
         if !keep_reachable {
             self.reachable = None;
@@ -316,6 +376,39 @@ impl Topology {
             .is_some_and(|e| e.neighbours.binary_search(&a).is_ok())
     }
 
+    /// The graph of the records held now (see [`Graph`]).
+    fn graph(&mut self) -> Arc<Graph> {
+        if let Some(g) = &self.graph {
+            return g.clone();
+        }
+        let mut ids: Vec<u64> = self.entries.keys().copied().collect();
+        ids.sort_unstable();
+        // At most `max_entries` records, far below u32::MAX.
+        let index: HashMap<u64, u32> = ids.iter().zip(0u32..).map(|(&id, i)| (id, i)).collect();
+        let mut starts = Vec::with_capacity(ids.len() + 1);
+        let mut links = Vec::new();
+        for a in &ids {
+            starts.push(u32::try_from(links.len()).unwrap_or(u32::MAX));
+            // Neighbour lists are sorted, so each node's links come out ascending.
+            for b in &self.entries[a].neighbours {
+                if let Some(&j) = index.get(b)
+                    && self.linked(*a, *b)
+                {
+                    links.push(j);
+                }
+            }
+        }
+        starts.push(u32::try_from(links.len()).unwrap_or(u32::MAX));
+        let graph = Arc::new(Graph {
+            ids,
+            index,
+            starts,
+            links,
+        });
+        self.graph = Some(graph.clone());
+        graph
+    }
+
     fn tree(&mut self, root: u64) -> Option<Arc<Tree>> {
         if let Some(t) = self.trees.get(&root) {
             return Some(t.clone());
@@ -323,28 +416,27 @@ impl Topology {
         if self.trees.len() >= MAX_ROUTES {
             self.trees.clear();
         }
-        if !self.entries.contains_key(&root) {
-            return None;
-        }
-        let mut order = vec![root];
-        let mut parent = HashMap::new();
-        let mut members: HashSet<u64> = HashSet::from_iter([root]);
-        let mut queue = VecDeque::from([root]);
-        while let Some(a) = queue.pop_front() {
-            // Neighbour lists are sorted: ties are broken the same way on every node.
-            for &b in &self.entries[&a].neighbours {
-                if !members.contains(&b) && self.linked(a, b) {
-                    members.insert(b);
-                    parent.insert(b, a);
+        let graph = self.graph();
+        let &r = graph.index.get(&root)?;
+        let mut parent = vec![OUTSIDE; graph.ids.len()];
+        parent[r as usize] = r;
+        let mut order = vec![r];
+        // `order` is the queue: nodes are appended as they are reached and searched in turn.
+        let mut next = 0;
+        while let Some(&a) = order.get(next) {
+            next += 1;
+            // Links are ascending: ties are broken the same way on every node.
+            for &b in graph.links_of(a) {
+                if parent[b as usize] == OUTSIDE {
+                    parent[b as usize] = a;
                     order.push(b);
-                    queue.push_back(b);
                 }
             }
         }
         let tree = Arc::new(Tree {
+            graph,
             order,
             parent,
-            members: Arc::new(members),
         });
         self.trees.insert(root, tree.clone());
         Some(tree)
@@ -394,20 +486,23 @@ impl Topology {
         announcers: usize,
     ) -> Option<Arc<Route>> {
         let tree = self.tree(origin)?;
-        if !tree.members.contains(&self.me) {
+        let g = tree.graph.clone();
+        let me = *g.index.get(&self.me)?;
+        if !tree.contains(me) {
             return None;
         }
+        let root = tree.root();
         // Which subtrees hold someone who wants the message: leaves up.
-        let wants = |id: &u64| match topic {
+        let wants = |i: u32| match topic {
             None => true,
-            Some(t) => self.entries[id].topics.contains(t),
+            Some(t) => self.entries[&g.ids[i as usize]].topics.contains(t),
         };
-        let mut needed: HashSet<u64> = HashSet::new();
-        for id in tree.order.iter().rev() {
-            if *id != origin && (needed.contains(id) || wants(id)) {
-                needed.insert(*id);
-                if let Some(p) = tree.parent.get(id) {
-                    needed.insert(*p);
+        let mut needed = vec![false; g.ids.len()];
+        for &i in tree.order.iter().rev() {
+            if i != root && (needed[i as usize] || wants(i)) {
+                needed[i as usize] = true;
+                if let Some(p) = tree.parent(i) {
+                    needed[p as usize] = true;
                 }
             }
         }
@@ -416,92 +511,53 @@ impl Topology {
         // have no other way round a relay).
         let mut carry = needed.clone();
         for &y in &tree.order {
-            let Some(&parent) = tree.parent.get(&y) else {
+            let Some(parent) = tree.parent(y) else {
                 continue;
             };
-            if parent == origin || !needed.contains(&y) {
+            if parent == root || !needed[y as usize] {
                 continue;
             }
-            for a in self.announcers_of(&tree, y, announcers, &needed) {
+            for a in announcers_of(&tree, y, announcers, &needed) {
                 let mut at = Some(a);
                 while let Some(x) = at {
-                    if x == origin || !carry.insert(x) {
+                    if x == root || carry[x as usize] {
                         break; // its path is in already
                     }
-                    at = tree.parent.get(&x).copied();
+                    carry[x as usize] = true;
+                    at = tree.parent(x);
                 }
             }
         }
         let mut children: Vec<u64> = tree
             .order
             .iter()
-            .filter(|id| tree.parent.get(id) == Some(&self.me) && carry.contains(id))
-            .copied()
+            .filter(|&&i| tree.parent(i) == Some(me) && carry[i as usize])
+            .map(|&i| g.ids[i as usize])
             .collect();
         children.sort_unstable();
         let mut lazy = Vec::new();
-        // Sorted (our record's list is), so callers can search it.
-        for &y in &self.entries[&self.me].neighbours {
-            let Some(&parent) = tree.parent.get(&y) else {
+        // Our links, ascending: `lazy` comes out sorted, so callers can search it.
+        for &y in g.links_of(me) {
+            let Some(parent) = tree.parent(y) else {
                 continue; // the origin, or outside the tree
             };
-            if parent == self.me || !carry.contains(&y) || !self.linked(self.me, y) {
+            if parent == me || !carry[y as usize] {
                 continue;
             }
-            let count = if parent == origin {
+            let count = if parent == root {
                 announcers.min(1)
             } else {
                 announcers
             };
-            if self
-                .announcers_of(&tree, y, count, &needed)
-                .contains(&self.me)
-            {
-                lazy.push(y);
+            if announcers_of(&tree, y, count, &needed).contains(&me) {
+                lazy.push(g.ids[y as usize]);
             }
         }
         Some(Arc::new(Route {
             children,
-            members: tree.members.clone(),
+            tree,
             lazy,
         }))
-    }
-
-    /// The first `count` announcers of `y` in `tree` ([`Topology::route`]), those that get the
-    /// message anyway (`needed`) first in each group.
-    fn announcers_of(&self, tree: &Tree, y: u64, count: usize, needed: &HashSet<u64>) -> Vec<u64> {
-        if count == 0 {
-            return Vec::new();
-        }
-        let parent = tree.parent.get(&y).copied();
-        let neighbours = &self.entries[&y].neighbours;
-        // Sorted: start after the parent's place, wrapping round.
-        let start = parent.map_or(0, |p| neighbours.partition_point(|&c| c <= p));
-        let cyclic = neighbours[start..].iter().chain(&neighbours[..start]);
-        // The groups in order (not y's children before its children; in each, those that get
-        // the message anyway first), each in the cyclic order, and the first `count` of them
-        // all. Once the first group has `count`, the rest cannot make it: stop there. (Sorting
-        // every candidate instead cost O(degree) per node per route, a cube per node in a
-        // full mesh, where this stops at the first.)
-        let mut groups: [Vec<u64>; 4] = Default::default();
-        for &c in cyclic {
-            if Some(c) == parent
-                || c == tree.order[0]
-                || !tree.members.contains(&c)
-                || !self.linked(y, c)
-            {
-                continue;
-            }
-            let group = 2 * usize::from(tree.parent.get(&c) == Some(&y))
-                + usize::from(!needed.contains(&c));
-            if groups[group].len() < count {
-                groups[group].push(c);
-            }
-            if groups[0].len() == count {
-                break;
-            }
-        }
-        groups.into_iter().flatten().take(count).collect()
     }
 
     /// Short ids of the nodes reachable from us over published links (us included), sorted.
@@ -510,7 +566,7 @@ impl Topology {
             return r.clone();
         }
         let mut ids = match self.tree(self.me) {
-            Some(t) => t.order.clone(),
+            Some(t) => t.order.iter().map(|&i| t.graph.ids[i as usize]).collect(),
             None => vec![self.me],
         };
         // Sorted: `keeps_reachable` and `digest` want them so.
@@ -593,6 +649,38 @@ impl Topology {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// The first `count` announcers of `y` in `tree` ([`Topology::route`]), those that get the
+/// message anyway (`needed`, by index) first in each group.
+fn announcers_of(tree: &Tree, y: u32, count: usize, needed: &[bool]) -> Vec<u32> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let parent = tree.parent(y);
+    // Only links both ends list, ascending: start after the parent's place, wrapping round.
+    let links = tree.graph.links_of(y);
+    let start = parent.map_or(0, |p| links.partition_point(|&c| c <= p));
+    let cyclic = links[start..].iter().chain(&links[..start]);
+    // The groups in order (not y's children before its children; in each, those that get
+    // the message anyway first), each in the cyclic order, and the first `count` of them
+    // all. Once the first group has `count`, the rest cannot make it: stop there. (Sorting
+    // every candidate instead cost O(degree) per node per route, a cube per node in a
+    // full mesh, where this stops at the first.)
+    let mut groups: [Vec<u32>; 4] = Default::default();
+    for &c in cyclic {
+        if Some(c) == parent || c == tree.root() || !tree.contains(c) {
+            continue;
+        }
+        let group = 2 * usize::from(tree.parent(c) == Some(y)) + usize::from(!needed[c as usize]);
+        if groups[group].len() < count {
+            groups[group].push(c);
+        }
+        if groups[0].len() == count {
+            break;
+        }
+    }
+    groups.into_iter().flatten().take(count).collect()
 }
 
 #[cfg(test)]
@@ -718,8 +806,9 @@ mod tests {
         }
     }
 
-    /// Announcers as the SPEC words them, by sorting every candidate: what the early-stopping
-    /// `announcers_of` must give, on every node alike.
+    /// Announcers as the SPEC words them, by sorting every candidate and in short ids, from
+    /// the records themselves: what the early-stopping `announcers_of` on the dense graph must
+    /// give, on every node alike.
     fn announcers_by_sorting(
         t: &Topology,
         tree: &Tree,
@@ -727,21 +816,19 @@ mod tests {
         count: usize,
         needed: &HashSet<u64>,
     ) -> Vec<u64> {
-        let parent = tree.parent.get(&y).copied();
+        let id = |i: u32| tree.graph.ids[i as usize];
+        let parent_of = |n: u64| tree.parent(tree.graph.index[&n]).map(id);
+        let in_tree = |n: u64| tree.graph.index.get(&n).is_some_and(|&i| tree.contains(i));
+        let parent = parent_of(y);
         let neighbours = &t.entries[&y].neighbours;
         let start = parent.map_or(0, |p| neighbours.partition_point(|&c| c <= p));
         let mut candidates: Vec<u64> = neighbours[start..]
             .iter()
             .chain(&neighbours[..start])
             .copied()
-            .filter(|&c| {
-                Some(c) != parent
-                    && c != tree.order[0]
-                    && tree.members.contains(&c)
-                    && t.linked(y, c)
-            })
+            .filter(|&c| Some(c) != parent && c != id(tree.root()) && in_tree(c) && t.linked(y, c))
             .collect();
-        candidates.sort_by_key(|c| (tree.parent.get(c) == Some(&y), !needed.contains(c)));
+        candidates.sort_by_key(|&c| (parent_of(c) == Some(y), !needed.contains(&c)));
         candidates.truncate(count);
         candidates
     }
@@ -761,14 +848,93 @@ mod tests {
             for &origin in &ids {
                 let Some(tree) = t.tree(origin) else { continue };
                 let needed: HashSet<u64> = ids.iter().copied().filter(|_| rand(4) > 0).collect();
+                let by_index: Vec<bool> =
+                    tree.graph.ids.iter().map(|n| needed.contains(n)).collect();
                 for &y in &tree.order {
                     for count in 0..4 {
+                        let dense: Vec<u64> = announcers_of(&tree, y, count, &by_index)
+                            .into_iter()
+                            .map(|i| tree.graph.ids[i as usize])
+                            .collect();
                         assert_eq!(
-                            t.announcers_of(&tree, y, count, &needed),
-                            announcers_by_sorting(&t, &tree, y, count, &needed),
+                            dense,
+                            announcers_by_sorting(
+                                &t,
+                                &tree,
+                                tree.graph.ids[y as usize],
+                                count,
+                                &needed
+                            ),
                             "round {round}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The tree as the SPEC words it, searched on the records themselves: breadth first from
+    /// the root, each node's listed neighbours in ascending short-id order, a link used only
+    /// when both ends list it. Returns the BFS order and each node's parent, in short ids.
+    fn tree_by_records(t: &Topology, root: u64) -> (Vec<u64>, HashMap<u64, u64>) {
+        let mut order = vec![root];
+        let mut parent = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([root]);
+        while let Some(a) = queue.pop_front() {
+            for &b in &t.entries[&a].neighbours {
+                if b != root
+                    && !parent.contains_key(&b)
+                    && t.entries.contains_key(&b)
+                    && t.linked(a, b)
+                {
+                    parent.insert(b, a);
+                    order.push(b);
+                    queue.push_back(b);
+                }
+            }
+        }
+        (order, parent)
+    }
+
+    #[test]
+    fn trees_on_the_dense_graph_are_the_trees_of_the_records() {
+        let (keys, ids) = nodes(24);
+        let mut rng = StdRng::seed_from_u64(0x5eed_0f7e_e5ed);
+        let mut rand = |n: u64| rng.random_range(0..n);
+        for round in 0..20 {
+            let edges: Vec<(usize, usize)> = (0..24)
+                .flat_map(|a| (a + 1..24).map(move |b| (a, b)))
+                .filter(|_| rand(8) == 0)
+                .collect();
+            let mut t = view(&keys, &edges, &[]);
+            // A few nodes claim links the other end does not list (not used), some to nodes
+            // without a record.
+            for i in 1..24 {
+                if rand(4) == 0 {
+                    let mut claimed = t.entries[&short_id(ids[i].as_bytes())].neighbours.clone();
+                    claimed.push(short_id(ids[rand(24) as usize].as_bytes()));
+                    claimed.push(rand(u64::MAX));
+                    let rec = record(&ids[i], (1, 2), claimed);
+                    assert!(matches!(t.offer(ids[i].clone(), rec), Offer::Stored { .. }));
+                }
+            }
+            let roots: Vec<u64> = t.entries.keys().copied().collect();
+            for root in roots {
+                let (order, parent) = tree_by_records(&t, root);
+                let tree = t.tree(root).expect("root has a record");
+                let id = |i: u32| tree.graph.ids[i as usize];
+                let dense: Vec<u64> = tree.order.iter().map(|&i| id(i)).collect();
+                assert_eq!(dense, order, "round {round}");
+                for &i in &tree.order {
+                    assert_eq!(
+                        tree.parent(i).map(id),
+                        parent.get(&id(i)).copied(),
+                        "round {round}"
+                    );
+                }
+                for (i, n) in tree.graph.ids.iter().enumerate() {
+                    let i = u32::try_from(i).unwrap();
+                    assert_eq!(tree.contains(i), order.contains(n), "round {round}");
                 }
             }
         }
