@@ -139,7 +139,7 @@ impl NodeId {
     /// What checks this node's signatures ([`crate::NodeKey::sign`]); make it once per node
     /// and keep it, as it parses the key.
     pub fn verifier(&self) -> Verifier {
-        Verifier(self.to_public_key())
+        Verifier((self.key_type.spec().verify_key)(&self.bytes))
     }
 
     /// The libp2p PeerId of this node.
@@ -229,11 +229,23 @@ impl<'de> serde::Deserialize<'de> for NodeId {
 
 /// Checks the signatures of one node: see [`NodeId::verifier`].
 #[derive(Debug, Clone)]
-pub struct Verifier(PublicKey);
+pub struct Verifier(pub(crate) VerifyKey);
+
+/// The key a [`Verifier`] checks with, as its key type's row decides.
+#[derive(Debug, Clone)]
+pub(crate) enum VerifyKey {
+    /// Checked by libp2p (its `PublicKey::verify`).
+    Libp2p(PublicKey),
+    /// A secp256k1 key, checked by libsecp256k1 (`keys::secp256k1`).
+    Secp256k1(libsecp256k1::PublicKey),
+}
 
 impl Verifier {
     /// Whether `signature` is the node's signature of `message` ([`crate::NodeKey::sign`]).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.0.verify(message, signature)
+        match &self.0 {
+            VerifyKey::Libp2p(key) => key.verify(message, signature),
+            VerifyKey::Secp256k1(key) => keys::secp256k1_verify(key, message, signature),
+        }
     }
 }

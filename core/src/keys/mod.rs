@@ -26,8 +26,8 @@ pub use self::{
     rsa::{MAX_RSA_BITS, MIN_RSA_BITS, OID_RSA},
     secp256k1::OID_SECP256K1,
 };
-pub(crate) use self::{ec::load_sec1, rsa::pkcs8_of_pkcs1};
-use crate::{KeyError, NodeIdError};
+pub(crate) use self::{ec::load_sec1, rsa::pkcs8_of_pkcs1, secp256k1::verify as secp256k1_verify};
+use crate::{KeyError, NodeIdError, node_id::VerifyKey};
 
 /// The kind of key behind a [`NodeId`](crate::NodeId) or a node key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,6 +65,9 @@ pub(crate) struct KeySpec {
     pub node_id_of: fn(&PublicKey) -> Result<Arc<[u8]>, NodeIdError>,
     /// The libp2p public key of NodeId bytes that passed `check_node_id`.
     pub public_key: fn(&[u8]) -> PublicKey,
+    /// What checks signatures by the key of NodeId bytes that passed `check_node_id`
+    /// ([`crate::NodeId::verifier`]).
+    pub verify_key: fn(&[u8]) -> VerifyKey,
     /// A new private key as PKCS#8 DER.
     pub generate: fn() -> Result<SecretDocument, KeyError>,
 }

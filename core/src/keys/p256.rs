@@ -8,7 +8,7 @@ use std::sync::Arc;
 use libp2p_identity::{KeyType as Libp2pKeyType, Keypair, PublicKey, ecdsa};
 use pkcs8::ObjectIdentifier;
 
-use super::{EcCurve, KeySpec, Loaded, PrivateKeyForm, ec};
+use super::{EcCurve, KeySpec, Loaded, PrivateKeyForm, VerifyKey, ec};
 use crate::{KeyError, NodeIdError};
 
 /// The P-256 (prime256v1) named curve.
@@ -30,6 +30,7 @@ pub(super) static SPEC: KeySpec = KeySpec {
     check_node_id: ec::check_point::<p256::NistP256>,
     node_id_of,
     public_key,
+    verify_key: |key| VerifyKey::Libp2p(public_key(key)),
     generate: ec::generate::<p256::NistP256>,
 };
 

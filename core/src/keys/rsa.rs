@@ -14,7 +14,7 @@ use rsa::{
 };
 use zeroize::Zeroizing;
 
-use super::{KeySpec, Loaded, PrivateKeyForm, generation_error};
+use super::{KeySpec, Loaded, PrivateKeyForm, VerifyKey, generation_error};
 use crate::{KeyError, NodeIdError};
 
 /// `rsaEncryption`.
@@ -42,6 +42,7 @@ pub(super) static SPEC: KeySpec = KeySpec {
     check_node_id,
     node_id_of,
     public_key,
+    verify_key: |key| VerifyKey::Libp2p(public_key(key)),
     generate,
 };
 
