@@ -100,7 +100,7 @@ pub(crate) struct Topology {
     max_entries: usize,
     /// Routes per (origin, topic); cleared whenever the graph or any topic set changes.
     routes: HashMap<(u64, Option<String>, usize), Option<Arc<Route>>>,
-    /// The graph trees are searched on; cleared with `routes`.
+    /// The graph trees are searched on, kept up to date once built (`relink`).
     graph: Option<Arc<Graph>>,
     /// Trees per origin: BFS order and parents; cleared with `routes`.
     trees: HashMap<u64, Arc<Tree>>,
@@ -108,27 +108,40 @@ pub(crate) struct Topology {
     digest: Option<u64>,
 }
 
-/// The graph as trees are searched on it: the nodes with a record, numbered densely in
-/// ascending short-id order, and each one's links (those both ends list), ascending. Built once
-/// per change of the records, then shared by every tree until the next: a search then walks
-/// plain arrays instead of looking up records and neighbour lists in hash maps, which made the
-/// trees of a 128-node mesh (one per origin, every node computing them all) the largest part
-/// of its CPU time for broadcasts.
-#[derive(Debug)]
+/// The graph as trees are searched on it: the nodes with a record, numbered densely, and each
+/// one's links (those both ends list) in ascending short-id order. Kept up to date as records
+/// change (a record moves only its own node's links and those of the nodes it lists or listed)
+/// and shared by the trees computed on it: a search walks plain arrays instead of looking up
+/// records and neighbour lists in hash maps, and a changed record costs its own links, not a
+/// new graph. (Searching the records themselves made the trees of a 128-node mesh, one per
+/// origin on every node and computed anew after every record while the mesh forms, the
+/// largest part of its CPU time for broadcasts.)
+#[derive(Debug, Clone)]
 struct Graph {
-    /// Short id per index, ascending.
+    /// Short id per index.
     ids: Vec<u64>,
     index: HashMap<u64, u32>,
-    /// `links[starts[i]..starts[i + 1]]`: the indices node `i` links with, ascending.
-    starts: Vec<u32>,
-    links: Vec<u32>,
+    /// The indices each node links with, in ascending short-id order.
+    links: Vec<Vec<u32>>,
 }
 
 impl Graph {
-    /// The nodes `i` links with, ascending (ascending short ids too).
+    /// The nodes `i` links with, in ascending short-id order.
     fn links_of(&self, i: u32) -> &[u32] {
-        let i = i as usize;
-        &self.links[self.starts[i] as usize..self.starts[i + 1] as usize]
+        &self.links[i as usize]
+    }
+
+    /// The index of `id`, a new one if it has none.
+    fn index_of(&mut self, id: u64) -> u32 {
+        if let Some(&i) = self.index.get(&id) {
+            return i;
+        }
+        // At most `max_entries` records, far below u32::MAX.
+        let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        self.ids.push(id);
+        self.index.insert(id, i);
+        self.links.push(Vec::new());
+        i
     }
 }
 
@@ -203,7 +216,6 @@ impl Topology {
     /// set of reachable nodes unless `keep_reachable` (the change cannot move it).
     fn changed(&mut self, keep_reachable: bool) {
         self.routes.clear();
-        self.graph = None;
         self.trees.clear();
         if !keep_reachable {
             self.reachable = None;
@@ -258,10 +270,12 @@ impl Topology {
         );
         let me = self.entries.get_mut(&self.me).expect("own entry");
         me.version = record.version;
-        me.neighbours.clone_from(&record.neighbours);
+        let old = std::mem::replace(&mut me.neighbours, record.neighbours.clone());
         me.topics = topics;
         me.signed = Some(record.clone());
+        // Routes and trees go first: they share the graph `relink` moves.
         self.changed(keep);
+        self.relink(self.me, &old);
         Ok(record)
     }
 
@@ -327,7 +341,7 @@ impl Topology {
         let topics: BTreeSet<String> = record.topics.into_iter().collect();
         let full = self.entries.len() >= self.max_entries;
         let keep = self.keeps_reachable(id, self.neighbours_of(id), &neighbours);
-        let (added, removed) = match self.entries.get_mut(&id) {
+        let (added, removed, listed) = match self.entries.get_mut(&id) {
             Some(old) if (record.incarnation, record.version) <= (old.incarnation, old.version) => {
                 return Offer::Stale;
             }
@@ -336,10 +350,10 @@ impl Topology {
                 let removed = old.topics.difference(&topics).cloned().collect();
                 old.incarnation = record.incarnation;
                 old.version = record.version;
-                old.neighbours = neighbours;
+                let listed = std::mem::replace(&mut old.neighbours, neighbours);
                 old.topics = topics;
                 old.signed = Some(signed);
-                (added, removed)
+                (added, removed, listed)
             }
             None if full => return Offer::Full,
             None => {
@@ -356,10 +370,12 @@ impl Topology {
                         unreachable_since: None,
                     },
                 );
-                (added, Vec::new())
+                (added, Vec::new(), Vec::new())
             }
         };
+        // Routes and trees go first: they share the graph `relink` moves.
         self.changed(keep);
+        self.relink(id, &listed);
         Offer::Stored { added, removed }
     }
 
@@ -376,37 +392,77 @@ impl Topology {
             .is_some_and(|e| e.neighbours.binary_search(&a).is_ok())
     }
 
-    /// The graph of the records held now (see [`Graph`]).
+    /// The graph of the records held now (see [`Graph`]), built from them if it is not kept.
     fn graph(&mut self) -> Arc<Graph> {
         if let Some(g) = &self.graph {
             return g.clone();
         }
-        let mut ids: Vec<u64> = self.entries.keys().copied().collect();
-        ids.sort_unstable();
-        // At most `max_entries` records, far below u32::MAX.
-        let index: HashMap<u64, u32> = ids.iter().zip(0u32..).map(|(&id, i)| (id, i)).collect();
-        let mut starts = Vec::with_capacity(ids.len() + 1);
-        let mut links = Vec::new();
-        for a in &ids {
-            starts.push(u32::try_from(links.len()).unwrap_or(u32::MAX));
-            // Neighbour lists are sorted, so each node's links come out ascending.
-            for b in &self.entries[a].neighbours {
-                if let Some(&j) = index.get(b)
-                    && self.linked(*a, *b)
-                {
-                    links.push(j);
+        let mut graph = Graph {
+            ids: Vec::with_capacity(self.entries.len()),
+            index: HashMap::with_capacity(self.entries.len()),
+            links: Vec::with_capacity(self.entries.len()),
+        };
+        for &a in self.entries.keys() {
+            graph.index_of(a);
+        }
+        for (i, a) in graph.ids.iter().enumerate() {
+            // Neighbour lists are sorted, so each node's links come out in short-id order.
+            graph.links[i] = self.entries[a]
+                .neighbours
+                .iter()
+                .filter(|b| self.linked(*a, **b))
+                .filter_map(|b| graph.index.get(b).copied())
+                .collect();
+        }
+        let graph = Arc::new(graph);
+        self.graph = Some(graph.clone());
+        graph
+    }
+
+    /// Moves the kept graph (if any) to `a`'s record, now stored, which listed `old` before
+    /// (sorted; empty for a new node): `a`'s own links, and `a` in the links of the nodes it
+    /// lists or listed.
+    fn relink(&mut self, a: u64, old: &[u64]) {
+        let Some(graph) = self.graph.as_mut() else {
+            return; // built from the records when next needed
+        };
+        let entries = &self.entries;
+        let lists = |x: u64, y: u64| {
+            entries
+                .get(&x)
+                .is_some_and(|e| e.neighbours.binary_search(&y).is_ok())
+        };
+        // The caller dropped routes and trees first: the graph is not shared then, and moves
+        // in place.
+        let g = Arc::make_mut(graph);
+        let ia = g.index_of(a);
+        let new = &entries[&a].neighbours;
+        g.links[ia as usize] = new
+            .iter()
+            .filter(|&&b| lists(b, a))
+            .filter_map(|b| g.index.get(b).copied())
+            .collect();
+        for &b in old {
+            if b != a
+                && new.binary_search(&b).is_err()
+                && let Some(&ib) = g.index.get(&b)
+            {
+                g.links[ib as usize].retain(|&c| c != ia);
+            }
+        }
+        for &b in new {
+            if b != a
+                && old.binary_search(&b).is_err()
+                && lists(b, a)
+                && let Some(&ib) = g.index.get(&b)
+            {
+                let ids = &g.ids;
+                let links = &mut g.links[ib as usize];
+                if let Err(at) = links.binary_search_by_key(&a, |&c| ids[c as usize]) {
+                    links.insert(at, ia);
                 }
             }
         }
-        starts.push(u32::try_from(links.len()).unwrap_or(u32::MAX));
-        let graph = Arc::new(Graph {
-            ids,
-            index,
-            starts,
-            links,
-        });
-        self.graph = Some(graph.clone());
-        graph
     }
 
     fn tree(&mut self, root: u64) -> Option<Arc<Tree>> {
@@ -425,7 +481,7 @@ impl Topology {
         let mut next = 0;
         while let Some(&a) = order.get(next) {
             next += 1;
-            // Links are ascending: ties are broken the same way on every node.
+            // Links are in short-id order: ties are broken the same way on every node.
             for &b in graph.links_of(a) {
                 if parent[b as usize] == OUTSIDE {
                     parent[b as usize] = a;
@@ -536,7 +592,7 @@ impl Topology {
             .collect();
         children.sort_unstable();
         let mut lazy = Vec::new();
-        // Our links, ascending: `lazy` comes out sorted, so callers can search it.
+        // Our links, in short-id order: `lazy` comes out sorted, so callers can search it.
         for &y in g.links_of(me) {
             let Some(parent) = tree.parent(y) else {
                 continue; // the origin, or outside the tree
@@ -638,7 +694,8 @@ impl Topology {
         });
         let removed = before - self.entries.len();
         if removed > 0 {
-            // Only unreachable records go.
+            // Only unreachable records go; the graph is built afresh without them.
+            self.graph = None;
             self.changed(true);
         }
         removed
@@ -658,9 +715,12 @@ fn announcers_of(tree: &Tree, y: u32, count: usize, needed: &[bool]) -> Vec<u32>
         return Vec::new();
     }
     let parent = tree.parent(y);
-    // Only links both ends list, ascending: start after the parent's place, wrapping round.
-    let links = tree.graph.links_of(y);
-    let start = parent.map_or(0, |p| links.partition_point(|&c| c <= p));
+    // Only links both ends list, in short-id order: start after the parent's place, wrapping
+    // round.
+    let (ids, links) = (&tree.graph.ids, tree.graph.links_of(y));
+    let start = parent.map_or(0, |p| {
+        links.partition_point(|&c| ids[c as usize] <= ids[p as usize])
+    });
     let cyclic = links[start..].iter().chain(&links[..start]);
     // The groups in order (not y's children before its children; in each, those that get
     // the message anyway first), each in the cyclic order, and the first `count` of them
@@ -896,45 +956,76 @@ mod tests {
         (order, parent)
     }
 
+    /// Every tree of `t` against [`tree_by_records`].
+    fn assert_trees_match_records(t: &mut Topology, context: &str) {
+        let mut held: Vec<u64> = t.entries.keys().copied().collect();
+        held.sort_unstable();
+        let mut in_graph = t.graph().ids.clone();
+        in_graph.sort_unstable();
+        assert_eq!(
+            in_graph, held,
+            "{context}: the graph has every record's node, no other"
+        );
+        let roots: Vec<u64> = t.entries.keys().copied().collect();
+        for root in roots {
+            let (order, parent) = tree_by_records(t, root);
+            let tree = t.tree(root).expect("root has a record");
+            let id = |i: u32| tree.graph.ids[i as usize];
+            let dense: Vec<u64> = tree.order.iter().map(|&i| id(i)).collect();
+            assert_eq!(dense, order, "{context}");
+            for &i in &tree.order {
+                assert_eq!(
+                    tree.parent(i).map(id),
+                    parent.get(&id(i)).copied(),
+                    "{context}"
+                );
+            }
+            for (i, n) in tree.graph.ids.iter().enumerate() {
+                let i = u32::try_from(i).unwrap();
+                assert_eq!(tree.contains(i), order.contains(n), "{context}");
+            }
+        }
+    }
+
     #[test]
-    fn trees_on_the_dense_graph_are_the_trees_of_the_records() {
+    fn trees_on_the_kept_graph_are_the_trees_of_the_records() {
         let (keys, ids) = nodes(24);
+        let short = |i: usize| short_id(ids[i].as_bytes());
         let mut rng = StdRng::seed_from_u64(0x5eed_0f7e_e5ed);
         let mut rand = |n: u64| rng.random_range(0..n);
-        for round in 0..20 {
-            let edges: Vec<(usize, usize)> = (0..24)
-                .flat_map(|a| (a + 1..24).map(move |b| (a, b)))
-                .filter(|_| rand(8) == 0)
+        for round in 0..8 {
+            // 16 nodes to start with; the others join on the way.
+            let edges: Vec<(usize, usize)> = (0..16)
+                .flat_map(|a| (a + 1..16).map(move |b| (a, b)))
+                .filter(|_| rand(6) == 0)
                 .collect();
-            let mut t = view(&keys, &edges, &[]);
-            // A few nodes claim links the other end does not list (not used), some to nodes
-            // without a record.
-            for i in 1..24 {
-                if rand(4) == 0 {
-                    let mut claimed = t.entries[&short_id(ids[i].as_bytes())].neighbours.clone();
-                    claimed.push(short_id(ids[rand(24) as usize].as_bytes()));
-                    claimed.push(rand(u64::MAX));
-                    let rec = record(&ids[i], (1, 2), claimed);
+            let mut t = view(&keys[..16], &edges, &[]);
+            let mut versions = [1u64; 24];
+            for step in 0..40 {
+                // The graph is built at the first check and then kept across the changes.
+                assert_trees_match_records(&mut t, &format!("round {round} step {step}"));
+                // A node lists a new set: some links made, some dropped, some one-sided, some
+                // to nodes without a record.
+                let i = rand(24) as usize;
+                let mut listed: Vec<u64> = (0..24)
+                    .filter(|&j| j != i && rand(5) == 0)
+                    .map(short)
+                    .collect();
+                if rand(3) == 0 {
+                    listed.push(rand(u64::MAX));
+                }
+                if i == 0 {
+                    t.publish(listed, BTreeSet::new(), &keys[0]).unwrap();
+                } else {
+                    versions[i] += 1;
+                    let rec = record(&ids[i], (1, versions[i]), listed);
                     assert!(matches!(t.offer(ids[i].clone(), rec), Offer::Stored { .. }));
                 }
-            }
-            let roots: Vec<u64> = t.entries.keys().copied().collect();
-            for root in roots {
-                let (order, parent) = tree_by_records(&t, root);
-                let tree = t.tree(root).expect("root has a record");
-                let id = |i: u32| tree.graph.ids[i as usize];
-                let dense: Vec<u64> = tree.order.iter().map(|&i| id(i)).collect();
-                assert_eq!(dense, order, "round {round}");
-                for &i in &tree.order {
-                    assert_eq!(
-                        tree.parent(i).map(id),
-                        parent.get(&id(i)).copied(),
-                        "round {round}"
-                    );
-                }
-                for (i, n) in tree.graph.ids.iter().enumerate() {
-                    let i = u32::try_from(i).unwrap();
-                    assert_eq!(tree.contains(i), order.contains(n), "round {round}");
+                if step % 10 == 9 {
+                    // Forgetting unreachable records builds the graph afresh.
+                    let later = Instant::now() + Duration::from_secs(120);
+                    t.collect_garbage(Instant::now(), Duration::from_secs(60));
+                    t.collect_garbage(later, Duration::from_secs(60));
                 }
             }
         }
