@@ -17,7 +17,7 @@
 //! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed,over_budget,records_over_pace}_total` | | multicasts and broadcasts |
 //! | `peer_offences_total` | `kind` (as [`crate::Offence::as_str`]) | offences the protocols reported |
 //! | `peers_banned_total` | `reason` (the offence kind) | bans |
-//! | `flood_{ihave_sent,iwant_sent,repair_served,repaired}_total` | | lazy repair: announcements and pulls sent, pulls answered, messages repaired |
+//! | `flood_{ihave_sent,ihave_ids,iwant_sent,repair_served,repaired}_total` | | lazy repair: announcements (frames, ids) and pulls sent, pulls answered, messages repaired |
 //! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
 //! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
 //!
@@ -306,7 +306,7 @@ impl Collector for ProtocolCollector {
         )?;
 
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 22] = [
+        let single: [(&str, &str, u64); 23] = [
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",
@@ -366,6 +366,11 @@ impl Collector for ProtocolCollector {
                 "flood_ihave_sent",
                 "IHAVE frames sent: ids of forwarded messages announced to neighbours (lazy repair)",
                 flood.ihave_sent,
+            ),
+            (
+                "flood_ihave_ids",
+                "Message ids announced in IHAVE frames, one per neighbour told",
+                flood.ihave_ids,
             ),
             (
                 "flood_iwant_sent",

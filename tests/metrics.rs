@@ -273,6 +273,12 @@ fn run_serves_metrics_that_follow_the_traffic() {
         0.0,
         "honest nodes keep the record pacing"
     );
+    assert_eq!(
+        s1.get("bcos_p2p_flood_ihave_ids_total"),
+        0.0,
+        "a pair's broadcasts have nobody else to be announced to"
+    );
+    assert!(s1.has("bcos_p2p_flood_ihave_ids_total"));
     assert!(s1.get(&traffic("frames_total", "unicast", "in")) >= REQUESTS as f64);
     assert!(s1.get(&traffic("frames_total", "flood", "in")) >= BROADCASTS as f64);
     assert!(s1.get("bcos_p2p_status_queries_received_total") >= 1.0);

@@ -332,6 +332,8 @@ pub struct Stats {
     pub bad_certificates: u64,
     /// IHAVE frames sent: announcements of forwarded message ids to neighbours (lazy repair).
     pub ihave_sent: u64,
+    /// Message ids announced in them, one per neighbour told.
+    pub ihave_ids: u64,
     /// IWANT frames sent: pulls of announced messages this node lacked.
     pub iwant_sent: u64,
     /// Data frames sent in answer to a neighbour's pull.

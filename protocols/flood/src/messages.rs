@@ -106,9 +106,14 @@ impl Behaviour {
         // (what the trees are made of) no longer says where it can send.
         let agreed = view != 0 && !self.dirty && view == self.topology.digest();
         let announcing = self.config.repair_cache_frames > 0;
+        // A broadcast that came straight from its origin: the origin sends its own broadcast to
+        // every neighbour, in step or not (SPEC.md §4), so out of step too the neighbours that
+        // link with the origin got it as they would in step, and are announced to as in step.
+        let from_origin = !agreed && topic.is_none() && from == Some(origin);
         let route = if agreed || announcing {
-            // Out of step, every other neighbour is announced to: no announcers to work out.
-            let announcers = if agreed {
+            // Out of step, every other neighbour is announced to (but those above): no
+            // announcers to work out otherwise.
+            let announcers = if agreed || from_origin {
                 self.config.repair_announcers
             } else {
                 0
@@ -142,13 +147,20 @@ impl Behaviour {
                 // neighbour, each pulls one copy; flooded if announcing is off.
                 None => !announcing,
             };
-            if go {
-                targets.push(*peer);
-            } else if !agreed
-                || route
+            let announcer = || {
+                route
                     .as_ref()
                     .is_some_and(|r| r.lazy.binary_search(short).is_ok())
-            {
+            };
+            let reached_by_origin = || {
+                from_origin
+                    && route
+                        .as_ref()
+                        .is_some_and(|r| r.parent_in_tree(*short) == Some(origin))
+            };
+            if go {
+                targets.push(*peer);
+            } else if (!agreed && !reached_by_origin()) || announcer() {
                 lazy.push(*peer);
             }
         }

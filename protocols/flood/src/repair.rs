@@ -242,11 +242,13 @@ impl Behaviour {
         let now = Instant::now();
         let outbox = std::mem::take(&mut self.repair.outbox);
         for (peer, ids) in outbox {
+            let count = ids.len() as u64;
             for ids in Ids::new(ids) {
                 if self.send(peer, Frame::Ihave(ids).encode()) {
                     self.stats.ihave_sent += 1;
                 }
             }
+            self.stats.ihave_ids += count;
         }
 
         let max_age = self.config.repair_cache_ttl;

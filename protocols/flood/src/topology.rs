@@ -90,6 +90,13 @@ impl Route {
             .get(&id)
             .is_some_and(|&i| self.tree.contains(i))
     }
+
+    /// The parent of node `id` in the origin's tree (None for the origin and nodes outside).
+    pub fn parent_in_tree(&self, id: u64) -> Option<u64> {
+        let graph = &self.tree.graph;
+        let &i = graph.index.get(&id)?;
+        self.tree.parent(i).map(|p| graph.ids[p as usize])
+    }
 }
 
 /// The database and its caches.
