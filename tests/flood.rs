@@ -1314,9 +1314,10 @@ async fn broadcasts_while_a_mesh_forms_arrive_once_without_flooding() {
 /// Broadcasts sent while a node joins a settled full mesh: every old node is out of step (its
 /// record lags its new link: records are paced), yet each broadcast came to it straight from
 /// its origin, which sends its own broadcast to every neighbour. So it announces the message
-/// only to the neighbours the origin does not link with (the newcomer) and to those it
-/// announces to in step: about two ids per delivery, not one from every node to every other
-/// (n − 1 per delivery, the cost that dominated a forming 128-node mesh's broadcasts).
+/// only to the neighbours the origin does not link with (the newcomer) and to those whose
+/// announcer it is (three each while out of step): about four ids per delivery, not one from
+/// every node to every other (n − 1 per delivery, the cost that dominated a forming 128-node
+/// mesh's broadcasts).
 #[tokio::test]
 async fn broadcasts_while_a_node_joins_are_not_announced_to_everyone() {
     let _one_at_a_time = MESH_FORMING.lock().await;
@@ -1350,7 +1351,7 @@ async fn broadcasts_while_a_node_joins_are_not_announced_to_everyone() {
     let expected = n * n;
     let announced = announced(&mut net) - before;
     assert!(
-        announced <= 3 * expected as u64,
+        announced <= 5 * expected as u64,
         "{announced} ids announced for {expected} deliveries"
     );
 }

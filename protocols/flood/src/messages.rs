@@ -108,17 +108,24 @@ impl Behaviour {
         let announcing = self.config.repair_cache_frames > 0;
         // A broadcast that came straight from its origin: the origin sends its own broadcast to
         // every neighbour, in step or not (SPEC.md §4), so out of step too the neighbours that
-        // link with the origin got it as they would in step, and are announced to as in step.
+        // link with the origin got it as they would in step. They are announced to by their
+        // announcers, all `repair_announcers` of them (in step one does): views differ, so
+        // nodes may not agree on who those are, and more of them make it likelier that one
+        // who has the message does.
         let from_origin = !agreed && topic.is_none() && from == Some(origin);
         let route = if agreed || announcing {
             // Out of step, every other neighbour is announced to (but those above): no
             // announcers to work out otherwise.
-            let announcers = if agreed || from_origin {
-                self.config.repair_announcers
+            let a = self.config.repair_announcers;
+            let (announcers, of_children) = if agreed {
+                (a, a.min(1))
+            } else if from_origin {
+                (a, a)
             } else {
-                0
+                (0, 0)
             };
-            self.topology.route_with(origin, topic, announcers)
+            self.topology
+                .route_with(origin, topic, announcers, of_children)
         } else {
             None
         };

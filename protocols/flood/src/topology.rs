@@ -106,7 +106,7 @@ pub(crate) struct Topology {
     entries: HashMap<u64, Entry>,
     max_entries: usize,
     /// Routes per (origin, topic); cleared whenever the graph or any topic set changes.
-    routes: HashMap<(u64, Option<String>, usize), Option<Arc<Route>>>,
+    routes: HashMap<RouteKey, Option<Arc<Route>>>,
     /// The graph trees are searched on, kept up to date once built (`relink`).
     graph: Option<Arc<Graph>>,
     /// Trees per origin: BFS order and parents; cleared with `routes`.
@@ -180,6 +180,9 @@ impl Tree {
         (p != OUTSIDE && i != self.root()).then_some(p)
     }
 }
+
+/// What a cached route is for: origin, topic, announcers per node and per child of the origin.
+type RouteKey = (u64, Option<String>, usize, usize);
 
 /// Most cached routes before the cache starts over.
 const MAX_ROUTES: usize = 8192;
@@ -514,27 +517,29 @@ impl Topology {
     /// first; ties in Y's ascending short-id order starting after its parent (so different
     /// origins pick different announcers). A node whose parent is the origin has one
     /// announcer: only the origin's own link can fail it (an honest origin sends its own
-    /// messages). The announcers of a node that wants the message and whose parent is not the
+    /// messages); out of step the caller asks for more ([`Topology::route_with`]). The announcers of a node that wants the message and whose parent is not the
     /// origin carry it (with their paths from the origin): `children` includes them, so a
     /// multicast's subscriber cut off from its branch can be repaired from another (SPEC.md
     /// §5).
     #[cfg(test)]
     pub fn route(&mut self, origin: u64, topic: Option<&str>) -> Option<Arc<Route>> {
-        self.route_with(origin, topic, DEFAULT_ANNOUNCERS)
+        self.route_with(origin, topic, DEFAULT_ANNOUNCERS, DEFAULT_ANNOUNCERS.min(1))
     }
 
-    /// [`Topology::route`] with `announcers` announcers per node.
+    /// [`Topology::route`] with `announcers` announcers per node, and `of_children` for the
+    /// origin's children.
     pub fn route_with(
         &mut self,
         origin: u64,
         topic: Option<&str>,
         announcers: usize,
+        of_children: usize,
     ) -> Option<Arc<Route>> {
-        let key = (origin, topic.map(str::to_string), announcers);
+        let key = (origin, topic.map(str::to_string), announcers, of_children);
         if let Some(r) = self.routes.get(&key) {
             return r.clone();
         }
-        let route = self.compute_route(origin, topic, announcers);
+        let route = self.compute_route(origin, topic, announcers, of_children);
         if self.routes.len() >= MAX_ROUTES {
             self.routes.clear();
         }
@@ -547,6 +552,7 @@ impl Topology {
         origin: u64,
         topic: Option<&str>,
         announcers: usize,
+        of_children: usize,
     ) -> Option<Arc<Route>> {
         let tree = self.tree(origin)?;
         let g = tree.graph.clone();
@@ -608,7 +614,7 @@ impl Topology {
                 continue;
             }
             let count = if parent == root {
-                announcers.min(1)
+                of_children
             } else {
                 announcers
             };
