@@ -162,7 +162,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = |f: fn(&NodeStats) -> u64| stats.iter().map(f).sum::<u64>();
     println!(
         "flood: {} frames, {} bytes sent; data frames {}, duplicates {}; records sent {}, \
-         stored {} ({} over the pace); summaries {}; IHAVE {} ({} ids), IWANT {}, repaired {}; dropped {}, \
+         stored {} ({} over the pace); control frames over budget {}; summaries {}; IHAVE {} ({} ids), IWANT {}, repaired {}; dropped {}, \
          non-members {}",
         total(|s| s.flood_traffic.frames_out),
         total(|s| s.flood_traffic.bytes_out),
@@ -171,6 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total(|s| s.flood.records_sent),
         total(|s| s.flood.records_stored),
         total(|s| s.flood.records_over_pace),
+        total(|s| s.flood.control_over_budget),
         total(|s| s.flood.summaries_sent),
         total(|s| s.flood.ihave_sent),
         total(|s| s.flood.ihave_ids),

@@ -14,7 +14,7 @@
 //! | `ping_rtt_seconds` | | ping round trips (histogram) |
 //! | `frames_total`, `transferred_bytes_total` | `protocol` (`unicast`/`flood`/`status`), `direction` (`in`/`out`) | frames and their body bytes |
 //! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
-//! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed,over_budget,records_over_pace}_total` | | multicasts and broadcasts |
+//! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed,over_budget,control_over_budget,records_over_pace}_total` | | multicasts and broadcasts |
 //! | `peer_offences_total` | `kind` (as [`crate::Offence::as_str`]) | offences the protocols reported |
 //! | `peers_banned_total` | `reason` (the offence kind) | bans |
 //! | `flood_{ihave_sent,ihave_ids,iwant_sent,repair_served,repaired}_total` | | lazy repair: announcements (frames, ids) and pulls sent, pulls answered, messages repaired |
@@ -306,7 +306,7 @@ impl Collector for ProtocolCollector {
         )?;
 
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 23] = [
+        let single: [(&str, &str, u64); 24] = [
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",
@@ -356,6 +356,11 @@ impl Collector for ProtocolCollector {
                 "flood_over_budget",
                 "Data frames dropped unread because their sender was past its per-peer budget",
                 flood.over_budget,
+            ),
+            (
+                "flood_control_over_budget",
+                "Control frames dropped unread because their sender was past its per-peer control budget",
+                flood.control_over_budget,
             ),
             (
                 "flood_records_over_pace",

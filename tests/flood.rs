@@ -1114,17 +1114,27 @@ async fn a_refused_origins_messages_are_not_relayed() {
     assert_eq!(net.flood(2).stats().refused_origins, 1);
 }
 
-/// A member sending far more than its budget at once: the excess is dropped unread and counted,
-/// the member is reported once (not once per frame), and the other peer's messages still
-/// arrive.
-#[tokio::test]
-async fn a_member_past_its_budget_has_the_excess_dropped() {
-    let mut net = Net::new(2, |_, c| c.budget_frames_per_s = 20).await;
+/// Two connected nodes with settled views, node 1 reporting its peers' offences to the handle
+/// returned, and a member (key and TLS config) that has not connected yet.
+async fn two_nodes_and_a_member(
+    tweak: impl Fn(usize, &mut Config),
+) -> (Net, bcos_p2p::Offences, NodeKey, ca_tls::Config) {
+    let mut net = Net::new(2, tweak).await;
     let offences = bcos_p2p::Offences::default();
     net.flood(1).set_offences(offences.clone());
     net.connect(&[(0, 1)]).await;
     net.settle(1).await;
     let (member, tls) = node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    (net, offences, member, tls)
+}
+
+/// A member sending far more than its budget at once: the excess is dropped unread and counted,
+/// the member is reported once (not once per frame), and the other peer's messages still
+/// arrive.
+#[tokio::test]
+async fn a_member_past_its_budget_has_the_excess_dropped() {
+    let (mut net, offences, member, tls) =
+        two_nodes_and_a_member(|_, c| c.budget_frames_per_s = 20).await;
     let mut frames = cert_frame(&tls);
     frames.extend((1..=200).flat_map(|seqno| data_frame(&member, seqno, 1, b"flood")));
     let before = net.flood(1).stats();
@@ -1415,4 +1425,41 @@ async fn a_forming_and_an_idle_mesh_send_records_within_the_bound() {
         "formation {formation:.1} s: {published} versions, {received} records received; idle: {:.2} B/link/s",
         idle_bytes as f64 / links * 2.0 / 30.0
     );
+}
+
+/// A member that sends control frames as fast as it can write them (IHAVEs here, each of 64
+/// made-up ids the node must look up) has what is past its control budget dropped unread and
+/// is reported; the node's other peers keep being served.
+#[tokio::test]
+async fn a_member_flooding_control_frames_has_the_excess_dropped() {
+    const SENT: u64 = 5000;
+    let (mut net, offences, member, tls) = two_nodes_and_a_member(|_, _| {}).await;
+    let mut frames = cert_frame(&tls);
+    for i in 0..SENT {
+        let ids: Vec<(u64, u64)> = (0..64).map(|j| (0xdead_0000 + j, i + 1)).collect();
+        for ids in flood::wire::Ids::new(ids) {
+            let body = flood::wire::Frame::Ihave(ids).encode();
+            frames.extend(common::varint(body.len() as u64));
+            frames.extend_from_slice(&body);
+        }
+    }
+    let (io, swarm) = net.write_as(1, &member, &tls, frames);
+    net.run_until("the member reported", |_| {
+        offences.totals()[bcos_p2p::Offence::OverBudget.index()] >= 1
+    })
+    .await;
+    // Two seconds' worth of the default budget (1000 a second) at once, and what came back
+    // while the rest arrived: the others are dropped unread.
+    net.run_until("every frame judged", |net| {
+        let s = net.flood(1).stats();
+        s.control_over_budget + 2000 + 1000 >= SENT
+    })
+    .await;
+    let dropped = net.flood(1).stats().control_over_budget;
+    assert!(dropped <= SENT - 2000, "{dropped} of {SENT} dropped");
+    let id = net.flood(0).broadcast(Bytes::from_static(b"mine")).unwrap();
+    net.run_until("node 0's message", |net| net.count(1, &id) == 1)
+        .await;
+    io.abort();
+    swarm.abort();
 }

@@ -279,6 +279,12 @@ fn run_serves_metrics_that_follow_the_traffic() {
         "a pair's broadcasts have nobody else to be announced to"
     );
     assert!(s1.has("bcos_p2p_flood_ihave_ids_total"));
+    assert!(s1.has("bcos_p2p_flood_control_over_budget_total"));
+    assert_eq!(
+        s1.get("bcos_p2p_flood_control_over_budget_total"),
+        0.0,
+        "honest peers keep within the control budget"
+    );
     assert!(s1.get(&traffic("frames_total", "unicast", "in")) >= REQUESTS as f64);
     assert!(s1.get(&traffic("frames_total", "flood", "in")) >= BROADCASTS as f64);
     assert!(s1.get("bcos_p2p_status_queries_received_total") >= 1.0);

@@ -54,6 +54,8 @@ pub fn flood_config(config: &Config) -> flood::Config {
         max_queue_bytes: config.flood.max_queue_bytes,
         budget_frames_per_s: config.flood.budget_frames_per_s,
         budget_bytes_per_s: config.flood.budget_bytes_per_s,
+        control_budget_frames_per_s: config.flood.control_budget_frames_per_s,
+        control_budget_bytes_per_s: config.flood.control_budget_bytes_per_s,
         ..flood::Config::default()
     }
 }
@@ -90,6 +92,14 @@ mod tests {
         assert_eq!(f.max_queue_bytes, default.max_queue_bytes);
         assert_eq!(f.budget_frames_per_s, default.budget_frames_per_s);
         assert_eq!(f.budget_bytes_per_s, default.budget_bytes_per_s);
+        assert_eq!(
+            f.control_budget_frames_per_s,
+            default.control_budget_frames_per_s
+        );
+        assert_eq!(
+            f.control_budget_bytes_per_s,
+            default.control_budget_bytes_per_s
+        );
         let (s, default) = (status_config(&c), status::Config::default());
         assert_eq!(s.announce_interval, default.announce_interval);
         assert_eq!(s.max_payload, default.max_payload);

@@ -149,6 +149,13 @@ pub struct Flood {
     /// Most multicast/broadcast bytes per second taken from one peer, likewise. 0: no limit.
     /// Default 268435456 (256 MiB).
     pub budget_bytes_per_s: u64,
+    /// Most control frames per second (announcements, pulls, record headers and requests,
+    /// digests, certificate requests and chains) taken from one peer, likewise. 0: no limit.
+    /// Default 1000.
+    pub control_budget_frames_per_s: u32,
+    /// Most control bytes per second taken from one peer, likewise (an announced or pulled id
+    /// counts 18 bytes). 0: no limit. Default 8388608 (8 MiB).
+    pub control_budget_bytes_per_s: u64,
 }
 
 impl Default for Flood {
@@ -161,6 +168,8 @@ impl Default for Flood {
             max_queue_bytes: f.max_queue_bytes,
             budget_frames_per_s: f.budget_frames_per_s,
             budget_bytes_per_s: f.budget_bytes_per_s,
+            control_budget_frames_per_s: f.control_budget_frames_per_s,
+            control_budget_bytes_per_s: f.control_budget_bytes_per_s,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Per-peer budgets of inbound DATA frames: a token bucket of frames per second and one of
-//! bytes per second for each peer (SPEC.md §4, step 0). A frame past either budget is dropped before
+//! Per-peer budgets of inbound DATA frames, and separately of control frames: a token bucket of
+//! frames per second and one of bytes per second for each peer (SPEC.md §4, step 0, and §6). A
+//! frame past either budget is dropped before
 //! anything else is done with it (no signature check, no forwarding), counted, and reported as
 //! an offence at most once a second per peer, so that a peer that keeps flooding is banned
 //! while one short burst past the budget costs little. The defaults are far above what an
@@ -14,7 +15,10 @@ use std::{
 use bcos_p2p_core::Offence;
 use libp2p_identity::PeerId;
 
-use crate::{Behaviour, wire::Data};
+use crate::{
+    Behaviour,
+    wire::{Data, Frame},
+};
 
 /// How many seconds of budget a bucket holds: what a peer may send at once after a quiet time
 /// (a relay flushing its queue after a stall).
@@ -149,17 +153,60 @@ impl Behaviour {
     /// Charges `peer`'s budget for `data`: false when the frame is past it (then it is
     /// counted, and the peer reported now and then).
     pub(crate) fn within_budget(&mut self, peer: PeerId, data: &Data) -> bool {
-        match self.budgets.charge(peer, data_len(data), Instant::now()) {
-            Verdict::Pass => true,
-            Verdict::Drop { report } => {
-                self.stats.over_budget += 1;
-                if report {
-                    tracing::info!(%peer, "flood: a peer is over its budget; dropping its frames");
-                    self.offences.report(peer, Offence::OverBudget);
-                }
-                false
-            }
+        let verdict = self.budgets.charge(peer, data_len(data), Instant::now());
+        self.judged(peer, verdict, false)
+    }
+
+    /// Charges `peer`'s control budget for `frame` (see [`is_control`]), likewise.
+    pub(crate) fn control_within_budget(&mut self, peer: PeerId, frame: &Frame) -> bool {
+        let verdict = self
+            .control_budgets
+            .charge(peer, control_len(frame), Instant::now());
+        self.judged(peer, verdict, true)
+    }
+
+    /// Counts a frame past a budget (the control budget if `control`) and reports its peer when
+    /// the verdict says so; true for a frame within the budget.
+    fn judged(&mut self, peer: PeerId, verdict: Verdict, control: bool) -> bool {
+        let Verdict::Drop { report } = verdict else {
+            return true;
+        };
+        if control {
+            self.stats.control_over_budget += 1;
+        } else {
+            self.stats.over_budget += 1;
         }
+        if report {
+            tracing::info!(%peer, control, "flood: a peer is over its budget; dropping the excess");
+            self.offences.report(peer, Offence::OverBudget);
+        }
+        false
+    }
+}
+
+/// Whether `frame` is charged to the control budget: every kind but DATA (its own budget) and
+/// RECORD (paced per node, SPEC.md §3, and fetched in bursts on a new link).
+pub(crate) fn is_control(frame: &Frame) -> bool {
+    !matches!(frame, Frame::Data(_) | Frame::Record(_))
+}
+
+/// What a control frame costs the byte budget: its body's size, and for IHAVE and IWANT 18
+/// bytes per id (a lookup each), however few bytes their runs take.
+fn control_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Ihave(ids) | Frame::Iwant(ids) => ids.len().saturating_mul(18),
+        Frame::Summary(headers) => headers.len().saturating_mul(24).saturating_add(3),
+        Frame::RecordRequest(nodes) => nodes.len().saturating_mul(8).saturating_add(3),
+        Frame::Digest(_) => 9,
+        Frame::CertRequest { origin, .. } => origin.len().saturating_add(4),
+        Frame::Cert(cert) => cert
+            .chain
+            .iter()
+            .fold(cert.origin.len().saturating_add(4), |n, c| {
+                n.saturating_add(c.len()).saturating_add(3)
+            }),
+        Frame::Data(data) => data_len(data),
+        Frame::Record(_) => 0,
     }
 }
 

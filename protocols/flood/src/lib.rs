@@ -126,6 +126,15 @@ pub struct Config {
     /// Most DATA frame bytes per second taken from one peer, likewise (a burst always fits
     /// two frames of [`Config::max_frame`]). 0: no limit. Default 256 MiB.
     pub budget_bytes_per_s: u64,
+    /// Most control frames per second taken from one peer (IHAVE, IWANT, SUMMARY,
+    /// RECORD_REQUEST, DIGEST, CERT_REQUEST, CERT; in bursts of up to two seconds' worth); past
+    /// it they are dropped unread ([`Stats::control_over_budget`]) and the peer is reported.
+    /// An honest peer sends a few dozen a second. 0: no limit. Default 1000.
+    pub control_budget_frames_per_s: u32,
+    /// Most control frame bytes per second taken from one peer, likewise; an IHAVE or IWANT
+    /// counts 18 bytes per id it lists, however compactly it encodes them (each id is a
+    /// lookup). 0: no limit. Default 8 MiB.
+    pub control_budget_bytes_per_s: u64,
     /// How often the ids of messages forwarded down a tree are announced (IHAVE) to the
     /// neighbours whose announcer this node is, in one frame per neighbour, and how often due
     /// pulls go out (SPEC.md §5). Default 50 ms.
@@ -170,6 +179,8 @@ impl Default for Config {
             member_timeout: Duration::from_secs(5),
             budget_frames_per_s: 20_000,
             budget_bytes_per_s: 256 * 1024 * 1024,
+            control_budget_frames_per_s: 1000,
+            control_budget_bytes_per_s: 8 * 1024 * 1024,
             ihave_interval: Duration::from_millis(50),
             repair_delay: Duration::from_millis(100),
             repair_timeout: Duration::from_millis(250),
@@ -321,6 +332,9 @@ pub struct Stats {
     /// Data frames dropped unread because their sender was past its budget
     /// ([`Config::budget_frames_per_s`], [`Config::budget_bytes_per_s`]).
     pub over_budget: u64,
+    /// Control frames dropped unread because their sender was past its control budget
+    /// ([`Config::control_budget_frames_per_s`], [`Config::control_budget_bytes_per_s`]).
+    pub control_over_budget: u64,
     /// Origin public keys parsed and checked: once per origin while remembered (up to
     /// 4096 of them).
     pub origins_checked: u64,
@@ -435,6 +449,8 @@ pub struct Behaviour {
     stats: Stats,
     /// Each peer's budget of inbound data frames.
     budgets: Budgets,
+    /// Each peer's budget of inbound control frames.
+    control_budgets: Budgets,
     /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
     offences: Offences,
     /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
@@ -505,6 +521,11 @@ impl Behaviour {
             budgets: Budgets::new(
                 config.budget_frames_per_s,
                 config.budget_bytes_per_s,
+                config.max_frame,
+            ),
+            control_budgets: Budgets::new(
+                config.control_budget_frames_per_s,
+                config.control_budget_bytes_per_s,
                 config.max_frame,
             ),
             offences: Offences::default(),
@@ -741,6 +762,7 @@ impl Behaviour {
                 self.header_outbox.remove(&peer);
                 self.members_forget(peer);
                 self.budgets.forget(&peer, Instant::now());
+                self.control_budgets.forget(&peer, Instant::now());
                 self.repair.forget_peer(&peer);
             }
         }
@@ -828,6 +850,8 @@ impl NetworkBehaviour for Behaviour {
                     self.offences.report(peer, Offence::Malformed);
                 }
             }
+            LinkEvent::Received(frame)
+                if budget::is_control(&frame) && !self.control_within_budget(peer, &frame) => {}
             LinkEvent::Received(Frame::Data(data)) => {
                 if self.within_budget(peer, &data) {
                     self.on_data(peer, connection, data)
