@@ -233,6 +233,14 @@ impl Topology {
         self.digest = None;
     }
 
+    /// A record of `id` that listed `old` before (sorted; empty for a new node) is now
+    /// stored: drops what it makes stale, then moves the kept graph to it (after: routes and
+    /// trees share the graph, so it moves in place once they are gone).
+    fn stored(&mut self, id: u64, old: &[u64], keep_reachable: bool) {
+        self.changed(keep_reachable);
+        self.relink(id, old);
+    }
+
     /// Whether `id` listing `new` neighbours (sorted, deduplicated) instead of `old` (the
     /// same) leaves the reachable nodes as they are: no link goes, and no new link joins a
     /// reachable node to an unreachable one. Checking this (a few binary searches) saves a
@@ -283,9 +291,7 @@ impl Topology {
         let old = std::mem::replace(&mut me.neighbours, record.neighbours.clone());
         me.topics = topics;
         me.signed = Some(record.clone());
-        // Routes and trees go first: they share the graph `relink` moves.
-        self.changed(keep);
-        self.relink(self.me, &old);
+        self.stored(self.me, &old, keep);
         Ok(record)
     }
 
@@ -383,9 +389,7 @@ impl Topology {
                 (added, Vec::new(), Vec::new())
             }
         };
-        // Routes and trees go first: they share the graph `relink` moves.
-        self.changed(keep);
-        self.relink(id, &listed);
+        self.stored(id, &listed, keep);
         Offer::Stored { added, removed }
     }
 
@@ -397,9 +401,7 @@ impl Topology {
     /// Whether `a` and `b` list each other: only links both ends publish are used, so every
     /// node computes the same trees from the same records.
     fn linked(&self, a: u64, b: u64) -> bool {
-        self.entries
-            .get(&b)
-            .is_some_and(|e| e.neighbours.binary_search(&a).is_ok())
+        lists(&self.entries, b, a)
     }
 
     /// The graph of the records held now (see [`Graph`]), built from them if it is not kept.
@@ -415,14 +417,8 @@ impl Topology {
         for &a in self.entries.keys() {
             graph.index_of(a);
         }
-        for (i, a) in graph.ids.iter().enumerate() {
-            // Neighbour lists are sorted, so each node's links come out in short-id order.
-            graph.links[i] = self.entries[a]
-                .neighbours
-                .iter()
-                .filter(|b| self.linked(*a, **b))
-                .filter_map(|b| graph.index.get(b).copied())
-                .collect();
+        for i in 0..graph.ids.len() {
+            graph.links[i] = links_from_record(&self.entries, &graph.index, graph.ids[i]);
         }
         let graph = Arc::new(graph);
         self.graph = Some(graph.clone());
@@ -431,27 +427,17 @@ impl Topology {
 
     /// Moves the kept graph (if any) to `a`'s record, now stored, which listed `old` before
     /// (sorted; empty for a new node): `a`'s own links, and `a` in the links of the nodes it
-    /// lists or listed.
+    /// lists or listed. Called by [`Topology::stored`] once routes and trees are dropped.
     fn relink(&mut self, a: u64, old: &[u64]) {
         let Some(graph) = self.graph.as_mut() else {
             return; // built from the records when next needed
         };
         let entries = &self.entries;
-        let lists = |x: u64, y: u64| {
-            entries
-                .get(&x)
-                .is_some_and(|e| e.neighbours.binary_search(&y).is_ok())
-        };
-        // The caller dropped routes and trees first: the graph is not shared then, and moves
-        // in place.
+        // Not shared (routes and trees are gone): moves in place.
         let g = Arc::make_mut(graph);
         let ia = g.index_of(a);
+        g.links[ia as usize] = links_from_record(entries, &g.index, a);
         let new = &entries[&a].neighbours;
-        g.links[ia as usize] = new
-            .iter()
-            .filter(|&&b| lists(b, a))
-            .filter_map(|b| g.index.get(b).copied())
-            .collect();
         for &b in old {
             if b != a
                 && new.binary_search(&b).is_err()
@@ -463,7 +449,7 @@ impl Topology {
         for &b in new {
             if b != a
                 && old.binary_search(&b).is_err()
-                && lists(b, a)
+                && lists(entries, b, a)
                 && let Some(&ib) = g.index.get(&b)
             {
                 let ids = &g.ids;
@@ -719,6 +705,24 @@ impl Topology {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// Whether `x`'s record lists `y`.
+fn lists(entries: &HashMap<u64, Entry>, x: u64, y: u64) -> bool {
+    entries
+        .get(&x)
+        .is_some_and(|e| e.neighbours.binary_search(&y).is_ok())
+}
+
+/// The graph indices (in `index`) of the nodes `a`'s record lists that list `a` back: its
+/// links, in short-id order as its (sorted) list is.
+fn links_from_record(entries: &HashMap<u64, Entry>, index: &HashMap<u64, u32>, a: u64) -> Vec<u32> {
+    entries[&a]
+        .neighbours
+        .iter()
+        .filter(|&&b| lists(entries, b, a))
+        .filter_map(|b| index.get(b).copied())
+        .collect()
 }
 
 /// The first `count` announcers of `y` in `tree` ([`Topology::route`]), those that get the
