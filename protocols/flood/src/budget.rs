@@ -157,11 +157,13 @@ impl Behaviour {
         self.judged(peer, verdict, false)
     }
 
-    /// Charges `peer`'s control budget for `frame` (see [`is_control`]), likewise.
+    /// Charges `peer`'s control budget for `frame` if it is a control frame ([`control_cost`]),
+    /// likewise; other frames pass.
     pub(crate) fn control_within_budget(&mut self, peer: PeerId, frame: &Frame) -> bool {
-        let verdict = self
-            .control_budgets
-            .charge(peer, control_len(frame), Instant::now());
+        let Some(cost) = control_cost(frame) else {
+            return true;
+        };
+        let verdict = self.control_budgets.charge(peer, cost, Instant::now());
         self.judged(peer, verdict, true)
     }
 
@@ -184,16 +186,12 @@ impl Behaviour {
     }
 }
 
-/// Whether `frame` is charged to the control budget: every kind but DATA (its own budget) and
-/// RECORD (paced per node, SPEC.md §3, and fetched in bursts on a new link).
-pub(crate) fn is_control(frame: &Frame) -> bool {
-    !matches!(frame, Frame::Data(_) | Frame::Record(_))
-}
-
-/// What a control frame costs the byte budget: its body's size, and for IHAVE and IWANT 18
-/// bytes per id (a lookup each), however few bytes their runs take.
-fn control_len(frame: &Frame) -> usize {
-    match frame {
+/// What `frame` costs the control byte budget, or None when it is not charged to it: DATA has
+/// its own budget, and RECORD is paced per node (SPEC.md §3) and fetched in bursts on a new
+/// link. A control frame costs its body's size, and an IHAVE or IWANT 18 bytes per id (a
+/// lookup each), however few bytes its runs take.
+fn control_cost(frame: &Frame) -> Option<usize> {
+    Some(match frame {
         Frame::Ihave(ids) | Frame::Iwant(ids) => ids.len().saturating_mul(18),
         Frame::Summary(headers) => headers.len().saturating_mul(24).saturating_add(3),
         Frame::RecordRequest(nodes) => nodes.len().saturating_mul(8).saturating_add(3),
@@ -205,9 +203,8 @@ fn control_len(frame: &Frame) -> usize {
             .fold(cert.origin.len().saturating_add(4), |n, c| {
                 n.saturating_add(c.len()).saturating_add(3)
             }),
-        Frame::Data(data) => data_len(data),
-        Frame::Record(_) => 0,
-    }
+        Frame::Data(_) | Frame::Record(_) => return None,
+    })
 }
 
 /// The encoded size of a DATA frame's body (what the byte budget counts).

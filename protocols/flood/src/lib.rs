@@ -850,8 +850,7 @@ impl NetworkBehaviour for Behaviour {
                     self.offences.report(peer, Offence::Malformed);
                 }
             }
-            LinkEvent::Received(frame)
-                if budget::is_control(&frame) && !self.control_within_budget(peer, &frame) => {}
+            LinkEvent::Received(frame) if !self.control_within_budget(peer, &frame) => {}
             LinkEvent::Received(Frame::Data(data)) => {
                 if self.within_budget(peer, &data) {
                     self.on_data(peer, connection, data)
