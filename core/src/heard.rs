@@ -72,13 +72,9 @@ impl Heard {
     }
 
     /// How many connections have a cell.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether no connection has a cell.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -108,7 +104,7 @@ mod tests {
         assert_eq!(heard.len(), 2);
         heard.forget(a);
         heard.forget(b);
-        assert!(heard.is_empty());
+        assert_eq!(heard.len(), 0);
         assert_eq!(heard.cell(a).last(), None);
     }
 }

@@ -118,9 +118,14 @@ impl Config {
     /// How long a connection may go without an answered ping or a frame before it is closed
     /// as dead: `ping_max_failures` periods plus one timeout (20 s by default).
     pub fn dead_after(&self) -> Duration {
-        let interval = self.ping_interval.clamp(MIN_DELAY, MAX_DELAY);
-        let timeout = self.ping_timeout.clamp(MIN_DELAY, MAX_DELAY);
-        interval.saturating_mul(self.ping_max_failures.max(2)) + timeout
+        self.ping_interval()
+            .saturating_mul(self.ping_max_failures.max(2))
+            + self.ping_timeout()
+    }
+
+    /// How often a connection is pinged, clamped as the redial delays are.
+    fn ping_interval(&self) -> Duration {
+        self.ping_interval.clamp(MIN_DELAY, MAX_DELAY)
     }
 
     /// How long a ping may take, clamped as the redial delays are.
@@ -131,7 +136,7 @@ impl Config {
     /// libp2p's ping settings, the periods clamped as the redial delays are.
     pub(super) fn ping(&self) -> ping::Config {
         ping::Config::new()
-            .with_interval(self.ping_interval.clamp(MIN_DELAY, MAX_DELAY))
+            .with_interval(self.ping_interval())
             .with_timeout(self.ping_timeout())
     }
 
