@@ -6,7 +6,9 @@
 //! 2. stock: the same load on libp2p-tls + yamux + libp2p-request-response (CBOR codec, payloads
 //!    as CBOR byte strings);
 //! 3. bulk:  1 MiB requests, 1-byte responses, 8 in flight, over ours; and the same bytes over
-//!    one rustls TLS 1.3 stream on a loopback TCP socket (same crypto provider, same suite).
+//!    one rustls TLS 1.3 stream on a loopback TCP socket (same crypto provider, same suite);
+//! 4. routed: 1 KiB requests, 64 in flight, over 3 hops (two relays, `unicast/routed.rs`), and
+//!    the same load to a direct neighbour in the same four-node harness.
 //!
 //! Each end (node, or raw TLS side) runs on a thread of its own with a single-threaded tokio
 //! runtime, as two nodes on two machines would. Raw TLS is also run with both ends on one
@@ -23,7 +25,9 @@
 //! Prints a table, then one JSON line with the figures (the contract in docs/ARCHITECTURE.md):
 //! the names, plus `bulk_shared_pool_mb_per_s`, `raw_tls_thread_per_end_mb_per_s`,
 //! `raw_tls_shared_pool_mb_per_s`, `bulk_cpu_ms_per_gib`, `raw_tls_cpu_ms_per_gib`,
-//! `frame_binary_ns`, `frame_cbor_ns`.
+//! `frame_binary_ns`, `frame_cbor_ns`; `routed3_msgs_per_s`, `routed3_p50_us` (the issue's),
+//! `routed3_p99_us`, `routed3_direct_msgs_per_s`, `routed3_direct_p50_us` and
+//! `ratio_routed3` (routed over direct, pair by pair).
 
 use std::{
     collections::HashMap,
@@ -53,6 +57,8 @@ use tokio::{
 
 #[path = "../tests/common/accept_any.rs"]
 mod accept_any;
+#[path = "unicast/routed.rs"]
+mod routed;
 
 const MODULE: u16 = 1;
 /// Runs per figure; the median is reported.
@@ -161,6 +167,18 @@ fn main() {
     }
     let ours = median(ours, Outcome::msgs_per_s);
     let stock = median(stock, Outcome::msgs_per_s);
+    // Routed: 1 KiB over 3 hops (two relays) beside the same load to a direct neighbour, four
+    // full nodes on one 2-worker runtime; the ratio is the median of back-to-back pairs.
+    let pairs = routed::run(if quick { 5_000 } else { 20_000 }, REPS);
+    let ratios_routed: Vec<f64> = pairs
+        .iter()
+        .map(|p| p.routed.msgs_per_s() / p.direct.msgs_per_s())
+        .collect();
+    let (routed_direct, routed3): (Vec<Outcome>, Vec<Outcome>) =
+        pairs.into_iter().map(|p| (p.direct, p.routed)).unzip();
+    let routed_direct = median(routed_direct, Outcome::msgs_per_s);
+    let routed3 = median(routed3, Outcome::msgs_per_s);
+    let ratio_routed = median_of(&ratios_routed);
     let (binary_ns, cbor_ns) = header_formats(if quick { 200_000 } else { 1_000_000 });
 
     println!(
@@ -187,6 +205,19 @@ fn main() {
     row(
         &format!("stock  1 KiB req/resp, 64 in flight, {msgs}"),
         &stock,
+    );
+    row(
+        "nodes  1 KiB to a direct neighbour (4 nodes, 1 pool)",
+        &routed_direct,
+    );
+    row("nodes  1 KiB routed over 3 hops (2 relays)", &routed3);
+    println!(
+        "ratio routed3 / direct (same harness, pair by pair) {ratio_routed:.2} (runs: {})",
+        ratios_routed
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     // A figure's median, its unit, and every run.
     let runs_row = |name: String, unit: &str, runs: &[f64]| {
@@ -257,6 +288,12 @@ fn main() {
         "raw_tls_cpu_ms_per_gib": median_of(&raw_split_cpu).round(),
         "frame_binary_ns": binary_ns.round(),
         "frame_cbor_ns": cbor_ns.round(),
+        "routed3_msgs_per_s": routed3.msgs_per_s().round(),
+        "routed3_p50_us": routed3.pct(0.5),
+        "routed3_p99_us": routed3.pct(0.99),
+        "routed3_direct_msgs_per_s": routed_direct.msgs_per_s().round(),
+        "routed3_direct_p50_us": routed_direct.pct(0.5),
+        "ratio_routed3": (ratio_routed * 100.0).round() / 100.0,
     });
     println!("{json}");
 }

@@ -10,16 +10,19 @@
 use std::time::Duration;
 
 use bcos_p2p_ca_tls as ca_tls;
-use libp2p::{Swarm, SwarmBuilder, identify, identity::Keypair, swarm::NetworkBehaviour, tcp};
+use libp2p::{
+    Swarm, SwarmBuilder, Transport as _, core::upgrade, identify, identity::Keypair,
+    swarm::NetworkBehaviour, tcp,
+};
 
 /// The mapping of a node config onto each protocol's settings, kept here too for callers
 /// that know it by this path.
-pub use crate::config::{flood_config, status_config, unicast_config};
+pub use crate::config::{flood_config, route_config, status_config, unicast_config};
 /// Why a swarm could not be built: see [`crate::security::BuildError`].
 pub use crate::security::BuildError;
 use crate::{
-    NodeKey, boxed::Boxed, config::Config, connection, flood, mux, security::SecurityMode, status,
-    unicast,
+    NodeKey, boxed::Boxed, config::Config, connection, flood, mux, route, security::SecurityMode,
+    status, unicast,
 };
 
 /// The identify protocol version string of bcos-p2p nodes.
@@ -42,6 +45,10 @@ pub struct Behaviour {
     pub flood: flood::Behaviour,
     /// Status sync.
     pub status: status::Behaviour,
+    /// Routed connections: circuits through relays to nodes with no direct connection, and
+    /// relaying for others. Last: it opens and relays circuits on the connections the others
+    /// have taken.
+    pub route: route::Behaviour,
 }
 
 /// What [`Behaviour`] reports to the swarm.
@@ -57,6 +64,14 @@ pub enum Event {
     Flood(flood::Event),
     /// From status sync.
     Status(status::Event),
+    /// From routing.
+    Route(route::Event),
+}
+
+impl From<route::Event> for Event {
+    fn from(e: route::Event) -> Self {
+        Event::Route(e)
+    }
 }
 
 impl From<identify::Event> for Event {
@@ -98,7 +113,7 @@ impl Behaviour {
         Self::with_parts(
             key,
             (security.access_list(), security.node_ids()),
-            security.membership(),
+            (security.membership(), security.route_link()),
             config,
         )
     }
@@ -108,9 +123,11 @@ impl Behaviour {
     fn with_parts(
         key: &NodeKey,
         (access, book): (&ca_tls::AccessList, &crate::NodeIdBook),
-        membership: Option<flood::Membership>,
+        (membership, route_link): (Option<flood::Membership>, &crate::RouteLink),
         config: &Config,
     ) -> Self {
+        // Flood answers the route behaviour's path questions from its link-state records.
+        let paths = crate::Paths::new();
         for node in &config.access.deny {
             access.deny(node.clone());
         }
@@ -154,7 +171,7 @@ impl Behaviour {
                 u
             },
             flood: {
-                let mut f = flood::Behaviour::new(key, flood_config(config), book);
+                let mut f = flood::Behaviour::new(key, flood_config(config), book.clone());
                 f.set_primaries(primaries);
                 f.set_offences(offences);
                 f.set_heard(heard);
@@ -165,9 +182,17 @@ impl Behaviour {
                 if let Some(membership) = membership {
                     f.set_membership(membership);
                 }
+                f.set_paths(paths.clone());
                 f
             },
             status,
+            route: route::Behaviour::new(
+                key.node_id().clone(),
+                route_config(config),
+                route_link.clone(),
+                paths,
+                book.clone(),
+            ),
         }
     }
 }
@@ -194,6 +219,7 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
     security: &impl SecurityMode,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, BuildError> {
+    let routed_security = security.for_keypair(key.keypair())?;
     let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
         .with_tokio()
         .with_tcp(
@@ -201,6 +227,14 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
             |kp: &Keypair| security.for_keypair(kp),
             mux::Config::default,
         )?
+        // Routed connections: circuits through relays, under the same handshake and muxer.
+        .with_other_transport(|_| {
+            route::Transport::new(security.route_link().clone())
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(routed_security)
+                .multiplex(mux::Config::default())
+        })
+        .map_err(|e| BuildError::Swarm(format!("routed transport: {e}")))?
         .with_dns()
         .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
         .with_behaviour(|kp| behaviour(kp))

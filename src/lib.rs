@@ -53,6 +53,7 @@ pub mod config;
 pub mod connection;
 pub mod malloc;
 pub mod metrics;
+pub mod netstatus;
 pub mod node;
 pub mod open;
 pub mod security;
@@ -66,8 +67,9 @@ pub use bcos_p2p_core::mux;
 /// can address peers by it.
 pub use bcos_p2p_core::{
     Heard, HeardAt, KeyError, KeyType, NodeId, NodeIdBook, NodeIdError, NodeKey, Offence, Offences,
-    PrimaryConnections,
+    Paths, PrimaryConnections, RouteLink,
 };
 pub use bcos_p2p_flood as flood;
+pub use bcos_p2p_route as route;
 pub use bcos_p2p_status as status;
 pub use bcos_p2p_unicast as unicast;

@@ -20,6 +20,8 @@
 //! | `flood_{ihave_sent,ihave_ids,iwant_sent,repair_served,repaired}_total` | | lazy repair: announcements (frames, ids) and pulls sent, pulls answered, messages repaired |
 //! | `status_{queries_sent,queries_received,queries_answered,responses_accepted,query_timeouts}_total` | | status queries |
 //! | `status_announces_total` | `direction` (`in`/`out`) | status announcements |
+//! | `route_{opened,failed,relayed_circuits,refused}_total`, `route_relayed_bytes_total` | | routed connections opened and failed; circuits relayed for others, refused, and their bytes |
+//! | `route_circuits_relayed_now` | | circuits relayed now |
 //!
 //! Frame and request counters are live (atomics shared with the connection handlers); the flood
 //! and status counters live inside their behaviours and are copied by [`Metrics::sample`], which
@@ -53,7 +55,7 @@ use prometheus_client::{
         MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{Histogram, exponential_buckets},
     },
     registry::Unit,
@@ -66,7 +68,7 @@ pub use prometheus_client::registry::Registry;
 use crate::{
     Offence, Offences,
     behaviour::{Behaviour, Event as BehaviourEvent},
-    connection, flood, status,
+    connection, flood, route, status,
     unicast::{self, Direction, Outcome},
 };
 
@@ -139,6 +141,7 @@ impl Metrics {
             unicast: behaviour.unicast.counters(),
             flood: behaviour.flood.traffic(),
             status: behaviour.status.traffic(),
+            route: behaviour.route.stats(),
             sampled: sampled.clone(),
         }));
         let metrics = Metrics {
@@ -235,6 +238,7 @@ struct ProtocolCollector {
     unicast: Arc<unicast::Counters>,
     flood: Arc<Traffic>,
     status: Arc<Traffic>,
+    route: Arc<route::Stats>,
     sampled: Arc<Mutex<Sampled>>,
 }
 
@@ -441,7 +445,52 @@ impl Collector for ProtocolCollector {
                 ([("direction", "in")], status.announces_received),
                 ([("direction", "out")], status.announces_sent),
             ],
-        )
+        )?;
+        let r = &*self.route;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let route: [(&str, &str, Option<&Unit>, u64); 5] = [
+            (
+                "route_opened",
+                "Routed connections this node opened: circuits through relays that came up",
+                None,
+                load(&r.opened),
+            ),
+            (
+                "route_failed",
+                "Routed dials that found no circuit (no path, relays refused or timed out)",
+                None,
+                load(&r.failed),
+            ),
+            (
+                "route_relayed_circuits",
+                "Circuits this node relayed for others",
+                None,
+                load(&r.relayed_circuits),
+            ),
+            (
+                "route_refused",
+                "Circuits this node refused to relay or take (relaying off, budget spent, no link, malformed)",
+                None,
+                load(&r.refused),
+            ),
+            (
+                "route_relayed",
+                "Bytes this node relayed for others, both ways",
+                Some(&Unit::Bytes),
+                load(&r.relayed_bytes),
+            ),
+        ];
+        for (name, help, unit, value) in route {
+            let metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let metric = encoder.encode_descriptor(
+            "route_circuits_relayed_now",
+            "Circuits this node relays now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(load(&r.active)).unwrap_or(i64::MAX)).encode(metric)
     }
 }
 

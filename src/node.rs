@@ -45,6 +45,7 @@ use crate::{
     connection,
     flood::{self, FloodError, MessageId},
     metrics::{Metrics, Registry, SAMPLE_INTERVAL},
+    netstatus::{self, NetworkStatus, RemoteStatus},
     open,
     security::SecurityMode,
     status::{self, Status, StatusError},
@@ -177,6 +178,22 @@ pub struct PeerInfo {
     pub status_seq: Option<u64>,
     /// The last ping round trip.
     pub rtt: Option<Duration>,
+    /// None for a direct connection; for a routed one (through relays), the relays in path
+    /// order when this node dialled it, empty when the peer did.
+    pub relays: Option<Vec<NodeId>>,
+}
+
+/// A node reachable now ([`Node::network`]).
+#[derive(Debug, Clone)]
+pub struct NetworkNode {
+    /// The node.
+    pub node: NodeId,
+    /// Hops on the shortest path in the view (1: a flood neighbour).
+    pub hops: u32,
+    /// `None`: no connection; `Some(false)`: direct; `Some(true)`: routed (through relays).
+    pub routed: Option<bool>,
+    /// The `(incarnation, seq)` it announced network-wide, and the latest status held.
+    pub status: RemoteStatus,
 }
 
 /// Frames and body bytes one protocol moved, both ways, over all connections.
@@ -232,6 +249,7 @@ enum Command {
     Peers(Reply<Vec<PeerInfo>>),
     Stats(Reply<NodeStats>),
     Reachable(Reply<Vec<NodeId>>),
+    Network(Reply<Vec<NetworkNode>>),
     Deny(NodeId, Reply<bool>),
     Allow(NodeId, Reply<bool>),
     AddPeer(Multiaddr, Reply<()>),
@@ -372,11 +390,20 @@ impl Node {
             }
         }
         for topic in &config.flood.topics {
+            if netstatus::is_reserved(topic) {
+                return Err(reserved(topic));
+            }
             swarm.behaviour_mut().flood.subscribe(topic)?;
         }
+        // Every node takes the network-wide status seqs.
+        swarm
+            .behaviour_mut()
+            .flood
+            .subscribe(netstatus::STATUS_TOPIC)?;
         sync_topics(&mut swarm);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let network = NetworkStatus::new(&swarm);
         let mut runner = Runner {
             swarm,
             commands: commands.downgrade(),
@@ -386,6 +413,12 @@ impl Node {
             dropped_events: 0,
             metrics,
             sampler: sampler(),
+            route_dial: config.route.dial,
+            network,
+            network_tick: tokio::time::interval_at(
+                tokio::time::Instant::now() + NETWORK_TICK,
+                NETWORK_TICK,
+            ),
         };
         for event in early {
             runner.on_swarm_event(event);
@@ -434,7 +467,9 @@ impl Node {
             .await
     }
 
-    /// Sends a one-way message to `node` for `module`.
+    /// Sends a one-way message to `node` for `module`: over a direct connection, or a routed
+    /// one (opened if need be) when the node is reachable only through others. Fails at once
+    /// with `unreachable` when there is neither a connection nor a path.
     pub async fn oneway(
         &self,
         node: &NodeId,
@@ -456,9 +491,10 @@ impl Node {
         self.call(|r| Command::Publish(None, payload, r)).await
     }
 
-    /// Sends a request to one connected subscriber of `topic`, chosen at random, trying
-    /// another when one fails (FISCO's AMOP unicast); resolves with the subscriber and its
-    /// reply. No subscriber: [`NodeError::TopicNotFound`].
+    /// Sends a request to one subscriber of `topic`, chosen at random among the nearest
+    /// (direct peers first; with `[route] dial`, any reachable subscriber, over a routed
+    /// connection), trying another when one fails (FISCO's AMOP unicast); resolves with the
+    /// subscriber and its reply. No subscriber: [`NodeError::TopicNotFound`].
     pub async fn topic_request(
         &self,
         topic: &str,
@@ -495,6 +531,13 @@ impl Node {
     /// as its view of the network says (see [`Node::peers`] for direct connections).
     pub async fn reachable(&self) -> Result<Vec<NodeId>, NodeError> {
         self.call(Command::Reachable).await
+    }
+
+    /// Every other node reachable now, as the view says: hops on the shortest path, whether
+    /// this node has a connection to it (direct or routed), and its status seq and status as
+    /// known network-wide (see [`crate::netstatus`]).
+    pub async fn network(&self) -> Result<Vec<NetworkNode>, NodeError> {
+        self.call(Command::Network).await
     }
 
     /// What the node's protocols did since it started: counters and traffic per protocol.
@@ -536,10 +579,23 @@ fn tokio_stream_of(
 /// Publishes the flood subscriptions in the status record too (peers see a node's topics there).
 fn sync_topics(swarm: &mut Swarm<Behaviour>) {
     let b = swarm.behaviour_mut();
-    let topics: Vec<String> = b.flood.subscriptions().map(str::to_string).collect();
+    let topics: Vec<String> = b
+        .flood
+        .subscriptions()
+        .filter(|t| !netstatus::is_reserved(t))
+        .map(str::to_string)
+        .collect();
     if let Err(e) = b.status.set_topics(topics) {
         tracing::warn!(error = %e, "topics not published in the status");
     }
+}
+
+/// The error for a reserved topic name.
+fn reserved(topic: &str) -> NodeError {
+    NodeError::from(flood::FloodError::InvalidTopic(format!(
+        "`{topic}` is reserved (names starting with `{}`)",
+        netstatus::RESERVED_PREFIX
+    )))
 }
 
 /// Ticks every [`SAMPLE_INTERVAL`]; a busy node skips ticks rather than catching up.
@@ -573,7 +629,17 @@ struct Runner {
     metrics: Option<Metrics>,
     /// When to copy the protocols' counters into `metrics` (ticks only while it is set).
     sampler: tokio::time::Interval,
+    /// Whether requests may go over routed connections (`[route] dial`): topic requests then
+    /// choose among every reachable subscriber.
+    route_dial: bool,
+    /// Status seqs and statuses of every reachable node.
+    network: NetworkStatus,
+    /// Re-announces this node's seq and prunes the nodes gone.
+    network_tick: tokio::time::Interval,
 }
+
+/// How often [`Runner::network_tick`] runs.
+const NETWORK_TICK: Duration = Duration::from_secs(5);
 
 impl Runner {
     async fn run(mut self) {
@@ -589,6 +655,11 @@ impl Runner {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = self.network_tick.tick() => {
+                    self.network.announce(&mut self.swarm, false);
+                    let reachable = self.swarm.behaviour_mut().flood.reachable();
+                    self.network.prune(&reachable);
+                }
                 _ = self.sampler.tick(), if self.metrics.is_some() => {
                     if let Some(m) = &self.metrics {
                         m.sample(self.swarm.behaviour());
@@ -639,11 +710,28 @@ impl Runner {
                 self.requests.insert(id, Pending::Request(reply));
             }
             Command::Oneway(node, module, payload, reply) => {
-                let _ = reply.send(
-                    b.unicast
-                        .send_oneway(&node, module, payload)
-                        .map_err(NodeError::from),
-                );
+                // A one-way message has no outcome to wait for: one to a node with no
+                // connection and no path fails now rather than after a routed dial.
+                let result = if self.route_dial
+                    && b.connection.is_routed(&node).is_none()
+                    && !b.flood.reachable().contains(&node)
+                {
+                    Err(UnicastError::Unreachable(
+                        "no connection and no path in the link-state view".into(),
+                    ))
+                } else {
+                    b.unicast.send_oneway(&node, module, payload)
+                };
+                let _ = reply.send(result.map_err(NodeError::from));
+            }
+            Command::Publish(Some(t), _, reply) if netstatus::is_reserved(&t) => {
+                let _ = reply.send(Err(reserved(&t)));
+            }
+            Command::TopicRequest(t, _, _, reply) if netstatus::is_reserved(&t) => {
+                let _ = reply.send(Err(reserved(&t)));
+            }
+            Command::Subscribe(t, _, reply) if netstatus::is_reserved(&t) => {
+                let _ = reply.send(Err(reserved(&t)));
             }
             Command::Publish(topic, payload, reply) => {
                 let result = match topic {
@@ -667,10 +755,30 @@ impl Runner {
                 let _ = reply.send(result.map_err(NodeError::from));
             }
             Command::SetStatus(payload, reply) => {
-                let _ = reply.send(b.status.set_status(payload).map_err(NodeError::from));
+                let result = b.status.set_status(payload).map_err(NodeError::from);
+                if result.is_ok() {
+                    self.network.announce(&mut self.swarm, true);
+                }
+                let _ = reply.send(result);
             }
             Command::Reachable(reply) => {
                 let _ = reply.send(Ok(b.flood.reachable()));
+            }
+            Command::Network(reply) => {
+                let me = b.flood.local_node().clone();
+                let nodes = b
+                    .flood
+                    .distances()
+                    .into_iter()
+                    .filter(|(n, _)| *n != me)
+                    .map(|(node, hops)| NetworkNode {
+                        routed: b.connection.is_routed(&node),
+                        status: self.network.of(&node),
+                        hops,
+                        node,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(nodes));
             }
             Command::Stats(reply) => {
                 let _ = reply.send(Ok(NodeStats {
@@ -682,6 +790,7 @@ impl Runner {
                 }));
             }
             Command::Peers(reply) => {
+                let routes: HashMap<NodeId, Vec<NodeId>> = b.route.routed().into_iter().collect();
                 let peers = b
                     .connection
                     .connected()
@@ -689,6 +798,11 @@ impl Runner {
                     .map(|(node, addr)| PeerInfo {
                         status_seq: b.status.status_of(&node).map(Status::seq),
                         rtt: b.connection.rtt(&node),
+                        relays: b
+                            .connection
+                            .is_routed(&node)
+                            .unwrap_or(false)
+                            .then(|| routes.get(&node).cloned().unwrap_or_default()),
                         node,
                         addr,
                     })
@@ -748,7 +862,18 @@ impl Runner {
         );
         candidates.sort();
         candidates.dedup();
-        candidates.retain(|n| connected.contains(n) && !tried.contains(n));
+        // With routed connections any reachable subscriber can be asked; the nearest are
+        // preferred (a direct peer is one hop away, others as far as the view's shortest path).
+        let routed = self.route_dial;
+        candidates.retain(|n| (routed || connected.contains(n)) && !tried.contains(n));
+        let distances: HashMap<NodeId, u32> = b.flood.distances().into_iter().collect();
+        let hops = |n: &NodeId| match b.connection.is_routed(n) {
+            Some(false) => 1,
+            _ => distances.get(n).copied().unwrap_or(u32::MAX),
+        };
+        if let Some(nearest) = candidates.iter().map(hops).min() {
+            candidates.retain(|n| hops(n) == nearest);
+        }
         if candidates.is_empty() {
             let error = last_error.unwrap_or(NodeError::TopicNotFound(topic));
             let _ = reply.send(Err(error));
@@ -844,8 +969,25 @@ impl Runner {
                 module,
                 payload,
             }),
+            BehaviourEvent::Flood(flood::Event::Message {
+                origin,
+                topic: Some(topic),
+                payload,
+                ..
+            }) if topic.as_str() == netstatus::STATUS_TOPIC => {
+                self.network
+                    .on_announcement(&mut self.swarm, origin, &payload)
+            }
+            BehaviourEvent::Flood(
+                flood::Event::Subscribed { topic, .. } | flood::Event::Unsubscribed { topic, .. },
+            ) if netstatus::is_reserved(topic.as_str()) => {}
             BehaviourEvent::Flood(e) => self.emit(NodeEvent::Flood(e)),
-            BehaviourEvent::Status(e) => self.emit(NodeEvent::Status(e)),
+            BehaviourEvent::Status(e) => {
+                if let status::Event::StatusUpdated { node, status, .. } = &e {
+                    self.network.on_status(node.clone(), status.clone());
+                }
+                self.emit(NodeEvent::Status(e))
+            }
             BehaviourEvent::Connection(connection::Event::Connected { node, addr, .. }) => {
                 self.emit(NodeEvent::Connected { node, addr })
             }
@@ -857,6 +999,7 @@ impl Runner {
             }
             BehaviourEvent::Connection(e) => self.emit(NodeEvent::Connection(e)),
             BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Route(e) => tracing::debug!(event = ?e, "route"),
         }
     }
 }

@@ -28,7 +28,7 @@ use libp2p::{
     tls::{self, TlsStream},
 };
 
-use crate::{KeyType, NodeId, NodeIdBook, NodeKey};
+use crate::{KeyType, NodeId, NodeIdBook, NodeKey, RouteLink};
 
 /// The protocol id of stock libp2p TLS.
 pub const PROTOCOL_NAME: &str = "/tls/1.0.0";
@@ -62,6 +62,7 @@ pub struct Config {
     local: PeerId,
     access: AccessList,
     book: NodeIdBook,
+    route_link: RouteLink,
     handshake_timeout: Duration,
     require_node_id: bool,
 }
@@ -95,6 +96,7 @@ impl Config {
             local: keypair.public().to_peer_id(),
             access: AccessList::default(),
             book: NodeIdBook::default(),
+            route_link: RouteLink::default(),
             handshake_timeout: ca_tls::DEFAULT_HANDSHAKE_TIMEOUT,
             require_node_id: NodeId::from_public_key(&keypair.public()).is_ok(),
         })
@@ -140,6 +142,12 @@ impl Config {
     /// PeerId → NodeId of every peer that completed a handshake.
     pub fn node_ids(&self) -> &NodeIdBook {
         &self.book
+    }
+
+    /// Where the routed transport of a swarm built with this config meets the route behaviour
+    /// of a behaviour built with it (shared with all clones).
+    pub fn route_link(&self) -> &RouteLink {
+        &self.route_link
     }
 
     /// Bounds `handshake` by the timeout, maps its failure to a refusal, then names the peer

@@ -43,6 +43,10 @@ pub enum BuildError {
 /// multistream-select.
 pub type Socket = Negotiated<libp2p::tcp::tokio::TcpStream>;
 
+/// The socket of a routed connection's handshake: a circuit through relays (its first hop's
+/// route stream) after multistream-select.
+pub type RoutedSocket = Negotiated<libp2p::Stream>;
+
 /// A security handshake a bcos-p2p swarm can run: a libp2p security upgrade on [`Socket`] that
 /// authenticates the peer, enforces the access lists, names the peer's NodeId in a shared book
 /// and fails with an [`UpgradeError`] (so every refusal becomes the same `refused` event).
@@ -67,9 +71,28 @@ pub trait SecurityMode:
         Error = UpgradeError,
         Future: Send,
     >
+    + InboundConnectionUpgrade<
+        RoutedSocket,
+        Output = (PeerId, <Self as SecurityMode>::RoutedStream),
+        Error = UpgradeError,
+        Future: Send,
+    >
+    + OutboundConnectionUpgrade<
+        RoutedSocket,
+        Output = (PeerId, <Self as SecurityMode>::RoutedStream),
+        Error = UpgradeError,
+        Future: Send,
+    >
 {
     /// The encrypted stream the handshake yields.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The encrypted stream the handshake yields over a circuit.
+    type RoutedStream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Where the routed transport and the route behaviour built with this config meet (shared
+    /// with all clones).
+    fn route_link(&self) -> &crate::RouteLink;
 
     /// This upgrade, checked against the swarm's identity keypair (it must be the node key's).
     fn for_keypair(&self, keypair: &Keypair) -> Result<Self, BuildError>;
@@ -96,6 +119,11 @@ pub trait SecurityMode:
 
 impl SecurityMode for ca_tls::Config {
     type Stream = ca_tls::Coalesced<libp2p::tls::TlsStream<ca_tls::ReadBuffer<Socket>>>;
+    type RoutedStream = ca_tls::Coalesced<libp2p::tls::TlsStream<ca_tls::ReadBuffer<RoutedSocket>>>;
+
+    fn route_link(&self) -> &crate::RouteLink {
+        ca_tls::Config::route_link(self)
+    }
 
     fn for_keypair(&self, keypair: &Keypair) -> Result<Self, BuildError> {
         Ok(ca_tls::Config::for_keypair(self, keypair)?)
@@ -146,6 +174,11 @@ pub fn ca_membership(tls: &ca_tls::Config) -> flood::Membership {
 
 impl SecurityMode for open::Config {
     type Stream = libp2p::tls::TlsStream<Socket>;
+    type RoutedStream = libp2p::tls::TlsStream<RoutedSocket>;
+
+    fn route_link(&self) -> &crate::RouteLink {
+        open::Config::route_link(self)
+    }
 
     fn for_keypair(&self, keypair: &Keypair) -> Result<Self, BuildError> {
         Ok(open::Config::for_keypair(self, keypair)?)

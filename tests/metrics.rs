@@ -237,8 +237,16 @@ fn run_serves_metrics_that_follow_the_traffic() {
             && s.get("bcos_p2p_status_queries_sent_total") >= 1.0
             && s.get("bcos_p2p_status_responses_accepted_total") >= 1.0
     });
-    assert_eq!(s0.get(&unicast("outbound", "not_connected")), 1.0);
-    for outcome in ["timeout", "remote", "closed", "too_large", "busy"] {
+    // The request to a node with no connection and no path.
+    assert_eq!(s0.get(&unicast("outbound", "unreachable")), 1.0);
+    for outcome in [
+        "timeout",
+        "remote",
+        "closed",
+        "too_large",
+        "busy",
+        "not_connected",
+    ] {
         assert!(s0.has(&unicast("outbound", outcome)), "{outcome} is listed");
         assert_eq!(s0.get(&unicast("outbound", outcome)), 0.0, "{outcome}");
     }

@@ -22,7 +22,9 @@ pub mod link;
 pub mod mux;
 mod node_id;
 pub mod offences;
+pub mod paths;
 mod primary;
+pub mod route_link;
 pub mod stream_pair;
 
 pub use book::NodeIdBook;
@@ -33,4 +35,6 @@ pub use keys::{
 };
 pub use node_id::{NodeId, NodeIdError, Verifier};
 pub use offences::{Offence, Offences};
+pub use paths::Paths;
 pub use primary::PrimaryConnections;
+pub use route_link::RouteLink;

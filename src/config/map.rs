@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{Config, Connection};
-use crate::{connection, flood, status, unicast};
+use crate::{connection, flood, route, status, unicast};
 
 impl From<&Connection> for connection::Config {
     fn from(c: &Connection) -> Self {
@@ -42,7 +42,23 @@ pub fn unicast_config(config: &Config) -> unicast::Config {
         max_frame_size: u.max_message_size,
         max_in_flight: u.max_in_flight,
         modules: u.modules.iter().copied().collect(),
+        dial_routed: config.route.dial,
+        routed_idle_timeout: Duration::from_millis(config.route.idle_timeout_ms),
         ..unicast::Config::default()
+    }
+}
+
+/// The route settings of a node config.
+pub fn route_config(config: &Config) -> route::Config {
+    let r = &config.route;
+    route::Config {
+        relay: r.relay,
+        accept: r.accept,
+        max_hops: r.max_hops,
+        max_circuits: r.max_circuits,
+        max_circuits_per_peer: r.max_circuits_per_peer,
+        relay_bytes_per_s: r.relay_bytes_per_s,
+        ..route::Config::default()
     }
 }
 

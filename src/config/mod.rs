@@ -22,9 +22,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use addr::PeerAddr;
-pub use map::{flood_config, status_config, unicast_config};
+pub use map::{flood_config, route_config, status_config, unicast_config};
 pub use sections::{
-    Access, Certificates, Connection, Flood, Metrics, Network, Security, Status, Unicast,
+    Access, Certificates, Connection, Flood, Metrics, Network, Route, Security, Status, Unicast,
 };
 pub use validate::{MAX_MESSAGE_SIZE, MAX_MS, MIN_MESSAGE_SIZE};
 
@@ -52,6 +52,8 @@ pub struct Config {
     pub flood: Flood,
     /// Status sync.
     pub status: Status,
+    /// Routed connections and relaying.
+    pub route: Route,
     /// The Prometheus endpoint of `bcos-p2p run`.
     pub metrics: Metrics,
 }

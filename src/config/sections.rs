@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(doc)]
 use super::Config;
 use super::{DEFAULT_MODULE, DEFAULT_PORT, PeerAddr};
-use crate::{NodeId, ca_tls, connection, flood, status, unicast};
+use crate::{NodeId, ca_tls, connection, flood, route, status, unicast};
 
 /// `[connection]`: how connections are made, kept and bounded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,6 +170,47 @@ impl Default for Flood {
             budget_bytes_per_s: f.budget_bytes_per_s,
             control_budget_frames_per_s: f.control_budget_frames_per_s,
             control_budget_bytes_per_s: f.control_budget_bytes_per_s,
+        }
+    }
+}
+
+/// `[route]`: routed connections to nodes with no direct connection, and relaying.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Route {
+    /// Relay circuits for other nodes. Default true.
+    pub relay: bool,
+    /// Take routed connections to this node. Default true.
+    pub accept: bool,
+    /// Open routed connections for requests to nodes with no direct connection. Default true.
+    pub dial: bool,
+    /// Hops of the longest path opened or relayed (relays + 1), 2–16. Default 8.
+    pub max_hops: usize,
+    /// Most circuits relayed at once. Default 256.
+    pub max_circuits: usize,
+    /// Most circuits relayed at once for one previous hop. Default 32.
+    pub max_circuits_per_peer: usize,
+    /// Relayed bytes per second for one previous hop's circuits. 0: no limit. Default
+    /// 67108864 (64 MiB).
+    pub relay_bytes_per_s: u64,
+    /// A routed connection with no unicast traffic for this long is closed, in ms. Default
+    /// 60000.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Route {
+    /// The route crate's defaults ([`route::Config`]).
+    fn default() -> Self {
+        let r = route::Config::default();
+        Route {
+            relay: r.relay,
+            accept: r.accept,
+            dial: true,
+            max_hops: r.max_hops,
+            max_circuits: r.max_circuits,
+            max_circuits_per_peer: r.max_circuits_per_peer,
+            relay_bytes_per_s: r.relay_bytes_per_s,
+            idle_timeout_ms: ms(unicast::Config::default().routed_idle_timeout),
         }
     }
 }

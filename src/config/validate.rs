@@ -5,10 +5,10 @@
 use std::{collections::HashSet, hash::Hash, net::SocketAddr};
 
 use super::{
-    Certificates, Config, Connection, Flood, Metrics, Network, Status, Unicast,
+    Certificates, Config, Connection, Flood, Metrics, Network, Route, Status, Unicast,
     addr::{check_listen_addr, check_peer_addr},
 };
-use crate::{flood, status};
+use crate::{flood, route, status};
 
 impl Config {
     /// Checks every value against the rules of the reference in the module docs. The error
@@ -25,6 +25,7 @@ impl Config {
         check_connection(&self.connection, &mut check);
         check_unicast(&self.unicast, &mut check);
         check_flood(&self.flood, &self.unicast, &mut check);
+        check_route(&self.route, &mut check);
         check_status(&self.status, &self.unicast, &mut check);
         check_metrics(&self.metrics, &mut check);
         if problems.is_empty() {
@@ -133,6 +134,30 @@ fn check_unicast(u: &Unicast, check: &mut impl FnMut(bool, &str, String)) {
     if let Some(m) = first_duplicate(&u.modules) {
         check(false, "[unicast] modules", format!("{m} is listed twice"));
     }
+}
+
+/// `[route]`: a path length relays can carry, budgets of at least one circuit.
+fn check_route(r: &Route, check: &mut impl FnMut(bool, &str, String)) {
+    check(
+        (2..=route::wire::MAX_PATH).contains(&r.max_hops),
+        "[route] max_hops",
+        format!(
+            "{} is not within 2 to {}",
+            r.max_hops,
+            route::wire::MAX_PATH
+        ),
+    );
+    for (key, n) in [
+        ("max_circuits", r.max_circuits),
+        ("max_circuits_per_peer", r.max_circuits_per_peer),
+    ] {
+        check(
+            n >= 1,
+            &format!("[route] {key}"),
+            "0 must be at least 1".into(),
+        );
+    }
+    check_ms(check, "[route] idle_timeout_ms", r.idle_timeout_ms);
 }
 
 /// `[flood]`: ttl, topics, and a queue that holds the largest message (`u`).

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::route::is_routed;
 use libp2p::{
     Multiaddr, PeerId,
     connection_limits::Exceeded,
@@ -111,15 +112,21 @@ impl Behaviour {
         let admission = match self.peers.get(&peer) {
             None => Some(Admission::Fresh),
             Some(p) => {
-                let live: Vec<&Conn> = p
+                let all_live = p
                     .conns
                     .iter()
                     .filter_map(|c| self.conns.get(c))
-                    .filter(|c| c.closing.is_none())
-                    .collect();
-                // The keeper is the connection the smaller NodeId dialled.
+                    .filter(|c| c.closing.is_none());
+                // A direct connection beats a routed one (through relays): a routed connection
+                // is refused while a direct one is up, and a direct one replaces routed ones.
+                // Among connections of one kind, the keeper is the one the smaller NodeId dialled.
+                let routed = is_routed(addr);
+                let direct_up = all_live.clone().any(|c| !c.routed);
+                let live: Vec<&Conn> = all_live.filter(|c| c.routed == routed).collect();
                 let keeper = |outbound: bool| outbound == (self.local < node);
-                if live.is_empty() {
+                if routed && direct_up {
+                    None
+                } else if live.is_empty() {
                     Some(Admission::Replace)
                 } else if self.local > node {
                     (keeper(outbound) && live.iter().all(|c| !keeper(c.outbound)))

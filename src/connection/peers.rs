@@ -18,7 +18,7 @@ use super::{
     redial::State,
     remote_addr,
 };
-use crate::{HeardAt, NodeId, Offence};
+use crate::{HeardAt, NodeId, Offence, route::is_routed};
 
 /// Why this node closes a connection.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +47,8 @@ pub(super) struct Conn {
     /// [`crate::Heard`]).
     pub(super) heard: Arc<HeardAt>,
     pub(super) rtt: Option<Duration>,
+    /// A routed connection (a circuit through relays), not a direct one.
+    pub(super) routed: bool,
     pub(super) closing: Option<Closing>,
     /// Set on a duplicate this node waits for the peer to close: when to close it anyway.
     pub(super) superseded: Option<Instant>,
@@ -65,6 +67,26 @@ pub(super) struct Peer {
 }
 
 impl Behaviour {
+    /// Whether `peer` has a direct (not routed) connection up.
+    pub(super) fn has_direct(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| {
+            p.conns.iter().any(|c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| !c.routed && c.closing.is_none())
+            })
+        })
+    }
+
+    /// Whether `node`'s connection kept is routed (through relays); None when not connected.
+    pub fn is_routed(&self, node: &NodeId) -> Option<bool> {
+        self.peers
+            .values()
+            .find(|p| &p.node == node)
+            .and_then(|p| self.conns.get(&p.primary))
+            .map(|c| c.routed)
+    }
+
     /// Connected peers, one entry each, with the remote address of the connection kept.
     pub fn connected(&self) -> Vec<(NodeId, Multiaddr)> {
         self.peers
@@ -116,6 +138,7 @@ impl Behaviour {
                 pings: true,
                 heard: self.heard.cell(e.connection_id),
                 rtt: None,
+                routed: is_routed(&addr),
                 closing: None,
                 superseded: (admission == Admission::Extra)
                     .then(|| Instant::now() + DUPLICATE_GRACE),
@@ -174,7 +197,9 @@ impl Behaviour {
         for id in closed {
             self.close_duplicate(e.peer_id, id);
         }
-        for t in &mut self.targets {
+        // A routed connection leaves the configured addresses to be dialled directly.
+        let routed = is_routed(e.endpoint.get_remote_address());
+        for t in self.targets.iter_mut().filter(|_| !routed) {
             if t.state == State::Dialing(e.connection_id) {
                 t.peer = Some(e.peer_id);
                 t.node = Some(node.clone());

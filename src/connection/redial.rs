@@ -180,7 +180,8 @@ impl Behaviour {
                 self.targets[i].state = State::Blocked;
                 continue;
             }
-            if t.peer.is_some_and(|p| self.peers.contains_key(&p)) {
+            // A routed connection (through relays) does not count: the direct one is dialled.
+            if t.peer.is_some_and(|p| self.has_direct(&p)) {
                 self.targets[i].state = State::Connected;
                 continue;
             }
@@ -195,7 +196,7 @@ impl Behaviour {
             let opts = match t.peer {
                 Some(p) => DialOpts::peer_id(p)
                     .addresses(vec![t.addr.clone()])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .condition(PeerCondition::NotDialing)
                     .allocate_new_port()
                     .build(),
                 None => DialOpts::unknown_peer_id()

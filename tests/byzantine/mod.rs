@@ -13,6 +13,7 @@ use std::{
 
 use bcos_p2p::flood::{self, wire::Frame};
 use bcos_p2p_core::link::LinkEvent;
+use either::Either;
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
@@ -90,7 +91,9 @@ impl NetworkBehaviour for Dropper {
     ) {
         let message = matches!(
             event,
-            LinkEvent::Received(Frame::Data(_) | Frame::Ihave(_) | Frame::Iwant(_))
+            Either::Left(LinkEvent::Received(
+                Frame::Data(_) | Frame::Ihave(_) | Frame::Iwant(_)
+            ))
         );
         if !(self.dropping && message) {
             self.inner

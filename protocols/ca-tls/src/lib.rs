@@ -41,7 +41,7 @@ use std::{
 };
 
 pub use access::AccessList;
-use bcos_p2p_core::{NodeId, NodeIdBook, NodeKey};
+use bcos_p2p_core::{NodeId, NodeIdBook, NodeKey, RouteLink};
 pub use certs::{certified_key, parse_pem_certs, read_pem_certs};
 pub use coalesce::Coalesced;
 pub use error::{ConfigError, Refusal, UpgradeError};
@@ -99,6 +99,7 @@ struct Shared {
     local_peer_id: PeerId,
     access: AccessList,
     book: NodeIdBook,
+    route_link: RouteLink,
 }
 
 impl std::fmt::Debug for Config {
@@ -175,6 +176,7 @@ impl Config {
                 local_peer_id: key.keypair().public().to_peer_id(),
                 access: AccessList::default(),
                 book: NodeIdBook::default(),
+                route_link: RouteLink::default(),
             }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         })
@@ -222,6 +224,12 @@ impl Config {
     /// PeerId → NodeId of every authenticated peer.
     pub fn node_ids(&self) -> &NodeIdBook {
         &self.shared.book
+    }
+
+    /// Where the routed transport of a swarm built with this config meets the route behaviour
+    /// of a behaviour built with it (shared with all clones).
+    pub fn route_link(&self) -> &RouteLink {
+        &self.shared.route_link
     }
 
     /// The local certificate chain, leaf first, as handshakes present it.

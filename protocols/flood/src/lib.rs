@@ -53,19 +53,23 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    Heard, NodeId, NodeIdBook, NodeKey, Offence, Offences, PrimaryConnections,
+    Heard, NodeId, NodeIdBook, NodeKey, Offence, Offences, Paths, PrimaryConnections,
     link::{Handler, Link, LinkCommand, LinkConfig, LinkEvent, Queue},
+    paths::{PathAnswer, Target},
+    route_link::is_routed,
     stream_pair::{CloseReason, Traffic},
 };
 use budget::Budgets;
 use bytes::Bytes;
+use either::Either;
 use futures::FutureExt as _;
 use futures_timer::Delay;
 use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, ListenFailure,
-    NetworkBehaviour, NotifyHandler, StreamProtocol, THandler, THandlerOutEvent, ToSwarm,
+    NetworkBehaviour, NotifyHandler, StreamProtocol, THandler, THandlerInEvent, THandlerOutEvent,
+    ToSwarm, dummy,
 };
 use members::Members;
 pub use members::{CheckChain, Membership};
@@ -455,6 +459,8 @@ pub struct Behaviour {
     offences: Offences,
     /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
     heard: Option<Heard>,
+    /// Path questions this behaviour answers ([`Behaviour::set_paths`]).
+    paths: Option<Paths>,
 }
 
 /// The wall clock in nanoseconds since the Unix epoch (saturating; 0 before the epoch): what
@@ -530,8 +536,30 @@ impl Behaviour {
             ),
             offences: Offences::default(),
             heard: None,
+            paths: None,
             config,
         }
+    }
+
+    /// Answers the path questions left in `paths` (by the route behaviour) from this node's
+    /// link-state view: shortest paths over the links both ends publish. Default: none.
+    pub fn set_paths(&mut self, paths: Paths) {
+        self.paths = Some(paths);
+    }
+
+    /// A shortest path to `to` (the nodes after this one, `to` last) through none of `avoid`
+    /// if there is one; None when unreachable.
+    pub fn path_to(&mut self, to: &Target, avoid: &[NodeId]) -> Option<Vec<NodeId>> {
+        let id = match to {
+            Target::Node(n) => short_id(n.as_bytes()),
+            Target::Peer(p) => self.topology.short_id_of_peer(p)?,
+        };
+        self.topology.path_to(id, avoid)
+    }
+
+    /// Hop counts to every node reachable now (this node 0), from the link-state view.
+    pub fn distances(&mut self) -> Vec<(NodeId, u32)> {
+        self.topology.distances()
     }
 
     /// Sends on the connection `primaries` names when a peer has several (the connection
@@ -792,7 +820,9 @@ impl Behaviour {
 }
 
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = Handler<Frame>;
+    /// No flood link on a routed connection (a circuit through relays): links are direct
+    /// connections only, as the records that paths are computed from say.
+    type ConnectionHandler = Either<Handler<Frame>, dummy::ConnectionHandler>;
     type ToSwarm = Event;
 
     fn handle_established_inbound_connection(
@@ -800,20 +830,26 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(peer, connection))
+        if is_routed(remote) {
+            return Ok(Either::Right(dummy::ConnectionHandler));
+        }
+        Ok(Either::Left(self.new_handler(peer, connection)))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         connection: ConnectionId,
         peer: PeerId,
-        _: &Multiaddr,
+        addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(peer, connection))
+        if is_routed(addr) {
+            return Ok(Either::Right(dummy::ConnectionHandler));
+        }
+        Ok(Either::Left(self.new_handler(peer, connection)))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -838,6 +874,10 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
+        let event = match event {
+            Either::Left(event) => event,
+            Either::Right(never) => match never {},
+        };
         match event {
             LinkEvent::OutboundOpened => self.set_state(peer, connection, LinkState::Open),
             // The handler reopens the stream when there is something to send.
@@ -869,7 +909,13 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, LinkCommand>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if let Some(paths) = self.paths.clone() {
+            for ask in paths.take_asks(cx) {
+                let path = self.path_to(&ask.to, &ask.avoid);
+                paths.answer(PathAnswer { id: ask.id, path });
+            }
+        }
         if let Some(timer) = &mut self.announce_timer
             && timer.poll_unpin(cx).is_ready()
         {
@@ -913,7 +959,7 @@ impl NetworkBehaviour for Behaviour {
             }
         }
         match self.events.pop_front() {
-            Some(e) => Poll::Ready(e),
+            Some(e) => Poll::Ready(e.map_in(Either::Left)),
             None => Poll::Pending,
         }
     }

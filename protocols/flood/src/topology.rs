@@ -14,6 +14,7 @@ use std::{
 };
 
 use bcos_p2p_core::{KeyError, NodeId, NodeKey};
+use libp2p_identity::PeerId;
 // foldhash, not SipHash: the keys are short ids (SHA-256 prefixes no peer picks freely), and
 // hashing them was a tenth of a 128-node mesh's CPU. foldhash is hashbrown's own default
 // hasher (already built here) and seeds itself per process.
@@ -99,10 +100,16 @@ impl Route {
     }
 }
 
+mod paths;
+
 /// The database and its caches.
 #[derive(Debug)]
 pub(crate) struct Topology {
     me: u64,
+    /// PeerId → short id of nodes whose PeerId was derived (for paths asked by PeerId).
+    peer_ids: HashMap<PeerId, u64>,
+    /// The nodes whose PeerId is in `peer_ids`.
+    peer_derived: HashSet<u64>,
     entries: HashMap<u64, Entry>,
     max_entries: usize,
     /// Routes per (origin, topic); cleared whenever the graph or any topic set changes.
@@ -208,6 +215,8 @@ impl Topology {
         );
         Topology {
             me: id,
+            peer_ids: HashMap::new(),
+            peer_derived: HashSet::default(),
             entries,
             max_entries: max_entries.max(1),
             routes: HashMap::new(),

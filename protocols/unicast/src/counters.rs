@@ -52,11 +52,13 @@ pub enum Outcome {
     Error,
     /// Inbound: for a module this node does not serve (answered with an error).
     UnknownModule,
+    /// Outbound: no connection, and no routed connection could be opened.
+    Unreachable,
 }
 
 impl Outcome {
     /// The outcomes an outbound request can have.
-    pub const OUTBOUND: [Outcome; 7] = [
+    pub const OUTBOUND: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::Timeout,
         Outcome::Remote,
@@ -64,6 +66,7 @@ impl Outcome {
         Outcome::NotConnected,
         Outcome::TooLarge,
         Outcome::Busy,
+        Outcome::Unreachable,
     ];
     /// The outcomes an inbound request can have.
     pub const INBOUND: [Outcome; 5] = [
@@ -73,7 +76,7 @@ impl Outcome {
         Outcome::UnknownModule,
         Outcome::Closed,
     ];
-    const COUNT: usize = 9;
+    const COUNT: usize = 10;
 
     /// The label used in metrics.
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl Outcome {
             Outcome::Busy => "busy",
             Outcome::Error => "error",
             Outcome::UnknownModule => "unknown_module",
+            Outcome::Unreachable => "unreachable",
         }
     }
 
@@ -100,6 +104,7 @@ impl Outcome {
             Err(UnicastError::NotConnected) => Outcome::NotConnected,
             Err(UnicastError::TooLarge { .. }) => Outcome::TooLarge,
             Err(UnicastError::Busy) => Outcome::Busy,
+            Err(UnicastError::Unreachable(_)) => Outcome::Unreachable,
         }
     }
 

@@ -30,6 +30,7 @@
 pub mod codec;
 mod counters;
 mod handler;
+mod routed;
 
 use std::{
     cmp::Reverse,
@@ -72,6 +73,13 @@ pub struct Config {
     pub max_pending_bytes: usize,
     /// The modules this node serves; requests for others are answered with an error at once.
     pub modules: HashSet<u16>,
+    /// Send to a node with no connection by dialling a routed connection to it (through the
+    /// route protocol's relays); off: such sends fail with [`UnicastError::NotConnected`].
+    /// Default off (the composed node turns it on).
+    pub dial_routed: bool,
+    /// A routed connection that carried no unicast frame for this long (and has no request of
+    /// ours waiting) is closed. Default 60 s.
+    pub routed_idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -82,6 +90,8 @@ impl Default for Config {
             max_in_flight: 16_384,
             max_pending_bytes: 64 << 20,
             modules: HashSet::new(),
+            dial_routed: false,
+            routed_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -132,6 +142,10 @@ pub enum UnicastError {
     /// Too many requests in flight to this node; retry later.
     #[error("too many requests in flight to this node")]
     Busy,
+    /// No connection to the node, and no routed connection could be opened (no path, relays
+    /// refused, or the handshake over the circuit failed).
+    #[error("no route to the node: {0}")]
+    Unreachable(String),
 }
 
 /// What unicast reports to the swarm.
@@ -236,6 +250,9 @@ pub struct Behaviour {
     offences: Offences,
     /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
     heard: Option<Heard>,
+    /// Routed connections, and what waits for them (`routed.rs`).
+    routed: routed::Routed,
+    idle_timer: futures_timer::Delay,
 }
 
 impl Behaviour {
@@ -266,6 +283,8 @@ impl Behaviour {
             events: VecDeque::new(),
             offences: Offences::default(),
             heard: None,
+            routed: routed::Routed::default(),
+            idle_timer: futures_timer::Delay::new(routed::IDLE_CHECK),
         }
     }
 
@@ -315,6 +334,11 @@ impl Behaviour {
         let peer = self.peer_of(node);
         let result = self
             .check_send(&peer, payload.len())
+            .map(Some)
+            .or_else(|e| match e {
+                UnicastError::NotConnected if self.config.dial_routed => Ok(None),
+                e => Err(e),
+            })
             .and_then(|connection| {
                 if self.per_peer.get(&peer).copied().unwrap_or(0) >= self.config.max_in_flight {
                     return Err(UnicastError::Busy);
@@ -324,6 +348,23 @@ impl Behaviour {
         match result {
             Ok(connection) => {
                 tracing::trace!(%rid, module, size = payload.len(), "unicast request");
+                let frame = Frame::Request {
+                    id,
+                    module,
+                    payload,
+                };
+                let connection = match connection {
+                    Some(c) => {
+                        self.route_used(c);
+                        self.events.push_back(ToSwarm::NotifyHandler {
+                            peer_id: peer,
+                            handler: NotifyHandler::One(c),
+                            event: Command::Send(frame),
+                        });
+                        c
+                    }
+                    None => self.wait_for_route(peer, Some(id), frame),
+                };
                 let now = Instant::now();
                 // A timeout too large to represent means "practically never".
                 let deadline = now
@@ -339,15 +380,6 @@ impl Behaviour {
                 );
                 *self.per_peer.entry(peer).or_default() += 1;
                 self.push_deadline(deadline, id);
-                self.events.push_back(ToSwarm::NotifyHandler {
-                    peer_id: peer,
-                    handler: NotifyHandler::One(connection),
-                    event: Command::Send(Frame::Request {
-                        id,
-                        module,
-                        payload,
-                    }),
-                });
             }
             Err(e) => {
                 tracing::debug!(%rid, error = %e, "unicast request failed at once");
@@ -372,12 +404,26 @@ impl Behaviour {
         payload: Bytes,
     ) -> Result<(), UnicastError> {
         let peer = self.peer_of(node);
-        let connection = self.check_send(&peer, payload.len())?;
-        self.events.push_back(ToSwarm::NotifyHandler {
-            peer_id: peer,
-            handler: NotifyHandler::One(connection),
-            event: Command::Send(Frame::Oneway { module, payload }),
-        });
+        let len = payload.len();
+        let frame = Frame::Oneway { module, payload };
+        match self.check_send(&peer, len) {
+            Ok(connection) => {
+                self.route_used(connection);
+                self.events.push_back(ToSwarm::NotifyHandler {
+                    peer_id: peer,
+                    handler: NotifyHandler::One(connection),
+                    event: Command::Send(frame),
+                });
+            }
+            Err(UnicastError::NotConnected) if self.config.dial_routed => {
+                let queued = self.routed.waiting.get(&peer).map_or(0, |w| w.frames.len());
+                if queued >= self.config.max_in_flight {
+                    return Err(UnicastError::Busy);
+                }
+                self.wait_for_route(peer, None, frame);
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -440,6 +486,7 @@ impl Behaviour {
             Err(_) => Outcome::Error,
         };
         counters.count(Direction::Inbound, outcome);
+        self.route_used(connection);
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
             handler: NotifyHandler::One(connection),
@@ -600,6 +647,10 @@ impl NetworkBehaviour for Behaviour {
                 if let Some(node) = self.node_ids.resolve(&e.peer_id) {
                     self.peers_by_node.insert(node, e.peer_id);
                 }
+                self.route_established(e.peer_id, e.connection_id, e.endpoint);
+            }
+            FromSwarm::DialFailure(e) => {
+                self.route_failed(e.peer_id, e.connection_id, e.error.to_string())
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -613,6 +664,7 @@ impl NetworkBehaviour for Behaviour {
                         self.peers_by_node.retain(|_, p| *p != peer_id);
                     }
                 }
+                self.routed.used.remove(&connection_id);
                 self.fail_connection(peer_id, connection_id, false);
             }
             _ => {}
@@ -625,6 +677,14 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
+        if matches!(
+            event,
+            HandlerEvent::Response { .. }
+                | HandlerEvent::Request { .. }
+                | HandlerEvent::Oneway { .. }
+        ) {
+            self.route_used(connection);
+        }
         match event {
             HandlerEvent::Response { id, result } => {
                 // Only the connection the request went out on may answer it: ids are easy to
@@ -710,6 +770,12 @@ impl NetworkBehaviour for Behaviour {
             && timer.poll_unpin(cx).is_ready()
         {
             self.expire(cx);
+        }
+        while self.idle_timer.poll_unpin(cx).is_ready() {
+            self.idle_timer = futures_timer::Delay::new(routed::IDLE_CHECK);
+            if !self.routed.used.is_empty() {
+                self.close_idle_routes();
+            }
         }
         match self.events.pop_front() {
             Some(e) => Poll::Ready(e),

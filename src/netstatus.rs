@@ -1,0 +1,206 @@
+//! Network-wide status, for [`crate::node::Node`]: every node learns the status seq of every
+//! reachable node, not only of its direct peers, and fetches a changed status over a routed
+//! connection.
+//!
+//! The seqs travel beside the link-state records: each node multicasts its
+//! `(incarnation, seq)` on the reserved topic [`STATUS_TOPIC`], which every node subscribes
+//! to, when its status changes and every [`REANNOUNCE`] (so nodes that join later learn it). A
+//! flood message is signed by its origin and delivered exactly once, so a relay can neither
+//! forge nor replay one. A node holding an older status of a node it has no connection to opens
+//! a routed connection (`/bcos/route`) to it; the status protocol on that connection brings the
+//! whole status, and unicast closes the connection once it idles. Fetches are bounded: one per
+//! node per [`FETCH_EVERY`], and at most [`MAX_FETCHING`] routed dials at once.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use libp2p::{
+    Swarm,
+    swarm::dial_opts::{DialOpts, PeerCondition},
+};
+
+use crate::{NodeId, behaviour::Behaviour, route, status::Status};
+
+/// The reserved topic status seqs travel on. Applications cannot subscribe to it or send on it
+/// (names starting with `/bcos/` are reserved).
+pub const STATUS_TOPIC: &str = "/bcos/status-seq";
+
+/// The prefix of reserved topic names.
+pub const RESERVED_PREFIX: &str = "/bcos/";
+
+/// How often a node announces its seq network-wide even when it does not change.
+pub const REANNOUNCE: Duration = Duration::from_secs(30);
+
+/// The least time between two fetches of one node's status.
+pub const FETCH_EVERY: Duration = Duration::from_secs(5);
+
+/// Most routed dials for statuses at once.
+pub const MAX_FETCHING: usize = 16;
+
+/// Whether applications may use `topic` (it is not reserved).
+pub fn is_reserved(topic: &str) -> bool {
+    topic.starts_with(RESERVED_PREFIX)
+}
+
+/// The announcement payload: incarnation, then seq, big-endian.
+fn encode(incarnation: u64, seq: u64) -> Bytes {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&incarnation.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn decode(payload: &[u8]) -> Option<(u64, u64)> {
+    let incarnation = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
+    (payload.len() == 16).then_some((incarnation, seq))
+}
+
+/// What one node knows of every reachable node's status.
+#[derive(Debug, Default)]
+pub(crate) struct NetworkStatus {
+    /// The latest `(incarnation, seq)` each node announced network-wide.
+    announced: HashMap<NodeId, (u64, u64)>,
+    /// The latest status held of each node, from any connection (kept after it closes).
+    known: HashMap<NodeId, Arc<Status>>,
+    /// When each node's status was last fetched.
+    fetched: HashMap<NodeId, Instant>,
+    /// When this node last announced, and what.
+    last_announce: Option<(Instant, (u64, u64))>,
+}
+
+/// A node's status as this node knows it network-wide.
+#[derive(Debug, Clone)]
+pub struct RemoteStatus {
+    /// The seq the node last announced network-wide, with its incarnation.
+    pub announced: Option<(u64, u64)>,
+    /// The latest whole status held (it may be older than `announced` while a fetch runs).
+    pub status: Option<Arc<Status>>,
+}
+
+impl NetworkStatus {
+    /// The table of a node starting with `swarm`: its first announcement is due at its first
+    /// status change, or [`REANNOUNCE`] from now (nodes that never set a status need not be
+    /// fetched).
+    pub fn new(swarm: &Swarm<Behaviour>) -> Self {
+        let local = swarm.behaviour().status.local();
+        NetworkStatus {
+            last_announce: Some((Instant::now(), (local.incarnation(), local.seq()))),
+            ..NetworkStatus::default()
+        }
+    }
+
+    /// Announces this node's status seq if it changed or [`REANNOUNCE`] passed.
+    pub fn announce(&mut self, swarm: &mut Swarm<Behaviour>, force: bool) {
+        let b = swarm.behaviour_mut();
+        let local = b.status.local();
+        let pair = (local.incarnation(), local.seq());
+        let due = match self.last_announce {
+            None => true,
+            Some((at, last)) => force || last != pair || at.elapsed() >= REANNOUNCE,
+        };
+        if !due {
+            return;
+        }
+        match b.flood.multicast(STATUS_TOPIC, encode(pair.0, pair.1)) {
+            Ok(_) => self.last_announce = Some((Instant::now(), pair)),
+            Err(e) => tracing::debug!(error = %e, "status seq not announced"),
+        }
+    }
+
+    /// A message on [`STATUS_TOPIC`] from `origin`: records the seq, and fetches the status
+    /// when the one held is older and there is no connection to the node.
+    pub fn on_announcement(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        origin: NodeId,
+        payload: &[u8],
+    ) {
+        let Some(pair) = decode(payload) else {
+            tracing::debug!(%origin, len = payload.len(), "malformed status seq announcement");
+            return;
+        };
+        if self.announced.get(&origin).is_some_and(|old| *old >= pair) {
+            return;
+        }
+        self.announced.insert(origin.clone(), pair);
+        let held = self.known.get(&origin).map(|s| (s.incarnation(), s.seq()));
+        if held.is_some_and(|h| h >= pair) {
+            return;
+        }
+        self.fetch(swarm, &origin);
+    }
+
+    /// Opens a routed connection to `node` (its status comes with it), within the bounds.
+    fn fetch(&mut self, swarm: &mut Swarm<Behaviour>, node: &NodeId) {
+        let b = swarm.behaviour();
+        if b.connection.is_routed(node).is_some() {
+            return; // connected: the status protocol brings changes by itself
+        }
+        let now = Instant::now();
+        if self
+            .fetched
+            .get(node)
+            .is_some_and(|at| now.duration_since(*at) < FETCH_EVERY)
+        {
+            return;
+        }
+        let fetching = self
+            .fetched
+            .values()
+            .filter(|at| now.duration_since(**at) < FETCH_EVERY)
+            .count();
+        if fetching >= MAX_FETCHING {
+            return;
+        }
+        self.fetched.insert(node.clone(), now);
+        let opts = DialOpts::peer_id(node.to_peer_id())
+            .addresses(vec![route::circuit_address()])
+            .condition(PeerCondition::Disconnected)
+            .build();
+        if let Err(e) = swarm.dial(opts) {
+            tracing::debug!(%node, error = %e, "no routed connection for a status fetch");
+        }
+    }
+
+    /// A status arrived from `node` over any connection.
+    pub fn on_status(&mut self, node: NodeId, status: Arc<Status>) {
+        self.known.insert(node, status);
+    }
+
+    /// Forgets the nodes that are no longer reachable (and bounds every table by that).
+    pub fn prune(&mut self, reachable: &[NodeId]) {
+        let keep: std::collections::HashSet<&NodeId> = reachable.iter().collect();
+        self.announced.retain(|n, _| keep.contains(n));
+        self.known.retain(|n, _| keep.contains(n));
+        self.fetched.retain(|n, _| keep.contains(n));
+    }
+
+    /// What is known of `node`.
+    pub fn of(&self, node: &NodeId) -> RemoteStatus {
+        RemoteStatus {
+            announced: self.announced.get(node).copied(),
+            status: self.known.get(node).cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_and_bad_ones_are_refused() {
+        assert_eq!(decode(&encode(7, 9)), Some((7, 9)));
+        assert_eq!(decode(&encode(7, 9)[..15]), None);
+        let mut long = encode(1, 2).to_vec();
+        long.push(0);
+        assert_eq!(decode(&long), None);
+        assert!(is_reserved(STATUS_TOPIC));
+        assert!(!is_reserved("blocks"));
+    }
+}

@@ -1,0 +1,522 @@
+//! Routed connections between nodes in one process: requests to nodes with no direct
+//! connection go over circuits through relays, authenticated and encrypted end to end.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bcos_p2p::{
+    KeyType, NodeId,
+    ca_tls::pki::{CertificateAuthority, Period},
+    config::{Config, DEFAULT_MODULE},
+    node::{Node, NodeError, NodeEvent},
+    unicast::UnicastError,
+};
+use bytes::Bytes;
+use common::{Events, TIMEOUT, start_node};
+use futures::StreamExt as _;
+
+fn ca() -> CertificateAuthority {
+    CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1)).unwrap()
+}
+
+/// Keeps answering requests on `events` by echo, in the background.
+fn echo(mut events: Events) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let NodeEvent::Request {
+                payload, responder, ..
+            } = event
+            {
+                let _ = responder.respond(payload).await;
+            }
+        }
+    })
+}
+
+/// Nodes started one by one, node `i` dialling the nodes `edges` pair it with that started
+/// before it; every node echoes requests.
+struct Net {
+    ca: CertificateAuthority,
+    nodes: Vec<Node>,
+    echoes: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Net {
+    async fn start(n: usize, edges: &[(usize, usize)], tweak: impl Fn(usize, &mut Config)) -> Net {
+        let ca = ca();
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut echoes = Vec::new();
+        for i in 0..n {
+            let peers: Vec<&Node> = edges
+                .iter()
+                .filter_map(|&(a, b)| match (a, b) {
+                    (a, b) if b == i && a < i => Some(&nodes[a]),
+                    (a, b) if a == i && b < i => Some(&nodes[b]),
+                    _ => None,
+                })
+                .collect();
+            let (node, events) = start_node(&ca, &peers, |c| tweak(i, c)).await;
+            echoes.push(echo(events));
+            nodes.push(node);
+        }
+        Net { ca, nodes, echoes }
+    }
+
+    /// Waits until every node's view reaches every other node.
+    async fn settle(&self) {
+        self.settle_to(self.nodes.len() - 1).await
+    }
+
+    /// Waits until every node's view reaches `others` other nodes.
+    async fn settle_to(&self, others: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        for node in &self.nodes {
+            loop {
+                let reached = node.reachable().await.unwrap().len();
+                if reached == others {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "views did not settle: {reached} of {others}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].node_id().clone()
+    }
+}
+
+fn line(n: usize) -> Vec<(usize, usize)> {
+    (1..n).map(|i| (i - 1, i)).collect()
+}
+
+fn ring(n: usize) -> Vec<(usize, usize)> {
+    let mut edges = line(n);
+    edges.push((n - 1, 0));
+    edges
+}
+
+/// The relays of the routed connection `from` keeps to `to`.
+async fn relays(from: &Node, to: &NodeId) -> Option<Vec<NodeId>> {
+    from.peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| &p.node == to)
+        .and_then(|p| p.relays)
+}
+
+/// Hops from `from` to `to` in `from`'s view.
+async fn hops(from: &Node, to: &NodeId) -> Option<u32> {
+    from.network()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| &n.node == to)
+        .map(|n| n.hops)
+}
+
+/// Sends a request from `from` to `to` and checks the echo.
+async fn echoed(net: &Net, from: usize, to: usize) {
+    let payload = Bytes::from(format!("from {from} to {to}"));
+    let reply = net.nodes[from]
+        .request(&net.id(to), DEFAULT_MODULE, payload.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{from} → {to}: {e}"));
+    assert_eq!(reply, payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_of_6_ends_reach_each_other_over_4_relays() {
+    let net = Net::start(6, &line(6), |_, _| {}).await;
+    net.settle().await;
+    echoed(&net, 0, 5).await;
+    let relays_0_5: Vec<NodeId> = (1..5).map(|i| net.id(i)).collect();
+    assert_eq!(relays(&net.nodes[0], &net.id(5)).await, Some(relays_0_5));
+    // The other way, over the same routed connection: the far end did not dial, so it knows
+    // the connection is routed but not through whom.
+    echoed(&net, 5, 0).await;
+    assert_eq!(relays(&net.nodes[5], &net.id(0)).await, Some(Vec::new()));
+    // A pair dialled from the other end.
+    echoed(&net, 4, 1).await;
+    assert_eq!(
+        relays(&net.nodes[4], &net.id(1)).await,
+        Some(vec![net.id(3), net.id(2)])
+    );
+    // Neighbours stay direct.
+    echoed(&net, 2, 3).await;
+    assert_eq!(relays(&net.nodes[2], &net.id(3)).await, None);
+    drop(net.echoes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_of_8_opposite_nodes_reach_each_other_over_3_relays() {
+    let net = Net::start(8, &ring(8), |_, _| {}).await;
+    net.settle().await;
+    for (from, to) in [(0, 4), (6, 2), (5, 1)] {
+        echoed(&net, from, to).await;
+        let hops = relays(&net.nodes[from], &net.id(to)).await.expect("routed");
+        assert_eq!(hops.len(), 3, "{from} → {to}: {hops:?}");
+        // Each relay links with the next, around the ring one way or the other.
+        let mut at = from;
+        for r in hops.iter().chain([&net.id(to)]) {
+            let next = (0..8).find(|&i| &net.id(i) == r).unwrap();
+            assert!(
+                (next + 8 - at) % 8 == 1 || (at + 8 - next) % 8 == 1,
+                "{at} → {next}"
+            );
+            at = next;
+        }
+    }
+    drop(net.echoes);
+}
+
+/// What a dishonest relay does to the bytes it relays toward the destination.
+#[derive(Clone, Copy, Debug)]
+enum Tamper {
+    /// Flips one byte.
+    Alter,
+    /// Sends a piece it already sent again.
+    Replay,
+}
+
+/// Bytes a dishonest relay passes on untouched first (past the handshakes, so that what it
+/// spoils is the traffic of the connection that is up).
+const HONEST_FOR: usize = 12 * 1024;
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Dishonest {
+    connection: bcos_p2p::connection::Behaviour,
+    identify: bcos_p2p::boxed::Boxed<libp2p::identify::Behaviour>,
+    unicast: bcos_p2p::unicast::Behaviour,
+    flood: bcos_p2p::flood::Behaviour,
+    status: bcos_p2p::status::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// A member dialling `peers` that runs every protocol of a node (it keeps links and publishes
+/// its records, so paths go through it) but relays circuits with its own code, which spoils
+/// them (`tamper`) once `HONEST_FOR` bytes have passed toward the destination.
+async fn start_dishonest(
+    ca: &CertificateAuthority,
+    peers: &[&Node],
+    tamper: Tamper,
+) -> (NodeId, tokio::task::JoinHandle<()>) {
+    use bcos_p2p::route::wire;
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (key, tls) = common::node(ca, KeyType::Secp256k1, Period::days(1));
+    let mut config = Config::default();
+    config.network.peers = peers
+        .iter()
+        .map(|p| bcos_p2p::config::PeerAddr(p.listen_addrs()[0].clone()))
+        .collect();
+    let b = bcos_p2p::behaviour::Behaviour::new(&key, &tls, &config);
+    let behaviour = Dishonest {
+        connection: b.connection,
+        identify: b.identify,
+        unicast: b.unicast,
+        flood: b.flood,
+        status: b.status,
+        stream: libp2p_stream::Behaviour::new(),
+    };
+    let mut swarm = bcos_p2p::behaviour::build_swarm_with(&key, &tls, |_| behaviour).unwrap();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let control = swarm.behaviour().stream.new_control();
+    let mut incoming = control.clone().accept(wire::PROTOCOL).unwrap();
+    let task = tokio::spawn(async move {
+        let relay = |mut control: libp2p_stream::Control, mut inbound: libp2p::Stream| async move {
+            let path = wire::read_header(&mut inbound).await.ok()?;
+            let next = path.first()?.to_peer_id();
+            let mut out = control.open_stream(next, wire::PROTOCOL).await.ok()?;
+            out.write_all(&wire::encode_header(&path[1..])).await.ok()?;
+            out.flush().await.ok()?;
+            let reply = wire::read_reply(&mut out).await.ok()?;
+            let back = wire::Reply {
+                code: reply.code,
+                hop: reply.hop + 1,
+            };
+            wire::write_reply(&mut inbound, back).await.ok()?;
+            let (mut in_r, mut in_w) = inbound.split();
+            let (mut out_r, mut out_w) = out.split();
+            let forward = async {
+                let mut buf = vec![0u8; 4096];
+                let mut passed = 0usize;
+                let mut last = Vec::new();
+                let mut spoiled = false;
+                loop {
+                    let n = in_r.read(&mut buf).await.ok()?;
+                    if n == 0 {
+                        return Some(());
+                    }
+                    let mut chunk = buf[..n].to_vec();
+                    passed += n;
+                    if passed > HONEST_FOR && !spoiled {
+                        spoiled = true;
+                        match tamper {
+                            Tamper::Alter => chunk[n / 2] ^= 0x01,
+                            Tamper::Replay => out_w.write_all(&last).await.ok()?,
+                        }
+                    }
+                    out_w.write_all(&chunk).await.ok()?;
+                    out_w.flush().await.ok()?;
+                    last = chunk;
+                }
+            };
+            let backward = futures::io::copy(&mut out_r, &mut in_w);
+            let _ = futures::join!(forward, backward);
+            Some(())
+        };
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                Some((_, stream)) = incoming.next() => {
+                    tokio::spawn(relay(control.clone(), stream));
+                }
+            }
+        }
+    });
+    (key.node_id().clone(), task)
+}
+
+/// A relay that alters or replays the bytes of a circuit: the destination's TLS rejects them
+/// (nothing altered is delivered), the source's request fails with an error, and the next
+/// request goes round the relay on a longer path.
+async fn dishonest_relay_is_detected_and_routed_around(tamper: Tamper) {
+    // 0 — X — 3 (X dishonest) beside the line 0 — 1 — 2 — 3: the shortest path goes through X.
+    let net = Net::start(4, &line(4), |_, _| {}).await;
+    let (dishonest, task) = start_dishonest(&net.ca, &[&net.nodes[0], &net.nodes[3]], tamper).await;
+    net.settle_to(4).await;
+    // Until node 0's view has both links of the dishonest member, its shortest path to 3
+    // is the line's.
+    let deadline = Instant::now() + TIMEOUT;
+    while hops(&net.nodes[0], &net.id(3)).await != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the dishonest member's links never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let payload = Bytes::from(vec![7u8; 64 * 1024]);
+    let spoiled = net.nodes[0]
+        .request(&net.id(3), DEFAULT_MODULE, payload.clone())
+        .await;
+    assert!(
+        spoiled.is_err(),
+        "{tamper:?}: a request through the dishonest relay was answered"
+    );
+    // The source keeps the relay out: the next circuit goes the long way, and works (once
+    // node 0's view has the whole line, if it does not yet).
+    let deadline = Instant::now() + TIMEOUT;
+    let reply = loop {
+        match net.nodes[0]
+            .request(&net.id(3), DEFAULT_MODULE, payload.clone())
+            .await
+        {
+            Ok(reply) => break reply,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "{tamper:?}: no request round the relay got through: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply, payload);
+    let relays = relays(&net.nodes[0], &net.id(3)).await.expect("routed");
+    assert_eq!(relays, vec![net.id(1), net.id(2)], "{tamper:?}");
+    assert!(!relays.contains(&dishonest));
+    task.abort();
+    drop(net.echoes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_alters_a_circuit_is_detected_and_routed_around() {
+    dishonest_relay_is_detected_and_routed_around(Tamper::Alter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_replays_in_a_circuit_is_detected_and_routed_around() {
+    dishonest_relay_is_detected_and_routed_around(Tamper::Replay).await;
+}
+
+/// Relaying turned off on the only path: the request fails at once with an explicit
+/// `unreachable` naming the refusal, not a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaying_off_on_the_only_path_is_an_explicit_unreachable() {
+    let net = Net::start(3, &line(3), |i, c| c.route.relay = i != 1).await;
+    net.settle().await;
+    let started = Instant::now();
+    let err = net.nodes[0]
+        .request(&net.id(2), DEFAULT_MODULE, Bytes::from_static(b"q"))
+        .await
+        .expect_err("relaying is off on the only path");
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            NodeError::Unicast(UnicastError::Unreachable(ref why)) if why.contains("relaying is off")
+        ),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // With relaying on again elsewhere the same question has an answer: a node with no path
+    // at all is unreachable too.
+    drop(net.echoes);
+}
+
+/// A relay killed while requests are in flight over it: each request ends with its answer or
+/// an explicit error (none waits for its timeout), and the next request goes the other way
+/// round the ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_stream_fails_requests_explicitly_and_is_routed_around() {
+    let net = Net::start(6, &ring(6), |_, c| c.unicast.request_timeout_ms = 120_000).await;
+    net.settle().await;
+    echoed(&net, 0, 3).await;
+    let path = relays(&net.nodes[0], &net.id(3)).await.expect("routed");
+    assert_eq!(path.len(), 2);
+    let victim = (0..6).find(|&i| net.id(i) == path[0]).unwrap();
+    // 32 requests of 256 KiB in flight, then the first relay goes down.
+    let mut requests = Vec::new();
+    for i in 0..32u8 {
+        let node = net.nodes[0].clone();
+        let to = net.id(3);
+        requests.push(tokio::spawn(async move {
+            let payload = Bytes::from(vec![i; 256 * 1024]);
+            let started = Instant::now();
+            let result = node.request(&to, DEFAULT_MODULE, payload.clone()).await;
+            (result.map(|r| r == payload), started.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    net.nodes[victim].shutdown().await.unwrap();
+    let (mut answered, mut failed) = (0, 0);
+    for r in requests {
+        let (result, took) = tokio::time::timeout(TIMEOUT, r)
+            .await
+            .expect("a request hung")
+            .unwrap();
+        assert!(took < TIMEOUT, "a request took {took:?}");
+        match result {
+            Ok(same) => {
+                assert!(same, "an answer came back altered");
+                answered += 1;
+            }
+            Err(e) => {
+                assert!(
+                    !matches!(e, NodeError::Unicast(UnicastError::Timeout)),
+                    "a request waited for its timeout"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(answered + failed, 32);
+    // Round the other way: the view drops the dead relay's links, or the source keeps it out.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match net.nodes[0]
+            .request(&net.id(3), DEFAULT_MODULE, Bytes::from_static(b"again"))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no way round the dead relay: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = relays(&net.nodes[0], &net.id(3)).await.expect("routed");
+    assert!(!path.contains(&net.id(victim)), "{path:?}");
+    drop(net.echoes);
+}
+
+/// A node's status change is seen by a node 4 hops away (its seq network-wide, then its
+/// whole status, fetched over a routed connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_change_is_seen_4_hops_away() {
+    let net = Net::start(5, &line(5), |_, _| {}).await;
+    net.settle().await;
+    let seq = net.nodes[4]
+        .set_status(Bytes::from_static(b"height=7"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let network = net.nodes[0].network().await.unwrap();
+        let far = network
+            .iter()
+            .find(|n| n.node == net.id(4))
+            .expect("node 4 is in the view");
+        assert_eq!(far.hops, 4);
+        if let Some(s) = &far.status.status
+            && s.seq() == seq
+        {
+            assert_eq!(&s.payload()[..], b"height=7");
+            assert_eq!(far.status.announced.map(|(_, seq)| seq), Some(seq));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4's status not seen 4 hops away: {:?}",
+            far.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(net.echoes);
+}
+
+/// A topic request reaches a subscriber 3 hops away, and prefers a nearer one once there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_request_reaches_a_subscriber_3_hops_away_and_prefers_nearer_ones() {
+    let net = Net::start(4, &line(4), |_, _| {}).await;
+    net.settle().await;
+    net.nodes[3].subscribe("blocks").await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let (by, reply) = loop {
+        match net.nodes[0]
+            .topic_request("blocks", DEFAULT_MODULE, Bytes::from_static(b"tip?"))
+            .await
+        {
+            Ok(answer) => break answer,
+            Err(e) => assert!(Instant::now() < deadline, "no subscriber found: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((by, &reply[..]), (net.id(3), &b"tip?"[..]));
+    // A neighbour subscribes too: it is asked from then on.
+    net.nodes[1].subscribe("blocks").await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (by, _) = net.nodes[0]
+            .topic_request("blocks", DEFAULT_MODULE, Bytes::from_static(b"tip?"))
+            .await
+            .unwrap();
+        if by == net.id(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nearer subscriber is never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..10 {
+        let (by, _) = net.nodes[0]
+            .topic_request("blocks", DEFAULT_MODULE, Bytes::from_static(b"tip?"))
+            .await
+            .unwrap();
+        assert_eq!(by, net.id(1));
+    }
+    drop(net.echoes);
+}
