@@ -148,6 +148,7 @@ impl Behaviour {
         // Every protocol reports what peers do wrong to the manager, which scores and bans,
         // and marks the frames each connection brings, which the manager counts as signs of life.
         let offences = connection.offences();
+        let offences_for_route = offences.clone();
         let heard = connection.heard();
         let mut status = status::Behaviour::new(status_config(config), book.clone());
         status.set_offences(offences.clone());
@@ -186,13 +187,17 @@ impl Behaviour {
                 f
             },
             status,
-            route: route::Behaviour::new(
-                key.node_id().clone(),
-                route_config(config),
-                route_link.clone(),
-                paths,
-                book.clone(),
-            ),
+            route: {
+                let mut r = route::Behaviour::new(
+                    key.node_id().clone(),
+                    route_config(config),
+                    route_link.clone(),
+                    paths,
+                    book.clone(),
+                );
+                r.set_offences(offences_for_route);
+                r
+            },
         }
     }
 }

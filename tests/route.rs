@@ -520,3 +520,69 @@ async fn a_topic_request_reaches_a_subscriber_3_hops_away_and_prefers_nearer_one
     }
     drop(net.echoes);
 }
+
+/// A member that opens route streams with headers no node writes (a wrong version, too many
+/// nodes, a NodeId that is no key) has each closed, is scored down and banned, while the node
+/// keeps relaying for others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_route_headers_are_closed_and_their_sender_banned() {
+    let net = Net::start(3, &line(3), |_, _| {}).await;
+    net.settle().await;
+    let (member, member_tls) = common::node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let who = member.node_id().clone();
+    let mut too_many = vec![1u8, 17];
+    too_many.extend(std::iter::repeat_n(0u8, 64));
+    let rounds = vec![
+        vec![9u8, 0],                    // version 9
+        too_many,                        // 17 nodes
+        vec![1, 1, 1, 0, 4, 1, 2, 3, 4], // a 4-byte secp256k1 NodeId
+        vec![9u8, 0],
+        vec![9u8, 0],
+        vec![9u8, 0],
+    ];
+    // The watching node: linked to the line's end, and taking the member as a peer.
+    let (wkey, wtls) = common::node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let target = wkey.node_id().to_peer_id();
+    let (addr, io, swarm) = common::listening_member(
+        &member,
+        &member_tls,
+        target,
+        bcos_p2p::route::PROTOCOL,
+        rounds,
+        Duration::from_millis(100),
+    )
+    .await;
+    let mut config = Config::default();
+    config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.network.peers = vec![
+        bcos_p2p::config::PeerAddr(addr.clone()),
+        bcos_p2p::config::PeerAddr(net.nodes[0].listen_addrs()[0].clone()),
+    ];
+    let mut watcher = Node::start(wkey, wtls, config).await.unwrap();
+    let mut events: Events = Box::pin(watcher.events().unwrap());
+    let banned =
+        common::next(&mut events, |e| match e {
+            NodeEvent::Connection(bcos_p2p::connection::Event::Banned {
+                node, offence, ..
+            }) if *node == who => Some(*offence),
+            _ => None,
+        })
+        .await;
+    assert_eq!(banned, bcos_p2p::Offence::Malformed);
+    // The watcher still opens circuits: to the line's far end, through 0 and 1.
+    let echo_task = echo(events);
+    let deadline = Instant::now() + TIMEOUT;
+    while !watcher.reachable().await.unwrap().contains(&net.id(2)) {
+        assert!(Instant::now() < deadline, "the watcher never saw the line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = watcher
+        .request(&net.id(2), DEFAULT_MODULE, Bytes::from_static(b"still?"))
+        .await
+        .unwrap();
+    assert_eq!(&reply[..], b"still?");
+    echo_task.abort();
+    io.abort();
+    swarm.abort();
+    drop((watcher, net.echoes));
+}

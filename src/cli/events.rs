@@ -145,6 +145,11 @@ pub struct PeerInfo {
     pub addr: String,
     /// Its status seq, once status sync knows it.
     pub status_seq: Option<u64>,
+    /// Whether the connection is routed (through relays) rather than direct.
+    pub routed: bool,
+    /// The relays of a routed connection this node dialled, in path order (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<NodeId>,
 }
 
 impl Event {
@@ -194,6 +199,12 @@ impl Event {
                 let mut s = format!("peers: {}", peers.len());
                 for p in peers {
                     s.push_str(&format!("\n  {} at {}", id(&p.node_id), p.addr));
+                    if p.routed && p.relays.is_empty() {
+                        s.push_str(" (routed)");
+                    } else if p.routed {
+                        let via: Vec<String> = p.relays.iter().map(NodeId::short).collect();
+                        s.push_str(&format!(" (routed via {})", via.join(" → ")));
+                    }
                 }
                 s
             }

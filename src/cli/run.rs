@@ -343,6 +343,8 @@ impl Session {
                             node_id: Some(p.node),
                             addr: p.addr.to_string(),
                             status_seq: p.status_seq,
+                            routed: p.relays.is_some(),
+                            relays: p.relays.unwrap_or_default(),
                         })
                         .collect();
                     self.out.print(&Event::Peers { peers });

@@ -32,13 +32,13 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    NodeId, NodeIdBook, Paths, RouteLink,
+    NodeId, NodeIdBook, Offence, Offences, Paths, RouteLink,
     paths::{PathAnswer, Target},
     route_link::RoutedDial,
 };
 use futures::{FutureExt, channel::oneshot};
 use futures_timer::Delay;
-use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
+use libp2p_core::{Endpoint, Multiaddr, multiaddr::Protocol, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, ListenOpts,
@@ -176,9 +176,17 @@ pub struct Behaviour {
     /// Relays kept out of paths until the instant.
     avoid: HashMap<NodeId, Instant>,
     listen_asked: bool,
+    /// Routed connections handshaking at this node, by the last relay they came through.
+    pending_inbound: HashMap<ConnectionId, PeerId>,
+    /// Where malformed route streams are reported ([`Behaviour::set_offences`]).
+    offences: Offences,
     timer: Delay,
     events: VecDeque<ToSwarm<Event, In>>,
 }
+
+/// Most routed connections still handshaking at this node that came through one last relay:
+/// a member next to this node cannot hold every handshake slot with circuits it makes up.
+pub const MAX_PENDING_PER_RELAY: usize = 16;
 
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(500);
@@ -217,9 +225,17 @@ impl Behaviour {
             relayed_per_peer: HashMap::new(),
             avoid: HashMap::new(),
             listen_asked: false,
+            pending_inbound: HashMap::new(),
+            offences: Offences::default(),
             timer: Delay::new(TICK),
             events: VecDeque::new(),
         }
+    }
+
+    /// Reports peers that send malformed route streams to `offences` (the connection
+    /// manager's handle, which scores and bans). Default: a handle nobody reads.
+    pub fn set_offences(&mut self, offences: Offences) {
+        self.offences = offences;
     }
 
     /// The counters.
@@ -591,6 +607,29 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = Handler;
     type ToSwarm = Event;
 
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        _: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        if !is_routed(remote) {
+            return Ok(());
+        }
+        let Some(Protocol::P2p(via)) = remote.iter().next() else {
+            return Ok(());
+        };
+        let pending = self.pending_inbound.values().filter(|v| **v == via).count();
+        if pending >= MAX_PENDING_PER_RELAY {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ConnectionDenied::new(format!(
+                "{pending} routed connections through {via} are handshaking already"
+            )));
+        }
+        self.pending_inbound.insert(connection, via);
+        Ok(())
+    }
+
     fn handle_established_inbound_connection(
         &mut self,
         _: ConnectionId,
@@ -614,12 +653,16 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
+            FromSwarm::ListenFailure(e) => {
+                self.pending_inbound.remove(&e.connection_id);
+            }
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
                 ..
             }) => {
+                self.pending_inbound.remove(&connection_id);
                 if is_routed(endpoint.get_remote_address()) {
                     let relays = if endpoint.is_dialer() {
                         self.last_relays.remove(&peer_id).unwrap_or_default()
@@ -690,6 +733,7 @@ impl NetworkBehaviour for Behaviour {
             Out::Inbound { stream, path } => self.on_inbound(peer, connection, stream, path),
             Out::Malformed(reason) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.offences.report(peer, Offence::Malformed);
                 tracing::debug!(%peer, %reason, "route: malformed route stream");
             }
             Out::Opened { circuit, result } => {

@@ -650,7 +650,7 @@ impl NetworkBehaviour for Behaviour {
                 self.route_established(e.peer_id, e.connection_id, e.endpoint);
             }
             FromSwarm::DialFailure(e) => {
-                self.route_failed(e.peer_id, e.connection_id, e.error.to_string())
+                self.route_failed(e.peer_id, e.connection_id, routed::dial_reason(e.error))
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,

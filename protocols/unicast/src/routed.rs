@@ -10,11 +10,32 @@ use bcos_p2p_core::route_link::{circuit_address, is_routed};
 use libp2p_core::ConnectedPoint;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    CloseConnection, ConnectionId, NotifyHandler, ToSwarm,
+    CloseConnection, ConnectionId, DialError, NotifyHandler, ToSwarm,
     dial_opts::{DialOpts, PeerCondition},
 };
 
 use crate::{Behaviour, UnicastError, codec::Frame, handler::Command};
+
+/// Why a routed dial failed, in words: the innermost cause of each transport error (the route
+/// behaviour's reason: no path, a relay's refusal, ...), without the layers of wrapping.
+pub(crate) fn dial_reason(error: &DialError) -> String {
+    fn innermost(mut e: &dyn std::error::Error) -> String {
+        while let Some(source) = e.source() {
+            e = source;
+        }
+        let text = e.to_string();
+        text.strip_prefix("unreachable: ")
+            .map_or(text.clone(), str::to_string)
+    }
+    match error {
+        DialError::Transport(errors) if !errors.is_empty() => {
+            let mut reasons: Vec<String> = errors.iter().map(|(_, e)| innermost(e)).collect();
+            reasons.dedup();
+            reasons.join("; ")
+        }
+        other => innermost(other),
+    }
+}
 
 /// How often idle routed connections are looked for.
 pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
