@@ -18,6 +18,7 @@
 
 mod handler;
 mod pump;
+mod relay;
 mod transport;
 pub mod wire;
 
@@ -47,6 +48,7 @@ use libp2p_swarm::{
 };
 
 pub use handler::{Handler, In, Out};
+use relay::Relayed;
 pub use transport::{RouteError, Transport, circuit_address, is_routed};
 pub use wire::{Code, PROTOCOL, Reply};
 
@@ -136,20 +138,13 @@ struct Dialing {
     reply: oneshot::Sender<Result<Stream, String>>,
     /// The path of the current attempt (first hop first, destination last).
     path: Vec<NodeId>,
+    /// The connection to the first hop the current attempt's stream is opened on.
+    via: Option<ConnectionId>,
     avoid: Vec<NodeId>,
     attempts: usize,
     /// Why the last attempt failed.
     last_failure: Option<String>,
     deadline: Instant,
-}
-
-/// A circuit relayed for the previous hop.
-struct Relayed {
-    from: PeerId,
-    from_conn: ConnectionId,
-    stream: u64,
-    /// Whether the pump runs (counted in `active`).
-    piped: bool,
 }
 
 /// The route `NetworkBehaviour` (see the crate documentation).
@@ -306,6 +301,7 @@ impl Behaviour {
                 node,
                 reply: dial.reply,
                 path: Vec::new(),
+                via: None,
                 avoid,
                 attempts: 0,
                 last_failure: None,
@@ -384,6 +380,7 @@ impl Behaviour {
         if let Some(d) = self.dialing.get_mut(&circuit) {
             d.attempts += 1;
             d.path = path.clone();
+            d.via = Some(connection);
         }
         self.notify(
             peer,
@@ -400,6 +397,8 @@ impl Behaviour {
         let Some(d) = self.dialing.get_mut(&circuit) else {
             return; // timed out
         };
+        // This attempt is answered: its connection closing later is no news.
+        d.via = None;
         let relays = d.path[..d.path.len().saturating_sub(1)].to_vec();
         let (code, hop) = match result {
             Ok((stream, reply)) if reply.code == Code::Ok => {
@@ -446,129 +445,6 @@ impl Behaviour {
         };
         let ask = self.paths.ask(Target::Node(to), d.avoid.clone());
         self.asked.insert(ask, circuit);
-    }
-
-    /// A peer's route stream arrived with `path`.
-    fn on_inbound(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        stream: u64,
-        path: Vec<NodeId>,
-    ) {
-        let refuse = |code| In::Refuse { stream, code };
-        if path.is_empty() {
-            if !self.config.accept || !self.link.is_listening() {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                return self.notify(peer, connection, refuse(Code::NotAccepting));
-            }
-            return self.notify(peer, connection, In::Accept { stream });
-        }
-        let code = if !self.config.relay {
-            Some(Code::RelayOff)
-        } else if path.len() > self.config.max_hops.min(wire::MAX_PATH) {
-            Some(Code::TooManyHops)
-        } else if path.contains(&self.me)
-            || self
-                .node_ids
-                .resolve(&peer)
-                .is_some_and(|n| path.contains(&n))
-        {
-            Some(Code::Loop)
-        } else if self.relaying.len() >= self.config.max_circuits
-            || self.relayed_per_peer.get(&peer).copied().unwrap_or(0)
-                >= self.config.max_circuits_per_peer
-        {
-            Some(Code::Busy)
-        } else {
-            None
-        };
-        if let Some(code) = code {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return self.notify(peer, connection, refuse(code));
-        }
-        let Some((next_peer, next_conn)) = self.direct_to(&path[0]) else {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return self.notify(peer, connection, refuse(Code::NoLink));
-        };
-        let circuit = self.next_circuit;
-        self.next_circuit += 1;
-        *self.relayed_per_peer.entry(peer).or_default() += 1;
-        self.relaying.insert(
-            circuit,
-            Relayed {
-                from: peer,
-                from_conn: connection,
-                stream,
-                piped: false,
-            },
-        );
-        self.notify(
-            next_peer,
-            next_conn,
-            In::Open {
-                circuit,
-                path: path[1..].to_vec(),
-            },
-        );
-    }
-
-    /// The next hop of a circuit relayed for another node answered.
-    fn on_opened_relayed(&mut self, circuit: u64, result: Result<(Stream, Reply), String>) {
-        let Some(r) = self.relaying.get_mut(&circuit) else {
-            return;
-        };
-        let (from, from_conn, stream) = (r.from, r.from_conn, r.stream);
-        match result {
-            Ok((next, reply)) => {
-                if reply.code == Code::Ok {
-                    r.piped = true;
-                    self.stats.relayed_circuits.fetch_add(1, Ordering::Relaxed);
-                    self.stats.active.fetch_add(1, Ordering::Relaxed);
-                }
-                self.notify(
-                    from,
-                    from_conn,
-                    In::Pipe {
-                        stream,
-                        circuit,
-                        next,
-                        reply,
-                    },
-                );
-                if reply.code != Code::Ok {
-                    self.end_relayed(circuit);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(circuit, error = %e, "route: next hop failed");
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                self.end_relayed(circuit);
-                self.notify(
-                    from,
-                    from_conn,
-                    In::Refuse {
-                        stream,
-                        code: Code::NoLink,
-                    },
-                );
-            }
-        }
-    }
-
-    fn end_relayed(&mut self, circuit: u64) {
-        let Some(r) = self.relaying.remove(&circuit) else {
-            return;
-        };
-        if r.piped {
-            self.stats.active.fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Some(n) = self.relayed_per_peer.get_mut(&r.from) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.relayed_per_peer.remove(&r.from);
-            }
-        }
     }
 
     fn new_handler(&mut self, peer: PeerId, addr: &Multiaddr) -> Handler {
@@ -707,6 +583,26 @@ impl NetworkBehaviour for Behaviour {
                     .collect();
                 for c in ended {
                     self.end_relayed(c);
+                }
+                // Streams still being opened on the closed connection never answer: the
+                // circuits relayed through it are refused, ours try again.
+                let orphaned: Vec<u64> = self
+                    .relaying
+                    .iter()
+                    .filter(|(_, r)| r.to_conn == connection_id && !r.piped)
+                    .map(|(c, _)| *c)
+                    .collect();
+                for c in orphaned {
+                    self.on_opened_relayed(c, Err("the next hop's connection closed".into()));
+                }
+                let own: Vec<u64> = self
+                    .dialing
+                    .iter()
+                    .filter(|(_, d)| d.via == Some(connection_id))
+                    .map(|(c, _)| *c)
+                    .collect();
+                for c in own {
+                    self.on_opened_own(c, Err("the first hop's connection closed".into()));
                 }
             }
             FromSwarm::DialFailure(DialFailure { peer_id, error, .. }) => {
