@@ -1,16 +1,20 @@
 //! Faults across hosts: four `bcos-p2p run --json` processes, each on its own host (a network
 //! namespace made by `tests/netns/run.sh`), on links that delay and drop packets (20 ms, 2 %:
 //! tc netem, or run.sh's userspace emulator where the kernel has no sch_netem), with one host
-//! cut off for 30 s and then reconnected. Checks that no request is ever left without an
-//! answer, that the mesh and the status table heal, and that broadcasts after healing reach
-//! every node exactly once. Prints its figures on stderr.
+//! cut off for 30 s and then reconnected, and then with two hosts unable to reach each other
+//! while both still reach the others. Checks that no request is ever left without an answer,
+//! that the mesh and the status table heal, that broadcasts after healing reach every node
+//! exactly once, and that the two hosts that cannot reach each other still answer each other's
+//! requests, over a routed connection through a third host. Prints its figures on stderr.
 //!
 //! Needs root and network namespaces; anywhere else it says `SKIPPED: <test>: <why>` on the
 //! terminal (past cargo's capture) and passes; with `BCOS_P2P_REQUIRE_ALL=1` it fails.
 //! Settings, from the environment: `BCOS_NETNS_BACKEND` (auto, netem, userspace, bridge: how
 //! links are impaired, see run.sh); `BCOS_NETNS_REDIAL_MAX_MS`, the nodes' longest redial delay
-//! (2000 here, the library's default is 30000); `BCOS_NETNS_PARTITION_S`, the partition's
-//! length (30; at least 12, so that requests across the cut have time to fail);
+//! (2000 here, the library's default is 30000); `BCOS_NETNS_PING_MS`, the nodes' ping period
+//! and ping timeout (2000 here, the library's default is 5000: a dead connection is found
+//! after 3 periods and a timeout, 8 s rather than 20 s); `BCOS_NETNS_PARTITION_S`, the
+//! partition's length (30; at least 12, so that requests across the cut have time to fail);
 //! `BCOS_NETNS_KEEP_LOGS`, keep the nodes' logs (they are always kept when the test fails).
 
 #[path = "common/skip.rs"]
@@ -32,6 +36,9 @@ const HOSTS: usize = 4;
 const BASE_PORT: u16 = 30300;
 /// The host cut off in the partition (an index into the nodes).
 const CUT: usize = HOSTS - 1;
+/// The two hosts that cannot reach each other in the last phase (indices into the nodes: hosts
+/// 1 and 4 of run.sh); each still reaches the two others, which can relay between them.
+const BLOCKED: (usize, usize) = (0, HOSTS - 1);
 /// The nodes' `[unicast] request_timeout_ms` (the default): a request may stay unanswered
 /// this long before it must fail.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,6 +123,13 @@ impl Harness {
         answer
     }
 
+    /// Hosts `a` and `b` can no longer exchange packets (`block`), or can again; run.sh checks
+    /// the routes that do it.
+    fn set_block(&mut self, (a, b): (usize, usize), block: bool) {
+        let verb = if block { "block" } else { "unblock" };
+        self.command(&format!("{verb} {} {}", a + 1, b + 1));
+    }
+
     /// Host `i`'s link (`partition`: down, else up), checked against what the kernel reports.
     fn set_link(&mut self, i: usize, partition: bool) {
         let verb = if partition { "partition" } else { "heal" };
@@ -176,6 +190,8 @@ enum Phase {
     Netem,
     Partition,
     Healed,
+    Blocked,
+    Unblocked,
 }
 
 /// A request's end: its `response` event.
@@ -192,6 +208,8 @@ struct Net {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
     ids: Vec<String>,
+    /// Each node's libp2p PeerId, as the configs name them (routed addresses carry these).
+    peer_ids: Vec<String>,
     /// Each node's stdout lines, then `None` when it closes.
     events: Receiver<(usize, Instant, Option<String>)>,
     /// Per node: the next response id (ids count requests from 1) and requests not answered.
@@ -212,12 +230,13 @@ struct Net {
 
 impl Net {
     /// Starts one `run --json` per host, inside its namespace.
-    fn start(harness: &Harness, chain: &Path, logs: &Path) -> Net {
+    fn start(harness: &Harness, chain: &Path, logs: &Path, peer_ids: Vec<String>) -> Net {
         let (tx, events) = mpsc::channel();
         let mut net = Net {
             children: Vec::new(),
             stdins: Vec::new(),
             ids: Vec::new(),
+            peer_ids,
             events,
             next_id: vec![1; HOSTS],
             open: vec![HashMap::new(); HOSTS],
@@ -471,6 +490,40 @@ impl Net {
         );
     }
 
+    /// The address of the connection to node `of` in one node's `peers` answer, if it has one.
+    fn addr_of<'a>(&self, peers: &'a [Value], of: usize) -> Option<&'a str> {
+        peers
+            .iter()
+            .find(|p| p["node_id"] == self.ids[of].as_str())
+            .and_then(|p| p["addr"].as_str())
+    }
+
+    /// The node whose PeerId `addr` names first (`/p2p/<PeerId>`), if any.
+    fn node_in_addr(&self, addr: &str) -> Option<usize> {
+        let (_, rest) = addr.split_once("/p2p/")?;
+        let peer = rest.split('/').next()?;
+        self.peer_ids.iter().position(|p| p == peer)
+    }
+
+    /// Asks every node for its peers every 250 ms until `done` holds for the answers (at most
+    /// `WAIT`); returns how long it took.
+    fn poll_peers(&mut self, what: &str, done: impl Fn(&Net, &[Vec<Value>]) -> bool) -> Duration {
+        let start = Instant::now();
+        let period = Duration::from_millis(250);
+        let mut peers = Vec::new();
+        for _ in 0..=WAIT.as_millis() / period.as_millis() {
+            peers = self.peers();
+            if done(self, &peers) {
+                return start.elapsed();
+            }
+            if start.elapsed() >= WAIT {
+                break;
+            }
+            self.pump(Instant::now() + period);
+        }
+        panic!("{what}: not within {WAIT:?}; peers {peers:?}");
+    }
+
     /// Asks every node for its peers; returns their answers.
     fn peers(&mut self) -> Vec<Vec<Value>> {
         self.peers = vec![None; HOSTS];
@@ -557,8 +610,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// gen-certs' configs, moved from 127.0.0.1 to the hosts' addresses, with `redial_max_ms`.
-fn configure(chain: &Path, addrs: &[String], redial_max_ms: u64) {
+/// gen-certs' configs, moved from 127.0.0.1 to the hosts' addresses, with `redial_max_ms` and
+/// `ping_ms` as the ping period and timeout. Returns each node's PeerId, as the configs name them.
+fn configure(chain: &Path, addrs: &[String], redial_max_ms: u64, ping_ms: u64) -> Vec<String> {
     let st = Command::new(BIN)
         .args(["gen-certs", "--nodes", &HOSTS.to_string()])
         .args(["--base-port", &BASE_PORT.to_string(), "--out"])
@@ -584,17 +638,35 @@ fn configure(chain: &Path, addrs: &[String], redial_max_ms: u64) {
             "redial_max_ms = 30000",
             &format!("redial_max_ms = {redial_max_ms}"),
         );
+        for key in ["ping_interval_ms", "ping_timeout_ms"] {
+            text = text.replace(&format!("{key} = 5000\n"), &format!("{key} = {ping_ms}\n"));
+        }
         assert!(
             !text.contains("127.0.0.1"),
             "not every address moved: {text}"
         );
         assert!(
             text.contains(&format!("listen = [\"/ip4/{}/tcp/", addrs[i]))
-                && text.contains(&format!("redial_max_ms = {redial_max_ms}\n")),
+                && text.contains(&format!("redial_max_ms = {redial_max_ms}\n"))
+                && text.contains(&format!("ping_interval_ms = {ping_ms}\n"))
+                && text.contains(&format!("ping_timeout_ms = {ping_ms}\n")),
             "gen-certs' config changed shape: {text}"
         );
         std::fs::write(&path, text).expect("write config");
     }
+    // Node 0's config names the others' PeerIds, node 1's node 0's.
+    (0..HOSTS)
+        .map(|j| {
+            let at = if j == 0 { 1 } else { 0 };
+            let path = chain.join(format!("node{at}/config.toml"));
+            let text = std::fs::read_to_string(&path).expect("config");
+            let dial = format!("/ip4/{}/tcp/{}/p2p/", addrs[j], BASE_PORT as usize + j);
+            let (_, rest) = text
+                .split_once(&dial)
+                .unwrap_or_else(|| panic!("node {at}'s config does not name node {j}: {text}"));
+            rest.split('"').next().expect("quoted").to_string()
+        })
+        .collect()
 }
 
 /// Keeps the node logs when the test fails, and says where they are.
@@ -636,13 +708,14 @@ fn faults_across_hosts_heal_with_nothing_lost() {
         }
     };
     let redial_max_ms = env_number("BCOS_NETNS_REDIAL_MAX_MS", 2000);
+    let ping_ms = env_number("BCOS_NETNS_PING_MS", 2000);
     let partition_length = Duration::from_secs(env_number("BCOS_NETNS_PARTITION_S", 30));
     assert!(
         partition_length >= REQUEST_TIMEOUT + Duration::from_secs(2),
         "BCOS_NETNS_PARTITION_S must be at least 12"
     );
     eprintln!(
-        "netns: {HOSTS} hosts, backend {} (delay {} ms, loss {} %), redial_max_ms {redial_max_ms}, partition {}",
+        "netns: {HOSTS} hosts, backend {} (delay {} ms, loss {} %), redial_max_ms {redial_max_ms}, ping_interval_ms and ping_timeout_ms {ping_ms}, partition {}",
         harness.backend,
         harness.delay_ms,
         harness.loss_pct,
@@ -650,11 +723,12 @@ fn faults_across_hosts_heal_with_nothing_lost() {
     );
     let chain = tempfile::tempdir().expect("tempdir");
     let logs = Logs(Some(tempfile::tempdir().expect("tempdir")));
-    configure(chain.path(), &harness.addrs, redial_max_ms);
+    let peer_ids = configure(chain.path(), &harness.addrs, redial_max_ms, ping_ms);
     let mut net = Net::start(
         &harness,
         chain.path(),
         logs.0.as_ref().expect("logs").path(),
+        peer_ids,
     );
     let mesh = net.until("a full mesh at start", |n| {
         n.ready.iter().all(|r| *r) && n.full_mesh()
@@ -666,6 +740,7 @@ fn faults_across_hosts_heal_with_nothing_lost() {
     let cut = partition(&mut net, &mut harness, partition_length);
     statuses_resync(&mut net, &cut, &seq_before);
     broadcasts_reach_all_once(&mut net);
+    one_host_through_another(&mut net, &mut harness);
 
     net.quit();
     drop(net);
@@ -923,5 +998,168 @@ fn broadcasts_reach_all_once(net: &mut Net) {
         EACH * HOSTS,
         HOSTS - 1,
         secs(delivered)
+    );
+}
+
+/// (e) Hosts 1 and 4 stop reaching each other (run.sh `block`: no packet passes between them)
+/// while both still reach hosts 2 and 3. Once each end has found the direct connection dead,
+/// a request between them opens a routed connection through host 2 or 3; then a steady stream
+/// along all 12 ordered pairs is answered with no error, and `peers` at both ends shows the
+/// other at a `/p2p-circuit` address. After unblocking, requests are still all answered, and
+/// the direct connection comes back (the connection manager keeps dialling the configured
+/// address while a routed connection is up, and a direct connection replaces a routed one).
+fn one_host_through_another(net: &mut Net, harness: &mut Harness) {
+    let (a, b) = BLOCKED;
+    let pair = [(a, b), (b, a)];
+    let routed = |addr: Option<&str>| addr.is_some_and(|x| x.contains("/p2p-circuit"));
+    let direct = |addr: Option<&str>| addr.is_some_and(|x| !x.contains("/p2p-circuit"));
+    harness.set_block(BLOCKED, true);
+    let blocked_at = Instant::now();
+    let gone = net.poll_peers("the blocked pair's direct connection closed", |n, p| {
+        pair.iter().all(|&(x, y)| !direct(n.addr_of(&p[x], y)))
+    });
+
+    // The first request dials the routed connection.
+    net.request(a, b, Phase::Blocked);
+    net.all_answered("the first request between the blocked hosts");
+    let first = net.answers.last().expect("answered");
+    assert!(
+        first.error.is_none(),
+        "the first request from node {a} to node {b} after the block failed: {:?}",
+        first.error
+    );
+    let first_rtt = first.rtt_ms;
+    let peers = net.peers();
+    let (at_a, at_b) = (net.addr_of(&peers[a], b), net.addr_of(&peers[b], a));
+    assert!(
+        routed(at_a) && routed(at_b),
+        "after a request through the block: node {a} has node {b} at {at_a:?}, node {b} has node {a} at {at_b:?}"
+    );
+    // The far end names the last relay: `/p2p/<relay>/p2p-circuit`.
+    let relay = at_b.and_then(|x| net.node_in_addr(x));
+    assert!(
+        relay.is_some_and(|r| r != a && r != b),
+        "node {b}'s address for node {a} names no relay: {at_b:?}"
+    );
+    let relay = relay.expect("relay");
+    let (at_a, at_b) = (
+        at_a.expect("routed").to_string(),
+        at_b.expect("routed").to_string(),
+    );
+
+    let (length, period) = (Duration::from_secs(4), Duration::from_millis(250));
+    let ticks = (length.as_millis() / period.as_millis()) as usize;
+    net.stream(length, period, Phase::Blocked, |_, _| {});
+    net.all_answered("while hosts are blocked");
+    let in_pair = |x: &Answer| pair.contains(&(x.request.from, x.request.to));
+    let phase = |p: Phase| move |x: &&Answer| x.request.phase == p;
+    let through = tally(
+        net.answers
+            .iter()
+            .filter(phase(Phase::Blocked))
+            .filter(|x| in_pair(x)),
+    );
+    let others = tally(
+        net.answers
+            .iter()
+            .filter(phase(Phase::Blocked))
+            .filter(|x| !in_pair(x)),
+    );
+    let peers = net.peers();
+    let still = pair.iter().all(|&(x, y)| routed(net.addr_of(&peers[x], y)));
+
+    harness.set_block(BLOCKED, false);
+    let unblocked_at = Instant::now();
+    // Each tick also asks both ends for their peers, to see when the direct connection is back.
+    let mut back = None;
+    net.peers = vec![None; HOSTS];
+    net.stream(length, period, Phase::Unblocked, |net, elapsed| {
+        let both = pair.iter().all(|&(x, y)| {
+            let list = net.peers[x].as_deref();
+            direct(list.and_then(|l| net.addr_of(l, y)))
+        });
+        if back.is_none() && both {
+            back = Some(elapsed);
+        } else if back.is_none() {
+            net.send(a, "peers");
+            net.send(b, "peers");
+        }
+    });
+    net.all_answered("after unblocking");
+    let after = tally(net.answers.iter().filter(phase(Phase::Unblocked)));
+    let back = back.unwrap_or_else(|| {
+        net.poll_peers("the blocked pair's direct connection back", |n, p| {
+            pair.iter().all(|&(x, y)| direct(n.addr_of(&p[x], y)))
+        });
+        unblocked_at.elapsed()
+    });
+
+    let changes: Vec<String> = net
+        .link_changes
+        .iter()
+        .filter(|c| c.3 > blocked_at && pair.contains(&(c.0, c.1)))
+        .map(|&(x, y, up, at)| {
+            let (after, t) = if at >= unblocked_at {
+                ("unblock", at - unblocked_at)
+            } else {
+                ("block", at - blocked_at)
+            };
+            let what = if up { "connected" } else { "disconnected" };
+            format!("{x}->{y} {what} at {after}+{:.1}s", t.as_secs_f64())
+        })
+        .collect();
+    eprintln!(
+        "netns: (e) connection events between nodes {a} and {b} since the block: {changes:?}"
+    );
+    eprintln!(
+        "netns: (e) hosts {} and {} blocked: their direct connection gone at both ends {} after the block; first request {a}->{b} answered in {first_rtt:.1} ms over a routed connection through node {relay} (host {}; node {a} has node {b} at {at_a}, node {b} has node {a} at {at_b})",
+        a + 1,
+        b + 1,
+        secs(gone),
+        relay + 1,
+    );
+    eprintln!(
+        "netns: (e) while blocked, between them: {} requests, {} ok, {} errors {:?}, rtt ms median {:.1} p99 {:.1}; among the others: {} ok, {} errors {:?}, rtt ms median {:.1}; still routed after: {still}",
+        through.ok + through.errors,
+        through.ok,
+        through.errors,
+        through.reasons,
+        percentile(&through.rtts, 0.5),
+        percentile(&through.rtts, 0.99),
+        others.ok,
+        others.errors,
+        others.reasons,
+        percentile(&others.rtts, 0.5),
+    );
+    eprintln!(
+        "netns: (e) after unblocking: {} requests, {} ok, {} errors {:?}; direct connection back at both ends by {} after unblocking",
+        after.ok + after.errors,
+        after.ok,
+        after.errors,
+        after.reasons,
+        secs(back),
+    );
+    // The first request, then the stream.
+    assert_eq!(through.ok + through.errors, 1 + 2 * ticks);
+    assert_eq!(others.ok + others.errors, ticks * (HOSTS * (HOSTS - 1) - 2));
+    assert_eq!(
+        through.errors, 0,
+        "requests between the blocked hosts failed: {:?}",
+        through.reasons
+    );
+    assert_eq!(
+        others.errors, 0,
+        "other requests failed: {:?}",
+        others.reasons
+    );
+    assert!(
+        still,
+        "the routed connection did not last the block: {peers:?}"
+    );
+    assert_eq!(after.ok + after.errors, ticks * HOSTS * (HOSTS - 1));
+    assert_eq!(
+        after.errors, 0,
+        "requests after unblocking failed: {:?}",
+        after.reasons
     );
 }

@@ -14,6 +14,12 @@
 #   partition I  -> ok partition I     host I's link goes down (I counts from 1)
 #   heal I       -> ok heal I          host I's link comes up again, with its route
 #   links        -> ok links up,down,..  each host's link state as the kernel reports it
+#   block I J    -> ok block I J       hosts I and J exchange no more packets with each other
+#                                      (a blackhole route to the other's address in each one's
+#                                      namespace: sending fails there, before any link), while
+#                                      both still reach every other host; independent of the
+#                                      links, so `partition` and `heal` leave it as it is
+#   unblock I J  -> ok unblock I J     hosts I and J reach each other again
 #   quit (or end of input, or a signal): everything is torn down, processes left running in
 #                         the namespaces are stopped, and the script exits.
 # A command that fails answers `err <why>`.
@@ -23,6 +29,8 @@
 # `userspace` does the same with TAP devices and tests/netns/switch.py, for kernels built
 # without sch_netem. `bridge` is the veth/bridge topology with no impairment (to check the
 # topology itself). `auto` (the default) takes netem when the kernel has it, else userspace.
+# `block` works the same on every backend: it changes routes in the hosts' namespaces only.
+# Its routes go with the namespaces on exit.
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -179,6 +187,40 @@ host_arg() { # validates I, sets ns
   [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$hosts" ] || return 1
   ns="${host_ns[$(($1-1))]}"
 }
+blocked() { # whether host namespace $1 has the blackhole route to address $2
+  [ -n "$(ip -n "$1" route show exact "$2/32" type blackhole 2>/dev/null)" ]
+}
+unroutable() { # whether the kernel in host namespace $1 refuses to route to address $2
+  ! ip -n "$1" route get "$2" >/dev/null 2>&1
+}
+set_block() { # block|unblock I J: both directions, then checks the state both ways
+  local verb="$1" i="$2" j="$3" ns_i ns_j ip_i ip_j
+  if ! host_arg "$i" || ! host_arg "$j" || [ "$i" -eq "$j" ]; then
+    echo "err $verb: two different hosts 1..$hosts expected"; return
+  fi
+  ns_i="${host_ns[$((i-1))]}" ns_j="${host_ns[$((j-1))]}"
+  ip_i="${host_ip[$((i-1))]}" ip_j="${host_ip[$((j-1))]}"
+  if [ "$verb" = block ]; then
+    # `replace`, so blocking a blocked pair again is no error.
+    ip -n "$ns_i" route replace blackhole "$ip_j/32" 2>/dev/null
+    ip -n "$ns_j" route replace blackhole "$ip_i/32" 2>/dev/null
+    if blocked "$ns_i" "$ip_j" && blocked "$ns_j" "$ip_i" \
+      && unroutable "$ns_i" "$ip_j" && unroutable "$ns_j" "$ip_i"; then
+      echo "ok block $i $j"
+    else
+      echo "err block $i $j: the blackhole routes are not both in place"
+    fi
+  else
+    # Deleting a route that is not there fails; only the state afterwards counts.
+    ip -n "$ns_i" route del blackhole "$ip_j/32" 2>/dev/null
+    ip -n "$ns_j" route del blackhole "$ip_i/32" 2>/dev/null
+    if ! blocked "$ns_i" "$ip_j" && ! blocked "$ns_j" "$ip_i"; then
+      echo "ok unblock $i $j"
+    else
+      echo "err unblock $i $j: a blackhole route is still there"
+    fi
+  fi
+}
 
 while read -r -a cmd; do
   case "${cmd[0]:-}" in
@@ -200,9 +242,10 @@ while read -r -a cmd; do
       for ns in "${host_ns[@]}"; do states+=("$(link_state "$ns")"); done
       echo "ok links $(join "${states[@]}")"
       ;;
+    block|unblock) set_block "${cmd[0]}" "${cmd[1]:-}" "${cmd[2]:-}" ;;
     quit) break ;;
     "") ;;
-    *) echo "err unknown command \`${cmd[0]}\` (partition I, heal I, links, quit)" ;;
+    *) echo "err unknown command \`${cmd[0]}\` (partition I, heal I, links, block I J, unblock I J, quit)" ;;
   esac
 done
 exit 0
