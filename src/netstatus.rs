@@ -4,12 +4,15 @@
 //!
 //! The seqs travel beside the link-state records: each node multicasts its
 //! `(incarnation, seq)` on the reserved topic [`STATUS_TOPIC`], which every node subscribes
-//! to, when its status changes and every [`REANNOUNCE`] (so nodes that join later learn it). A
-//! flood message is signed by its origin and delivered exactly once, so a relay can neither
-//! forge nor replay one. A node holding an older status of a node it has no connection to opens
-//! a routed connection (`/bcos/route`) to it; the status protocol on that connection brings the
-//! whole status, and unicast closes the connection once it idles. Fetches are bounded: one per
-//! node per [`FETCH_EVERY`], and at most [`MAX_FETCHING`] routed dials at once.
+//! to, when its status changes and every [`REANNOUNCE`] (so nodes that join later learn it).
+//! The message is a status protocol frame (`/bcos/status` SPEC): an `Announce`, or, when the
+//! whole status encodes in at most [`INLINE_MAX`] bytes (a block height and hash, the usual
+//! case), the `Status` itself, so nobody needs to fetch it. A flood message is signed by its
+//! origin and delivered exactly once, so a relay can neither forge nor replay one. A node
+//! holding an older status of a node it has no connection to opens a routed connection
+//! (`/bcos/route`) to it; the status protocol on that connection brings the whole status, and
+//! unicast closes the connection once it idles. Fetches are bounded: one per node per
+//! [`FETCH_EVERY`], and at most [`MAX_FETCHING`] routed dials at once.
 
 use std::{
     collections::HashMap,
@@ -23,7 +26,12 @@ use libp2p::{
     swarm::dial_opts::{DialOpts, PeerCondition},
 };
 
-use crate::{NodeId, behaviour::Behaviour, route, status::Status};
+use crate::{
+    NodeId,
+    behaviour::Behaviour,
+    route,
+    status::{Status, codec::Message},
+};
 
 /// The reserved topic status seqs travel on. Applications cannot subscribe to it or send on it
 /// (names starting with `/bcos/` are reserved).
@@ -41,23 +49,25 @@ pub const FETCH_EVERY: Duration = Duration::from_secs(5);
 /// Most routed dials for statuses at once.
 pub const MAX_FETCHING: usize = 16;
 
+/// The largest encoded status sent whole in an announcement (larger ones are fetched).
+pub const INLINE_MAX: usize = 1024;
+
 /// Whether applications may use `topic` (it is not reserved).
 pub fn is_reserved(topic: &str) -> bool {
     topic.starts_with(RESERVED_PREFIX)
 }
 
-/// The announcement payload: incarnation, then seq, big-endian.
-fn encode(incarnation: u64, seq: u64) -> Bytes {
-    let mut b = Vec::with_capacity(16);
-    b.extend_from_slice(&incarnation.to_be_bytes());
-    b.extend_from_slice(&seq.to_be_bytes());
-    Bytes::from(b)
-}
-
-fn decode(payload: &[u8]) -> Option<(u64, u64)> {
-    let incarnation = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
-    let seq = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
-    (payload.len() == 16).then_some((incarnation, seq))
+/// The announcement of `status`: the whole status when it is small, else its pair.
+fn encode(status: &Status) -> Bytes {
+    let whole = Message::Status(status.clone()).encode();
+    if whole.len() <= INLINE_MAX {
+        return whole;
+    }
+    Message::Announce {
+        incarnation: status.incarnation(),
+        seq: status.seq(),
+    }
+    .encode()
 }
 
 /// What one node knows of every reachable node's status.
@@ -106,7 +116,8 @@ impl NetworkStatus {
         if !due {
             return;
         }
-        match b.flood.multicast(STATUS_TOPIC, encode(pair.0, pair.1)) {
+        let announcement = encode(local);
+        match b.flood.multicast(STATUS_TOPIC, announcement) {
             Ok(_) => self.last_announce = Some((Instant::now(), pair)),
             Err(e) => tracing::debug!(error = %e, "status seq not announced"),
         }
@@ -118,16 +129,27 @@ impl NetworkStatus {
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         origin: NodeId,
-        payload: &[u8],
+        payload: Bytes,
     ) {
-        let Some(pair) = decode(payload) else {
-            tracing::debug!(%origin, len = payload.len(), "malformed status seq announcement");
-            return;
+        let (pair, whole) = match Message::decode(payload) {
+            Ok(Message::Announce { incarnation, seq }) => ((incarnation, seq), None),
+            Ok(Message::Status(s)) if s.check(INLINE_MAX).is_ok() => {
+                ((s.incarnation(), s.seq()), Some(s))
+            }
+            Ok(_) | Err(_) => {
+                tracing::debug!(%origin, "malformed status announcement");
+                return;
+            }
         };
         if self.announced.get(&origin).is_some_and(|old| *old >= pair) {
             return;
         }
         self.announced.insert(origin.clone(), pair);
+        if let Some(status) = whole {
+            // Signed by its origin (a flood message), so as good as one fetched from it.
+            self.known.insert(origin, Arc::new(status));
+            return;
+        }
         let held = self.known.get(&origin).map(|s| (s.incarnation(), s.seq()));
         if held.is_some_and(|h| h >= pair) {
             return;
@@ -193,13 +215,22 @@ impl NetworkStatus {
 mod tests {
     use super::*;
 
+    /// A small status goes whole, a large one as its pair only.
     #[test]
-    fn announcements_round_trip_and_bad_ones_are_refused() {
-        assert_eq!(decode(&encode(7, 9)), Some((7, 9)));
-        assert_eq!(decode(&encode(7, 9)[..15]), None);
-        let mut long = encode(1, 2).to_vec();
-        long.push(0);
-        assert_eq!(decode(&long), None);
+    fn small_statuses_are_announced_whole_large_ones_by_seq() {
+        let small = Status::new(7, 9).with_payload(Bytes::from_static(b"height=7"));
+        assert_eq!(
+            Message::decode(encode(&small)).unwrap(),
+            Message::Status(small.clone())
+        );
+        let large = Status::new(7, 10).with_payload(Bytes::from(vec![1u8; 2 * INLINE_MAX]));
+        assert_eq!(
+            Message::decode(encode(&large)).unwrap(),
+            Message::Announce {
+                incarnation: 7,
+                seq: 10
+            }
+        );
         assert!(is_reserved(STATUS_TOPIC));
         assert!(!is_reserved("blocks"));
     }

@@ -976,7 +976,7 @@ impl Runner {
                 ..
             }) if topic.as_str() == netstatus::STATUS_TOPIC => {
                 self.network
-                    .on_announcement(&mut self.swarm, origin, &payload)
+                    .on_announcement(&mut self.swarm, origin, payload)
             }
             BehaviourEvent::Flood(
                 flood::Event::Subscribed { topic, .. } | flood::Event::Unsubscribed { topic, .. },

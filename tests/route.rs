@@ -441,16 +441,32 @@ async fn a_relay_killed_mid_stream_fails_requests_explicitly_and_is_routed_aroun
     drop(net.echoes);
 }
 
-/// A node's status change is seen by a node 4 hops away (its seq network-wide, then its
-/// whole status, fetched over a routed connection).
+/// A node's status change is seen by a node 4 hops away: a small status comes whole with
+/// its network-wide announcement; a large one (past `INLINE_MAX`) is announced by seq and
+/// fetched over a routed connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_change_is_seen_4_hops_away() {
     let net = Net::start(5, &line(5), |_, _| {}).await;
     net.settle().await;
-    let seq = net.nodes[4]
-        .set_status(Bytes::from_static(b"height=7"))
-        .await
-        .unwrap();
+    status_seen_4_hops_away(&net, Bytes::from_static(b"height=7")).await;
+    assert_eq!(
+        relays(&net.nodes[0], &net.id(4)).await,
+        None,
+        "small: not fetched"
+    );
+    let large = Bytes::from(vec![b'h'; 4 * bcos_p2p::netstatus::INLINE_MAX]);
+    status_seen_4_hops_away(&net, large).await;
+    let fetched_over = relays(&net.nodes[0], &net.id(4)).await;
+    assert_eq!(
+        fetched_over.map(|r| r.len()),
+        Some(3),
+        "large: fetched over 3 relays"
+    );
+    drop(net.echoes);
+}
+
+async fn status_seen_4_hops_away(net: &Net, payload: Bytes) {
+    let seq = net.nodes[4].set_status(payload.clone()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let network = net.nodes[0].network().await.unwrap();
@@ -462,18 +478,17 @@ async fn a_status_change_is_seen_4_hops_away() {
         if let Some(s) = &far.status.status
             && s.seq() == seq
         {
-            assert_eq!(&s.payload()[..], b"height=7");
+            assert_eq!(s.payload(), &payload);
             assert_eq!(far.status.announced.map(|(_, seq)| seq), Some(seq));
             break;
         }
         assert!(
             Instant::now() < deadline,
             "node 4's status not seen 4 hops away: {:?}",
-            far.status
+            far.status.announced
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(net.echoes);
 }
 
 /// A topic request reaches a subscriber 3 hops away, and prefers a nearer one once there is.
@@ -585,4 +600,36 @@ async fn malformed_route_headers_are_closed_and_their_sender_banned() {
     io.abort();
     swarm.abort();
     drop((watcher, net.echoes));
+}
+
+/// A relay's budget of circuits per previous hop: past it the relay answers `busy`, and with
+/// no other path the request ends in an explicit `unreachable`; circuits of other previous
+/// hops are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_past_its_circuit_budget_refuses_more() {
+    // A star: 1 in the middle, 0 and 2..4 round it; 1 relays at most 2 circuits per peer.
+    let edges = [(0, 1), (1, 2), (1, 3), (1, 4)];
+    let net = Net::start(5, &edges, |i, c| {
+        if i == 1 {
+            c.route.max_circuits_per_peer = 2;
+        }
+    })
+    .await;
+    net.settle().await;
+    echoed(&net, 0, 2).await;
+    echoed(&net, 0, 3).await;
+    let err = net.nodes[0]
+        .request(&net.id(4), DEFAULT_MODULE, Bytes::from_static(b"q"))
+        .await
+        .expect_err("a third circuit from 0 through 1");
+    assert!(
+        matches!(
+            err,
+            NodeError::Unicast(UnicastError::Unreachable(ref why)) if why.contains("relay budget spent")
+        ),
+        "{err}"
+    );
+    // Another previous hop has a budget of its own.
+    echoed(&net, 2, 4).await;
+    drop(net.echoes);
 }
