@@ -146,8 +146,15 @@ impl NetworkStatus {
         }
         self.announced.insert(origin.clone(), pair);
         if let Some(status) = whole {
-            // Signed by its origin (a flood message), so as good as one fetched from it.
-            self.known.insert(origin, Arc::new(status));
+            // Signed by its origin (a flood message), so as good as one fetched from it; kept
+            // unless a newer one came over a connection meanwhile.
+            let newer_held = self
+                .known
+                .get(&origin)
+                .is_some_and(|s| (s.incarnation(), s.seq()) >= pair);
+            if !newer_held {
+                self.known.insert(origin, Arc::new(status));
+            }
             return;
         }
         let held = self.known.get(&origin).map(|s| (s.incarnation(), s.seq()));

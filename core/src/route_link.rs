@@ -47,7 +47,7 @@ pub struct RoutedIncoming {
     pub via: PeerId,
 }
 
-/// Most circuits waiting for the transport to take them; the behaviour refuses more.
+/// Most circuits waiting for the transport to take them; the behaviour refuses more (`Busy`).
 pub const MAX_WAITING_INCOMING: usize = 64;
 
 #[derive(Default)]
@@ -58,7 +58,12 @@ struct Inner {
     transport: Option<Waker>,
     /// Whether the transport has a listener for routed connections.
     listening: bool,
+    /// Whether a behaviour takes the dials (it took them at least once).
+    served: bool,
 }
+
+/// Most dials waiting for the behaviour; more fail at once.
+const MAX_WAITING_DIALS: usize = 1024;
 
 /// The shared meeting point (see the module documentation). Clones share it.
 #[derive(Clone, Default)]
@@ -81,9 +86,20 @@ impl RouteLink {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The transport asks for a circuit to `dial.peer`.
+    /// The transport asks for a circuit to `dial.peer`. Fails it at once when no behaviour
+    /// takes dials (a swarm without the route behaviour) or too many wait.
     pub fn dial(&self, dial: RoutedDial) {
         let mut inner = self.lock();
+        if !inner.served {
+            let _ = dial
+                .reply
+                .send(Err("routing is not running in this swarm".into()));
+            return;
+        }
+        if inner.dials.len() >= MAX_WAITING_DIALS {
+            let _ = dial.reply.send(Err("too many routed dials waiting".into()));
+            return;
+        }
         inner.dials.push_back(dial);
         if let Some(w) = inner.behaviour.take() {
             w.wake();
@@ -93,6 +109,7 @@ impl RouteLink {
     /// The behaviour takes the dials asked for (and is woken when more come).
     pub fn take_dials(&self, cx: &mut Context<'_>) -> Vec<RoutedDial> {
         let mut inner = self.lock();
+        inner.served = true;
         inner.behaviour = Some(cx.waker().clone());
         inner.dials.drain(..).collect()
     }
@@ -135,5 +152,12 @@ impl RouteLink {
     /// Whether the transport listens for routed connections.
     pub fn is_listening(&self) -> bool {
         self.lock().listening
+    }
+
+    /// Whether the transport would take one more circuit now (it listens, and fewer than
+    /// [`MAX_WAITING_INCOMING`] wait): checked before a destination answers `Ok`.
+    pub fn can_take(&self) -> bool {
+        let inner = self.lock();
+        inner.listening && inner.incoming.len() < MAX_WAITING_INCOMING
     }
 }

@@ -145,10 +145,14 @@ pub struct PeerInfo {
     pub addr: String,
     /// Its status seq, once status sync knows it.
     pub status_seq: Option<u64>,
-    /// Whether the connection is routed (through relays) rather than direct.
+    /// Whether the connection is routed (through relays) rather than direct. Human output
+    /// only: the JSON contract keeps its three fields (a routed peer's `addr` has
+    /// `/p2p-circuit`).
+    #[serde(skip)]
     pub routed: bool,
-    /// The relays of a routed connection this node dialled, in path order (empty otherwise).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The relays of a routed connection this node dialled, in path order (empty otherwise);
+    /// human output only.
+    #[serde(skip)]
     pub relays: Vec<NodeId>,
 }
 

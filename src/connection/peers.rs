@@ -228,9 +228,12 @@ impl Behaviour {
                 // Another connection takes over: one this node does not close, the keeper first.
                 let keeper = |c: &Conn| c.outbound == (self.local < c.node);
                 let conns = &self.conns;
+                // Direct before routed, then open before closing, then the keeper.
                 let rank = |id: &ConnectionId| {
                     conns.get(id).map_or(0, |c| {
-                        1 + u8::from(c.closing.is_none()) * 2 + u8::from(keeper(c))
+                        1 + u8::from(!c.routed) * 4
+                            + u8::from(c.closing.is_none()) * 2
+                            + u8::from(keeper(c))
                     })
                 };
                 p.primary = p
@@ -242,6 +245,17 @@ impl Behaviour {
                 self.primaries.set(e.peer_id, p.primary);
                 if let Some(c) = self.conns.get_mut(&p.primary) {
                     c.superseded = None;
+                }
+            }
+            // The last direct connection went while a routed one stays: the configured
+            // addresses are dialled again (a routed connection does not keep a peer connected
+            // as far as redial goes).
+            if !conn.routed && !self.has_direct(&e.peer_id) {
+                for i in 0..self.targets.len() {
+                    let t = &self.targets[i];
+                    if t.peer == Some(e.peer_id) && t.state == State::Connected {
+                        self.reschedule(i, false);
+                    }
                 }
             }
             if conn.superseded.is_some() && conn.closing.is_none() {

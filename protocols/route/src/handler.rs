@@ -85,8 +85,11 @@ pub enum Out {
         /// The nodes after this one, the destination last.
         path: Vec<NodeId>,
     },
-    /// The peer sent a route stream whose header could not be read.
+    /// The peer sent a route stream whose header is malformed (an offence).
     Malformed(String),
+    /// A route stream was dropped unread for another reason: no header in time, the stream
+    /// failed, a header version this node does not speak.
+    Dropped(String),
     /// A stream opened for `circuit` got its reply, or failed.
     Opened {
         /// The behaviour's name for the circuit.
@@ -120,7 +123,7 @@ async fn within<F: std::future::Future + Unpin>(f: F, limit: Duration) -> Option
     }
 }
 
-type Reading = BoxFuture<'static, (u64, Result<(Stream, Vec<NodeId>), String>)>;
+type Reading = BoxFuture<'static, (u64, Result<(Stream, Vec<NodeId>), Out>)>;
 type Opening = BoxFuture<'static, (u64, Result<(Stream, Reply), String>)>;
 type Circuit = BoxFuture<'static, Option<u64>>;
 
@@ -189,8 +192,14 @@ impl Handler {
                 let read = within(wire::read_header(&mut stream).boxed(), HEADER_TIMEOUT).await;
                 match read {
                     Some(Ok(path)) => (id, Ok((stream, path))),
-                    Some(Err(e)) => (id, Err(e.to_string())),
-                    None => (id, Err("no route header within the timeout".into())),
+                    Some(Err(e @ wire::WireError::Malformed(_))) => {
+                        (id, Err(Out::Malformed(e.to_string())))
+                    }
+                    Some(Err(e)) => (id, Err(Out::Dropped(e.to_string()))),
+                    None => (
+                        id,
+                        Err(Out::Dropped("no route header within the timeout".into())),
+                    ),
                 }
             }
             .boxed(),
@@ -325,7 +334,7 @@ impl ConnectionHandler for Handler {
                     self.waiting.insert(id, stream);
                     Out::Inbound { stream: id, path }
                 }
-                Err(e) => Out::Malformed(e),
+                Err(out) => out,
             };
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }

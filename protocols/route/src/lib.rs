@@ -42,9 +42,9 @@ use futures_timer::Delay;
 use libp2p_core::{Endpoint, Multiaddr, multiaddr::Protocol, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, ListenOpts,
-    NetworkBehaviour, NotifyHandler, Stream, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-    behaviour::ConnectionEstablished,
+    ConnectionClosed, ConnectionDenied, ConnectionError, ConnectionId, DialError, DialFailure,
+    FromSwarm, ListenOpts, NetworkBehaviour, NotifyHandler, Stream, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm, behaviour::ConnectionEstablished,
 };
 
 pub use handler::{Handler, In, Out};
@@ -161,7 +161,9 @@ pub struct Behaviour {
     /// Routed connections: the peer and, where this node dialled, the relays.
     routed: HashMap<ConnectionId, (PeerId, Vec<NodeId>)>,
     /// The relays of the last circuit opened to each peer (until its connection is up).
-    last_relays: HashMap<PeerId, Vec<NodeId>>,
+    /// Routed dials of the swarm (by connection id): the peer, and the relays once a circuit
+    /// for it came up (until the connection is established or fails).
+    routed_dials: HashMap<ConnectionId, (PeerId, Option<Vec<NodeId>>)>,
     next_circuit: u64,
     dialing: HashMap<u64, Dialing>,
     /// Path questions → the dial they are for.
@@ -181,7 +183,44 @@ pub struct Behaviour {
 
 /// Most routed connections still handshaking at this node that came through one last relay:
 /// a member next to this node cannot hold every handshake slot with circuits it makes up.
-pub const MAX_PENDING_PER_RELAY: usize = 16;
+pub const MAX_PENDING_PER_RELAY: usize = 4;
+
+/// Most routed connections still handshaking at this node in all: well below the connection
+/// manager's pending limit, so circuits never take the slots of direct connections.
+pub const MAX_PENDING_ROUTED: usize = 32;
+
+/// Whether a connection closed by `cause` may have been spoiled by a relay: its TLS records
+/// failed (altered, replayed: `InvalidData`) or its stream was cut (`UnexpectedEof`,
+/// `ConnectionReset`, `BrokenPipe`), not closed normally by the other end.
+fn spoiled(cause: &ConnectionError) -> bool {
+    let ConnectionError::IO(e) = cause else {
+        return false;
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Bounded: error chains are a few links long.
+    for _ in 0..32 {
+        let Some(err) = next else {
+            return false;
+        };
+        next = err.source();
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+            // An `io::Error`'s source skips the error it wraps: look at that one first.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+            }
+        }
+    }
+    false
+}
 
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(500);
@@ -212,7 +251,7 @@ impl Behaviour {
             stats,
             direct: HashMap::new(),
             routed: HashMap::new(),
-            last_relays: HashMap::new(),
+            routed_dials: HashMap::new(),
             next_circuit: 0,
             dialing: HashMap::new(),
             asked: HashMap::new(),
@@ -262,9 +301,10 @@ impl Behaviour {
     /// A direct connection to `node`, if any.
     fn direct_to(&self, node: &NodeId) -> Option<(PeerId, ConnectionId)> {
         let peer = node.to_peer_id();
+        // The newest: an older one may be a duplicate about to close.
         self.direct
             .get(&peer)
-            .and_then(|c| c.first())
+            .and_then(|c| c.last())
             .map(|c| (peer, *c))
     }
 
@@ -406,7 +446,15 @@ impl Behaviour {
                     return;
                 };
                 self.stats.opened.fetch_add(1, Ordering::Relaxed);
-                self.last_relays.insert(d.peer, relays);
+                // The swarm's dial this circuit serves (a peer has one routed dial at a time:
+                // unicast and the status fetch dial only while it is disconnected).
+                if let Some((_, r)) = self
+                    .routed_dials
+                    .values_mut()
+                    .find(|(p, r)| *p == d.peer && r.is_none())
+                {
+                    *r = Some(relays);
+                }
                 if d.reply.send(Ok(stream)).is_err() {
                     tracing::debug!("route: the dial was dropped before its circuit came up");
                 }
@@ -418,23 +466,54 @@ impl Behaviour {
                 (None, 0)
             }
         };
-        // Keep the node that refused (or the first hop, on a failure) out of the next path:
-        // a relay that is off, busy or has lost its link; not the destination.
-        let blamed = d.path.get(hop).filter(|_| hop + 1 < d.path.len()).cloned();
-        let reason = match code {
-            Some(c) => match d.path.get(hop) {
-                Some(n) => format!("{} (answered by {}, hop {})", c, n.short(), hop + 1),
-                None => c.to_string(),
-            },
-            None => "the first hop failed".into(),
+        // Who refused, as far as this node can tell. An honest reply names the node that
+        // answered (`hop`), but a relay can forge it, so a reply that cannot be honest blames
+        // every relay, and one naming relay `hop` keeps every relay up to it out of this dial's
+        // next path (the liar is among them) and that relay out of paths for `avoid_for`.
+        let last = d.path.len().saturating_sub(1); // the destination's index
+        let relays = &d.path[..last];
+        let (for_dial, for_all, reason): (Vec<NodeId>, Vec<NodeId>, String) = match code {
+            None => (
+                relays.iter().take(1).cloned().collect(),
+                relays.iter().take(1).cloned().collect(),
+                "the first hop failed".into(),
+            ),
+            Some(Code::NotAccepting) if hop == last => (
+                // Honest if the destination takes no routed connections; a relay may say so
+                // falsely: one more try round every relay of this path.
+                relays.to_vec(),
+                Vec::new(),
+                format!(
+                    "{} (answered for {})",
+                    Code::NotAccepting,
+                    d.path[last].short()
+                ),
+            ),
+            Some(c) if hop >= last => (
+                relays.to_vec(),
+                relays.to_vec(),
+                format!("{c} (a reply no honest node sends: hop {})", hop + 1),
+            ),
+            Some(c) => (
+                d.path[..=hop].to_vec(),
+                vec![d.path[hop].clone()],
+                format!(
+                    "{} (answered by {}, hop {})",
+                    c,
+                    d.path[hop].short(),
+                    hop + 1
+                ),
+            ),
         };
-        let retry = d.attempts < self.config.attempts
-            && blamed.is_some()
-            && !matches!(code, Some(Code::NotAccepting));
-        if let Some(node) = blamed {
-            let until = Instant::now() + self.config.avoid_for;
-            self.avoid.insert(node.clone(), until);
-            d.avoid.push(node);
+        let retry = d.attempts < self.config.attempts && !for_dial.is_empty();
+        let until = Instant::now() + self.config.avoid_for;
+        for node in for_all {
+            self.avoid.insert(node, until);
+        }
+        for node in for_dial {
+            if !d.avoid.contains(&node) {
+                d.avoid.push(node);
+            }
         }
         d.last_failure = Some(reason.clone());
         if !retry {
@@ -496,7 +575,7 @@ impl NetworkBehaviour for Behaviour {
             return Ok(());
         };
         let pending = self.pending_inbound.values().filter(|v| **v == via).count();
-        if pending >= MAX_PENDING_PER_RELAY {
+        if pending >= MAX_PENDING_PER_RELAY || self.pending_inbound.len() >= MAX_PENDING_ROUTED {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(ConnectionDenied::new(format!(
                 "{pending} routed connections through {via} are handshaking already"
@@ -514,6 +593,21 @@ impl NetworkBehaviour for Behaviour {
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         Ok(self.new_handler(peer, remote))
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if let Some(peer) = peer
+            && addresses.iter().any(is_routed)
+        {
+            self.routed_dials.insert(connection, (peer, None));
+        }
+        Ok(Vec::new())
     }
 
     fn handle_established_outbound_connection(
@@ -540,11 +634,11 @@ impl NetworkBehaviour for Behaviour {
             }) => {
                 self.pending_inbound.remove(&connection_id);
                 if is_routed(endpoint.get_remote_address()) {
-                    let relays = if endpoint.is_dialer() {
-                        self.last_relays.remove(&peer_id).unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
+                    let relays = self
+                        .routed_dials
+                        .remove(&connection_id)
+                        .and_then(|(_, r)| r)
+                        .unwrap_or_default();
                     if let Some(node) = self.node_ids.resolve(&peer_id) {
                         self.events.push_back(ToSwarm::GenerateEvent(Event::Routed {
                             node,
@@ -563,9 +657,10 @@ impl NetworkBehaviour for Behaviour {
                 ..
             }) => {
                 if let Some((_, relays)) = self.routed.remove(&connection_id) {
-                    // A connection that broke (not closed by either end) may have been broken by
-                    // a relay; one closed normally was not.
-                    if cause.is_some() {
+                    // A connection whose TLS records failed, or that was cut, may have been
+                    // spoiled by a relay; one the other end closed normally (idle, replaced by
+                    // a direct one) was not.
+                    if cause.is_some_and(spoiled) {
                         self.blame_relays(&relays);
                     }
                 }
@@ -605,11 +700,15 @@ impl NetworkBehaviour for Behaviour {
                     self.on_opened_own(c, Err("the first hop's connection closed".into()));
                 }
             }
-            FromSwarm::DialFailure(DialFailure { peer_id, error, .. }) => {
+            FromSwarm::DialFailure(DialFailure {
+                connection_id,
+                error,
+                ..
+            }) => {
                 // The circuit came up but the handshake over it failed: a relay may have
-                // altered it.
-                if let Some(peer) = peer_id
-                    && let Some(relays) = self.last_relays.remove(&peer)
+                // altered it. (Not when a behaviour denied the connection once it was up.)
+                if let Some((peer, Some(relays))) = self.routed_dials.remove(&connection_id)
+                    && !matches!(error, DialError::Denied { .. })
                 {
                     tracing::debug!(%peer, %error, "route: routed connection failed");
                     self.blame_relays(&relays);
@@ -627,6 +726,10 @@ impl NetworkBehaviour for Behaviour {
     ) {
         match event {
             Out::Inbound { stream, path } => self.on_inbound(peer, connection, stream, path),
+            Out::Dropped(reason) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %reason, "route: route stream dropped");
+            }
             Out::Malformed(reason) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 self.offences.report(peer, Offence::Malformed);

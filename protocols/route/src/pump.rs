@@ -19,6 +19,14 @@ use futures_timer::Delay;
 /// Bytes copied per read, each way.
 const CHUNK: usize = 16 * 1024;
 
+/// A circuit that carried no byte either way for this long is cut. The ends of a routed
+/// connection ping every few seconds, so only a circuit nobody uses (or a member holding one
+/// open) gets there.
+pub const IDLE: Duration = Duration::from_secs(120);
+
+/// Most bytes one poll copies before it lets the other tasks of the connection run.
+const PER_POLL: u64 = 256 * 1024;
+
 /// A token bucket of bytes per second, shared by the circuits of one peer.
 #[derive(Debug)]
 pub struct Bucket {
@@ -67,6 +75,8 @@ struct Half {
     /// The sink is closed: this direction is done.
     done: bool,
     wait: Option<Delay>,
+    /// Bytes moved since the pump last looked (for its idle check).
+    active: bool,
 }
 
 impl Half {
@@ -78,6 +88,7 @@ impl Half {
             eof: false,
             done: false,
             wait: None,
+            active: false,
         }
     }
 
@@ -94,9 +105,15 @@ impl Half {
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
     {
+        let mut moved = 0u64;
         loop {
             if self.done {
                 return Poll::Ready(Ok(()));
+            }
+            if moved >= PER_POLL {
+                // Fair to the connection's other circuits and streams: continue next poll.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             if self.start < self.end {
                 let n =
@@ -137,6 +154,8 @@ impl Half {
                 Poll::Ready(Ok(n)) => {
                     self.start = 0;
                     self.end = n;
+                    moved += n as u64;
+                    self.active = true;
                     counted.fetch_add(n as u64, Ordering::Relaxed);
                     self.give_back(bucket, allowed - n);
                 }
@@ -169,6 +188,8 @@ pub struct Pump<A, B> {
     b_to_a: Half,
     bucket: Arc<Mutex<Bucket>>,
     counted: Arc<AtomicU64>,
+    /// Fires every [`IDLE`]: a circuit that moved nothing since the last firing is cut.
+    idle: Delay,
 }
 
 impl<A, B> Pump<A, B> {
@@ -181,6 +202,7 @@ impl<A, B> Pump<A, B> {
             b_to_a: Half::new(),
             bucket,
             counted,
+            idle: Delay::new(IDLE),
         }
     }
 }
@@ -209,10 +231,20 @@ where
             &this.counted,
         )?;
         if forward.is_ready() && back.is_ready() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Ok(()));
         }
+        while this.idle.poll_unpin(cx).is_ready() {
+            let active =
+                std::mem::take(&mut this.a_to_b.active) | std::mem::take(&mut this.b_to_a.active);
+            if !active {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no byte either way for the idle limit",
+                )));
+            }
+            this.idle = Delay::new(IDLE);
+        }
+        Poll::Pending
     }
 }
 

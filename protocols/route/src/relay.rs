@@ -35,6 +35,20 @@ impl Behaviour {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return self.notify(peer, connection, refuse(Code::NotAccepting));
             }
+            // Answer `Ok` only for a circuit the transport will take, and within the caps on
+            // routed handshakes (per last relay, and in all).
+            let through = self
+                .pending_inbound
+                .values()
+                .filter(|v| **v == peer)
+                .count();
+            if !self.link.can_take()
+                || through >= crate::MAX_PENDING_PER_RELAY
+                || self.pending_inbound.len() >= crate::MAX_PENDING_ROUTED
+            {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                return self.notify(peer, connection, refuse(Code::Busy));
+            }
             return self.notify(peer, connection, In::Accept { stream });
         }
         let code = if !self.config.relay {

@@ -38,6 +38,8 @@ pub enum RouteError {
 pub struct Transport {
     link: RouteLink,
     listener: Option<ListenerId>,
+    /// A listener removed, whose `ListenerClosed` is still to be reported.
+    closed: Option<ListenerId>,
 }
 
 impl Transport {
@@ -46,6 +48,7 @@ impl Transport {
         Transport {
             link,
             listener: None,
+            closed: None,
         }
     }
 }
@@ -83,6 +86,7 @@ impl libp2p_core::Transport for Transport {
             return false;
         }
         self.listener = None;
+        self.closed = Some(id);
         self.link.set_listening(false);
         true
     }
@@ -110,9 +114,15 @@ impl libp2p_core::Transport for Transport {
     }
 
     fn poll(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        if let Some(listener_id) = self.closed.take() {
+            return Poll::Ready(TransportEvent::ListenerClosed {
+                listener_id,
+                reason: Ok(()),
+            });
+        }
         let Some(listener_id) = self.listener else {
             return Poll::Pending;
         };

@@ -108,6 +108,9 @@ pub enum WireError {
     /// The stream failed or ended.
     #[error("route stream: {0}")]
     Io(#[from] std::io::Error),
+    /// A header of a version this node does not speak (not an offence: a newer node's).
+    #[error("route header of version {0}")]
+    Version(u8),
     /// The bytes are not a header of this version.
     #[error("malformed route header: {0}")]
     Malformed(String),
@@ -134,7 +137,7 @@ pub async fn read_header<S: AsyncRead + Unpin>(io: &mut S) -> Result<Vec<NodeId>
     let mut head = [0u8; 2];
     io.read_exact(&mut head).await?;
     if head[0] != VERSION {
-        return Err(WireError::Malformed(format!("version {}", head[0])));
+        return Err(WireError::Version(head[0]));
     }
     let count = usize::from(head[1]);
     if count > MAX_PATH {

@@ -77,8 +77,8 @@ pub struct Config {
     /// route protocol's relays); off: such sends fail with [`UnicastError::NotConnected`].
     /// Default off (the composed node turns it on).
     pub dial_routed: bool,
-    /// A routed connection that carried no unicast frame for this long (and has no request of
-    /// ours waiting) is closed. Default 60 s.
+    /// A routed connection this node dialled that carried no unicast frame for this long (and
+    /// has no request of ours waiting) is closed. Default 60 s.
     pub routed_idle_timeout: Duration,
 }
 
@@ -416,8 +416,15 @@ impl Behaviour {
                 });
             }
             Err(UnicastError::NotConnected) if self.config.dial_routed => {
-                let queued = self.routed.waiting.get(&peer).map_or(0, |w| w.frames.len());
-                if queued >= self.config.max_in_flight {
+                // Held until the routed connection is up: bounded by count and by bytes.
+                let (queued, bytes) = self
+                    .routed
+                    .waiting
+                    .get(&peer)
+                    .map_or((0, 0), |w| (w.frames.len(), w.oneway_bytes));
+                if queued >= self.config.max_in_flight
+                    || bytes.saturating_add(len) > self.config.max_pending_bytes
+                {
                     return Err(UnicastError::Busy);
                 }
                 self.wait_for_route(peer, None, frame);

@@ -47,6 +47,8 @@ pub(crate) struct Waiting {
     pub dial: ConnectionId,
     /// Frames to send once it is up: requests (by id) and one-way messages.
     pub frames: Vec<(Option<u64>, Frame)>,
+    /// Payload bytes of the one-way messages among them.
+    pub oneway_bytes: usize,
 }
 
 /// Routed connections and what waits for them.
@@ -78,8 +80,12 @@ impl Behaviour {
             Waiting {
                 dial,
                 frames: Vec::new(),
+                oneway_bytes: 0,
             }
         });
+        if let (None, Frame::Oneway { payload, .. }) = (id, &frame) {
+            waiting.oneway_bytes = waiting.oneway_bytes.saturating_add(payload.len());
+        }
         waiting.frames.push((id, frame));
         waiting.dial
     }
@@ -91,7 +97,9 @@ impl Behaviour {
         connection: ConnectionId,
         endpoint: &ConnectedPoint,
     ) {
-        if is_routed(endpoint.get_remote_address()) {
+        // Only the end that dialled closes an idle routed connection: both closing on the same
+        // timer would end a request sent just before it.
+        if endpoint.is_dialer() && is_routed(endpoint.get_remote_address()) {
             self.routed.used.insert(connection, (peer, Instant::now()));
         }
         let Some(waiting) = self.routed.waiting.remove(&peer) else {
