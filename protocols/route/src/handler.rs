@@ -127,12 +127,19 @@ type Reading = BoxFuture<'static, (u64, Result<(Stream, Vec<NodeId>), Out>)>;
 type Opening = BoxFuture<'static, (u64, Result<(Stream, Reply), String>)>;
 type Circuit = BoxFuture<'static, Option<u64>>;
 
-/// The route protocol's handler of one connection.
+/// The route protocol's handler of one connection. Most connections never carry a circuit:
+/// the state circuits need is made on the first route stream or circuit (every connection of
+/// a node has this handler, so its idle size counts per connection).
 pub struct Handler {
     shared: Shared,
     peer: PeerId,
     /// A routed connection: route streams are refused on it.
     routed: bool,
+    state: Option<Box<State>>,
+}
+
+/// What a handler holds once the connection carries route streams.
+struct State {
     next_stream: u64,
     reading: FuturesUnordered<Reading>,
     waiting: HashMap<u64, Stream>,
@@ -144,28 +151,42 @@ pub struct Handler {
     events: VecDeque<Out>,
 }
 
-impl Handler {
-    /// The handler of a connection to `peer`; `routed` for a routed connection.
-    pub fn new(shared: Shared, peer: PeerId, routed: bool) -> Self {
-        let bucket = Arc::new(Mutex::new(Bucket::new(shared.bytes_per_s)));
-        Handler {
-            shared,
-            peer,
-            routed,
+impl State {
+    fn new(bytes_per_s: u64) -> Self {
+        State {
             next_stream: 0,
             reading: FuturesUnordered::new(),
             waiting: HashMap::new(),
             to_open: VecDeque::new(),
             opening: FuturesUnordered::new(),
             circuits: FuturesUnordered::new(),
-            bucket,
+            bucket: Arc::new(Mutex::new(Bucket::new(bytes_per_s))),
             events: VecDeque::new(),
         }
+    }
+}
+
+impl Handler {
+    /// The handler of a connection to `peer`; `routed` for a routed connection.
+    pub fn new(shared: Shared, peer: PeerId, routed: bool) -> Self {
+        Handler {
+            shared,
+            peer,
+            routed,
+            state: None,
+        }
+    }
+
+    /// The state, made on first use.
+    fn st(&mut self) -> &mut State {
+        let bytes_per_s = self.shared.bytes_per_s;
+        self.state
+            .get_or_insert_with(|| Box::new(State::new(bytes_per_s)))
     }
 
     /// Answers `stream` with `reply` and drops it.
     fn refuse(&mut self, mut stream: Stream, code: Code) {
-        self.circuits.push(
+        self.st().circuits.push(
             async move {
                 let write = wire::write_reply(&mut stream, Reply { code, hop: 0 });
                 let _ = within(write.boxed(), HEADER_TIMEOUT).await;
@@ -180,14 +201,14 @@ impl Handler {
             self.refuse(stream, Code::Nested);
             return;
         }
-        if self.reading.len() >= MAX_READING || self.waiting.len() >= MAX_WAITING {
+        if self.st().reading.len() >= MAX_READING || self.st().waiting.len() >= MAX_WAITING {
             tracing::debug!(peer = %self.peer, "route: too many route streams at once; dropping one");
             return;
         }
-        let id = self.next_stream;
-        self.next_stream += 1;
+        let id = self.st().next_stream;
+        self.st().next_stream += 1;
         let mut stream = stream;
-        self.reading.push(
+        self.st().reading.push(
             async move {
                 let read = within(wire::read_header(&mut stream).boxed(), HEADER_TIMEOUT).await;
                 match read {
@@ -207,7 +228,7 @@ impl Handler {
     }
 
     fn on_outbound(&mut self, mut stream: Stream, circuit: u64, path: Vec<NodeId>) {
-        self.opening.push(
+        self.st().opening.push(
             async move {
                 let talk = async {
                     use futures::AsyncWriteExt;
@@ -242,14 +263,14 @@ impl ConnectionHandler for Handler {
 
     fn on_behaviour_event(&mut self, event: In) {
         match event {
-            In::Open { circuit, path } => self.to_open.push_back((circuit, path)),
+            In::Open { circuit, path } => self.st().to_open.push_back((circuit, path)),
             In::Accept { stream } => {
-                let Some(mut stream) = self.waiting.remove(&stream) else {
+                let Some(mut stream) = self.st().waiting.remove(&stream) else {
                     return;
                 };
                 let link = self.shared.link.clone();
                 let via = self.peer;
-                self.circuits.push(
+                self.st().circuits.push(
                     async move {
                         let ok = Reply {
                             code: Code::Ok,
@@ -269,7 +290,7 @@ impl ConnectionHandler for Handler {
                 );
             }
             In::Refuse { stream, code } => {
-                if let Some(stream) = self.waiting.remove(&stream) {
+                if let Some(stream) = self.st().waiting.remove(&stream) {
                     self.refuse(stream, code);
                 }
             }
@@ -279,14 +300,14 @@ impl ConnectionHandler for Handler {
                 next,
                 reply,
             } => {
-                let Some(mut stream) = self.waiting.remove(&stream) else {
+                let Some(mut stream) = self.st().waiting.remove(&stream) else {
                     // The stream is gone: the circuit ends here (the next hop's stream drops).
-                    self.events.push_back(Out::CircuitEnded { circuit });
+                    self.st().events.push_back(Out::CircuitEnded { circuit });
                     return;
                 };
-                let bucket = self.bucket.clone();
+                let bucket = self.st().bucket.clone();
                 let relayed = self.shared.relayed.clone();
-                self.circuits.push(
+                self.st().circuits.push(
                     async move {
                         let back = Reply {
                             code: reply.code,
@@ -312,39 +333,44 @@ impl ConnectionHandler for Handler {
     }
 
     fn connection_keep_alive(&self) -> bool {
-        !self.circuits.is_empty() || !self.waiting.is_empty() || !self.opening.is_empty()
+        self.state.as_ref().is_some_and(|st| {
+            !st.circuits.is_empty() || !st.waiting.is_empty() || !st.opening.is_empty()
+        })
     }
 
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Out>> {
-        if let Some(e) = self.events.pop_front() {
+        let Some(st) = self.state.as_deref_mut() else {
+            return Poll::Pending;
+        };
+        if let Some(e) = st.events.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(e));
         }
-        if let Some((circuit, path)) = self.to_open.pop_front() {
+        if let Some((circuit, path)) = st.to_open.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                 protocol: SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), (circuit, path))
                     .with_timeout(HEADER_TIMEOUT),
             });
         }
-        if let Poll::Ready(Some((id, result))) = self.reading.poll_next_unpin(cx) {
+        if let Poll::Ready(Some((id, result))) = st.reading.poll_next_unpin(cx) {
             let event = match result {
                 Ok((stream, path)) => {
-                    self.waiting.insert(id, stream);
+                    st.waiting.insert(id, stream);
                     Out::Inbound { stream: id, path }
                 }
                 Err(out) => out,
             };
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
-        if let Poll::Ready(Some((circuit, result))) = self.opening.poll_next_unpin(cx) {
+        if let Poll::Ready(Some((circuit, result))) = st.opening.poll_next_unpin(cx) {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(Out::Opened {
                 circuit,
                 result,
             }));
         }
-        while let Poll::Ready(Some(ended)) = self.circuits.poll_next_unpin(cx) {
+        while let Poll::Ready(Some(ended)) = st.circuits.poll_next_unpin(cx) {
             if let Some(circuit) = ended {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(Out::CircuitEnded {
                     circuit,
@@ -375,7 +401,7 @@ impl ConnectionHandler for Handler {
             ConnectionEvent::DialUpgradeError(DialUpgradeError {
                 info: (circuit, _),
                 error,
-            }) => self.events.push_back(Out::Opened {
+            }) => self.st().events.push_back(Out::Opened {
                 circuit,
                 result: Err(format!("route stream not opened: {error}")),
             }),
