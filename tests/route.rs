@@ -740,3 +740,33 @@ async fn a_relay_past_its_circuit_budget_refuses_more() {
     echoed(&net, 2, 4).await;
     drop(net.echoes);
 }
+
+/// A routed connection that carries no unicast traffic for `[route] idle_timeout_ms` is closed
+/// by the end that dialled it (both ends then forget it), and the next request opens another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_routed_connection_is_closed_and_reopened_on_demand() {
+    let net = Net::start(3, &line(3), |_, c| c.route.idle_timeout_ms = 300).await;
+    net.settle().await;
+    echoed(&net, 0, 2).await;
+    assert!(relays(&net.nodes[0], &net.id(2)).await.is_some());
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let gone = relays(&net.nodes[0], &net.id(2)).await.is_none()
+            && relays(&net.nodes[2], &net.id(0)).await.is_none();
+        let peers = net.nodes[0].peers().await.unwrap();
+        if gone && !peers.iter().any(|p| p.node == net.id(2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle routed connection stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    echoed(&net, 0, 2).await;
+    assert_eq!(
+        relays(&net.nodes[0], &net.id(2)).await,
+        Some(vec![net.id(1)])
+    );
+    drop(net.echoes);
+}
