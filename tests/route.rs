@@ -770,3 +770,49 @@ async fn an_idle_routed_connection_is_closed_and_reopened_on_demand() {
     );
     drop(net.echoes);
 }
+
+/// A member next to a node that makes up circuits to it and never completes their handshakes
+/// holds at most 4 of its handshake slots: past them the node answers `busy` instead of `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_circuits_hold_few_handshake_slots() {
+    use bcos_p2p::route::wire;
+    use futures::AsyncWriteExt as _;
+    let net = Net::start(1, &[], |_, _| {}).await;
+    let (member, member_tls) = common::node(&net.ca, KeyType::Secp256k1, Period::days(1));
+    let mut swarm = bcos_p2p::behaviour::build_swarm_with(&member, &member_tls, |_| {
+        libp2p_stream::Behaviour::new()
+    })
+    .unwrap();
+    let mut control = swarm.behaviour().new_control();
+    swarm.dial(net.nodes[0].listen_addrs()[0].clone()).unwrap();
+    let swarm_task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let target = net.nodes[0].node_id().to_peer_id();
+    let mut held = Vec::new();
+    let (mut ok, mut busy) = (0, 0);
+    let deadline = Instant::now() + TIMEOUT;
+    while held.len() < 8 {
+        assert!(Instant::now() < deadline, "no route streams opened");
+        let Ok(mut stream) = control.open_stream(target, wire::PROTOCOL).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        // A circuit to the node itself: an empty path. Then nothing: no handshake.
+        stream.write_all(&wire::encode_header(&[])).await.unwrap();
+        stream.flush().await.unwrap();
+        match wire::read_reply(&mut stream).await.unwrap().code {
+            wire::Code::Ok => ok += 1,
+            wire::Code::Busy => busy += 1,
+            other => panic!("unexpected answer {other}"),
+        }
+        held.push(stream);
+        // Let the node's transport take the accepted circuit before the next one.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((ok, busy), (4, 4));
+    swarm_task.abort();
+    drop(net.echoes);
+}
