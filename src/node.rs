@@ -713,7 +713,7 @@ impl Runner {
                 // A one-way message has no outcome to wait for: one to a node with no
                 // connection and no path fails now rather than after a routed dial.
                 let result = if self.route_dial
-                    && b.connection.is_routed(&node).is_none()
+                    && !b.unicast.is_connected(&node)
                     && !b.flood.reachable().contains(&node)
                 {
                     Err(UnicastError::Unreachable(

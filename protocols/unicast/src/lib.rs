@@ -468,6 +468,11 @@ impl Behaviour {
         self.settings.counters.clone()
     }
 
+    /// Whether a connection to `node` (direct or routed) is up.
+    pub fn is_connected(&self, node: &NodeId) -> bool {
+        self.connections.contains_key(&self.peer_of(node))
+    }
+
     /// Requests in flight (sent, not yet answered or failed).
     pub fn pending_requests(&self) -> usize {
         self.pending.len()

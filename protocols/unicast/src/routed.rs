@@ -156,6 +156,10 @@ impl Behaviour {
 
     /// Marks a routed connection as used now (a no-op for direct ones).
     pub(crate) fn route_used(&mut self, connection: ConnectionId) {
+        // Called for every frame: most nodes have no routed connection, so skip the lookup.
+        if self.routed.used.is_empty() {
+            return;
+        }
         if let Some((_, at)) = self.routed.used.get_mut(&connection) {
             *at = Instant::now();
         }
