@@ -127,6 +127,7 @@ impl Behaviour {
         };
         let outbound = e.endpoint.is_dialer();
         let addr = remote_addr(e.endpoint);
+        let routed = is_routed(&addr);
         self.conns.insert(
             e.connection_id,
             Conn {
@@ -138,7 +139,7 @@ impl Behaviour {
                 pings: true,
                 heard: self.heard.cell(e.connection_id),
                 rtt: None,
-                routed: is_routed(&addr),
+                routed,
                 closing: None,
                 superseded: (admission == Admission::Extra)
                     .then(|| Instant::now() + DUPLICATE_GRACE),
@@ -198,7 +199,6 @@ impl Behaviour {
             self.close_duplicate(e.peer_id, id);
         }
         // A routed connection leaves the configured addresses to be dialled directly.
-        let routed = is_routed(e.endpoint.get_remote_address());
         for t in self.targets.iter_mut().filter(|_| !routed) {
             if t.state == State::Dialing(e.connection_id) {
                 t.peer = Some(e.peer_id);

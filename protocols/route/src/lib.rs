@@ -285,11 +285,6 @@ impl Behaviour {
             .collect()
     }
 
-    /// Whether `connection` is routed.
-    pub fn is_routed_connection(&self, connection: ConnectionId) -> bool {
-        self.routed.contains_key(&connection)
-    }
-
     fn notify(&mut self, peer: PeerId, connection: ConnectionId, event: In) {
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
