@@ -155,6 +155,22 @@ async fn wait_for_hops(net: &Net, from: usize, to: usize, hops_wanted: u32) {
     }
 }
 
+/// Sends a request from `from` to `to` that must end in `unreachable` with a reason holding
+/// `why`.
+async fn unreachable_because(net: &Net, from: usize, to: usize, why: &str) {
+    let err = net.nodes[from]
+        .request(&net.id(to), DEFAULT_MODULE, Bytes::from_static(b"q"))
+        .await
+        .expect_err(why);
+    assert!(
+        matches!(
+            err,
+            NodeError::Unicast(UnicastError::Unreachable(ref reason)) if reason.contains(why)
+        ),
+        "{err}"
+    );
+}
+
 /// Sends a request from `from` to `to` and checks the echo.
 async fn echoed(net: &Net, from: usize, to: usize) {
     let payload = Bytes::from(format!("from {from} to {to}"));
@@ -402,17 +418,7 @@ async fn a_relay_forging_the_destinations_refusal_is_routed_around() {
 async fn a_destination_that_takes_no_routed_connections_is_an_explicit_unreachable() {
     let net = Net::start(3, &line(3), |i, c| c.route.accept = i != 2).await;
     net.settle().await;
-    let err = net.nodes[0]
-        .request(&net.id(2), DEFAULT_MODULE, Bytes::from_static(b"q"))
-        .await
-        .expect_err("node 2 takes no routed connections");
-    assert!(
-        matches!(
-            err,
-            NodeError::Unicast(UnicastError::Unreachable(ref why)) if why.contains("takes no routed connections")
-        ),
-        "{err}"
-    );
+    unreachable_because(&net, 0, 2, "takes no routed connections").await;
     // Its neighbour still reaches it directly.
     echoed(&net, 1, 2).await;
     drop(net.echoes);
@@ -457,25 +463,12 @@ async fn relaying_off_on_the_only_path_is_an_explicit_unreachable() {
     let net = Net::start(3, &line(3), |i, c| c.route.relay = i != 1).await;
     net.settle().await;
     let started = Instant::now();
-    let err = net.nodes[0]
-        .request(&net.id(2), DEFAULT_MODULE, Bytes::from_static(b"q"))
-        .await
-        .expect_err("relaying is off on the only path");
-    let text = err.to_string();
-    assert!(
-        matches!(
-            err,
-            NodeError::Unicast(UnicastError::Unreachable(ref why)) if why.contains("relaying is off")
-        ),
-        "{text}"
-    );
+    unreachable_because(&net, 0, 2, "relaying is off").await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
-    // With relaying on again elsewhere the same question has an answer: a node with no path
-    // at all is unreachable too.
     drop(net.echoes);
 }
 
@@ -725,17 +718,7 @@ async fn a_relay_past_its_circuit_budget_refuses_more() {
     net.settle().await;
     echoed(&net, 0, 2).await;
     echoed(&net, 0, 3).await;
-    let err = net.nodes[0]
-        .request(&net.id(4), DEFAULT_MODULE, Bytes::from_static(b"q"))
-        .await
-        .expect_err("a third circuit from 0 through 1");
-    assert!(
-        matches!(
-            err,
-            NodeError::Unicast(UnicastError::Unreachable(ref why)) if why.contains("relay budget spent")
-        ),
-        "{err}"
-    );
+    unreachable_because(&net, 0, 4, "relay budget spent").await;
     // Another previous hop has a budget of its own.
     echoed(&net, 2, 4).await;
     drop(net.echoes);
