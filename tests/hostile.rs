@@ -489,8 +489,8 @@ async fn valid_peer_sending_garbage_yamux_frames() {
     scene.finish(watch, "garbage yamux", details).await;
 }
 
-/// Garbage on valid streams of each protocol: a length prefix of 2^40, and status frames whose
-/// CBOR record is truncated or malformed. The node closes each stream without answering.
+/// Garbage on valid streams of each protocol: a length prefix of 2^40, status frames whose
+/// CBOR record is truncated or malformed, and a unicast request reusing a pending id. The node closes each stream without answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_streams_with_a_huge_length_prefix_or_bad_cbor() {
     let _serial = SERIAL.lock().await;
@@ -517,6 +517,11 @@ async fn valid_streams_with_a_huge_length_prefix_or_bad_cbor() {
             "unicast 2^40",
             bcos_p2p::unicast::PROTOCOL_NAME,
             huge.clone(),
+        ),
+        (
+            "unicast request id reused while pending",
+            bcos_p2p::unicast::PROTOCOL_NAME,
+            [request_frame(7, b""), request_frame(7, b"")].concat(),
         ),
         ("flood 2^40", bcos_p2p::flood::PROTOCOL_NAME, huge.clone()),
         ("status 2^40", bcos_p2p::status::PROTOCOL_NAME, huge),
@@ -578,7 +583,7 @@ async fn valid_streams_with_a_huge_length_prefix_or_bad_cbor() {
             }
         }
     }
-    let details = format!("18 attacker connections; {}", report.join("; "));
+    let details = format!("20 attacker connections; {}", report.join("; "));
     scene.finish(watch, "bad frames", details).await;
 }
 
@@ -911,4 +916,113 @@ async fn slowloris_from_two_addresses_leaves_pending_slots_for_strangers() {
         reported["reason"]
     );
     scene.finish(watch, "two-address slowloris", details).await;
+}
+
+/// A unicast request frame: the length prefix, kind 0, `id`, module 1 and `payload`.
+fn request_frame(id: u64, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend(id.to_be_bytes());
+    body.extend(1u16.to_be_bytes());
+    body.extend_from_slice(payload);
+    let mut frame = varint(body.len() as u64);
+    frame.extend(body);
+    frame
+}
+
+/// Reads unicast frames from `stream` until `want` responses came (or it closed, or [`WAIT`]
+/// passed); returns their ids.
+async fn read_responses(stream: &mut (impl futures::AsyncRead + Unpin), want: usize) -> Vec<u64> {
+    use futures::AsyncReadExt as _;
+    let mut ids = Vec::new();
+    let read = async {
+        while ids.len() < want {
+            let mut len = 0u64;
+            for shift in (0..63).step_by(7) {
+                let mut b = [0u8];
+                if stream.read_exact(&mut b).await.is_err() {
+                    return;
+                }
+                len |= u64::from(b[0] & 0x7f) << shift;
+                if b[0] & 0x80 == 0 {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len as usize];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            assert_eq!(body[0], 2, "an answer other than a response");
+            ids.push(u64::from_be_bytes(body[1..9].try_into().unwrap()));
+        }
+    };
+    let _ = tokio::time::timeout(WAIT, read).await;
+    ids
+}
+
+/// A member sends 64 requests of 2 MiB and never reads the answers (the target echoes each):
+/// the answers it owes that member stay within its per-connection byte bound (8 MiB here),
+/// because the target stops reading that member's requests; every other peer is answered
+/// throughout. Once the member reads, every request is answered: backpressure, not loss.
+/// (2 MiB payloads are above the malloc mmap threshold the binary sets, so RSS follows what is
+/// held rather than what the allocator keeps.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_reads_its_answers_is_held_back() {
+    const REQUESTS: u64 = 64;
+    let _serial = SERIAL.lock().await;
+    let bound = 8usize << 20;
+    let scene = Scene::start(|c| c.unicast.max_pending_bytes = bound).await;
+    let (key, tls) = common::node(&scene.ca, KeyType::Secp256k1, Period::days(1));
+    let watch = scene.watch().await;
+    let (stream, swarm) = common::raw_stream_as(
+        &key,
+        &tls,
+        scene.target_multiaddr(),
+        scene.target_id.to_peer_id(),
+        bcos_p2p::unicast::PROTOCOL_NAME,
+    )
+    .await;
+    let stream = stream.expect("a unicast stream to the target");
+    let (mut reader, mut writer) = futures::AsyncReadExt::split(stream);
+    let payload = vec![b'a'; 2 << 20];
+    let writing = tokio::spawn(async move {
+        for id in 1..=REQUESTS {
+            writer
+                .write_all(&request_frame(id, &payload))
+                .await
+                .unwrap();
+        }
+        writer.flush().await.unwrap();
+        writer
+    });
+    // Long enough for the target to read everything if nothing held it back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let member = key.node_id().to_string();
+    let handled = scene
+        .target
+        .count(|v| v["event"] == "request" && v["from"] == member.as_str());
+    assert!(
+        !writing.is_finished(),
+        "the target read all {REQUESTS} MiB of requests from a member that reads nothing"
+    );
+    assert!(
+        handled < REQUESTS as usize / 2,
+        "the target handled {handled} requests of a member that reads nothing"
+    );
+    let held_kib = scene.target.rss_kib().unwrap_or(0);
+    let ids = read_responses(&mut reader, REQUESTS as usize).await;
+    assert_eq!(
+        ids,
+        (1..=REQUESTS).collect::<Vec<_>>(),
+        "the member, reading at last, got these answers"
+    );
+    let writer = tokio::time::timeout(WAIT, writing)
+        .await
+        .expect("the member's writes end once it reads")
+        .unwrap();
+    drop((reader, writer));
+    swarm.abort();
+    let details = format!(
+        "{handled} of {REQUESTS} 2 MiB requests handled while unread (RSS then {held_kib} KiB)"
+    );
+    scene.finish(watch, "never-reading member", details).await;
 }

@@ -204,8 +204,9 @@ pub trait PairProtocol: Send + 'static {
     /// A frame the peer wrote on our outbound stream (not counted: count it if it belongs
     /// there). An error fails the outbound stream.
     fn on_reply(&mut self, frame: InFrame<Self>) -> Result<(), CloseReason>;
-    /// Reading the peer's stream waits while this holds, given the answers queued on it.
-    fn read_paused(&self, _answers: usize) -> bool {
+    /// Reading the peer's stream waits while this holds, given the answers queued on it: how
+    /// many, and their body bytes ([`PairProtocol::write_len`]).
+    fn read_paused(&self, _answers: usize, _answer_bytes: usize) -> bool {
         false
     }
 
@@ -246,8 +247,9 @@ pub struct Streams<C: EncodeFrame> {
     open_failures: u8,
     to_send: VecDeque<C::Item>,
     inbound: Option<FramedIo<Stream, C>>,
-    /// Frames to write on the inbound stream (with [`Policy::answers`]).
+    /// Frames to write on the inbound stream (with [`Policy::answers`]), and their body bytes.
     to_answer: VecDeque<C::Item>,
+    answer_bytes: usize,
 }
 
 impl<C: EncodeFrame> Streams<C> {
@@ -276,6 +278,7 @@ impl<C: EncodeFrame> Streams<C> {
     /// Closes the peer's stream, dropping the answers queued on it; false if none was open.
     pub fn close_inbound(&mut self) -> bool {
         self.to_answer.clear();
+        self.answer_bytes = 0;
         self.inbound.take().is_some()
     }
 }
@@ -312,6 +315,7 @@ impl<P: PairProtocol> StreamPair<P> {
                 to_send: VecDeque::new(),
                 inbound: None,
                 to_answer: VecDeque::new(),
+                answer_bytes: 0,
             }),
             heard: None,
         }
@@ -348,6 +352,22 @@ impl<P: PairProtocol> StreamPair<P> {
     fn close_inbound(&mut self, reason: CloseReason) {
         self.streams.close_inbound();
         self.protocol.inbound_closed(reason);
+    }
+
+    /// Adds the bytes of the answers the protocol queued since the queue held `before` frames
+    /// (all of them again if it shrank: the protocol closed the stream meanwhile).
+    fn count_answers(&mut self, before: usize) {
+        let streams = &mut self.streams;
+        let (start, base) = if streams.to_answer.len() < before {
+            (0, 0)
+        } else {
+            (before, streams.answer_bytes)
+        };
+        let added = streams
+            .to_answer
+            .range(start..)
+            .fold(0usize, |sum, f| sum.saturating_add(P::write_len(f)));
+        streams.answer_bytes = base.saturating_add(added);
     }
 
     /// Drives the outbound stream: writes queued frames, flushes, reads what the peer wrote.
@@ -398,7 +418,10 @@ impl<P: PairProtocol> StreamPair<P> {
         // buffered with no read pending to wake us.
         let (mut batch_done, mut marked) = (true, false);
         for _ in 0..READ_BATCH {
-            if self.protocol.read_paused(self.streams.to_answer.len()) {
+            if self
+                .protocol
+                .read_paused(self.streams.to_answer.len(), self.streams.answer_bytes)
+            {
                 batch_done = false;
                 break;
             }
@@ -409,9 +432,10 @@ impl<P: PairProtocol> StreamPair<P> {
                 Poll::Ready(Some(Ok(frame))) => {
                     mark_heard(&self.heard, &mut marked);
                     self.protocol.traffic().received(P::read_len(&frame));
-                    if let Err(reason) =
-                        self.protocol.on_inbound(frame, &mut self.streams.to_answer)
-                    {
+                    let before = self.streams.to_answer.len();
+                    let read = self.protocol.on_inbound(frame, &mut self.streams.to_answer);
+                    self.count_answers(before);
+                    if let Err(reason) = read {
                         return self.close_inbound(reason);
                     }
                 }
@@ -433,35 +457,43 @@ impl<P: PairProtocol> StreamPair<P> {
 
     /// Writes queued answers on the inbound stream and flushes (protocols that answer only).
     fn write_answers(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match &mut self.streams.inbound {
-            Some(stream) if P::POLICY.answers => write_queued(
-                stream,
-                &mut self.streams.to_answer,
-                &mut *self.protocol,
-                false,
-                cx,
-            ),
+        let streams = &mut *self.streams;
+        match &mut streams.inbound {
+            Some(stream) if P::POLICY.answers => {
+                let written = write_queued(
+                    stream,
+                    &mut streams.to_answer,
+                    &mut *self.protocol,
+                    false,
+                    cx,
+                )?;
+                streams.answer_bytes = streams.answer_bytes.saturating_sub(written);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 }
 
 /// Moves frames from `queue` into `stream` while it accepts them (counting them in the
-/// protocol's traffic), then flushes. On the outbound stream the protocol sees each frame as it
-/// leaves the queue and may drop it ([`PairProtocol::admit`]).
+/// protocol's traffic), then flushes; returns the body bytes of the answers that left the
+/// queue. On the outbound stream the protocol sees each frame as it leaves the queue and may
+/// drop it ([`PairProtocol::admit`]).
 fn write_queued<P: PairProtocol>(
     stream: &mut FramedIo<Stream, P::Codec>,
     queue: &mut VecDeque<OutFrame<P>>,
     protocol: &mut P,
     outbound: bool,
     cx: &mut Context<'_>,
-) -> io::Result<()> {
+) -> io::Result<usize> {
+    let mut left = 0usize;
     while !queue.is_empty() {
         match stream.poll_ready_unpin(cx) {
             Poll::Ready(Ok(())) => {
                 let frame = queue.pop_front().expect("checked non-empty");
                 if !outbound || protocol.admit(&frame) {
                     let len = P::write_len(&frame);
+                    left = left.saturating_add(len);
                     stream.start_send_unpin(frame)?;
                     protocol.traffic().sent(len);
                 }
@@ -472,7 +504,7 @@ fn write_queued<P: PairProtocol>(
     }
     match stream.poll_flush_unpin(cx) {
         Poll::Ready(Err(e)) => Err(e),
-        _ => Ok(()),
+        _ => Ok(left),
     }
 }
 
@@ -489,7 +521,9 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
     }
 
     fn on_behaviour_event(&mut self, command: P::Command) {
+        let before = self.streams.to_answer.len();
         self.protocol.on_command(command, &mut self.streams);
+        self.count_answers(before);
     }
 
     fn connection_keep_alive(&self) -> bool {

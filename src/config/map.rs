@@ -41,10 +41,10 @@ pub fn unicast_config(config: &Config) -> unicast::Config {
         request_timeout: Duration::from_millis(u.request_timeout_ms),
         max_frame_size: u.max_message_size,
         max_in_flight: u.max_in_flight,
+        max_pending_bytes: u.max_pending_bytes,
         modules: u.modules.iter().copied().collect(),
         dial_routed: config.route.dial,
         routed_idle_timeout: Duration::from_millis(config.route.idle_timeout_ms),
-        ..unicast::Config::default()
     }
 }
 
@@ -101,6 +101,7 @@ mod tests {
         assert_eq!(u.request_timeout, default.request_timeout);
         assert_eq!(u.max_frame_size, default.max_frame_size);
         assert_eq!(u.max_in_flight, default.max_in_flight);
+        assert_eq!(u.max_pending_bytes, default.max_pending_bytes);
         assert_eq!(u.modules, [DEFAULT_MODULE].into());
         let (f, default) = (flood_config(&c), flood::Config::default());
         assert_eq!(f.ttl, default.ttl);

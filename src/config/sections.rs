@@ -116,6 +116,9 @@ pub struct Unicast {
     pub max_message_size: usize,
     /// Most requests in flight per peer, each way. Default 16384.
     pub max_in_flight: usize,
+    /// Most bytes of a peer's requests being handled plus answers to it not written yet, per
+    /// connection (raised to `max_message_size` when below it). Default 67108864 (64 MiB).
+    pub max_pending_bytes: usize,
     /// Module ids this node serves. Default `[1]`.
     pub modules: Vec<u16>,
 }
@@ -128,6 +131,7 @@ impl Default for Unicast {
             request_timeout_ms: ms(u.request_timeout),
             max_message_size: u.max_frame_size,
             max_in_flight: u.max_in_flight,
+            max_pending_bytes: u.max_pending_bytes,
             modules: vec![DEFAULT_MODULE],
         }
     }

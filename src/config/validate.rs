@@ -118,6 +118,11 @@ fn check_unicast(u: &Unicast, check: &mut impl FnMut(bool, &str, String)) {
         "0 must be at least 1".into(),
     );
     check(
+        u.max_pending_bytes >= 1,
+        "[unicast] max_pending_bytes",
+        "0 must be at least 1".into(),
+    );
+    check(
         !u.modules.is_empty(),
         "[unicast] modules",
         "is empty: serve at least one module id".into(),

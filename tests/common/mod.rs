@@ -247,6 +247,27 @@ pub fn write_rounds_as(
     spawn_member(member, target, protocol, rounds, every)
 }
 
+/// A member (`key`, `tls`) that dials `addr` and opens a raw `protocol` stream to `target` (for
+/// at most [`TIMEOUT`]); returns the stream (None if it never opened) and the swarm's task
+/// (abort it afterwards).
+pub async fn raw_stream_as(
+    key: &NodeKey,
+    tls: &ca_tls::Config,
+    addr: libp2p::Multiaddr,
+    target: PeerId,
+    protocol: libp2p::StreamProtocol,
+) -> (Option<libp2p::Stream>, tokio::task::JoinHandle<()>) {
+    let mut member = member_swarm(key, tls);
+    member.dial(addr).unwrap();
+    let mut control = member.behaviour().new_control();
+    let swarm = tokio::spawn(async move {
+        loop {
+            member.select_next_some().await;
+        }
+    });
+    (open_stream(&mut control, target, &protocol).await, swarm)
+}
+
 /// A member (`key`, `tls`) listening on loopback that writes `rounds` (`every` apart) on a
 /// `protocol` stream to `target` once `target` has connected to it; returns its address, the
 /// writing task and the swarm's task (abort both afterwards).

@@ -225,6 +225,17 @@ impl PairProtocol for Requests {
                 module,
                 payload,
             } => {
+                if self
+                    .inbound_pending
+                    .contains_key(&(self.inbound_stream, id))
+                {
+                    // Ids are unique among a stream's requests in flight: a second request with
+                    // a pending id would overwrite the first's place in the caps (an empty
+                    // payload again and again would escape the count and byte limits).
+                    return Err(CloseReason::Malformed(format!(
+                        "request id {id} reused while the first is still pending"
+                    )));
+                }
                 if !self.settings.modules.contains(&module) {
                     self.settings
                         .counters
@@ -294,9 +305,13 @@ impl PairProtocol for Requests {
         Ok(())
     }
 
-    /// Stop reading while answers pile up.
-    fn read_paused(&self, answers: usize) -> bool {
+    /// Stop reading while answers pile up: the answers not yet written and the requests being
+    /// handled are bounded per connection in frames and in bytes. A peer that never reads
+    /// its answers is held back by its own stream's flow control, and nothing else waits.
+    fn read_paused(&self, answers: usize, answer_bytes: usize) -> bool {
         answers >= self.settings.max_inbound_pending
+            || answer_bytes.saturating_add(self.inbound_pending_bytes)
+                >= self.settings.max_inbound_pending_bytes
     }
 
     fn outbound_opened(&mut self) {}

@@ -68,8 +68,10 @@ pub struct Config {
     /// [`UnicastError::Busy`]) and the peer's per connection (beyond it they get a `busy`
     /// error). Default 16 384.
     pub max_in_flight: usize,
-    /// Most payload bytes of a peer's requests held unanswered per connection; requests beyond
-    /// it get a `busy` error. Bounds what a peer can make this node hold. Default 64 MiB.
+    /// Most payload bytes of a peer's requests held unanswered per connection (requests beyond
+    /// it get a `busy` error), and of those plus the answers not written to it yet (reaching it
+    /// stops reading the peer's requests). Bounds what a peer can make this node hold. Default
+    /// 64 MiB; never below `max_frame_size`.
     pub max_pending_bytes: usize,
     /// The modules this node serves; requests for others are answered with an error at once.
     pub modules: HashSet<u16>,
