@@ -836,6 +836,10 @@ impl Runner {
             }
             Command::Reload(settings, reply) => {
                 let result = b.connection.reload(*settings).map_err(NodeError::Reload);
+                // New CRLs may revoke members whose chains flood has checked already.
+                if result.is_ok() {
+                    b.flood.recheck_members();
+                }
                 let _ = reply.send(result);
             }
             Command::Respond(channel, result) => {

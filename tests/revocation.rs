@@ -226,6 +226,16 @@ async fn start(chain: &Chain, node: &str, peers: &[&Node]) -> (Node, Events) {
     (n, events)
 }
 
+/// Revokes a1 (agency A's CRL) and loads the CRL into `node` with `Node::reload`.
+async fn revoke_a1_in(chain: &Chain, node: &Node) -> connection::Reloaded {
+    let crl = chain.revoke("agencyA", "a1/node.crt", false);
+    let settings = connection::Reload {
+        crls: crls(&crl),
+        ..Default::default()
+    };
+    node.reload(settings).await.unwrap()
+}
+
 /// A CRL loaded with `Node::reload` closes the live session of the peer it revokes at once
 /// (and only that one); the peer's redials are then refused with `revoked`.
 #[tokio::test]
@@ -242,14 +252,7 @@ async fn a_crl_loaded_at_run_time_closes_the_revoked_peers_session() {
         })
         .await;
     }
-    let crl = chain.revoke("agencyA", "a1/node.crt", false);
-    let done = a0
-        .reload(connection::Reload {
-            crls: crls(&crl),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let done = revoke_a1_in(&chain, &a0).await;
     assert_eq!(done.closed, [a1.node_id().clone()]);
     assert_eq!(done.crls, 1);
     let id1 = a1.node_id().clone();
@@ -272,4 +275,60 @@ async fn a_crl_loaded_at_run_time_closes_the_revoked_peers_session() {
     let peers = a0.peers().await.unwrap();
     assert_eq!(peers.len(), 1, "{peers:?}");
     assert_eq!(&peers[0].node, a2.node_id());
+}
+
+/// Waits for a broadcast whose payload starts with `prefix`; the payloads of other broadcasts
+/// seen meanwhile are returned with it.
+async fn broadcast_seen(events: &mut Events, prefix: &str) -> (String, Vec<String>) {
+    let mut others = Vec::new();
+    let found = next(events, |e| match e {
+        NodeEvent::Flood(bcos_p2p::flood::Event::Message { payload, .. }) => {
+            let text = String::from_utf8_lossy(payload).into_owned();
+            if text.starts_with(prefix) {
+                Some(text)
+            } else {
+                others.push(text);
+                None
+            }
+        }
+        _ => None,
+    })
+    .await;
+    (found, others)
+}
+
+/// Flood takes a member's messages once its chain passed, and keeps the chain: a CRL loaded by
+/// reload makes it check them again, so a revoked node's broadcasts relayed by an honest peer
+/// are no longer delivered.
+#[tokio::test]
+async fn a_crl_loaded_at_run_time_stops_a_revoked_origins_messages() {
+    let chain = Chain::new();
+    // A line: a1 - a2 - a0, so a1's broadcasts reach a0 only through a2.
+    let (a0, mut e0) = start(&chain, "a0", &[]).await;
+    let (a2, _e2) = start(&chain, "a2", &[&a0]).await;
+    let (a1, _e1) = start(&chain, "a1", &[&a2]).await;
+    let mut delivered = false;
+    for i in 0..40 {
+        a1.broadcast(format!("before-{i}").into()).await.ok();
+        let wait = std::time::Duration::from_millis(250);
+        if tokio::time::timeout(wait, broadcast_seen(&mut e0, "before-"))
+            .await
+            .is_ok()
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "a1's broadcasts never reached a0");
+
+    let done = revoke_a1_in(&chain, &a0).await;
+    assert!(done.closed.is_empty(), "a0 has no session with a1");
+    a1.broadcast("after".into()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a2.broadcast("control".into()).await.unwrap();
+    let (_, others) = broadcast_seen(&mut e0, "control").await;
+    assert!(
+        !others.iter().any(|m| m == "after"),
+        "a revoked origin's broadcast was delivered: {others:?}"
+    );
 }
