@@ -6,6 +6,8 @@
 //! other's chain against `ca.crt`, and the peer's NodeId is the public key of its certificate.
 //! That same key is the node's libp2p identity, so the `PeerId` this upgrade yields is the
 //! peer's real identity, and deny/allow lists by NodeId are enforced before any protocol runs.
+//! Certificate revocation lists ([`Crl`], replaceable at run time through [`Revocation`]) apply
+//! at every level of the chain.
 //!
 //! Node keys may be secp256k1 (FISCO's default; see [`crypto`] for how it enters TLS 1.3),
 //! ECDSA P-256 or RSA (2048 bits or more); what differs per key type is in one module per
