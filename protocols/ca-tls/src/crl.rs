@@ -57,9 +57,10 @@ impl Crl {
         })
     }
 
-    /// Parses CRL file contents: PEM (`-----BEGIN X509 CRL-----`, one or more) or one DER CRL.
+    /// Parses CRL file contents: PEM (`-----BEGIN X509 CRL-----`, one or more; other PEM
+    /// sections are skipped) or one DER CRL.
     pub fn parse(data: &[u8]) -> Result<Vec<Crl>, String> {
-        if data.windows(15).any(|w| w == b"-----BEGIN X509") {
+        if data.windows(11).any(|w| w == b"-----BEGIN ") {
             let ders = CertificateRevocationListDer::pem_slice_iter(data)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("PEM: {e}"))?;

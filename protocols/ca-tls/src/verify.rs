@@ -93,15 +93,21 @@ impl PeerVerifier {
                 revocation,
                 None,
             )
-            .map(|_| ())
+            .map(|path| {
+                // The path as verified (bounded by webpki's depth limit), not whatever else the
+                // peer sent: what a later CRL is checked against.
+                let mut chain = vec![end_entity.clone().into_owned()];
+                chain.extend(
+                    path.intermediate_certificates()
+                        .map(|c| c.der().into_owned()),
+                );
+                chain
+            })
         });
-        if let Err(e) = checked {
-            return Err(self.refuse(chain_refusal(e), None));
-        }
-        let chain = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.clone().into_owned())
-            .collect();
+        let chain = match checked {
+            Ok(chain) => chain,
+            Err(e) => return Err(self.refuse(chain_refusal(e), None)),
+        };
         self.record(|o| {
             o.claimed = Some((key.to_peer_id(), node_id));
             o.chain = chain;
