@@ -90,11 +90,6 @@ impl Crl {
     fn issuer(&self) -> &[u8] {
         self.list.issuer()
     }
-
-    /// Whether this CRL lists the certificate `serial` (DER INTEGER contents).
-    pub fn lists_serial(&self, serial: &[u8]) -> bool {
-        matches!(self.list.find_serial(serial), Ok(Some(_)))
-    }
 }
 
 /// The shared CRL set of a [`crate::Config`], and the chains of authenticated peers.
