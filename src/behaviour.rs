@@ -110,12 +110,16 @@ impl Behaviour {
     /// (`Config::default()` for the defaults). The config's peers are dialled and kept
     /// connected; its access lists are added to `security`'s.
     pub fn new(key: &NodeKey, security: &impl SecurityMode, config: &Config) -> Self {
-        Self::with_parts(
+        let mut behaviour = Self::with_parts(
             key,
             (security.access_list(), security.node_ids()),
             (security.membership(), security.route_link()),
             config,
-        )
+        );
+        if let Some(revocation) = security.revocation() {
+            behaviour.connection.set_revocation(revocation.clone());
+        }
+        behaviour
     }
 
     /// The behaviour over a security upgrade's access lists (to which the config's are added),

@@ -82,6 +82,9 @@ pub enum NodeError {
     /// The node could not start.
     #[error("cannot start the node: {0}")]
     Start(String),
+    /// A reload was refused (nothing changed).
+    #[error("reload: {0}")]
+    Reload(String),
 }
 
 /// What the network reports to the application.
@@ -253,6 +256,7 @@ enum Command {
     Deny(NodeId, Reply<bool>),
     Allow(NodeId, Reply<bool>),
     AddPeer(Multiaddr, Reply<()>),
+    Reload(Box<connection::Reload>, Reply<connection::Reloaded>),
     Respond(ResponseChannel, Result<Bytes, String>),
     Shutdown(Reply<()>),
 }
@@ -563,6 +567,17 @@ impl Node {
         self.call(|r| Command::AddPeer(addr, r)).await
     }
 
+    /// Replaces the configured peers, the deny/allow lists and the CRLs (see
+    /// [`connection::Reload`]): all of them or, when any is invalid, none
+    /// ([`NodeError::Reload`]). Sessions now refused close at once, new peers are dialled,
+    /// removed ones are no longer redialled (their open connections stay).
+    pub async fn reload(
+        &self,
+        settings: connection::Reload,
+    ) -> Result<connection::Reloaded, NodeError> {
+        self.call(|r| Command::Reload(Box::new(settings), r)).await
+    }
+
     /// Stops the node: closes its connections (waiting up to 2 s for peers to see a clean
     /// close) and ends its task. Later calls on any handle fail with [`NodeError::Stopped`].
     pub async fn shutdown(&self) -> Result<(), NodeError> {
@@ -818,6 +833,14 @@ impl Runner {
             Command::AddPeer(addr, reply) => {
                 b.connection.add_peer(addr);
                 let _ = reply.send(Ok(()));
+            }
+            Command::Reload(settings, reply) => {
+                let result = b.connection.reload(*settings).map_err(NodeError::Reload);
+                // New CRLs may revoke members whose chains flood has checked already.
+                if result.is_ok() {
+                    b.flood.recheck_members();
+                }
+                let _ = reply.send(result);
             }
             Command::Respond(channel, result) => {
                 let sent = match result {

@@ -115,6 +115,11 @@ pub trait SecurityMode:
     /// How flood tells member origins from strangers: in CA mode, by their certificate
     /// chains; `None` in open mode, where any key that signs is an origin.
     fn membership(&self) -> Option<flood::Membership>;
+
+    /// The CRLs enforced in every handshake (CA mode; open mode has none).
+    fn revocation(&self) -> Option<&ca_tls::Revocation> {
+        None
+    }
 }
 
 impl SecurityMode for ca_tls::Config {
@@ -151,6 +156,10 @@ impl SecurityMode for ca_tls::Config {
 
     fn membership(&self) -> Option<flood::Membership> {
         Some(ca_membership(self))
+    }
+
+    fn revocation(&self) -> Option<&ca_tls::Revocation> {
+        Some(ca_tls::Config::revocation(self))
     }
 }
 

@@ -35,6 +35,9 @@ fn check_contract(v: &Value) {
         f.as_str()
             .is_some_and(|s| s.len() == 128 && s.bytes().all(|b| b.is_ascii_hexdigit()))
     }
+    fn is_strings(f: &Value) -> bool {
+        f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    }
     let obj = v
         .as_object()
         .unwrap_or_else(|| panic!("not an object: {v}"));
@@ -124,6 +127,15 @@ fn check_contract(v: &Value) {
                 })
             }),
         )],
+        "reloaded" => vec![
+            ("added", is_strings(&v["added"])),
+            ("removed", is_strings(&v["removed"])),
+            (
+                "closed",
+                v["closed"].as_array().is_some_and(|a| a.iter().all(is_id)),
+            ),
+            ("crls", v["crls"].is_u64()),
+        ],
         "error" => vec![(
             "message",
             v["message"].as_str().is_some_and(|m| !m.is_empty()),
@@ -296,6 +308,22 @@ fn run_fails_fast_on_bad_key_material() {
     assert!(err.contains("no private key"), "{err}");
     let err = run(&["--key", &key0, "--cert", &key0, "--ca", &ca]);
     assert!(err.contains("no PEM certificate"), "{err}");
+    // A CRL that does not parse stops the node too.
+    std::fs::write(p("bad.crl"), "not a CRL").unwrap();
+    let crt0 = p("node0/node.crt");
+    let err = run(&[
+        "--key",
+        &key0,
+        "--cert",
+        &crt0,
+        "--ca",
+        &ca,
+        "--crl",
+        &p("bad.crl"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(err.contains("bad.crl"), "{err}");
 }
 
 /// The demo runs a small network and exits 0, showing connections and refusals.
@@ -775,4 +803,109 @@ fn request_right_after_a_simultaneous_start_is_answered() {
         let resp = mesh.nodes[0].expect("response", response(1));
         assert_eq!(resp["ok"], true, "round {round}: {resp}");
     }
+}
+
+/// Node `i`'s reloadable config in `dir` (a gen-certs chain listening from `port`): its peers
+/// (by index), its deny list, quick redials. Returns the file.
+fn write_config(
+    dir: &Path,
+    port: u16,
+    i: usize,
+    peers: &[usize],
+    deny: &[&str],
+) -> std::path::PathBuf {
+    let addr = |j: usize| format!("\"127.0.0.1:{}\"", port as usize + j);
+    let peers: Vec<String> = peers.iter().map(|&j| addr(j)).collect();
+    let deny: Vec<String> = deny.iter().map(|d| format!("\"{d}\"")).collect();
+    let text = format!(
+        "[network]\nlisten = [{}]\npeers = [{}]\n[access]\ndeny = [{}]\n\
+         [connection]\nredial_min_ms = 100\nredial_max_ms = 300\n",
+        addr(i),
+        peers.join(", "),
+        deny.join(", ")
+    );
+    let file = dir.join(format!("node{i}/reload.toml"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn signal(node: &Node, signal: &str) {
+    let pid = node.child.id().to_string();
+    let st = Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(st.success());
+}
+
+/// SIGHUP and SIGUSR1 make `run --config FILE` read FILE again: a new peer is dialled and
+/// connects, a removed peer is no longer redialled, a newly denied connected peer's session
+/// closes at once; a broken file is reported (`error`) and the node runs on with its settings,
+/// still answering requests.
+#[test]
+fn sighup_and_sigusr1_reload_peers_and_access_lists() {
+    let (dir, port, ids) = chain(4);
+    let dir = dir.path();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, peers) in [(1, &[][..]), (2, &[]), (0, &[1]), (3, &[0])] {
+        let file = write_config(dir, port, i, peers, &[]);
+        let mut n = Node::start(&file);
+        n.expect("ready", |v| v["event"] == "ready");
+        nodes.push(n);
+    }
+    let [mut n1, mut n2, mut n0, mut n3]: [Node; 4] = nodes.try_into().ok().unwrap();
+    n0.expect_each("connected", &[&ids[1], &ids[3]]);
+
+    // node1 out, node2 in, node3 denied.
+    let file0 = write_config(dir, port, 0, &[2], &[&ids[3]]);
+    signal(&n0, "-HUP");
+    let done = n0.expect("reloaded", |v| v["event"] == "reloaded");
+    let maddr = |j: usize| format!("/ip4/127.0.0.1/tcp/{}", port as usize + j);
+    assert_eq!(done["added"], serde_json::json!([maddr(2)]), "{done}");
+    assert_eq!(done["removed"], serde_json::json!([maddr(1)]), "{done}");
+    assert_eq!(done["closed"], serde_json::json!([ids[3]]), "{done}");
+    assert_eq!(done["crls"], 0, "{done}");
+    n0.expect_each("connected", &[&ids[2]]);
+    n0.expect_each("disconnected", &[&ids[3]]);
+    n3.expect_each("disconnected", &[&ids[0]]);
+    n0.expect("refused denied", |v| {
+        v["event"] == "refused" && v["code"] == "denied" && v["node_id"] == ids[3].as_str()
+    });
+
+    // node1's connection stayed (as an ordinary peer's); once node1 restarts, nobody dials it.
+    let file1 = write_config(dir, port, 1, &[], &[]);
+    drop(n1);
+    n0.expect_each("disconnected", &[&ids[1]]);
+    n1 = Node::start(&file1);
+    n1.expect("ready", |v| v["event"] == "ready");
+    n0.expect_none(
+        "connected to the removed peer",
+        Duration::from_secs(3),
+        |v| v["event"] == "connected" && v["node_id"] == ids[1].as_str(),
+    );
+
+    // A broken file: an error, and the node runs on with what it had.
+    std::fs::write(&file0, "[network\npeers = 3\n").unwrap();
+    signal(&n0, "-USR1");
+    let error = n0.expect("reload error", |v| v["event"] == "error");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("reload: "), "{error}");
+    assert!(message.contains("reload.toml"), "{error}");
+    n2.send(&format!("request {} still here", ids[0]));
+    let reply = n2.expect("response", response(1));
+    assert_eq!(reply["data"], "echo:still here", "{reply}");
+    n0.drain(Duration::from_millis(500));
+    n0.pending.clear();
+    n0.expect("refused denied", |v| {
+        v["event"] == "refused" && v["code"] == "denied" && v["node_id"] == ids[3].as_str()
+    });
+
+    // SIGUSR1 with a good file: node3 allowed again, and it comes back by its own redials.
+    write_config(dir, port, 0, &[2], &[]);
+    signal(&n0, "-USR1");
+    let done = n0.expect("reloaded", |v| v["event"] == "reloaded");
+    assert_eq!(done["added"], serde_json::json!([]), "{done}");
+    assert_eq!(done["closed"], serde_json::json!([]), "{done}");
+    n0.expect_each("connected", &[&ids[3]]);
+    n0.quit();
+    n1.quit();
+    n2.quit();
+    n3.quit();
 }

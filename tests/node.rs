@@ -315,3 +315,110 @@ async fn dropping_every_handle_stops_the_node() {
     .await;
     drop(b);
 }
+
+/// The NodeIds of a node's connected peers.
+async fn peer_ids(node: &bcos_p2p::node::Node) -> Vec<NodeId> {
+    let peers = node.peers().await.unwrap();
+    peers.into_iter().map(|p| p.node).collect()
+}
+
+/// A CRL file made by an `openssl ca` that is not this chain's: a reload with it must fail.
+fn foreign_crl(dir: &std::path::Path) -> Vec<bcos_p2p::ca_tls::Crl> {
+    common::require_openssl();
+    common::sh(
+        dir,
+        r#"
+        printf '[ca]\ndefault_ca=c\n[c]\ndatabase=index\ncrlnumber=crlnumber\ncertificate=ca.crt\nprivate_key=ca.key\ndefault_md=sha256\ndefault_crl_days=30\n' > ca.cnf
+        touch index; echo 01 > crlnumber
+        openssl ecparam -genkey -name prime256v1 -noout -out ca.key
+        openssl req -new -x509 -days 30 -subj "/CN=ca" -key ca.key -out ca.crt
+        openssl ca -config ca.cnf -gencrl -out crl.pem 2>/dev/null
+        "#,
+    );
+    bcos_p2p::ca_tls::Crl::read(dir.join("crl.pem")).unwrap()
+}
+
+/// `Node::reload` replaces the configured peers and the access lists at once: a new peer is
+/// dialled, a removed one is no longer redialled, a newly denied one is dropped at once; a
+/// reload with anything invalid (a CRL of another CA) changes nothing.
+#[tokio::test]
+async fn reload_replaces_peers_and_lists_all_or_nothing() {
+    let ca = ca();
+    let fast = |c: &mut bcos_p2p::config::Config| {
+        c.connection.redial_min_ms = 100;
+        c.connection.redial_max_ms = 200;
+    };
+    let (b, _eb) = start_node(&ca, &[], fast).await;
+    let (c, _ec) = start_node(&ca, &[], fast).await;
+    let (a, mut ea) = start_node(&ca, &[&b], fast).await;
+    let (d, _ed) = start_node(&ca, &[&a], fast).await;
+    connected(&mut ea, b.node_id()).await;
+    connected(&mut ea, d.node_id()).await;
+
+    let (b_addr, c_addr) = (b.listen_addrs()[0].clone(), c.listen_addrs()[0].clone());
+    let done = a
+        .reload(bcos_p2p::connection::Reload {
+            peers: vec![c_addr.clone()],
+            deny: vec![d.node_id().clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.added, std::slice::from_ref(&c_addr));
+    assert_eq!(done.removed, std::slice::from_ref(&b_addr));
+    assert_eq!(done.closed, [d.node_id().clone()]);
+    // c connects and d's session closes, in either order.
+    let (c_id, d_id) = (c.node_id().clone(), d.node_id().clone());
+    let (mut c_up, mut d_down) = (false, false);
+    next(&mut ea, |e| {
+        match e {
+            NodeEvent::Connected { node, .. } if *node == c_id => c_up = true,
+            NodeEvent::Disconnected { node, .. } if *node == d_id => d_down = true,
+            _ => {}
+        }
+        (c_up && d_down).then_some(())
+    })
+    .await;
+    // b's connection stays, as an ordinary peer's; once it is gone b is not dialled again.
+    let peers = peer_ids(&a).await;
+    assert!(peers.contains(b.node_id()), "{peers:?}");
+    b.shutdown().await.unwrap();
+    let b_id = b.node_id().clone();
+    next(&mut ea, |e| match e {
+        NodeEvent::Disconnected { node, .. } if *node == b_id => Some(()),
+        _ => None,
+    })
+    .await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), async {
+        next(&mut ea, |e| match e {
+            NodeEvent::Connection(bcos_p2p::connection::Event::Dialing { addr, .. })
+                if *addr == b_addr =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+    })
+    .await;
+    assert!(quiet.is_err(), "the removed peer was dialled again");
+
+    // Invalid: nothing changes (d stays denied, c stays configured).
+    let tmp = tempfile::tempdir().unwrap();
+    let err = a
+        .reload(bcos_p2p::connection::Reload {
+            peers: vec![],
+            crls: foreign_crl(tmp.path()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::Reload(_)), "{err}");
+    next(&mut ea, |e| match e {
+        NodeEvent::Refused { reason, .. } if reason.code() == "denied" => Some(()),
+        _ => None,
+    })
+    .await;
+    let peers = peer_ids(&a).await;
+    assert_eq!(peers, [c.node_id().clone()]);
+}

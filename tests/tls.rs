@@ -76,27 +76,6 @@ async fn gen_certs_nodes_connect_and_see_each_others_node_id() {
 mod fisco {
     use super::*;
 
-    const CERT_CNF: &str = r#"
-[ca]
-default_ca=default_ca
-[default_ca]
-default_days = 3650
-default_md = sha256
-[req]
-distinguished_name = req_distinguished_name
-req_extensions = v3_req
-[req_distinguished_name]
-countryName = CN
-countryName_default = CN
-commonName = Organizational commonName (eg, fisco-bcos)
-commonName_default = fisco-bcos
-[ v3_req ]
-basicConstraints = CA:FALSE
-keyUsage = nonRepudiation, digitalSignature, keyEncipherment
-[ v4_req ]
-basicConstraints = CA:TRUE
-"#;
-
     /// NodeId as FISCO BCOS derives it: the public point without `04`, or the RSA modulus.
     fn openssl_node_id(dir: &std::path::Path, key: &str, rsa: bool) -> String {
         if rsa {
@@ -157,7 +136,7 @@ basicConstraints = CA:TRUE
     async fn build_and_connect(set: Set) {
         common::require_openssl();
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("cert.cnf"), CERT_CNF).unwrap();
+        std::fs::write(tmp.path().join("cert.cnf"), common::FISCO_CERT_CNF).unwrap();
         sh(tmp.path(), set.setup);
         for n in ["node0", "node1"] {
             sh(

@@ -119,6 +119,17 @@ pub enum Event {
         /// Connected peers.
         peers: Vec<PeerInfo>,
     },
+    /// The settings were read again (SIGHUP or SIGUSR1) and are in force.
+    Reloaded {
+        /// Peer addresses now configured that were not (dialled now).
+        added: Vec<String>,
+        /// Peer addresses no longer configured (no longer redialled).
+        removed: Vec<String>,
+        /// Peers whose sessions were closed: now denied, not allowed or revoked.
+        closed: Vec<NodeId>,
+        /// The CRLs in force.
+        crls: usize,
+    },
     /// A command could not be done.
     Error {
         /// Why.
@@ -255,6 +266,17 @@ impl Event {
             Event::Status { node_id, seq, data } => {
                 format!("status of {}: seq {seq}: {data}", node_id.short())
             }
+            Event::Reloaded {
+                added,
+                removed,
+                closed,
+                crls,
+            } => format!(
+                "reloaded: {} peers added, {} removed, {} sessions closed, {crls} CRLs",
+                added.len(),
+                removed.len(),
+                closed.len()
+            ),
             Event::Error { message } => format!("error: {message}"),
         }
     }

@@ -3,6 +3,7 @@
 mod certgen;
 mod demo;
 mod events;
+mod reload;
 mod run;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -45,7 +46,7 @@ enum Command {
         keyfile: PathBuf,
     },
     /// Run a node.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Start a local network in this process and show what it does.
     Demo {
         /// Number of nodes.
@@ -73,7 +74,7 @@ pub fn main() -> ExitCode {
         Command::NodeId { keyfile } => NodeKey::from_file(&keyfile)
             .with_context(|| format!("cannot use {}", keyfile.display()))
             .map(|k| println!("{}", k.node_id())),
-        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(args))),
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(*args))),
         Command::Demo { nodes } => runtime().and_then(|rt| rt.block_on(demo::demo(nodes))),
     };
     match result {

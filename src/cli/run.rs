@@ -20,7 +20,10 @@ use clap::Args;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 
-use super::events::{Event, MessageKind, PeerInfo};
+use super::{
+    events::{Event, MessageKind, PeerInfo},
+    reload::{ReloadSignals, Reloader},
+};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -48,6 +51,9 @@ pub struct RunArgs {
     /// Accept only listed NodeIds (when any is given).
     #[arg(long)]
     allow: Vec<NodeId>,
+    /// A certificate revocation list (PEM or DER); added to the config's `[certificate] crl`.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
     /// Print one JSON object per line on stdout.
     #[arg(long)]
     json: bool,
@@ -62,21 +68,19 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn into_config(self) -> anyhow::Result<(Config, bool)> {
-        let mut config = match &self.config {
-            Some(path) => {
-                let (config, unknown) = Config::load(path)?;
-                for warning in unknown {
-                    tracing::warn!(file = %path.display(), "{warning}");
-                }
-                config
-            }
-            None => Config::default(),
+    /// The settings, whether to print JSON, and where a reload reads them again.
+    fn into_config(self) -> anyhow::Result<(Config, bool, Reloader)> {
+        let reloader = Reloader {
+            file: self.config.clone(),
+            peers: self.peer.clone(),
+            deny: self.deny.clone(),
+            allow: self.allow.clone(),
+            crl: self.crl.clone(),
         };
+        let mut config = reloader.load_file()?;
         if !self.listen.is_empty() {
             config.network.listen = self.listen;
         }
-        config.network.peers.extend(self.peer);
         if let Some(p) = self.ca {
             config.certificate.ca = p;
         }
@@ -86,8 +90,7 @@ impl RunArgs {
         if let Some(p) = self.key {
             config.certificate.key = p;
         }
-        config.access.deny.extend(self.deny);
-        config.access.allow.extend(self.allow);
+        reloader.add_flags(&mut config);
         if let Some(addr) = self.metrics {
             config.metrics.listen = addr.to_string();
         }
@@ -97,7 +100,7 @@ impl RunArgs {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
-        Ok((config, self.json))
+        Ok((config, self.json, reloader))
     }
 }
 
@@ -108,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         "warn,bcos_p2p=info"
     });
-    let (config, json) = args.into_config()?;
+    let (config, json, reloader) = args.into_config()?;
     let c = &config.certificate;
     let (mut node, server) = match config.network.security {
         Security::CaTls => {
@@ -120,9 +123,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     c.ca.display()
                 )
             })?;
+            let crls = config.read_crls()?;
+            tls.set_crls(crls)
+                .context("[certificate] crl: a CRL is not usable")?;
             start(key, tls, config).await?
         }
         Security::Libp2pTls => {
+            anyhow::ensure!(
+                config.certificate.crl.is_empty(),
+                "[certificate] crl: CRLs apply to CA-TLS only, not to open mode"
+            );
             let key = NodeKey::from_file(&c.key)
                 .with_context(|| format!("cannot load key {}", c.key.display()))?;
             let open = open::Config::new(&key).context("open mode")?;
@@ -141,6 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         out,
         next_id: 0,
         results: mpsc::unbounded_channel(),
+        reloader,
     };
     let outcome = session.drive(events).await;
     session.node.shutdown().await.ok();
@@ -200,6 +211,8 @@ struct Session {
     next_id: u64,
     /// Events finished by spawned tasks (responses), printed by the main loop.
     results: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    /// Reads the settings again on SIGHUP or SIGUSR1.
+    reloader: Reloader,
 }
 
 fn text(data: &Bytes) -> String {
@@ -214,6 +227,7 @@ impl Session {
         let mut stdin = stdin_lines();
         let mut stdin_open = true;
         let mut terminate = terminate_signal()?;
+        let mut reloads = ReloadSignals::new()?;
         let interrupt = tokio::signal::ctrl_c();
         tokio::pin!(interrupt);
         loop {
@@ -235,6 +249,10 @@ impl Session {
                 },
                 _ = &mut interrupt => return Ok(()),
                 _ = terminate.recv() => return Ok(()),
+                () = reloads.recv() => {
+                    let event = self.reloader.reload(&self.node).await;
+                    self.out.print(&event);
+                }
             }
         }
     }

@@ -379,6 +379,7 @@ fn certificates(
         key: key?,
         cert: cert?,
         ca: ca?,
+        crl: Vec::new(),
     })
 }
 

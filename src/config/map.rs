@@ -5,7 +5,29 @@
 use std::time::Duration;
 
 use super::{Config, Connection};
-use crate::{connection, flood, route, status, unicast};
+use crate::{ca_tls, connection, flood, route, status, unicast};
+
+impl Config {
+    /// Reads the CRL files of `[certificate] crl` (PEM or DER); the error names the file.
+    pub fn read_crls(&self) -> Result<Vec<ca_tls::Crl>, ca_tls::ConfigError> {
+        let mut crls = Vec::new();
+        for path in &self.certificate.crl {
+            crls.extend(ca_tls::Crl::read(path)?);
+        }
+        Ok(crls)
+    }
+
+    /// The settings a reload replaces ([`crate::node::Node::reload`]): `[network] peers`,
+    /// `[access]` and the CRLs (read from their files).
+    pub fn reload_settings(&self) -> Result<connection::Reload, ca_tls::ConfigError> {
+        Ok(connection::Reload {
+            peers: self.network.peers.iter().map(|p| p.0.clone()).collect(),
+            deny: self.access.deny.clone(),
+            allow: self.access.allow.clone(),
+            crls: self.read_crls()?,
+        })
+    }
+}
 
 impl From<&Connection> for connection::Config {
     fn from(c: &Connection) -> Self {

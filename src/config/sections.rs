@@ -316,6 +316,9 @@ pub struct Certificates {
     pub cert: PathBuf,
     /// The chain CA's certificate(s). Default `ca.crt`.
     pub ca: PathBuf,
+    /// Certificate revocation lists (PEM or DER, as `openssl ca -gencrl` writes them), each
+    /// signed by a certificate of `ca` or of `cert`'s chain. Default none.
+    pub crl: Vec<PathBuf>,
 }
 
 impl Default for Certificates {
@@ -324,6 +327,7 @@ impl Default for Certificates {
             key: "node.key".into(),
             cert: "node.crt".into(),
             ca: "ca.crt".into(),
+            crl: Vec::new(),
         }
     }
 }
@@ -341,7 +345,8 @@ pub struct Access {
 impl Certificates {
     /// Makes relative paths relative to `base`.
     pub fn resolve_relative_to(&mut self, base: &Path) {
-        for p in [&mut self.key, &mut self.cert, &mut self.ca] {
+        let files = [&mut self.key, &mut self.cert, &mut self.ca];
+        for p in files.into_iter().chain(self.crl.iter_mut()) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -59,6 +59,13 @@ fn check_certificates(cert: &Certificates, check: &mut impl FnMut(bool, &str, St
             "is empty: give a file".into(),
         );
     }
+    for p in &cert.crl {
+        check(
+            !p.as_os_str().is_empty(),
+            "[certificate] crl",
+            "holds an empty path: give a file".into(),
+        );
+    }
 }
 
 /// `[connection]`: durations within [`MAX_MS`], redial bounds in order, limits at least 1.

@@ -55,19 +55,9 @@ impl Behaviour {
             .map(|(id, p)| (*id, p.node.clone()))
             .collect();
         for (peer, node) in refused {
-            let Some(p) = self.peers.get(&peer) else {
-                continue;
-            };
-            for id in &p.conns {
-                if let Some(c) = self.conns.get_mut(id) {
-                    c.closing = Some(Closing::Dropped);
-                }
+            if self.close_peer(peer) {
+                self.emit(Event::Dropped { node });
             }
-            self.queue.push_back(ToSwarm::CloseConnection {
-                peer_id: peer,
-                connection: CloseConnection::All,
-            });
-            self.emit(Event::Dropped { node });
         }
         for t in &mut self.targets {
             let refused = t
@@ -79,5 +69,22 @@ impl Behaviour {
             }
         }
         self.wake();
+    }
+
+    /// Closes every connection of `peer` as dropped; returns whether it had any.
+    pub(super) fn close_peer(&mut self, peer: PeerId) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return false;
+        };
+        for id in &p.conns {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.closing = Some(Closing::Dropped);
+            }
+        }
+        self.queue.push_back(ToSwarm::CloseConnection {
+            peer_id: peer,
+            connection: CloseConnection::All,
+        });
+        true
     }
 }

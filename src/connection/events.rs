@@ -177,6 +177,12 @@ pub enum Event {
         /// The peer.
         node: NodeId,
     },
+    /// A peer's connections were closed because a CRL now in force revokes a certificate of
+    /// the chain it authenticated with (see [`Behaviour::enforce_revocation`]).
+    Revoked {
+        /// The peer.
+        node: NodeId,
+    },
     /// A node was banned: the offences the protocols reported brought its score down to
     /// [`Config::ban_threshold`]. Its connections are closed, and new ones either way are
     /// refused ([`Refusal::Banned`]) until the ban ends; a configured peer is dialled again

@@ -29,7 +29,8 @@
 //! The parts: [`Config`] (settings and the delays they give), `redial` (configured addresses,
 //! backoff), `admission` (the duplicate rule, connection and per-address limits), `peers`
 //! (connections up, the primary per peer), `liveness` (ping, the silent deadline), `access`
-//! (run-time deny/allow), `scores` and `bans` (peer scores, bans) and [`Event`] (what is
+//! (run-time deny/allow), `revocation` (sessions a new CRL revokes), `reload` (new peers,
+//! lists and CRLs at once), `scores` and `bans` (peer scores, bans) and [`Event`] (what is
 //! reported). This file holds the behaviour and
 //! its `NetworkBehaviour` plumbing.
 
@@ -43,6 +44,8 @@ mod ip_rate;
 mod liveness;
 mod peers;
 mod redial;
+mod reload;
+mod revocation;
 mod scores;
 #[cfg(test)]
 mod tests;
@@ -82,6 +85,7 @@ pub use ip_rate::RateLimit;
 use peers::{Conn, Peer};
 pub use redial::JITTER;
 use redial::{Rng, Target};
+pub use reload::{Reload, Reloaded};
 use scores::Scores;
 pub use scores::weight;
 
@@ -125,6 +129,8 @@ pub struct Behaviour {
     /// Where the protocols mark each connection's last frame ([`Behaviour::heard`]).
     heard: Heard,
     scores: Scores,
+    /// The CA-TLS CRLs and peer chains (CA mode), see [`Behaviour::set_revocation`].
+    revocation: Option<crate::ca_tls::Revocation>,
 }
 
 impl Behaviour {
@@ -156,6 +162,7 @@ impl Behaviour {
             offences: Offences::default(),
             heard: Heard::default(),
             scores: Scores::default(),
+            revocation: None,
         }
     }
 

@@ -127,6 +127,29 @@ pub fn load(dir: &Path) -> (NodeKey, ca_tls::Config) {
     .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
+/// The `openssl` configuration FISCO BCOS's chain builders use for requests and the
+/// extensions of node (`v3_req`) and agency (`v4_req`) certificates.
+pub const FISCO_CERT_CNF: &str = r#"
+[ca]
+default_ca=default_ca
+[default_ca]
+default_days = 3650
+default_md = sha256
+[req]
+distinguished_name = req_distinguished_name
+req_extensions = v3_req
+[req_distinguished_name]
+countryName = CN
+countryName_default = CN
+commonName = Organizational commonName (eg, fisco-bcos)
+commonName_default = fisco-bcos
+[ v3_req ]
+basicConstraints = CA:FALSE
+keyUsage = nonRepudiation, digitalSignature, keyEncipherment
+[ v4_req ]
+basicConstraints = CA:TRUE
+"#;
+
 /// Runs a shell command (for the `openssl` CLI), panicking with its stderr if it fails.
 pub fn sh(dir: &Path, script: &str) -> String {
     let out = Command::new("bash")

@@ -60,6 +60,17 @@ impl AccessList {
         self.write().allow.remove(node)
     }
 
+    /// Replaces both lists at once (a config reload).
+    pub fn replace(
+        &self,
+        deny: impl IntoIterator<Item = NodeId>,
+        allow: impl IntoIterator<Item = NodeId>,
+    ) {
+        let mut lists = self.write();
+        lists.deny = deny.into_iter().collect();
+        lists.allow = allow.into_iter().collect();
+    }
+
     /// The deny list.
     pub fn denied(&self) -> Vec<NodeId> {
         self.read().deny.iter().cloned().collect()

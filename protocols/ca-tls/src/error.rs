@@ -32,6 +32,8 @@ pub enum Refusal {
     /// The peer's handshake signature does not verify with its certificate's key: its `node.crt`
     /// does not belong to the key it holds.
     KeyMismatch,
+    /// A certificate in the peer's chain (its own, or its agency's) is listed in a CRL in force.
+    Revoked,
     /// The peer's NodeId is on the deny list.
     Denied,
     /// The allow list is not empty and the peer's NodeId is not on it.
@@ -59,6 +61,7 @@ impl Refusal {
             Refusal::BadCertificate(_) => "bad_certificate",
             Refusal::UnsupportedKey(_) => "unsupported_key",
             Refusal::KeyMismatch => "key_mismatch",
+            Refusal::Revoked => "revoked",
             Refusal::Denied => "denied",
             Refusal::NotAllowed => "not_allowed",
             Refusal::StockLibp2pTls => "stock_libp2p_tls",
@@ -89,6 +92,9 @@ impl fmt::Display for Refusal {
             Refusal::UnsupportedKey(why) => write!(f, "unsupported certificate key: {why}"),
             Refusal::KeyMismatch => f.write_str(
                 "handshake signature does not match the certificate key (node.crt does not belong to the peer's key)",
+            ),
+            Refusal::Revoked => f.write_str(
+                "certificate revoked: a certificate of the chain is listed in a CRL in force",
             ),
             Refusal::Denied => f.write_str("NodeId is on the deny list"),
             Refusal::NotAllowed => f.write_str("NodeId is not on the allow list"),

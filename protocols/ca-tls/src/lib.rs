@@ -6,6 +6,8 @@
 //! other's chain against `ca.crt`, and the peer's NodeId is the public key of its certificate.
 //! That same key is the node's libp2p identity, so the `PeerId` this upgrade yields is the
 //! peer's real identity, and deny/allow lists by NodeId are enforced before any protocol runs.
+//! Certificate revocation lists ([`Crl`], replaceable at run time through [`Revocation`]) apply
+//! at every level of the chain.
 //!
 //! Node keys may be secp256k1 (FISCO's default; see [`crypto`] for how it enters TLS 1.3),
 //! ECDSA P-256 or RSA (2048 bits or more); what differs per key type is in one module per
@@ -26,6 +28,7 @@
 mod access;
 mod certs;
 mod coalesce;
+mod crl;
 pub mod crypto;
 mod error;
 pub mod pki;
@@ -44,6 +47,7 @@ pub use access::AccessList;
 use bcos_p2p_core::{NodeId, NodeIdBook, NodeKey, RouteLink};
 pub use certs::{certified_key, parse_pem_certs, read_pem_certs};
 pub use coalesce::Coalesced;
+pub use crl::{Crl, Revocation};
 pub use error::{ConfigError, Refusal, UpgradeError};
 use futures::{
     AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, FutureExt,
@@ -76,7 +80,8 @@ pub const STOCK_TLS_PROTOCOL: &str = "/tls/1.0.0";
 
 /// The CA-TLS security upgrade: a node's certificate chain, key and trust anchors.
 ///
-/// Cheap to clone; clones share the access lists and the [`NodeIdBook`].
+/// Cheap to clone; clones share the access lists, the CRLs ([`Revocation`]) and the
+/// [`NodeIdBook`].
 #[derive(Clone)]
 pub struct Config {
     shared: Arc<Shared>,
@@ -98,6 +103,7 @@ struct Shared {
     local_node_id: NodeId,
     local_peer_id: PeerId,
     access: AccessList,
+    revocation: Revocation,
     book: NodeIdBook,
     route_link: RouteLink,
 }
@@ -166,15 +172,20 @@ impl Config {
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let signing_key = (schemes::of(key.key_type()).signing_key)(key, &provider)?;
+        // What may sign a CRL: the trust anchors and this node's own intermediates (its agency).
+        let issuers = ca.iter().chain(&chain[1..]).cloned().collect();
+        let anchors = Arc::new(anchors);
+        let revocation = Revocation::new(anchors.clone(), issuers);
         let certified = Arc::new(CertifiedKey::new(chain, signing_key));
         Ok(Config {
             shared: Arc::new(Shared {
                 provider,
                 certified,
-                anchors: Arc::new(anchors),
+                anchors,
                 local_node_id: key.node_id().clone(),
                 local_peer_id: key.keypair().public().to_peer_id(),
                 access: AccessList::default(),
+                revocation,
                 book: NodeIdBook::default(),
                 route_link: RouteLink::default(),
             }),
@@ -221,6 +232,16 @@ impl Config {
         &self.shared.access
     }
 
+    /// The CRLs enforced in every handshake and chain check (shared with all clones).
+    pub fn revocation(&self) -> &Revocation {
+        &self.shared.revocation
+    }
+
+    /// Checks and puts in force `crls` (replacing any before): see [`Revocation::replace`].
+    pub fn set_crls(&self, crls: Vec<Crl>) -> Result<(), ConfigError> {
+        self.shared.revocation.replace(crls)
+    }
+
     /// PeerId → NodeId of every authenticated peer.
     pub fn node_ids(&self) -> &NodeIdBook {
         &self.shared.book
@@ -238,10 +259,10 @@ impl Config {
     }
 
     /// Checks another node's certificate chain (leaf first) as a handshake would, in either
-    /// role, against the trust anchors and at the current time: its NodeId if the chain
-    /// passes. The access lists are not consulted (they are the caller's to apply).
+    /// role, against the trust anchors and the CRLs in force, at the current time: its NodeId
+    /// if the chain passes. The access lists are not consulted (they are the caller's to apply).
     pub fn check_chain(&self, chain: &[CertificateDer<'_>]) -> Result<NodeId, Refusal> {
-        verify::check_member(chain, &self.shared.anchors)
+        verify::check_member(chain, &self.shared.anchors, &self.shared.revocation)
     }
 
     fn verifier(&self) -> (Arc<PeerVerifier>, SharedOutcome) {
@@ -249,6 +270,7 @@ impl Config {
         let v = Arc::new(PeerVerifier {
             anchors: self.shared.anchors.clone(),
             access: self.shared.access.clone(),
+            revocation: self.shared.revocation.clone(),
             outcome: outcome.clone(),
         });
         (v, outcome)
@@ -285,6 +307,7 @@ impl Config {
         outcome: &SharedOutcome,
     ) -> Result<(PeerId, NodeId, TlsStream<C>), UpgradeError> {
         let mut o = outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let chain = std::mem::take(&mut o.chain);
         let stream = match result {
             Ok(s) => s,
             Err(io) => {
@@ -303,6 +326,7 @@ impl Config {
                 None,
             )
         })?;
+        self.shared.revocation.record(peer_id, chain);
         Ok((peer_id, node_id, stream))
     }
 

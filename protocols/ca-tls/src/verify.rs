@@ -16,7 +16,9 @@ use rustls::{
 };
 use webpki::KeyUsage;
 
-use crate::{AccessList, Refusal, certs::certified_key, crypto::SUPPORTED, error::unix_now};
+use crate::{
+    AccessList, Refusal, Revocation, certs::certified_key, crypto::SUPPORTED, error::unix_now,
+};
 
 /// What the verifier learnt about one handshake.
 #[derive(Debug, Default)]
@@ -26,6 +28,9 @@ pub(crate) struct Outcome {
     pub claimed: Option<(PeerId, NodeId)>,
     /// The identity once proven (handshake signature verified) and admitted by the access lists.
     pub peer: Option<(PeerId, NodeId)>,
+    /// The chain the peer presented (leaf first), once it verified: kept per peer so that a
+    /// CRL loaded later can be checked against open sessions.
+    pub chain: Vec<CertificateDer<'static>>,
 }
 
 pub(crate) type SharedOutcome = Arc<Mutex<Outcome>>;
@@ -34,6 +39,7 @@ pub(crate) type SharedOutcome = Arc<Mutex<Outcome>>;
 pub(crate) struct PeerVerifier {
     pub anchors: Arc<Vec<TrustAnchor<'static>>>,
     pub access: AccessList,
+    pub revocation: Revocation,
     pub outcome: SharedOutcome,
 }
 
@@ -49,6 +55,7 @@ impl PeerVerifier {
             Refusal::Expired { .. } => CertificateError::Expired,
             Refusal::NotYetValid { .. } => CertificateError::NotValidYet,
             Refusal::KeyMismatch => CertificateError::BadSignature,
+            Refusal::Revoked => CertificateError::Revoked,
             Refusal::Denied | Refusal::NotAllowed => {
                 CertificateError::ApplicationVerificationFailure
             }
@@ -76,18 +83,35 @@ impl PeerVerifier {
             Ok(c) => c,
             Err(e) => return Err(self.refuse(Refusal::BadCertificate(e.to_string()), None)),
         };
-        if let Err(e) = cert.verify_for_usage(
-            SUPPORTED.all,
-            &self.anchors,
-            intermediates,
-            now,
-            usage,
-            None,
-            None,
-        ) {
-            return Err(self.refuse(chain_refusal(e), None));
-        }
-        self.record(|o| o.claimed = Some((key.to_peer_id(), node_id)));
+        let checked = self.revocation.with_options(|revocation| {
+            cert.verify_for_usage(
+                SUPPORTED.all,
+                &self.anchors,
+                intermediates,
+                now,
+                usage,
+                revocation,
+                None,
+            )
+            .map(|path| {
+                // The path as verified (bounded by webpki's depth limit), not whatever else the
+                // peer sent: what a later CRL is checked against.
+                let mut chain = vec![end_entity.clone().into_owned()];
+                chain.extend(
+                    path.intermediate_certificates()
+                        .map(|c| c.der().into_owned()),
+                );
+                chain
+            })
+        });
+        let chain = match checked {
+            Ok(chain) => chain,
+            Err(e) => return Err(self.refuse(chain_refusal(e), None)),
+        };
+        self.record(|o| {
+            o.claimed = Some((key.to_peer_id(), node_id));
+            o.chain = chain;
+        });
         Ok(())
     }
 
@@ -217,12 +241,13 @@ pub(crate) fn self_check(
     Ok(())
 }
 
-/// Checks another node's chain (leaf first) as a handshake would, in either role, and returns its
-/// NodeId: how flood tells the origins of messages that are members (their chains lead to a
-/// trust anchor) from any holder of a key.
+/// Checks another node's chain (leaf first) as a handshake would, in either role and against
+/// the CRLs in force, and returns its NodeId: how flood tells the origins of messages that are
+/// members (their chains lead to a trust anchor) from any holder of a key.
 pub(crate) fn check_member(
     chain: &[CertificateDer<'_>],
     anchors: &[TrustAnchor<'static>],
+    revocation: &Revocation,
 ) -> Result<NodeId, Refusal> {
     let leaf = chain
         .first()
@@ -233,8 +258,20 @@ pub(crate) fn check_member(
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_now()));
     let mut last = None;
     for usage in [KeyUsage::server_auth(), KeyUsage::client_auth()] {
-        match cert.verify_for_usage(SUPPORTED.all, anchors, &chain[1..], now, usage, None, None) {
-            Ok(_) => return Ok(node_id),
+        let checked = revocation.with_options(|revocation| {
+            cert.verify_for_usage(
+                SUPPORTED.all,
+                anchors,
+                &chain[1..],
+                now,
+                usage,
+                revocation,
+                None,
+            )
+            .map(|_| ())
+        });
+        match checked {
+            Ok(()) => return Ok(node_id),
             Err(e) => last = Some(e),
         }
     }
@@ -249,6 +286,7 @@ fn chain_refusal(e: webpki::Error) -> Refusal {
         webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
             Refusal::UnknownIssuer
         }
+        webpki::Error::CertRevoked => Refusal::Revoked,
         webpki::Error::CertExpired { time, not_after } => Refusal::Expired {
             not_after: not_after.as_secs(),
             now: time.as_secs(),

@@ -124,6 +124,9 @@ pub(crate) struct Members {
     load: HashMap<PeerId, Load>,
     timeout: Duration,
     pub(crate) timer: Option<Delay>,
+    /// Chains checked at or before this instant are checked again at their next use (the
+    /// check itself changed, e.g. a CRL came: [`Behaviour::recheck_members`]).
+    stale_before: Option<Instant>,
 }
 
 impl Members {
@@ -136,6 +139,7 @@ impl Members {
             load: HashMap::new(),
             timeout,
             timer: None,
+            stale_before: None,
         }
     }
 
@@ -149,7 +153,8 @@ impl Members {
             return false;
         };
         let now = Instant::now();
-        if now.duration_since(k.checked) >= RECHECK_AFTER {
+        let stale = self.stale_before.is_some_and(|t| k.checked <= t);
+        if stale || now.duration_since(k.checked) >= RECHECK_AFTER {
             match (self.membership.check)(&k.chain) {
                 Ok(node) if node == k.node => k.checked = now,
                 Ok(_) | Err(_) => {
@@ -242,6 +247,14 @@ impl Behaviour {
     pub fn set_membership(&mut self, membership: Membership) {
         let me = self.topology.me();
         self.members = Some(Members::new(membership, me, self.config.member_timeout));
+    }
+
+    /// Checks every member's chain again at its next use, dropping those that no longer pass
+    /// (call it when the check changed: new CRLs). Without a membership, nothing to do.
+    pub fn recheck_members(&mut self) {
+        if let Some(members) = self.members.as_mut() {
+            members.stale_before = Some(Instant::now());
+        }
     }
 
     /// The first frame of every connection in CA mode: our own chain, so that a peer takes our
