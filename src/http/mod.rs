@@ -1,0 +1,317 @@
+//! The HTTP endpoint of a node: Prometheus metrics (`GET /metrics`) and, given the node, the
+//! operator's network view (`GET /peers`, `GET /network.json`, `GET /network`; see
+//! [`routes`]).
+//!
+//! It must stay scrapable while clients that are slow, silent or hostile hold connections
+//! (slowloris: a head sent byte by byte, nothing sent, a response never read). So:
+//!
+//! - connections are accepted continuously (none waits in the listen backlog behind others);
+//! - at most [`MAX_CONNECTIONS`] are held in all and [`MAX_PER_IP`] per client address; a
+//!   connection past either bound takes the place of the oldest one (of that address, or of
+//!   any) that has not yet sent a whole request head, and is closed at once if every held one
+//!   has (those are being answered, and end within their time limit);
+//! - a request head must fit in [`MAX_HEAD`] bytes and arrive within [`HEAD_TIMEOUT`] (within
+//!   [`HEAD_TIMEOUT_BUSY`] while more than half the connections are held); a connection ends
+//!   after [`CONNECTION_TIMEOUT`], whatever it is doing (a client that does not read its
+//!   response included), and serves one request.
+//!
+//! Memory is bounded by the connections held times one head buffer and one response.
+
+mod routes;
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::{AbortHandle, JoinHandle},
+};
+
+use crate::{metrics::Registry, node::Node};
+
+/// Connections held at most, over all clients.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Connections held at most per client IP address.
+pub const MAX_PER_IP: usize = 32;
+/// Largest request head (hyper's smallest read buffer); larger heads get 431 and a close.
+pub const MAX_HEAD: usize = 8192;
+/// A client must send its request head within this time.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The head timeout of connections accepted while more than half of [`MAX_CONNECTIONS`] are
+/// held.
+pub const HEAD_TIMEOUT_BUSY: Duration = Duration::from_secs(1);
+/// A whole connection, slow readers included, ends after this time.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves a registry as OpenMetrics text on `GET /metrics` and, when built with a node
+/// ([`MetricsServer::bind_with_node`]), the network view on `GET /peers`, `GET /network.json`
+/// and `GET /network` (HTTP/1.1, one request per connection). Bounded in connections, time
+/// and memory (see the [module](self) docs). Stops when dropped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Listens on `addr` (port 0 picks a free port) and serves `registry` on `/metrics`.
+    pub async fn bind(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<Self> {
+        Self::serve(addr, routes::Context::new(registry, None)).await
+    }
+
+    /// Like [`MetricsServer::bind`], and serves `node`'s view of the network too: its peers
+    /// (`GET /peers`, JSON), the network as its flood records describe it (`GET
+    /// /network.json`) and a page drawing it (`GET /network`).
+    pub async fn bind_with_node(
+        addr: SocketAddr,
+        registry: Arc<Registry>,
+        node: Node,
+    ) -> std::io::Result<Self> {
+        Self::serve(addr, routes::Context::new(registry, Some(node))).await
+    }
+
+    async fn serve(addr: SocketAddr, context: routes::Context) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let task = tokio::spawn(accept_loop(listener, Arc::new(context)));
+        Ok(MetricsServer { local_addr, task })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A connection held.
+#[derive(Debug)]
+struct Held {
+    ip: IpAddr,
+    /// It sent a whole request head (it is being answered).
+    answering: bool,
+    /// Its task, to close it when a newer connection takes its place.
+    task: Option<AbortHandle>,
+}
+
+/// The connections held, oldest first (by the number given at accept).
+#[derive(Debug, Default)]
+struct Table {
+    next: u64,
+    held: BTreeMap<u64, Held>,
+}
+
+impl Table {
+    /// Makes room for a new connection from `ip` and gives its number, and the task to abort
+    /// (once the table is unlocked) of the connection it replaces: the oldest one still
+    /// without a whole head, of `ip` when `ip` is at its bound, else of any client when all
+    /// are. Err when there is no room and nothing to evict.
+    fn admit(&mut self, ip: IpAddr) -> Result<(u64, Option<AbortHandle>), ()> {
+        let of_ip = self.held.values().filter(|h| h.ip == ip).count();
+        let victim = if of_ip >= MAX_PER_IP {
+            Some(self.oldest_waiting(|h| h.ip == ip).ok_or(())?)
+        } else if self.held.len() >= MAX_CONNECTIONS {
+            Some(self.oldest_waiting(|_| true).ok_or(())?)
+        } else {
+            None
+        };
+        let evicted = victim
+            .and_then(|id| self.held.remove(&id))
+            .and_then(|h| h.task);
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.held.insert(
+            id,
+            Held {
+                ip,
+                answering: false,
+                task: None,
+            },
+        );
+        Ok((id, evicted))
+    }
+
+    /// The oldest connection matching `pick` that has not sent a whole head.
+    fn oldest_waiting(&self, pick: impl Fn(&Held) -> bool) -> Option<u64> {
+        self.held
+            .iter()
+            .find(|(_, h)| !h.answering && pick(h))
+            .map(|(id, _)| *id)
+    }
+}
+
+/// The shared table, and a connection's place in it (left when dropped).
+#[derive(Debug, Clone, Default)]
+struct Conns(Arc<Mutex<Table>>);
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // Plain data: a panic elsewhere leaves it usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection's place in [`Conns`]; leaving it (the task ending, or being aborted) frees it.
+struct Place {
+    conns: Conns,
+    id: u64,
+}
+
+impl Place {
+    /// The request head is in: the connection is no longer evictable.
+    fn answering(&self) {
+        if let Some(h) = self.conns.lock().held.get_mut(&self.id) {
+            h.answering = true;
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.conns.lock().held.remove(&self.id);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, context: Arc<routes::Context>) {
+    let conns = Conns::default();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admitted = {
+            let mut table = conns.lock();
+            let busy = table.held.len() >= MAX_CONNECTIONS / 2;
+            table
+                .admit(peer.ip())
+                .map(|(id, evicted)| (id, evicted, busy))
+        };
+        let Ok((id, evicted, busy)) = admitted else {
+            tracing::debug!(%peer, "metrics endpoint full: connection closed");
+            continue;
+        };
+        if let Some(task) = evicted {
+            tracing::debug!(%peer, "metrics endpoint full: the oldest connection without a request closed");
+            task.abort();
+        }
+        let place = Place {
+            conns: conns.clone(),
+            id,
+        };
+        let head_timeout = if busy {
+            HEAD_TIMEOUT_BUSY
+        } else {
+            HEAD_TIMEOUT
+        };
+        let task = tokio::spawn(serve(stream, peer, place, head_timeout, context.clone()));
+        // The task may have ended already: then its place is gone and nothing is kept.
+        if let Some(h) = conns.lock().held.get_mut(&id) {
+            h.task = Some(task.abort_handle());
+        }
+    }
+}
+
+/// Serves one connection within [`CONNECTION_TIMEOUT`].
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    place: Place,
+    head_timeout: Duration,
+    context: Arc<routes::Context>,
+) {
+    let place = Arc::new(place);
+    let service = {
+        let place = place.clone();
+        hyper::service::service_fn(move |request| {
+            place.answering();
+            let context = context.clone();
+            async move { Ok::<_, Infallible>(context.respond(request).await) }
+        })
+    };
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics request failed"),
+        Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
+    }
+    drop(place);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_evicts_the_oldest_without_a_head_first_of_the_same_address() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut t = Table::default();
+        let first = t.admit(a).unwrap().0;
+        t.held.get_mut(&first).unwrap().answering = true;
+        let mut a_ids = vec![first];
+        for _ in 1..MAX_PER_IP {
+            a_ids.push(t.admit(a).unwrap().0);
+        }
+        assert_eq!(t.held.len(), MAX_PER_IP);
+        // One more from `a`: the oldest of `a` still without a head goes, not the answering one.
+        let newest = t.admit(a).unwrap().0;
+        assert_eq!(t.held.len(), MAX_PER_IP);
+        assert!(t.held.contains_key(&first), "answering connections stay");
+        assert!(
+            !t.held.contains_key(&a_ids[1]),
+            "the oldest waiting one went"
+        );
+        assert!(t.held.contains_key(&newest));
+        // Another address is not bounded by `a`'s connections.
+        let other = t.admit(b).unwrap().0;
+        assert_eq!(t.held[&other].ip, b);
+        // All of `a`'s answering: a new one from `a` finds no room.
+        for h in t.held.values_mut().filter(|h| h.ip == a) {
+            h.answering = true;
+        }
+        assert!(t.admit(a).is_err());
+        assert_eq!(t.held.values().filter(|h| h.ip == a).count(), MAX_PER_IP);
+    }
+
+    #[test]
+    fn the_total_bound_evicts_across_addresses_and_holds_at_most_the_bound() {
+        let mut t = Table::default();
+        let mut ips = (0u32..).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        let first = t.admit(ips.next().unwrap()).unwrap().0;
+        for ip in ips.by_ref().take(MAX_CONNECTIONS - 1) {
+            t.admit(ip).unwrap();
+        }
+        assert_eq!(t.held.len(), MAX_CONNECTIONS);
+        for ip in ips.by_ref().take(3 * MAX_CONNECTIONS) {
+            t.admit(ip).unwrap();
+            assert_eq!(t.held.len(), MAX_CONNECTIONS);
+        }
+        assert!(!t.held.contains_key(&first));
+        for h in t.held.values_mut() {
+            h.answering = true;
+        }
+        assert!(t.admit(ips.next().unwrap()).is_err());
+        assert_eq!(t.held.len(), MAX_CONNECTIONS);
+    }
+}
