@@ -305,6 +305,11 @@ async fn the_network_page_draws_every_node_link_and_topic_and_escapes_topics() {
         ["remote", "routed"].contains(&class_of(&id(3).to_string()).as_str()),
         "node 3 has no direct connection to node 0"
     );
+    // A dashed line to each routed peer, apart from the links.
+    assert_eq!(
+        dom.matches("<line class=\"route\"").count(),
+        drawn.iter().filter(|(c, _)| c == "routed").count()
+    );
     let links = dom.matches("<line class=\"link").count();
     assert_eq!(links, EDGES.len(), "one line per link:\n{dom}");
     // The links of node 0 (to 1 and 2) are highlighted.
