@@ -51,7 +51,7 @@
 pub mod behaviour;
 pub mod config;
 pub mod connection;
-mod http;
+pub mod http;
 pub mod malloc;
 pub mod metrics;
 pub mod netstatus;

@@ -1,6 +1,6 @@
 //! The HTTP endpoint of a node: Prometheus metrics (`GET /metrics`) and, given the node, the
-//! operator's network view (`GET /peers`, `GET /network.json`, `GET /network`; see
-//! [`routes`]).
+//! operator's network view (`GET /peers`, `GET /network.json`, `GET /network`; the JSON is
+//! [`crate::view`]'s). [`MetricsServer`] is also [`crate::metrics::MetricsServer`].
 //!
 //! It must stay scrapable while clients that are slow, silent or hostile hold connections
 //! (slowloris: a head sent byte by byte, nothing sent, a response never read). So:
@@ -52,8 +52,14 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves a registry as OpenMetrics text on `GET /metrics` and, when built with a node
 /// ([`MetricsServer::bind_with_node`]), the network view on `GET /peers`, `GET /network.json`
-/// and `GET /network` (HTTP/1.1, one request per connection). Bounded in connections, time
-/// and memory (see the [module](self) docs). Stops when dropped.
+/// and `GET /network` (HTTP/1.1, one request per connection). Stops when dropped.
+///
+/// It stays scrapable while slow or hostile clients hold connections: it accepts continuously
+/// and holds at most [`MAX_CONNECTIONS`] connections, [`MAX_PER_IP`] per client address; one
+/// past either bound takes the place of the oldest connection that has not sent a whole request
+/// head (or is closed at once if all have). A head must fit in [`MAX_HEAD`] bytes and arrive
+/// within [`HEAD_TIMEOUT`] ([`HEAD_TIMEOUT_BUSY`] while more than half the connections are
+/// held); a connection ends after [`CONNECTION_TIMEOUT`] whatever it is doing.
 #[derive(Debug)]
 pub struct MetricsServer {
     local_addr: SocketAddr,
