@@ -8,8 +8,9 @@
 //! - connections are accepted continuously (none waits in the listen backlog behind others);
 //! - at most [`MAX_CONNECTIONS`] are held in all and [`MAX_PER_IP`] per client address; a
 //!   connection past either bound takes the place of the oldest one (of that address, or of
-//!   any) that has not yet sent a whole request head, and is closed at once if every held one
-//!   has (those are being answered, and end within their time limit);
+//!   any) that has not yet sent a whole request head, else of the oldest one that has not read
+//!   its answer for [`SLOW_READER`], and is closed at once if there is none (the others are
+//!   being answered, and end within their time limit);
 //! - a request head must fit in [`MAX_HEAD`] bytes and arrive within [`HEAD_TIMEOUT`] (within
 //!   [`HEAD_TIMEOUT_BUSY`] while more than half the connections are held); a connection ends
 //!   after [`CONNECTION_TIMEOUT`], whatever it is doing (a client that does not read its
@@ -24,7 +25,7 @@ use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hyper::server::conn::http1;
@@ -49,6 +50,10 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEAD_TIMEOUT_BUSY: Duration = Duration::from_secs(1);
 /// A whole connection, slow readers included, ends after this time.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection answered for this long already is a slow reader: a new connection may take
+/// its place when the endpoint is full (an answer leaves in milliseconds to a client that
+/// reads it).
+pub const SLOW_READER: Duration = Duration::from_secs(1);
 
 /// Serves a registry as OpenMetrics text on `GET /metrics` and, when built with a node
 /// ([`MetricsServer::bind_with_node`]), the network view on `GET /peers`, `GET /network.json`
@@ -57,7 +62,8 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// It stays scrapable while slow or hostile clients hold connections: it accepts continuously
 /// and holds at most [`MAX_CONNECTIONS`] connections, [`MAX_PER_IP`] per client address; one
 /// past either bound takes the place of the oldest connection that has not sent a whole request
-/// head (or is closed at once if all have). A head must fit in [`MAX_HEAD`] bytes and arrive
+/// head, else of the oldest that has not read its answer for [`SLOW_READER`] (or is closed at
+/// once if there is none). A head must fit in [`MAX_HEAD`] bytes and arrive
 /// within [`HEAD_TIMEOUT`] ([`HEAD_TIMEOUT_BUSY`] while more than half the connections are
 /// held); a connection ends after [`CONNECTION_TIMEOUT`] whatever it is doing.
 #[derive(Debug)]
@@ -106,8 +112,8 @@ impl Drop for MetricsServer {
 #[derive(Debug)]
 struct Held {
     ip: IpAddr,
-    /// It sent a whole request head (it is being answered).
-    answering: bool,
+    /// When it sent a whole request head (it is being answered since).
+    answering: Option<Instant>,
     /// Its task, to close it when a newer connection takes its place.
     task: Option<AbortHandle>,
 }
@@ -121,15 +127,16 @@ struct Table {
 
 impl Table {
     /// Makes room for a new connection from `ip` and gives its number, and the task to abort
-    /// (once the table is unlocked) of the connection it replaces: the oldest one still
-    /// without a whole head, of `ip` when `ip` is at its bound, else of any client when all
-    /// are. Err when there is no room and nothing to evict.
-    fn admit(&mut self, ip: IpAddr) -> Result<(u64, Option<AbortHandle>), ()> {
+    /// (once the table is unlocked) of the connection it replaces, of `ip` when `ip` is at its
+    /// bound, else of any client when all are: the oldest one still without a whole head, or
+    /// failing that the oldest one answered for [`SLOW_READER`] already (a client not reading
+    /// its answer). Err when there is no room and nothing to evict.
+    fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(u64, Option<AbortHandle>), ()> {
         let of_ip = self.held.values().filter(|h| h.ip == ip).count();
         let victim = if of_ip >= MAX_PER_IP {
-            Some(self.oldest_waiting(|h| h.ip == ip).ok_or(())?)
+            Some(self.evictable(|h| h.ip == ip, now).ok_or(())?)
         } else if self.held.len() >= MAX_CONNECTIONS {
-            Some(self.oldest_waiting(|_| true).ok_or(())?)
+            Some(self.evictable(|_| true, now).ok_or(())?)
         } else {
             None
         };
@@ -142,19 +149,25 @@ impl Table {
             id,
             Held {
                 ip,
-                answering: false,
+                answering: None,
                 task: None,
             },
         );
         Ok((id, evicted))
     }
 
-    /// The oldest connection matching `pick` that has not sent a whole head.
-    fn oldest_waiting(&self, pick: impl Fn(&Held) -> bool) -> Option<u64> {
-        self.held
-            .iter()
-            .find(|(_, h)| !h.answering && pick(h))
-            .map(|(id, _)| *id)
+    /// The oldest connection matching `pick` that has not sent a whole head, else the oldest
+    /// one being answered for [`SLOW_READER`] or longer.
+    fn evictable(&self, pick: impl Fn(&Held) -> bool, now: Instant) -> Option<u64> {
+        let oldest = |evict: &dyn Fn(Option<Instant>) -> bool| {
+            self.held
+                .iter()
+                .find(|(_, h)| evict(h.answering) && pick(h))
+                .map(|(id, _)| *id)
+        };
+        oldest(&|a| a.is_none()).or_else(|| {
+            oldest(&|a| a.is_some_and(|since| now.saturating_duration_since(since) >= SLOW_READER))
+        })
     }
 }
 
@@ -176,10 +189,10 @@ struct Place {
 }
 
 impl Place {
-    /// The request head is in: the connection is no longer evictable.
+    /// The request head is in: the connection is evicted only as a slow reader from now on.
     fn answering(&self) {
         if let Some(h) = self.conns.lock().held.get_mut(&self.id) {
-            h.answering = true;
+            h.answering.get_or_insert_with(Instant::now);
         }
     }
 }
@@ -206,7 +219,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<routes::Context>) {
             let mut table = conns.lock();
             let busy = table.held.len() >= MAX_CONNECTIONS / 2;
             table
-                .admit(peer.ip())
+                .admit(peer.ip(), Instant::now())
                 .map(|(id, evicted)| (id, evicted, busy))
         };
         let Ok((id, evicted, busy)) = admitted else {
@@ -243,12 +256,14 @@ async fn serve(
     context: Arc<routes::Context>,
 ) {
     let place = Arc::new(place);
+    // An answer that asked the node keeps its place until the connection ends.
+    let slot = Arc::new(routes::Slot::default());
     let service = {
-        let place = place.clone();
+        let (place, slot) = (place.clone(), slot.clone());
         hyper::service::service_fn(move |request| {
             place.answering();
-            let context = context.clone();
-            async move { Ok::<_, Infallible>(context.respond(request).await) }
+            let (context, slot) = (context.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(context.respond(request, &slot).await) }
         })
     };
     let connection = http1::Builder::new()
@@ -262,7 +277,7 @@ async fn serve(
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics request failed"),
         Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
     }
-    drop(place);
+    drop((place, slot));
 }
 
 #[cfg(test)]
@@ -273,15 +288,16 @@ mod tests {
     fn a_full_table_evicts_the_oldest_without_a_head_first_of_the_same_address() {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut t = Table::default();
-        let first = t.admit(a).unwrap().0;
-        t.held.get_mut(&first).unwrap().answering = true;
+        let now = Instant::now();
+        let first = t.admit(a, now).unwrap().0;
+        t.held.get_mut(&first).unwrap().answering = Some(now);
         let mut a_ids = vec![first];
         for _ in 1..MAX_PER_IP {
-            a_ids.push(t.admit(a).unwrap().0);
+            a_ids.push(t.admit(a, now).unwrap().0);
         }
         assert_eq!(t.held.len(), MAX_PER_IP);
         // One more from `a`: the oldest of `a` still without a head goes, not the answering one.
-        let newest = t.admit(a).unwrap().0;
+        let newest = t.admit(a, now).unwrap().0;
         assert_eq!(t.held.len(), MAX_PER_IP);
         assert!(t.held.contains_key(&first), "answering connections stay");
         assert!(
@@ -290,34 +306,47 @@ mod tests {
         );
         assert!(t.held.contains_key(&newest));
         // Another address is not bounded by `a`'s connections.
-        let other = t.admit(b).unwrap().0;
+        let other = t.admit(b, now).unwrap().0;
         assert_eq!(t.held[&other].ip, b);
-        // All of `a`'s answering: a new one from `a` finds no room.
+        // All of `a`'s answering: a new one from `a` finds no room, until one of them has been
+        // answered for SLOW_READER; then it goes.
         for h in t.held.values_mut().filter(|h| h.ip == a) {
-            h.answering = true;
+            h.answering = Some(now);
         }
-        assert!(t.admit(a).is_err());
+        assert!(t.admit(a, now).is_err());
+        assert!(t.admit(a, now + SLOW_READER / 2).is_err());
+        assert_eq!(t.held.values().filter(|h| h.ip == a).count(), MAX_PER_IP);
+        let later = now + SLOW_READER;
+        for h in t.held.values_mut().filter(|h| h.ip == a) {
+            h.answering = Some(later);
+        }
+        t.held.get_mut(&newest).unwrap().answering = Some(now);
+        let slow = t.admit(a, later).unwrap().0;
+        assert!(!t.held.contains_key(&newest), "the slow reader went");
+        assert!(t.held.contains_key(&first), "not the others, though older");
+        assert!(t.held.contains_key(&slow));
         assert_eq!(t.held.values().filter(|h| h.ip == a).count(), MAX_PER_IP);
     }
 
     #[test]
     fn the_total_bound_evicts_across_addresses_and_holds_at_most_the_bound() {
         let mut t = Table::default();
+        let now = Instant::now();
         let mut ips = (0u32..).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
-        let first = t.admit(ips.next().unwrap()).unwrap().0;
+        let first = t.admit(ips.next().unwrap(), now).unwrap().0;
         for ip in ips.by_ref().take(MAX_CONNECTIONS - 1) {
-            t.admit(ip).unwrap();
+            t.admit(ip, now).unwrap();
         }
         assert_eq!(t.held.len(), MAX_CONNECTIONS);
         for ip in ips.by_ref().take(3 * MAX_CONNECTIONS) {
-            t.admit(ip).unwrap();
+            t.admit(ip, now).unwrap();
             assert_eq!(t.held.len(), MAX_CONNECTIONS);
         }
         assert!(!t.held.contains_key(&first));
         for h in t.held.values_mut() {
-            h.answering = true;
+            h.answering = Some(now);
         }
-        assert!(t.admit(ips.next().unwrap()).is_err());
+        assert!(t.admit(ips.next().unwrap(), now).is_err());
         assert_eq!(t.held.len(), MAX_CONNECTIONS);
     }
 }

@@ -3,12 +3,15 @@
 //! network, [`PAGE`]). Every answer is bounded: the node is asked with a timeout, a few at a
 //! time, and a JSON body past [`MAX_BODY`] is refused.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header, header::HeaderValue};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     metrics::{CONTENT_TYPE, Registry},
@@ -21,7 +24,8 @@ use crate::{
 pub const PAGE: &str = include_str!("network.html");
 /// How long the node may take to answer one question.
 const NODE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Answers that ask the node, at once; more get 503.
+/// Answers that ask the node, at once, from the question until the answer is written (or its
+/// connection ends); more get 503. With [`MAX_BODY`], this bounds the memory of JSON answers.
 const NODE_QUERIES: usize = 4;
 /// Largest JSON body served.
 pub const MAX_BODY: usize = 8 << 20;
@@ -34,20 +38,28 @@ const JSON: &str = "application/json";
 pub(super) struct Context {
     registry: Arc<Registry>,
     node: Option<Node>,
-    queries: Semaphore,
+    queries: Arc<Semaphore>,
 }
+
+/// Where an answer that asked the node keeps its place among [`NODE_QUERIES`]: held by the
+/// connection until it ends.
+pub(super) type Slot = Mutex<Option<OwnedSemaphorePermit>>;
 
 impl Context {
     pub(super) fn new(registry: Arc<Registry>, node: Option<Node>) -> Context {
         Context {
             registry,
             node,
-            queries: Semaphore::new(NODE_QUERIES),
+            queries: Arc::new(Semaphore::new(NODE_QUERIES)),
         }
     }
 
-    /// The answer to `request`.
-    pub(super) async fn respond<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+    /// The answer to `request`; one that asks the node keeps its place in `slot`.
+    pub(super) async fn respond<B>(
+        &self,
+        request: Request<B>,
+        slot: &Slot,
+    ) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         let known = matches!(path, "/metrics" | "/peers" | "/network" | "/network.json");
         if !known || (path != "/metrics" && self.node.is_none()) {
@@ -75,7 +87,7 @@ impl Context {
         }
         match (path, &self.node) {
             ("/network", Some(_)) => page(),
-            ("/peers" | "/network.json", Some(node)) => self.ask(node, path).await,
+            ("/peers" | "/network.json", Some(node)) => self.ask(node, path, slot).await,
             _ => self.metrics(),
         }
     }
@@ -93,14 +105,15 @@ impl Context {
     }
 
     /// The JSON of `/peers` or `/network.json`, from `node`.
-    async fn ask(&self, node: &Node, path: &str) -> Response<Full<Bytes>> {
-        let Ok(_slot) = self.queries.try_acquire() else {
+    async fn ask(&self, node: &Node, path: &str, slot: &Slot) -> Response<Full<Bytes>> {
+        let Ok(permit) = self.queries.clone().try_acquire_owned() else {
             return reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
                 "busy: try again\n".into(),
             );
         };
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
         let json = tokio::time::timeout(NODE_TIMEOUT, async {
             match path {
                 "/peers" => node
@@ -185,15 +198,16 @@ mod tests {
     #[tokio::test]
     async fn without_a_node_only_metrics_are_served() {
         let context = Context::new(Arc::new(Registry::default()), None);
-        let metrics = context.respond(get("/metrics")).await;
+        let slot = Slot::default();
+        let metrics = context.respond(get("/metrics"), &slot).await;
         assert_eq!(metrics.status(), StatusCode::OK);
         assert_eq!(metrics.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
         for path in ["/peers", "/network", "/network.json", "/", "/metrics/x"] {
-            let r = context.respond(get(path)).await;
+            let r = context.respond(get(path), &slot).await;
             assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
         }
         let post = Request::post("/metrics").body(()).unwrap();
-        let r = context.respond(post).await;
+        let r = context.respond(post, &slot).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[header::ALLOW], "GET");
     }
