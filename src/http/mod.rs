@@ -16,7 +16,9 @@
 //!   after [`CONNECTION_TIMEOUT`], whatever it is doing (a client that does not read its
 //!   response included), and serves one request.
 //!
-//! Memory is bounded by the connections held times one head buffer and one response.
+//! Memory is bounded by the connections held times one head buffer and one metrics answer,
+//! plus the few JSON answers of the view made or written at once (see `routes.rs`), each of
+//! bounded size.
 
 mod routes;
 
@@ -227,7 +229,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<routes::Context>) {
             continue;
         };
         if let Some(task) = evicted {
-            tracing::debug!(%peer, "metrics endpoint full: the oldest connection without a request closed");
+            tracing::debug!(%peer, "metrics endpoint full: an idle or slow connection closed for it");
             task.abort();
         }
         let place = Place {
