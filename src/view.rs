@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::{NodeId, behaviour::Behaviour, netstatus, node::PeerInfo};
+use crate::{NodeId, behaviour::Behaviour, flood, netstatus, node::PeerInfo};
 
 /// Most topics of one node the JSON lists (a record may carry more; `topics_more` counts the
 /// rest), and most characters of one topic it shows: a page stays readable and a response
@@ -77,6 +77,28 @@ impl NetworkView {
     pub(crate) fn of(b: &mut Behaviour) -> NetworkView {
         let me = b.flood.local_node().clone();
         let records = b.flood.view();
+        let connected: Vec<(NodeId, Connection)> = b
+            .connection
+            .connected()
+            .into_iter()
+            .map(|(peer, _)| {
+                let connection = match b.connection.is_routed(&peer) {
+                    Some(true) => Connection::Routed,
+                    _ => Connection::Direct,
+                };
+                (peer, connection)
+            })
+            .collect();
+        Self::merge(me, &records, connected)
+    }
+
+    /// The view of flood's `records` (reserved topics left out) with this node's `connected`
+    /// peers marked, those without a record added.
+    fn merge(
+        me: NodeId,
+        records: &flood::View,
+        connected: Vec<(NodeId, Connection)>,
+    ) -> NetworkView {
         let mut nodes: BTreeMap<NodeId, ViewNode> = BTreeMap::new();
         for n in &records.nodes {
             nodes.insert(
@@ -95,11 +117,7 @@ impl NetworkView {
                 },
             );
         }
-        for (peer, _) in b.connection.connected() {
-            let connection = match b.connection.is_routed(&peer) {
-                Some(true) => Connection::Routed,
-                _ => Connection::Direct,
-            };
+        for (peer, connection) in connected {
             nodes
                 .entry(peer.clone())
                 .or_insert_with(|| ViewNode {
@@ -207,6 +225,116 @@ mod tests {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// Flood's view of `ids` (sorted) with `links` between them and `topics` per node.
+    fn records(ids: &[NodeId], links: &[(usize, usize)], topics: &[&[&str]]) -> flood::View {
+        flood::View {
+            nodes: ids
+                .iter()
+                .enumerate()
+                .map(|(i, node)| flood::ViewNode {
+                    node: node.clone(),
+                    hops: Some(u32::try_from(i).unwrap()),
+                    topics: topics
+                        .get(i)
+                        .map(|t| t.iter().map(|s| s.to_string()).collect())
+                        .unwrap_or_default(),
+                    record: (1, 1),
+                })
+                .collect(),
+            links: links.to_vec(),
+        }
+    }
+
+    #[test]
+    fn merging_marks_connections_adds_peers_without_records_and_keeps_links_on_their_nodes() {
+        // Random sets of records and connections: whatever the mix, the nodes come sorted,
+        // each once, every link joins the same two nodes as in the records, every connected
+        // peer is there with its connection, and reserved topics are gone.
+        use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
+        let all = ids(12);
+        let mut rng = StdRng::seed_from_u64(7);
+        for round in 0..50 {
+            let held: Vec<NodeId> = all
+                .iter()
+                .filter(|_| rng.random_bool(0.6))
+                .cloned()
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let mut links = Vec::new();
+            for a in 0..held.len() {
+                for b in a + 1..held.len() {
+                    if rng.random_bool(0.3) {
+                        links.push((a, b));
+                    }
+                }
+            }
+            let topics: Vec<&[&str]> = held
+                .iter()
+                .map(|_| &["t", netstatus::STATUS_TOPIC][..])
+                .collect();
+            let flood_view = records(&held, &links, &topics);
+            let me = held[0].clone();
+            let mut connected: Vec<(NodeId, Connection)> = Vec::new();
+            for n in all.iter().filter(|n| **n != me) {
+                if rng.random_bool(0.4) {
+                    let c = if rng.random_bool(0.5) {
+                        Connection::Direct
+                    } else {
+                        Connection::Routed
+                    };
+                    connected.push((n.clone(), c));
+                }
+            }
+            let view = NetworkView::merge(me.clone(), &flood_view, connected.clone());
+            let context = format!("round {round}");
+            let listed: Vec<&NodeId> = view.nodes.iter().map(|n| &n.node).collect();
+            let mut expected: Vec<&NodeId> = held
+                .iter()
+                .chain(connected.iter().map(|(n, _)| n))
+                .collect();
+            expected.sort();
+            expected.dedup();
+            assert_eq!(listed, expected, "{context}");
+            assert_eq!(view.nodes.iter().filter(|n| n.me).count(), 1, "{context}");
+            assert!(view.nodes[view.index_of(&me).unwrap()].me, "{context}");
+            for (n, c) in &connected {
+                let i = view.index_of(n).unwrap();
+                assert_eq!(view.nodes[i].connection, Some(*c), "{context}");
+                if !held.contains(n) {
+                    assert_eq!(view.nodes[i].hops, None, "{context}");
+                    assert!(view.nodes[i].topics.is_empty(), "{context}");
+                }
+            }
+            for n in &view.nodes {
+                let connected = connected.iter().any(|(c, _)| *c == n.node);
+                assert_eq!(n.connection.is_some(), connected, "{context}");
+                if held.contains(&n.node) {
+                    assert_eq!(n.topics, vec!["t".to_string()], "{context}");
+                }
+            }
+            let mut by_node: Vec<(NodeId, NodeId)> = view
+                .links
+                .iter()
+                .map(|&(a, b)| {
+                    assert!(a < b, "{context}");
+                    (view.nodes[a].node.clone(), view.nodes[b].node.clone())
+                })
+                .collect();
+            let mut from_records: Vec<(NodeId, NodeId)> = links
+                .iter()
+                .map(|&(a, b)| (held[a].clone(), held[b].clone()))
+                .collect();
+            by_node.sort();
+            from_records.sort();
+            assert_eq!(by_node, from_records, "{context}");
+            let mut sorted = view.links.clone();
+            sorted.sort();
+            assert_eq!(sorted, view.links, "{context}");
+        }
     }
 
     #[test]
