@@ -51,12 +51,14 @@
 pub mod behaviour;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod malloc;
 pub mod metrics;
 pub mod netstatus;
 pub mod node;
 pub mod open;
 pub mod security;
+pub mod view;
 
 pub use bcos_p2p_ca_tls as ca_tls;
 /// A behaviour with its connection handler on the heap: see [`bcos_p2p_core::boxed`].

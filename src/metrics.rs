@@ -31,21 +31,16 @@
 //! [`Node::start_with_metrics`](crate::node::Node::start_with_metrics); with a swarm of your own,
 //! create [`Metrics`] over your [`Behaviour`], give it every swarm event ([`Metrics::record`])
 //! and every event of [`Behaviour`] ([`Metrics::record_behaviour`]). [`MetricsServer`]
-//! serves a registry on `GET /metrics` (what `bcos-p2p run --metrics ADDR` does).
+//! serves a registry on `GET /metrics` (what `bcos-p2p run --metrics ADDR` does) and, given
+//! the node, the operator's network view on the same listener (`/peers`, `/network`).
 
 use std::{
-    convert::Infallible,
     fmt,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bcos_p2p_core::stream_pair::Traffic;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, header, server::conn::http1};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use libp2p::swarm::SwarmEvent;
 use libp2p_metrics::Recorder as _;
 use prometheus_client::{
@@ -60,10 +55,11 @@ use prometheus_client::{
     },
     registry::Unit,
 };
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 
 /// The registry type metrics are registered in (the `prometheus-client` version this crate uses).
 pub use prometheus_client::registry::Registry;
+
+pub use crate::http::MetricsServer;
 
 use crate::{
     Offence, Offences,
@@ -511,121 +507,6 @@ fn counters<L: EncodeLabelSet>(
 
 /// The content type of the OpenMetrics text that [`prometheus_client::encoding::text`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Scrapes served at once; more connections wait in the listen backlog.
-const MAX_SCRAPES: usize = 4;
-/// Largest request head (hyper's smallest read buffer); larger heads get 431 and a close.
-const MAX_HEAD: usize = 8192;
-/// A client must send its request head within this time.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// A whole scrape connection, slow readers included, ends after this time.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves a registry as OpenMetrics text on `GET /metrics` (HTTP/1.1, one request per
-/// connection). Bounded: the request head must fit in 8 KiB and arrive within 5 s, a connection
-/// lasts at most 10 s, and at most 4 are served at once. Stops when dropped.
-#[derive(Debug)]
-pub struct MetricsServer {
-    local_addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl MetricsServer {
-    /// Listens on `addr` (port 0 picks a free port) and serves `registry`.
-    pub async fn bind(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(listener, registry));
-        Ok(MetricsServer { local_addr, task })
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, registry: Arc<Registry>) {
-    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &registry);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(SCRAPE_TIMEOUT, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics scrape failed"),
-                Err(_) => tracing::debug!(%peer, "metrics scrape timed out"),
-            }
-        });
-    }
-}
-
-fn respond<B>(request: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &'static str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static(content_type),
-        );
-        response
-    };
-    let text = "text/plain; charset=utf-8";
-    if request.uri().path() != "/metrics" {
-        return reply(
-            StatusCode::NOT_FOUND,
-            text,
-            "not found: try /metrics\n".into(),
-        );
-    }
-    if request.method() != Method::GET {
-        let mut response = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            text,
-            "only GET is served\n".into(),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-        return response;
-    }
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => reply(StatusCode::OK, CONTENT_TYPE, body),
-        Err(e) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            text,
-            format!("cannot encode the metrics: {e}\n"),
-        ),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -50,6 +50,7 @@ use crate::{
     security::SecurityMode,
     status::{self, Status, StatusError},
     unicast::{self, RequestId, ResponseChannel, UnicastError},
+    view::NetworkView,
 };
 
 /// Commands waiting for the node task at most; callers wait (asynchronously) beyond it.
@@ -184,6 +185,10 @@ pub struct PeerInfo {
     /// None for a direct connection; for a routed one (through relays), the relays in path
     /// order when this node dialled it, empty when the peer did.
     pub relays: Option<Vec<NodeId>>,
+    /// Frame-body bytes read from it, over every protocol, on its connections open now.
+    pub bytes_in: u64,
+    /// Frame-body bytes sent to it, likewise.
+    pub bytes_out: u64,
 }
 
 /// A node reachable now ([`Node::network`]).
@@ -253,6 +258,7 @@ enum Command {
     Stats(Reply<NodeStats>),
     Reachable(Reply<Vec<NodeId>>),
     Network(Reply<Vec<NetworkNode>>),
+    View(Reply<NetworkView>),
     Deny(NodeId, Reply<bool>),
     Allow(NodeId, Reply<bool>),
     AddPeer(Multiaddr, Reply<()>),
@@ -544,6 +550,12 @@ impl Node {
         self.call(Command::Network).await
     }
 
+    /// The whole network as this node's flood records describe it: every node, its topics,
+    /// the links between them, and which are connected to this node (see [`crate::view`]).
+    pub async fn view(&self) -> Result<NetworkView, NodeError> {
+        self.call(Command::View).await
+    }
+
     /// What the node's protocols did since it started: counters and traffic per protocol.
     pub async fn stats(&self) -> Result<NodeStats, NodeError> {
         self.call(Command::Stats).await
@@ -795,6 +807,9 @@ impl Runner {
                     .collect();
                 let _ = reply.send(Ok(nodes));
             }
+            Command::View(reply) => {
+                let _ = reply.send(Ok(NetworkView::of(b)));
+            }
             Command::Stats(reply) => {
                 let _ = reply.send(Ok(NodeStats {
                     flood: b.flood.stats(),
@@ -810,16 +825,21 @@ impl Runner {
                     .connection
                     .connected()
                     .into_iter()
-                    .map(|(node, addr)| PeerInfo {
-                        status_seq: b.status.status_of(&node).map(Status::seq),
-                        rtt: b.connection.rtt(&node),
-                        relays: b
-                            .connection
-                            .is_routed(&node)
-                            .unwrap_or(false)
-                            .then(|| routes.get(&node).cloned().unwrap_or_default()),
-                        node,
-                        addr,
+                    .map(|(node, addr)| {
+                        let (bytes_in, bytes_out) = b.connection.bytes(&node).unwrap_or_default();
+                        PeerInfo {
+                            status_seq: b.status.status_of(&node).map(Status::seq),
+                            rtt: b.connection.rtt(&node),
+                            relays: b
+                                .connection
+                                .is_routed(&node)
+                                .unwrap_or(false)
+                                .then(|| routes.get(&node).cloned().unwrap_or_default()),
+                            bytes_in,
+                            bytes_out,
+                            node,
+                            addr,
+                        }
                     })
                     .collect();
                 let _ = reply.send(Ok(peers));

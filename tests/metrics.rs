@@ -349,3 +349,87 @@ fn run_serves_metrics_that_follow_the_traffic() {
     n1.send("quit");
     n0.send("quit");
 }
+
+/// Slowloris: many clients hold connections to the endpoint (silent ones, ones sending their
+/// head a byte at a time, ones that send a request and never read the answer), more than it
+/// keeps per client address. A well-behaved scrape made meanwhile is still answered, and so is
+/// each of several in a row.
+#[test]
+fn a_scrape_is_served_while_many_slow_clients_hold_connections() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use bcos_p2p::metrics::{MetricsServer, Registry};
+    use prometheus_client::metrics::counter::Counter;
+
+    const SLOW: usize = 96;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut registry = Registry::default();
+    let probe: Counter = Counter::default();
+    probe.inc_by(42);
+    registry.register("probe", "A counter the test looks for", probe);
+    let server = runtime
+        .block_on(MetricsServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(registry),
+        ))
+        .unwrap();
+    let addr = server.local_addr();
+
+    let mut silent = Vec::new();
+    let mut dripping = Vec::new();
+    let mut not_reading = Vec::new();
+    for i in 0..SLOW {
+        let mut s = TcpStream::connect(addr).unwrap();
+        match i % 3 {
+            0 => silent.push(s),
+            1 => {
+                s.write_all(b"G").unwrap();
+                dripping.push(s);
+            }
+            _ => {
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                not_reading.push(s);
+            }
+        }
+    }
+    // The dripping clients send the rest of a head a byte every 100 ms (never finishing it in
+    // the test's time), on a thread, until told to stop (at most one pass over `rest`).
+    let stop = Arc::new(AtomicBool::new(false));
+    let dripper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let rest = b"ET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            for byte in rest {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for s in &mut dripping {
+                    // Closed by the server (evicted or timed out): nothing more to send.
+                    let _ = s.write_all(&[*byte]);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            dripping
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    for round in 0..3 {
+        let answer = exchange(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "scrape {round} with {SLOW} slow clients connected: {text:?}"
+        );
+        assert!(text.contains("\nprobe_total 42\n"), "{text}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let dripping = dripper.join().unwrap();
+    drop((silent, dripping, not_reading, server));
+}

@@ -13,25 +13,11 @@ use bcos_p2p::{
     unicast::UnicastError,
 };
 use bytes::Bytes;
-use common::{Events, TIMEOUT, start_node};
+use common::{Events, TIMEOUT, echo, start_node};
 use futures::StreamExt as _;
 
 fn ca() -> CertificateAuthority {
     CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1)).unwrap()
-}
-
-/// Keeps answering requests on `events` by echo, in the background.
-fn echo(mut events: Events) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            if let NodeEvent::Request {
-                payload, responder, ..
-            } = event
-            {
-                let _ = responder.respond(payload).await;
-            }
-        }
-    })
 }
 
 /// Nodes started one by one, node `i` dialling the nodes `edges` pair it with that started

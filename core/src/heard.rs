@@ -9,6 +9,9 @@
 //! relaxed atomic store per batch read, in the connection's own task); the manager keeps each
 //! connection's cell, reads it when a deadline comes up and forgets it when the connection
 //! closes or is refused.
+//!
+//! The same cell counts the frame-body bytes each connection moved each way, over all its
+//! protocols (one relaxed atomic add per frame): what an operator's per-peer view shows.
 
 use std::{
     collections::HashMap,
@@ -27,11 +30,15 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// When a frame last arrived on one connection.
+/// When a frame last arrived on one connection, and the frame bytes it moved each way.
 #[derive(Debug, Default)]
 pub struct HeardAt {
     /// Microseconds after [`epoch`], plus one (0: never).
     micros: AtomicU64,
+    /// Frame-body bytes read from the peer, over every protocol on the connection.
+    bytes_in: AtomicU64,
+    /// Frame-body bytes handed to the peer's streams, over every protocol on the connection.
+    bytes_out: AtomicU64,
 }
 
 impl HeardAt {
@@ -40,6 +47,26 @@ impl HeardAt {
         let micros = u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX);
         self.micros
             .store(micros.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Counts `len` frame-body bytes read from the peer.
+    pub fn received(&self, len: usize) {
+        self.bytes_in
+            .fetch_add(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts `len` frame-body bytes handed to the peer's streams.
+    pub fn sent(&self, len: usize) {
+        self.bytes_out
+            .fetch_add(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Frame-body bytes read from the peer so far, and handed to it.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
     }
 
     /// When a frame last arrived, if any did.
@@ -100,7 +127,13 @@ mod tests {
             Arc::ptr_eq(&cell, &heard.cell(a)),
             "one cell per connection"
         );
+        assert_eq!(cell.bytes(), (0, 0));
+        cell.received(5);
+        cell.sent(7);
+        heard.cell(a).sent(1);
+        assert_eq!(heard.cell(a).bytes(), (5, 8), "one count per connection");
         heard.cell(b);
+        assert_eq!(heard.cell(b).bytes(), (0, 0));
         assert_eq!(heard.len(), 2);
         heard.forget(a);
         heard.forget(b);

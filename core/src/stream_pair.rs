@@ -322,7 +322,8 @@ impl<P: PairProtocol> StreamPair<P> {
     }
 
     /// Marks `at` (when given) whenever the peer sends a frame, on either stream: the
-    /// connection manager counts that as a sign of life ([`crate::heard`]).
+    /// connection manager counts that as a sign of life ([`crate::heard`]). `at` also counts
+    /// the frame-body bytes read and written on both streams.
     pub fn hearing(mut self, at: Option<Arc<HeardAt>>) -> Self {
         self.heard = at;
         self
@@ -379,7 +380,7 @@ impl<P: PairProtocol> StreamPair<P> {
             stream,
             &mut self.streams.to_send,
             &mut *self.protocol,
-            true,
+            (true, self.heard.as_deref()),
             cx,
         );
         let mut error = written.err().map(CloseReason::Io);
@@ -389,6 +390,9 @@ impl<P: PairProtocol> StreamPair<P> {
                 let reason = match stream.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         mark_heard(&self.heard, &mut marked);
+                        if let Some(at) = &self.heard {
+                            at.received(P::read_len(&frame));
+                        }
                         match self.protocol.on_reply(frame) {
                             Ok(()) => continue,
                             Err(reason) => reason,
@@ -431,7 +435,11 @@ impl<P: PairProtocol> StreamPair<P> {
             match stream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     mark_heard(&self.heard, &mut marked);
-                    self.protocol.traffic().received(P::read_len(&frame));
+                    let len = P::read_len(&frame);
+                    self.protocol.traffic().received(len);
+                    if let Some(at) = &self.heard {
+                        at.received(len);
+                    }
                     let before = self.streams.to_answer.len();
                     let read = self.protocol.on_inbound(frame, &mut self.streams.to_answer);
                     self.count_answers(before);
@@ -464,7 +472,7 @@ impl<P: PairProtocol> StreamPair<P> {
                     stream,
                     &mut streams.to_answer,
                     &mut *self.protocol,
-                    false,
+                    (false, self.heard.as_deref()),
                     cx,
                 )?;
                 streams.answer_bytes = streams.answer_bytes.saturating_sub(written);
@@ -476,14 +484,14 @@ impl<P: PairProtocol> StreamPair<P> {
 }
 
 /// Moves frames from `queue` into `stream` while it accepts them (counting them in the
-/// protocol's traffic), then flushes; returns the body bytes of the answers that left the
-/// queue. On the outbound stream the protocol sees each frame as it leaves the queue and may
-/// drop it ([`PairProtocol::admit`]).
+/// protocol's traffic and, when given, the connection's cell), then flushes; returns the body
+/// bytes of the answers that left the queue. On the outbound stream the protocol sees each
+/// frame as it leaves the queue and may drop it ([`PairProtocol::admit`]).
 fn write_queued<P: PairProtocol>(
     stream: &mut FramedIo<Stream, P::Codec>,
     queue: &mut VecDeque<OutFrame<P>>,
     protocol: &mut P,
-    outbound: bool,
+    (outbound, heard): (bool, Option<&HeardAt>),
     cx: &mut Context<'_>,
 ) -> io::Result<usize> {
     let mut left = 0usize;
@@ -496,6 +504,9 @@ fn write_queued<P: PairProtocol>(
                     left = left.saturating_add(len);
                     stream.start_send_unpin(frame)?;
                     protocol.traffic().sent(len);
+                    if let Some(at) = heard {
+                        at.sent(len);
+                    }
                 }
             }
             Poll::Ready(Err(e)) => return Err(e),

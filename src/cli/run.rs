@@ -61,8 +61,9 @@ pub struct RunArgs {
     /// `[network] security = "libp2p-tls"`). Open and CA nodes refuse each other.
     #[arg(long)]
     open: bool,
-    /// Serve Prometheus metrics on http://IP:PORT/metrics (port 0: any free port; the `ready`
-    /// event names the bound address); replaces the config's `[metrics] listen`.
+    /// Serve Prometheus metrics on http://IP:PORT/metrics, and the network view on /network
+    /// (/peers, /network.json) (port 0: any free port; the `ready` event names the bound
+    /// address); replaces the config's `[metrics] listen`.
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
 }
@@ -169,7 +170,7 @@ async fn start(
         Some(addr) => {
             let mut registry = Registry::default();
             let node = Node::start_with_metrics(key, security, config, &mut registry).await?;
-            let server = MetricsServer::bind(addr, Arc::new(registry))
+            let server = MetricsServer::bind_with_node(addr, Arc::new(registry), node.clone())
                 .await
                 .with_context(|| format!("cannot serve metrics on {addr}"))?;
             (node, Some(server))

@@ -244,7 +244,8 @@ impl Default for Status {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Metrics {
-    /// `ip:port` to serve `GET /metrics` on (port 0: any free port); empty: not served.
+    /// `ip:port` to serve `GET /metrics` (and the network view: `/network`, `/network.json`,
+    /// `/peers`) on (port 0: any free port); empty: not served.
     /// `run --metrics` overrides it. Default empty.
     pub listen: String,
 }

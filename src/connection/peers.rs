@@ -108,6 +108,21 @@ impl Behaviour {
             .and_then(|c| c.rtt)
     }
 
+    /// The frame-body bytes read from `node` and sent to it, over every protocol, summed over
+    /// its connections open now; None when not connected.
+    pub fn bytes(&self, node: &NodeId) -> Option<(u64, u64)> {
+        let peer = self.peers.values().find(|p| &p.node == node)?;
+        Some(
+            peer.conns
+                .iter()
+                .filter_map(|c| self.conns.get(c))
+                .map(|c| c.heard.bytes())
+                .fold((0u64, 0u64), |(i, o), (ci, co)| {
+                    (i.saturating_add(ci), o.saturating_add(co))
+                }),
+        )
+    }
+
     /// Every connection of every connected peer.
     pub(super) fn peer_conns(&self) -> impl Iterator<Item = (PeerId, ConnectionId, &Conn)> + '_ {
         self.peers.iter().flat_map(move |(peer, p)| {

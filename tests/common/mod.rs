@@ -411,6 +411,20 @@ pub async fn start_node(
     (n, events)
 }
 
+/// Keeps answering requests on `events` by echo, in the background.
+pub fn echo(mut events: Events) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let bcos_p2p::node::NodeEvent::Request {
+                payload, responder, ..
+            } = event
+            {
+                let _ = responder.respond(payload).await;
+            }
+        }
+    })
+}
+
 /// Waits for the first event `pick` accepts, answering requests by echo meanwhile.
 pub async fn next<T>(
     events: &mut Events,

@@ -74,6 +74,7 @@ use libp2p_swarm::{
 use members::Members;
 pub use members::{CheckChain, Membership};
 use origins::Origins;
+pub use topology::view::{View, ViewNode};
 use topology::{Topology, short_id};
 use window::Windows;
 use wire::{Frame, MAX_TOPIC_LEN};

@@ -101,6 +101,7 @@ impl Route {
 }
 
 mod paths;
+pub(crate) mod view;
 
 /// The database and its caches.
 #[derive(Debug)]
