@@ -1060,3 +1060,68 @@ async fn duplicates_from_a_peer_without_the_manager_are_closed_too() {
         assert_eq!(m.live().await.0, 0);
     }
 }
+
+/// Strangers cannot take the established slots kept for configured peers: with
+/// `max_established` 3 and one configured peer not connected, two strangers get in, the third
+/// is refused, and the configured peer still connects when it comes.
+#[tokio::test]
+async fn strangers_cannot_take_the_slots_of_configured_peers() {
+    let ca = ca();
+    let (ka, ta) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let (kb, tb) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let config = Config {
+        max_established: Some(3),
+        // a's own dial of b fails (nothing listens there) and is not repeated in the test.
+        redial_min: Duration::from_secs(120),
+        redial_max: Duration::from_secs(120),
+        ..Config::default()
+    };
+    let mut a = Running::start("a", &ka, &ta, config, 0).await;
+    // b is configured by PeerId, at an address on which it never listens (a's redial must
+    // not be what connects them), and away from the strangers' 127.0.0.1.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.5:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let b_addr: Multiaddr = format!(
+        "/ip4/127.0.0.5/tcp/{port}/p2p/{}",
+        kb.node_id().to_peer_id()
+    )
+    .parse()
+    .unwrap();
+    a.add_peer(b_addr).await;
+    let mut strangers = Vec::new();
+    for name in ["c", "d"] {
+        let (k, t) = node(&ca, KeyType::Secp256k1, Period::days(1));
+        let s = Running::start(name, &k, &t, fast(), 0).await;
+        s.add_peer(a.addr.clone()).await;
+        a.wait("a stranger connected", connected_to(&s.id)).await;
+        strangers.push(s);
+    }
+    let (ke, te) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let e = Running::start("e", &ke, &te, fast(), 0).await;
+    e.add_peer(a.addr.clone()).await;
+    match a
+        .wait("the third stranger refused", |ev| {
+            matches!(
+                ev,
+                Event::Refused {
+                    reason: Refusal::Limit(_),
+                    ..
+                }
+            )
+        })
+        .await
+    {
+        Event::Refused { node, reason, .. } => {
+            assert_eq!(node, Some(e.id.clone()));
+            assert_eq!(reason.code(), "limit");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let b = Running::start("b", &kb, &tb, fast(), 0).await;
+    b.add_peer(a.addr.clone()).await;
+    a.wait("the configured peer connected", connected_to(&b.id))
+        .await;
+    assert_eq!(a.live().await.0, 3, "a holds b and both strangers");
+}

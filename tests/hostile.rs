@@ -667,6 +667,29 @@ async fn ask_as_new_node(
     (asked.elapsed(), node)
 }
 
+/// Asserts that every connection in `held` (opened at `opened_at`, silent connections that the
+/// node keeps for `handshake`) is still open, and that the check came within `handshake`;
+/// returns how long after `opened_at` it came.
+async fn assert_still_held(
+    held: &mut [tokio_util::compat::Compat<tokio::net::TcpStream>],
+    opened_at: Instant,
+    handshake: Duration,
+) -> Duration {
+    let since = opened_at.elapsed();
+    assert!(
+        since < handshake,
+        "the check came {since:?} after the attack opened"
+    );
+    let mut still_open = 0;
+    for s in held.iter_mut() {
+        if closed_within(s, Duration::from_millis(1)).await.is_none() {
+            still_open += 1;
+        }
+    }
+    assert_eq!(still_open, held.len(), "held connections closed early");
+    since
+}
+
 /// Runs full valid handshakes (CA-TLS with a valid certificate, then yamux) then disconnects,
 /// one every 5 ms (200/s), from `sources` round robin, with `clients` round robin, for
 /// `duration`, or once `until` is set after at least `min`; returns (attempted, completed,
@@ -872,18 +895,7 @@ async fn slowloris_from_two_addresses_leaves_pending_slots_for_strangers() {
         "the stranger got no answer during the slowloris"
     );
     // The attackers still held their slots when the stranger was answered.
-    let since = opened_at.elapsed();
-    assert!(
-        since < handshake,
-        "the check came {since:?} after the attack opened"
-    );
-    let mut still_open = 0;
-    for s in &mut held {
-        if closed_within(s, Duration::from_millis(1)).await.is_none() {
-            still_open += 1;
-        }
-    }
-    assert_eq!(still_open, 2 * per_ip, "held connections closed early");
+    let since = assert_still_held(&mut held, opened_at, handshake).await;
     let pressed = join_all(pressed.into_iter().map(|mut s| async move {
         closed_within(&mut s, Duration::from_secs(1))
             .await
@@ -1025,4 +1037,97 @@ async fn a_member_that_never_reads_its_answers_is_held_back() {
         "{handled} of {REQUESTS} 2 MiB requests handled while unread (RSS then {held_kib} KiB)"
     );
     scene.finish(watch, "never-reading member", details).await;
+}
+
+/// 300 silent connections from 20 addresses (15 each: within the per-address limits) take
+/// every pending slot strangers have (`max_pending_incoming`, 256); a configured peer still
+/// connects at once, from its own slots, while they are all held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_strangers_holding_every_pending_slot_do_not_lock_out_a_configured_peer() {
+    let _serial = SERIAL.lock().await;
+    let defaults = Config::default().connection;
+    let max_pending = defaults.max_pending_incoming as usize;
+    // Silent connections last 4 s + libp2p's margin: longer than the test needs.
+    let handshake = Duration::from_secs(4);
+    // The configured peer, not running yet: the target's own dial of it fails now and is not
+    // repeated during the test (so it is the peer's dial that must get in).
+    let port = {
+        let l = std::net::TcpListener::bind((lo(1), 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // 127.0.0.1: where a node in this process dials from (it binds no source address), so
+    // the peer's connection comes from its configured address, as from a single-homed host.
+    let peer_addr = format!("{}:{port}", lo(1));
+    let scene = Scene::start(|c| {
+        c.connection.handshake_timeout_ms = handshake.as_millis() as u64;
+        c.connection.redial_min_ms = 120_000;
+        c.connection.redial_max_ms = 120_000;
+        c.network
+            .peers
+            .push(PeerAddr::from_str(&peer_addr).unwrap());
+    })
+    .await;
+    let watch = scene.watch().await;
+    let opened_at = Instant::now();
+    let attackers: Vec<Ipv4Addr> = (0..20).map(|i| lo(100 + i)).collect();
+    let open = |from: Ipv4Addr| {
+        let addr = scene.addr;
+        async move {
+            connect_from(from, addr)
+                .await
+                .map(tokio_util::compat::TokioAsyncReadCompatExt::compat)
+        }
+    };
+    let sockets = join_all(
+        attackers
+            .iter()
+            .flat_map(|from| std::iter::repeat_n(*from, 15))
+            .map(open),
+    )
+    .await;
+    let checks = sockets.into_iter().flatten().map(|mut s| async move {
+        let closed = closed_within(&mut s, Duration::from_millis(500)).await;
+        (closed, s)
+    });
+    let (held, refused): (Vec<_>, Vec<_>) = join_all(checks)
+        .await
+        .into_iter()
+        .partition(|(closed, _)| closed.is_none());
+    let mut held: Vec<_> = held.into_iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        held.len(),
+        max_pending,
+        "{} of 300 silent connections held, {} refused",
+        held.len(),
+        refused.len()
+    );
+    // The configured peer starts and dials the target.
+    let (key, tls) = common::node(&scene.ca, KeyType::Secp256k1, Period::days(1));
+    let peer_id = key.node_id().to_string();
+    let mut config = Config::default();
+    config.network.listen = vec![PeerAddr::from_str(&peer_addr).unwrap()];
+    config.network.peers = vec![PeerAddr(scene.target_multiaddr())];
+    let started = Instant::now();
+    let peer = Node::start(key, tls, config).await.unwrap();
+    scene
+        .target
+        .wait_for("the configured peer connected", WAIT, |v| {
+            v["event"] == "connected" && v["node_id"] == peer_id.as_str()
+        })
+        .await;
+    let took = started.elapsed();
+    assert_still_held(&mut held, opened_at, handshake).await;
+    let limit_refusals = scene.target.count(|v| v["code"] == "limit");
+    peer.shutdown().await.unwrap();
+    drop(held);
+    let details = format!(
+        "20 addresses x 15 silent connections: {max_pending} held, {} refused \
+         ({limit_refusals} limit refusal events); the configured peer connected {} ms after \
+         it started, while all were held",
+        refused.len(),
+        took.as_millis()
+    );
+    scene
+        .finish(watch, "silent strangers vs a configured peer", details)
+        .await;
 }

@@ -34,15 +34,17 @@ pub struct Connection {
     pub ping_max_failures: u32,
     /// Longest TLS handshake, in ms. Default 10000.
     pub handshake_timeout_ms: u64,
-    /// Most incoming connections still handshaking. Default 256.
+    /// Most incoming connections still handshaking from strangers (addresses of `[network]
+    /// peers` have slots of their own: 4 per peer, at least 16). Default 256.
     pub max_pending_incoming: u32,
-    /// Most incoming connections still handshaking from one IP address (IPv6: one /64), so a
+    /// Most incoming connections still handshaking from one IP address (IPv6: one /48), so a
     /// few addresses holding silent connections cannot take all of `max_pending_incoming`;
     /// addresses of `[network] peers` are exempt. Default 16.
     pub max_pending_incoming_per_ip: u32,
     /// Most outgoing dials in progress. Default 256.
     pub max_pending_outgoing: u32,
-    /// Most established connections. Default 1024.
+    /// Most established connections; one slot per configured peer not connected is kept from
+    /// strangers. Default 1024.
     pub max_established: u32,
     /// New incoming connections per second from one IP address (IPv6: one /64), on average,
     /// before their handshake; addresses of `[network] peers` are exempt. Default 10.

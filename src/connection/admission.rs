@@ -11,13 +11,14 @@ use crate::route::is_routed;
 use libp2p::{
     Multiaddr, PeerId,
     connection_limits::Exceeded,
+    swarm::ConnectionDenied as Denied,
     swarm::{CloseConnection, ConnectionDenied, ConnectionId, ListenFailure, ToSwarm},
 };
 
 #[cfg(doc)]
 use super::Config;
 use super::{
-    Behaviour, Event, Refusal, first_ip,
+    Behaviour, Event, LimitExceeded, LimitKind, Refusal, first_ip,
     ip_rate::{self, Verdict},
     peers::{Closing, Conn},
 };
@@ -215,12 +216,41 @@ impl Behaviour {
     /// per-address limits) or has none.
     fn limited_ip(&self, remote: &Multiaddr) -> Option<IpAddr> {
         let ip = first_ip(remote)?;
-        let group = ip_rate::group(ip);
-        let configured = self
+        (!self.configured_addr(remote)).then_some(ip)
+    }
+
+    /// Whether `remote`'s IP address is in the group of a configured peer's address.
+    pub(super) fn configured_addr(&self, remote: &Multiaddr) -> bool {
+        let Some(group) = first_ip(remote).map(ip_rate::group) else {
+            return false;
+        };
+        self.targets
+            .iter()
+            .any(|t| first_ip(&t.addr).is_some_and(|a| ip_rate::group(a) == group))
+    }
+
+    /// The established-connection limit's verdict on connection `id` of `peer` at `addr`: a
+    /// configured peer (by its NodeId or PeerId, or its address) may use the slots kept for
+    /// configured peers not connected now, a stranger may not.
+    pub(super) fn established_slot(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+    ) -> Result<(), Denied> {
+        let by_id = self
+            .node_ids
+            .resolve(&peer)
+            .is_some_and(|node| self.configured(&node, peer));
+        let configured = by_id || self.configured_addr(addr);
+        let unconnected = self
             .targets
             .iter()
-            .any(|t| first_ip(&t.addr).is_some_and(|a| ip_rate::group(a) == group));
-        (!configured).then_some(ip)
+            .filter(|t| t.peer.is_none_or(|p| !self.peers.contains_key(&p)))
+            .count();
+        self.slots
+            .admit_established(id, configured, unconnected)
+            .map_err(Denied::new)
     }
 
     /// Applies the per-address limits to the pending incoming connection `id` from `remote`:
@@ -242,6 +272,7 @@ impl Behaviour {
         }
         let pending = self.ip_pending.as_mut().map(|p| p.admit(id, ip, now));
         if let Some(Verdict::Refuse { report }) = pending {
+            let group = ip_rate::pending_group(ip);
             let reason = |ip, unreported| Refusal::PendingLimited { ip, unreported };
             return Err(self.refuse_ip(remote, group, report, reason, Denial::PendingLimited));
         }
@@ -273,6 +304,7 @@ impl Behaviour {
     /// Connection `id` is no longer pending (established, failed or denied): its address may
     /// start another.
     pub(super) fn release_pending(&mut self, id: ConnectionId) {
+        self.slots.release_pending(id);
         if let Some(pending) = &mut self.ip_pending {
             pending.release(id);
         }
@@ -285,10 +317,18 @@ impl Behaviour {
         addr: Option<&Multiaddr>,
         peer: Option<PeerId>,
     ) -> ConnectionDenied {
-        if let Some(e) = denied.downcast_ref::<Exceeded>() {
+        let exceeded = match denied.downcast_ref::<LimitExceeded>() {
+            Some(e) => Some(*e),
+            // libp2p's limits hold only `max_pending_outgoing` (see `Config::limits`).
+            None => denied.downcast_ref::<Exceeded>().map(|e| LimitExceeded {
+                limit: e.limit(),
+                kind: LimitKind::PendingOutgoing,
+            }),
+        };
+        if let Some(e) = exceeded {
             let event = Event::Refused {
                 addr: addr.cloned().unwrap_or_else(Multiaddr::empty),
-                reason: Refusal::Limit(*e),
+                reason: Refusal::Limit(e),
                 node: peer.and_then(|p| self.node_ids.resolve(&p)),
             };
             self.emit(event);

@@ -38,7 +38,7 @@ impl Behaviour {
     }
 
     /// Whether `node` (at `peer`) is one of the configured peers.
-    fn configured(&self, node: &NodeId, peer: PeerId) -> bool {
+    pub(super) fn configured(&self, node: &NodeId, peer: PeerId) -> bool {
         self.targets
             .iter()
             .any(|t| t.node.as_ref() == Some(node) || t.peer == Some(peer))

@@ -44,9 +44,12 @@ pub struct Config {
     /// libp2p opens each new ping stream with a fixed 10 s negotiation timeout, so counting
     /// failures alone takes 30 s and more).
     pub ping_max_failures: u32,
-    /// Most incoming connections still handshaking (`None`: no limit). Default 256.
+    /// Most incoming connections still handshaking from strangers (`None`: no limit).
+    /// Default 256. Addresses of configured peers have a pool of their own (4 slots per
+    /// configured peer, at least 16), so strangers holding every slot here lock none of them
+    /// out.
     pub max_pending_incoming: Option<u32>,
-    /// Most incoming connections still handshaking from one IP address (IPv6: per /64;
+    /// Most incoming connections still handshaking from one IP address (IPv6: per /48;
     /// `None`: no limit). Default 16. A silent connection lasts until libp2p's connection
     /// timeout (handshake timeout + 5 s), so without it two addresses could hold every slot of
     /// `max_pending_incoming` within the rate limit. Addresses of configured peers are exempt,
@@ -54,7 +57,9 @@ pub struct Config {
     pub max_pending_incoming_per_ip: Option<u32>,
     /// Most outgoing dials in progress (`None`: no limit). Default 256.
     pub max_pending_outgoing: Option<u32>,
-    /// Most established connections (`None`: no limit). Default 1024.
+    /// Most established connections (`None`: no limit). Default 1024. Strangers get at most
+    /// this less one per configured peer not connected now, so a configured peer always finds
+    /// a slot.
     pub max_established: Option<u32>,
     /// New incoming connections per IP address (IPv6: per /64) before their handshake
     /// (`None`: no limit). Default 20 at once, then 10 per second. Addresses of configured
@@ -142,10 +147,7 @@ impl Config {
 
     /// libp2p's connection limits.
     pub(super) fn limits(&self) -> ConnectionLimits {
-        ConnectionLimits::default()
-            .with_max_pending_incoming(self.max_pending_incoming)
-            .with_max_pending_outgoing(self.max_pending_outgoing)
-            .with_max_established(self.max_established)
+        ConnectionLimits::default().with_max_pending_outgoing(self.max_pending_outgoing)
     }
 }
 

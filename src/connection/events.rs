@@ -4,7 +4,9 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use libp2p::{Multiaddr, connection_limits::Exceeded, swarm::DialError};
+use libp2p::{Multiaddr, swarm::DialError};
+
+use super::LimitExceeded;
 
 #[cfg(doc)]
 use super::{Behaviour, Config};
@@ -31,7 +33,7 @@ pub enum Refusal {
     /// lists refuse the node it authenticated as.
     Tls(ca_tls::Refusal),
     /// A connection limit of [`Config`] was reached.
-    Limit(Exceeded),
+    Limit(LimitExceeded),
     /// The address opened new connections faster than [`Config::new_inbound_per_ip`] allows.
     RateLimited {
         /// The address (IPv6: its /64).
@@ -43,7 +45,7 @@ pub enum Refusal {
     /// The address already had [`Config::max_pending_incoming_per_ip`] connections
     /// handshaking.
     PendingLimited {
-        /// The address (IPv6: its /64).
+        /// The address (IPv6: its /48).
         ip: IpAddr,
         /// Refusals of the address not reported since the last report (at most one a second
         /// is reported).

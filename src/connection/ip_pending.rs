@@ -25,7 +25,7 @@
 //! per counted connection and one per address with a count above zero (removed at zero), so
 //! it is bounded by the pending connections the swarm holds (`max_pending_incoming`).
 //!
-//! Addresses group as in [`super::ip_rate::group`]: IPv6 per /64, IPv4-mapped as IPv4.
+//! Addresses group as in [`super::ip_rate::pending_group`]: IPv6 per /48, IPv4-mapped as IPv4.
 //! Refusals are reported at most once per [`REPORT_EVERY`] per address; the refusals in between
 //! are counted in the next report. That record outlives the address's pending connections (an
 //! attacker cycles through filling and emptying its slots) in a table of at most
@@ -37,7 +37,7 @@ use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use libp2p::swarm::ConnectionId;
 
-use super::ip_rate::{MAX_TRACKED, REPORT_EVERY, Reports, Verdict, group};
+use super::ip_rate::{MAX_TRACKED, REPORT_EVERY, Reports, Verdict, pending_group as group};
 
 /// Pending incoming connections per address (see the module docs).
 #[derive(Debug)]

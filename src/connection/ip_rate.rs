@@ -167,12 +167,25 @@ impl IpRate {
 
 /// The address a connection from `ip` counts against: IPv6 per /64, IPv4-mapped as IPv4.
 pub fn group(ip: IpAddr) -> IpAddr {
+    group_by(ip, 64)
+}
+
+/// The address a pending connection from `ip` counts against for the per-address cap of
+/// connections still handshaking: IPv6 per /48 (one site: whoever holds a /64 can usually
+/// take more of its /48, and a silent connection costs the attacker nothing but an address),
+/// IPv4-mapped as IPv4.
+pub fn pending_group(ip: IpAddr) -> IpAddr {
+    group_by(ip, 48)
+}
+
+/// `ip` with its IPv6 address cut to the first `bits` bits (IPv4 and IPv4-mapped as IPv4).
+fn group_by(ip: IpAddr, bits: u32) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                let prefix = u128::from(v6) & !(u128::MAX >> bits.min(127));
                 IpAddr::V6(Ipv6Addr::from(prefix))
             }
         },
@@ -242,6 +255,12 @@ mod tests {
         assert_eq!(group(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
         assert_eq!(group(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
         assert_eq!(group(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(
+            pending_group(ip("2001:db8:1:2:3:4:5:6")),
+            ip("2001:db8:1::")
+        );
+        assert_eq!(pending_group(ip("2001:db8:1:ffff::1")), ip("2001:db8:1::"));
+        assert_eq!(pending_group(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
         let mut r = IpRate::new(LIMIT);
         let t0 = Instant::now();
         for host in 1..=3 {

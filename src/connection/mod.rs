@@ -47,6 +47,7 @@ mod redial;
 mod reload;
 mod revocation;
 mod scores;
+mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -88,6 +89,8 @@ use redial::{Rng, Target};
 pub use reload::{Reload, Reloaded};
 use scores::Scores;
 pub use scores::weight;
+use slots::Slots;
+pub use slots::{LimitExceeded, LimitKind};
 
 /// The connection manager (see the module docs).
 ///
@@ -108,7 +111,10 @@ pub struct Behaviour {
     /// The kept connection per peer, for the protocols (see [`Behaviour::primaries`]).
     primaries: PrimaryConnections,
     ping: ping::Behaviour,
+    /// `max_pending_outgoing` (libp2p's limits); the incoming and established limits, with
+    /// the slots kept for configured peers, are `slots`.
     limits: connection_limits::Behaviour,
+    slots: Slots,
     ip_rate: Option<IpRate>,
     ip_pending: Option<PendingPerIp>,
     targets: Vec<Target>,
@@ -141,6 +147,7 @@ impl Behaviour {
         Behaviour {
             ping: ping::Behaviour::new(config.ping()),
             limits: connection_limits::Behaviour::new(config.limits()),
+            slots: Slots::new(config.max_pending_incoming, config.max_established),
             ip_rate: config.new_inbound_per_ip.map(IpRate::new),
             ip_pending: config.max_pending_incoming_per_ip.map(PendingPerIp::new),
             config,
@@ -222,13 +229,17 @@ impl NetworkBehaviour for Behaviour {
     ) -> Result<(), ConnectionDenied> {
         self.rescan = true;
         self.per_ip_check(id, remote_addr)?;
-        self.limits
-            .handle_pending_inbound_connection(id, local_addr, remote_addr)
-            .map_err(|d| {
+        let configured = self.configured_addr(remote_addr);
+        let targets = self.targets.len();
+        self.slots
+            .admit_pending(id, configured, targets)
+            .map_err(|e| {
                 // The swarm's ListenFailure would release it too.
                 self.release_pending(id);
-                self.limit_refused(d, Some(remote_addr), None)
-            })
+                self.limit_refused(ConnectionDenied::new(e), Some(remote_addr), None)
+            })?;
+        self.limits
+            .handle_pending_inbound_connection(id, local_addr, remote_addr)
     }
 
     fn handle_established_inbound_connection(
@@ -239,9 +250,7 @@ impl NetworkBehaviour for Behaviour {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.rescan = true;
-        let limit =
-            self.limits
-                .handle_established_inbound_connection(id, peer, local_addr, remote_addr);
+        let limit = self.established_slot(id, peer, remote_addr);
         self.admit_within(limit, id, peer, remote_addr, false)?;
         self.ping
             .handle_established_inbound_connection(id, peer, local_addr, remote_addr)
@@ -269,9 +278,7 @@ impl NetworkBehaviour for Behaviour {
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.rescan = true;
-        let limit = self
-            .limits
-            .handle_established_outbound_connection(id, peer, addr, role, port_use);
+        let limit = self.established_slot(id, peer, addr);
         self.admit_within(limit, id, peer, addr, true)?;
         self.ping
             .handle_established_outbound_connection(id, peer, addr, role, port_use)
@@ -284,19 +291,25 @@ impl NetworkBehaviour for Behaviour {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.release_pending(e.connection_id);
+                self.slots.established(e.connection_id);
+                self.node_ids.pin(&e.peer_id);
                 self.on_established(e);
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.heard.forget(e.connection_id);
+                self.slots.closed(e.connection_id);
+                self.node_ids.unpin(&e.peer_id);
                 self.on_closed(e);
             }
             FromSwarm::DialFailure(e) => {
                 // A behaviour after the protocols may refuse a connection they took a cell for.
                 self.heard.forget(e.connection_id);
+                self.slots.forget(e.connection_id);
                 self.on_dial_failure(e);
             }
             FromSwarm::ListenFailure(e) => {
                 self.heard.forget(e.connection_id);
+                self.slots.forget(e.connection_id);
                 self.on_listen_failure(e);
             }
             FromSwarm::AddressChange(e) => {
