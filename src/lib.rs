@@ -51,6 +51,7 @@
 pub mod behaviour;
 pub mod config;
 pub mod connection;
+mod event_shares;
 pub mod http;
 pub mod malloc;
 pub mod metrics;

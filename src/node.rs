@@ -43,6 +43,7 @@ use crate::{
     ca_tls,
     config::Config,
     connection,
+    event_shares::{self, Shares},
     flood::{self, FloodError, MessageId},
     metrics::{Metrics, Registry, SAMPLE_INTERVAL},
     netstatus::{self, NetworkStatus, RemoteStatus},
@@ -189,6 +190,9 @@ pub struct PeerInfo {
     pub bytes_in: u64,
     /// Frame-body bytes sent to it, likewise.
     pub bytes_out: u64,
+    /// Its events (requests, messages, status) dropped so far because it held its whole share
+    /// of the event queue (see [`Node::events`]).
+    pub dropped_events: u64,
 }
 
 /// A node reachable now ([`Node::network`]).
@@ -242,6 +246,9 @@ pub struct NodeStats {
     pub flood_traffic: TrafficStats,
     /// Status frames and bytes.
     pub status_traffic: TrafficStats,
+    /// Events dropped because the application did not take them in time (see
+    /// [`Node::events`]).
+    pub dropped_events: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -276,6 +283,8 @@ pub struct Node {
     listen: Vec<Multiaddr>,
     commands: mpsc::Sender<Command>,
     events: Option<mpsc::Receiver<NodeEvent>>,
+    /// The peers' shares of the event queue, given back as the application takes events.
+    shares: Shares,
 }
 
 impl Clone for Node {
@@ -285,6 +294,7 @@ impl Clone for Node {
             listen: self.listen.clone(),
             commands: self.commands.clone(),
             events: None,
+            shares: self.shares.clone(),
         }
     }
 }
@@ -413,6 +423,7 @@ impl Node {
         sync_topics(&mut swarm);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let shares = Shares::default();
         let network = NetworkStatus::new(&swarm);
         let mut runner = Runner {
             swarm,
@@ -420,7 +431,7 @@ impl Node {
             command_rx,
             events: event_tx,
             requests: HashMap::new(),
-            dropped_events: 0,
+            shares: shares.clone(),
             metrics,
             sampler: sampler(),
             route_dial: config.route.dial,
@@ -439,6 +450,7 @@ impl Node {
             listen,
             commands,
             events: Some(events),
+            shares: shares.clone(),
         })
     }
 
@@ -453,8 +465,20 @@ impl Node {
     }
 
     /// The stream of events; `None` after the first call (there is one stream per node).
+    ///
+    /// Read it: at most 16 384 events wait, shared fairly among the peers that caused them
+    /// (with `n` peers holding events, each may hold `1/(n + 1)` of the queue), and events
+    /// past a peer's share or the queue's end are dropped and counted
+    /// ([`PeerInfo::dropped_events`], [`NodeStats::dropped_events`]); a dropped request is
+    /// answered "no response".
     pub fn events(&mut self) -> Option<impl Stream<Item = NodeEvent> + Send + Unpin + 'static> {
-        self.events.take().map(tokio_stream_of)
+        let shares = self.shares.clone();
+        self.events.take().map(|rx| {
+            tokio_stream_of(rx).map(move |event| {
+                shares.give_back(&event);
+                event
+            })
+        })
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
@@ -652,7 +676,8 @@ struct Runner {
     command_rx: mpsc::Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
     requests: HashMap<RequestId, Pending>,
-    dropped_events: u64,
+    /// The peers' shares of `events` (see [`crate::event_shares`]).
+    shares: Shares,
     metrics: Option<Metrics>,
     /// When to copy the protocols' counters into `metrics` (ticks only while it is set).
     sampler: tokio::time::Interval,
@@ -712,20 +737,28 @@ impl Runner {
         }
     }
 
+    /// Queues `event` for the application, within its source's share of the queue (see
+    /// [`crate::event_shares`]); drops and counts it beyond.
     fn emit(&mut self, event: NodeEvent) {
+        let warn = |event: &NodeEvent, why: &str, dropped: u64| {
+            if dropped.is_power_of_two() {
+                let from = event_shares::source(event).map(NodeId::short);
+                tracing::warn!(dropped, ?from, ?event, "dropping a node event: {why}");
+            }
+        };
+        if !self.shares.take(&event, EVENT_QUEUE) {
+            let why = "its peer holds its whole share of the queue";
+            return warn(&event, why, self.shares.dropped_total());
+        }
         match self.events.try_send(event) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) => {
-                self.dropped_events += 1;
-                if self.dropped_events.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = self.dropped_events,
-                        ?event,
-                        "the application is not reading node events: dropping"
-                    );
-                }
+                self.shares.give_back(&event);
+                self.shares.dropped_whole(&event);
+                let why = "the application is not reading node events";
+                warn(&event, why, self.shares.dropped_total());
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(event)) => self.shares.give_back(&event),
         }
     }
 
@@ -817,6 +850,7 @@ impl Runner {
                     unicast_traffic: TrafficStats::of(b.unicast.counters().traffic()),
                     flood_traffic: TrafficStats::of(&b.flood.traffic()),
                     status_traffic: TrafficStats::of(&b.status.traffic()),
+                    dropped_events: self.shares.dropped_total(),
                 }));
             }
             Command::Peers(reply) => {
@@ -837,6 +871,7 @@ impl Runner {
                                 .then(|| routes.get(&node).cloned().unwrap_or_default()),
                             bytes_in,
                             bytes_out,
+                            dropped_events: self.shares.dropped(&node),
                             node,
                             addr,
                         }

@@ -411,6 +411,7 @@ mod tests {
                 relays: Some(vec![ids[2].clone()]),
                 bytes_in: 0,
                 bytes_out: u64::MAX,
+                dropped_events: 0,
             },
             PeerInfo {
                 node: ids[1].clone(),
@@ -420,6 +421,7 @@ mod tests {
                 relays: None,
                 bytes_in: 10,
                 bytes_out: 20,
+                dropped_events: 0,
             },
         ];
         let json = peers_json(&ids[0], &peers);

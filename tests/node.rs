@@ -422,3 +422,80 @@ async fn reload_replaces_peers_and_lists_all_or_nothing() {
     let peers = peer_ids(&a).await;
     assert_eq!(peers, [c.node_id().clone()]);
 }
+
+/// A noisy peer cannot push a quiet one's events out of the queue: while the application does
+/// not read, b sends 20 000 one-way messages (more than the queue holds), then c sends 10; all
+/// of c's are delivered, b's beyond its share are dropped and counted against b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_peer_does_not_push_out_another_peers_events() {
+    const NOISE: u64 = 20_000;
+    const CHUNK: u64 = 1_000;
+    let ca = ca();
+    let (a, mut ea) = start_node(&ca, &[], |_| {}).await;
+    let (b, _eb) = start_node(&ca, &[&a], |_| {}).await;
+    let (c, _ec) = start_node(&ca, &[&a], |_| {}).await;
+    // Both connected, both ways (in whatever order).
+    let deadline = Instant::now() + TIMEOUT;
+    for (x, y) in [(&a, &b), (&a, &c), (&b, &a), (&c, &a)] {
+        while !peer_ids(x).await.contains(y.node_id()) {
+            assert!(Instant::now() < deadline, "never connected");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // From here on nobody reads a's events. Frames a has read, to pace the senders (a
+    // one-way message is dropped at its sender when more than 16 384 wait there).
+    let frames_in = || async { a.stats().await.unwrap().unicast_traffic.frames_in };
+    let arrived = |want: u64| async move {
+        let deadline = Instant::now() + TIMEOUT;
+        while frames_in().await < want {
+            assert!(Instant::now() < deadline, "a read fewer than {want} frames");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let base = frames_in().await;
+    for chunk in 0..NOISE / CHUNK {
+        for i in 0..CHUNK {
+            let data = Bytes::from(format!("noise {}", chunk * CHUNK + i));
+            b.oneway(a.node_id(), DEFAULT_MODULE, data).await.unwrap();
+        }
+        arrived(base + (chunk + 1) * CHUNK).await;
+    }
+    for i in 0..10 {
+        let data = Bytes::from(format!("quiet {i}"));
+        c.oneway(a.node_id(), DEFAULT_MODULE, data).await.unwrap();
+    }
+    arrived(base + NOISE + 10).await;
+    let (mut from_b, mut from_c) = (0u64, 0u64);
+    let read = async {
+        while let Ok(Some(e)) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), ea.next()).await
+        {
+            if let NodeEvent::Oneway { from, .. } = e {
+                if from == *b.node_id() {
+                    from_b += 1;
+                } else if from == *c.node_id() {
+                    from_c += 1;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, read).await.unwrap();
+    assert_eq!(
+        from_c, 10,
+        "the quiet peer's messages delivered (b's: {from_b})"
+    );
+    assert!(
+        from_b > 0 && from_b < NOISE,
+        "b's messages delivered: {from_b} of {NOISE}"
+    );
+    let peers = a.peers().await.unwrap();
+    let dropped = |id: &NodeId| {
+        peers
+            .iter()
+            .find(|p| p.node == *id)
+            .map(|p| p.dropped_events)
+    };
+    assert_eq!(dropped(b.node_id()), Some(NOISE - from_b));
+    assert_eq!(dropped(c.node_id()), Some(0));
+    assert!(a.stats().await.unwrap().dropped_events >= NOISE - from_b);
+}

@@ -9,8 +9,9 @@ use libp2p_identity::PeerId;
 
 use crate::NodeId;
 
-/// Most PeerId → NodeId entries kept; beyond it the book forgets arbitrary entries. Entries come
-/// only from completed CA-authenticated handshakes, so this bounds memory even under churn.
+/// Most PeerId → NodeId entries kept; beyond it the book forgets entries of peers with no
+/// connection (pinned entries are never forgotten). Entries come only from completed
+/// authenticated handshakes, so this bounds memory even under churn.
 const BOOK_CAPACITY: usize = 65_536;
 
 /// PeerId → NodeId for every peer that completed a handshake.
@@ -18,9 +19,20 @@ const BOOK_CAPACITY: usize = 65_536;
 /// secp256k1 PeerIds contain their key, but P-256 and RSA PeerIds are hashes (see
 /// [`NodeId`]'s docs); the security handshake sees the key and records it here, so code that
 /// only has a PeerId (swarm events, protocol handlers) can name the node. Clones share entries.
+///
+/// The connection manager pins the entry of each connected peer ([`NodeIdBook::pin`]): when
+/// the book is full, a flood of handshakes with throwaway keys pushes out only entries of
+/// peers that are gone, never a connected peer's (which would make it "unknown").
 #[derive(Debug, Clone, Default)]
 pub struct NodeIdBook {
-    inner: Arc<RwLock<HashMap<PeerId, NodeId>>>,
+    inner: Arc<RwLock<HashMap<PeerId, Entry>>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    node: NodeId,
+    /// Connections holding the entry.
+    pins: u32,
 }
 
 impl NodeIdBook {
@@ -31,22 +43,67 @@ impl NodeIdBook {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(peer)
-                .cloned()
+                .map(|e| e.node.clone())
         })
     }
 
-    /// Records a peer's NodeId.
+    /// Records a peer's NodeId. When the book is full, an entry of a peer with no connection
+    /// makes room (if every entry is pinned, the book grows by this one: pins are bounded by
+    /// the connections a node holds).
     pub fn insert(&self, peer: PeerId, node: NodeId) {
         if NodeId::from_peer_id(&peer).is_ok() {
             return; // recoverable from the PeerId itself
         }
         let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= BOOK_CAPACITY && !map.contains_key(&peer) {
-            let victim = map.keys().next().copied();
+        if let Some(entry) = map.get_mut(&peer) {
+            entry.node = node;
+            return;
+        }
+        if map.len() >= BOOK_CAPACITY {
+            let victim = map.iter().find(|(_, e)| e.pins == 0).map(|(p, _)| *p);
             if let Some(v) = victim {
                 map.remove(&v);
             }
         }
-        map.insert(peer, node);
+        map.insert(peer, Entry { node, pins: 0 });
+    }
+
+    /// A connection to `peer` is up: its entry (if any) is kept until [`NodeIdBook::unpin`].
+    pub fn pin(&self, peer: &PeerId) {
+        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.get_mut(peer) {
+            e.pins = e.pins.saturating_add(1);
+        }
+    }
+
+    /// A connection to `peer` closed.
+    pub fn unpin(&self, peer: &PeerId) {
+        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.get_mut(peer) {
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyType, NodeKey};
+
+    #[test]
+    fn connected_peers_survive_a_full_book() {
+        let book = NodeIdBook::default();
+        let node = NodeKey::generate(KeyType::P256).unwrap().node_id().clone();
+        let pinned: Vec<PeerId> = (0..1000).map(|_| PeerId::random()).collect();
+        for p in &pinned {
+            book.insert(*p, node.clone());
+            book.pin(p);
+        }
+        // Throwaway identities, more than the book holds.
+        for _ in 0..BOOK_CAPACITY + 5000 {
+            book.insert(PeerId::random(), node.clone());
+        }
+        assert!(pinned.iter().all(|p| book.resolve(p).is_some()));
+        assert_eq!(book.inner.read().unwrap().len(), BOOK_CAPACITY);
     }
 }

@@ -173,8 +173,19 @@ impl Event {
         serde_json::to_string(self).expect("events serialise")
     }
 
-    /// The event for people.
+    /// The event for people, safe for a terminal: what peers chose (payloads, topics, reasons)
+    /// cannot move the cursor, recolour, retitle the terminal or start a line of its own,
+    /// since every control character is shown escaped ([`printable`]). Only `peers` spans
+    /// lines, one per peer.
     pub fn to_human(&self) -> String {
+        match self {
+            // Lines of NodeIds and escaped addresses.
+            Event::Peers { .. } => self.human_raw(),
+            _ => printable(&self.human_raw()),
+        }
+    }
+
+    fn human_raw(&self) -> String {
         let id = |n: &Option<NodeId>| {
             n.as_ref()
                 .map_or_else(|| "<unknown>".to_string(), |n| n.to_string())
@@ -213,7 +224,8 @@ impl Event {
             Event::Peers { peers } => {
                 let mut s = format!("peers: {}", peers.len());
                 for p in peers {
-                    s.push_str(&format!("\n  {} at {}", id(&p.node_id), p.addr));
+                    let addr = printable(&p.addr);
+                    s.push_str(&format!("\n  {} at {addr}", id(&p.node_id)));
                     if p.routed && p.relays.is_empty() {
                         s.push_str(" (routed)");
                     } else if p.routed {
@@ -282,9 +294,44 @@ impl Event {
     }
 }
 
+/// `text` with control characters (C0, DEL, C1, and the bidirectional overrides that reorder
+/// what a terminal shows) written as Rust-style escapes: `\n`, `\u{1b}`, ...; a backslash is
+/// doubled, so an escape in the output always came from this function.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_output_escapes_what_peers_chose() {
+        let key = bcos_p2p::NodeKey::generate(bcos_p2p::KeyType::Secp256k1).unwrap();
+        let event = Event::Request {
+            from: key.node_id().clone(),
+            module: 1,
+            data: "\u{1b}]0;owned\u{7}\u{1b}[2J\nconnected: fake\r\u{202e}gnp.exe\\x".into(),
+        };
+        let line = event.to_human();
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(
+            line.ends_with(
+                "\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\nconnected: fake\\r\\u{202e}gnp.exe\\\\x"
+            ),
+            "{line}"
+        );
+        assert_eq!(printable("plain 文字 text"), "plain 文字 text");
+    }
 
     #[test]
     fn a_ban_is_one_json_line_with_the_contract_fields() {
