@@ -232,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+    fn ipv6_counts_per_48_and_mapped_ipv4_as_ipv4() {
         let mut p = PendingPerIp::new(2);
         let t0 = Instant::now();
         assert_eq!(p.admit(id(0), ip("2001:db8::1"), t0), Verdict::Admit);
@@ -241,7 +241,12 @@ mod tests {
             p.admit(id(2), ip("2001:db8::ffff:1"), t0),
             Verdict::Refuse { .. }
         ));
-        assert_eq!(p.admit(id(3), ip("2001:db8:0:1::1"), t0), Verdict::Admit);
+        // Another /64 of the same /48 counts with it; another /48 has its own slots.
+        assert!(matches!(
+            p.admit(id(5), ip("2001:db8:0:1::1"), t0),
+            Verdict::Refuse { .. }
+        ));
+        assert_eq!(p.admit(id(3), ip("2001:db8:1::1"), t0), Verdict::Admit);
         assert_eq!(p.admit(id(4), ip("::ffff:10.1.2.3"), t0), Verdict::Admit);
         assert_eq!(p.pending(ip("10.1.2.3")), 1);
         for n in 0..5 {

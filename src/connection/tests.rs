@@ -62,11 +62,18 @@ fn new_inbound_connections_are_limited_per_address_except_configured_peers() {
     assert!(
         matches!(reason, Refusal::RateLimited { ip, unreported: 0 } if ip.to_string() == "10.0.0.1")
     );
-    // Other addresses have their own budget; a configured peer's address has none.
+    // Other addresses have their own budget; a configured peer's address has none, only the
+    // configured peers' pool of pending slots (at least 16).
     assert!(pending(&mut b, "/ip4/10.0.0.2/tcp/5000").is_ok());
-    for port in 0..20 {
+    for port in 0..16 {
         assert!(pending(&mut b, &format!("/ip4/10.0.0.9/tcp/{port}")).is_ok());
     }
+    let full = pending(&mut b, "/ip4/10.0.0.9/tcp/16").unwrap_err();
+    let cause = full.downcast_ref::<super::LimitExceeded>().copied();
+    assert_eq!(
+        cause.map(|e| (e.limit, e.kind)),
+        Some((16, super::LimitKind::ReservedPendingIncoming))
+    );
     let mut b = manager(None);
     for port in 0..20 {
         assert!(pending(&mut b, &format!("/ip4/10.0.0.1/tcp/{port}")).is_ok());
@@ -171,7 +178,7 @@ fn pending_incoming_connections_are_capped_per_address_until_they_end() {
         b.handle_pending_inbound_connection(id3, &local, &same_64)
             .is_err()
     );
-    for n in 0..20 {
+    for n in 0..16 {
         let peer: Multiaddr = format!("/ip4/10.0.0.9/tcp/{n}").parse().unwrap();
         let id = id(20_000 + n);
         assert!(
