@@ -531,6 +531,42 @@ fn four_run_processes_drive_every_command() {
     assert_eq!(oneway["module"], 1, "{oneway}");
     assert_eq!(oneway["data"], "one way only", "{oneway}");
 
+    // request-to / oneway-to: any module. Node 2 serves module 1 only: a request for module 7
+    // reaches it and is refused by module (id 4); module 1 is echoed (id 5).
+    mesh.nodes[0].send(&format!("request-to 7 {id2} seven"));
+    let resp = mesh.nodes[0].expect("response 4", response(4));
+    assert_eq!(resp["ok"], false, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap()
+            .contains("no handler for module 7"),
+        "{resp}"
+    );
+    mesh.nodes[0].send(&format!("request-to 1 {id2} to module one"));
+    let resp = mesh.nodes[0].expect("response 5", response(5));
+    assert_eq!(resp["data"], "echo:to module one", "{resp}");
+    mesh.nodes[1].send(&format!("oneway-to 1 {id2} one way, module one"));
+    let oneway = mesh.nodes[2].expect("oneway-to", |v| {
+        v["event"] == "oneway" && v["data"] == "one way, module one"
+    });
+    assert_eq!(oneway["module"], 1, "{oneway}");
+    for bad in [
+        format!("request-to x {id2} y"),
+        "oneway-to 1 12ab y".to_string(),
+    ] {
+        mesh.nodes[0].send(&bad);
+        let command = if bad.starts_with("request") {
+            "request-to"
+        } else {
+            "oneway-to"
+        };
+        mesh.nodes[0].expect(
+            "error for a bad module or NodeId",
+            error_containing(command),
+        );
+    }
+
     // broadcast: every other node prints it, the origin does not.
     mesh.nodes[0].send("broadcast to all nodes");
     for j in 1..4 {

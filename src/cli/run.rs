@@ -375,7 +375,7 @@ impl Session {
                 Err(e) => Err(format!("{command}: {e}")),
                 Ok(id) => match command {
                     "request" => {
-                        self.spawn_request(id, rest_after(rest));
+                        self.spawn_request(id, DEFAULT_MODULE, rest_after(rest));
                         Ok(())
                     }
                     "oneway" => node
@@ -385,6 +385,17 @@ impl Session {
                     "deny" => node.deny(&id).await.map(drop).map_err(|e| e.to_string()),
                     _ => node.allow(&id).await.map(drop).map_err(|e| e.to_string()),
                 },
+            },
+            "request-to" | "oneway-to" => match module_and_node(rest) {
+                Err(e) => Err(format!("{command}: {e}")),
+                Ok((module, id, data)) if command == "request-to" => {
+                    self.spawn_request(id, module, data.to_string());
+                    Ok(())
+                }
+                Ok((module, id, data)) => node
+                    .oneway(&id, module, Bytes::from(data.to_string()))
+                    .await
+                    .map_err(|e| e.to_string()),
             },
             "subscribe" => node
                 .subscribe(arg)
@@ -416,7 +427,7 @@ impl Session {
                 .map(drop)
                 .map_err(|e| e.to_string()),
             other => Err(format!(
-                "unknown command `{other}` (request, oneway, subscribe, unsubscribe, multicast, broadcast, topic-request, status, peers, deny, allow, quit)"
+                "unknown command `{other}` (request, oneway, request-to, oneway-to, subscribe, unsubscribe, multicast, broadcast, topic-request, status, peers, deny, allow, quit)"
             )),
         };
         if let Err(message) = result {
@@ -425,12 +436,12 @@ impl Session {
         true
     }
 
-    fn spawn_request(&mut self, to: NodeId, data: String) {
+    fn spawn_request(&mut self, to: NodeId, module: u16, data: String) {
         self.next_id += 1;
         let (id, node, done) = (self.next_id, self.node.clone(), self.results.0.clone());
         tokio::spawn(async move {
             let start = Instant::now();
-            let result = node.request(&to, DEFAULT_MODULE, Bytes::from(data)).await;
+            let result = node.request(&to, module, Bytes::from(data)).await;
             let _ = done.send(response(id, start, result.map(|r| (None, r))));
         });
     }
@@ -467,6 +478,17 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 }
 
 /// What follows the first word of `rest` (the data of `request`/`oneway`).
+/// `<module> <node_id> <data>` of `request-to` / `oneway-to`.
+fn module_and_node(rest: &str) -> Result<(u16, NodeId, &str), String> {
+    let (module, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (node, data) = rest.split_once(' ').unwrap_or((rest, ""));
+    let module = module
+        .parse::<u16>()
+        .map_err(|_| format!("module `{module}` is not a number from 0 to 65535"))?;
+    let node = node.parse::<NodeId>().map_err(|e| e.to_string())?;
+    Ok((module, node, data))
+}
+
 fn rest_after(rest: &str) -> String {
     rest.split_once(' ').map_or("", |(_, d)| d).to_string()
 }
