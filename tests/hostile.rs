@@ -930,15 +930,9 @@ async fn slowloris_from_two_addresses_leaves_pending_slots_for_strangers() {
     scene.finish(watch, "two-address slowloris", details).await;
 }
 
-/// A unicast request frame: the length prefix, kind 0, `id`, module 1 and `payload`.
+/// A unicast request frame for module 1.
 fn request_frame(id: u64, payload: &[u8]) -> Vec<u8> {
-    let mut body = vec![0u8];
-    body.extend(id.to_be_bytes());
-    body.extend(1u16.to_be_bytes());
-    body.extend_from_slice(payload);
-    let mut frame = varint(body.len() as u64);
-    frame.extend(body);
-    frame
+    common::frames::unicast_request(id, 1, payload)
 }
 
 /// Reads unicast frames from `stream` until `want` responses came (or it closed, or [`WAIT`]

@@ -499,3 +499,83 @@ async fn a_noisy_peer_does_not_push_out_another_peers_events() {
     assert_eq!(dropped(c.node_id()), Some(0));
     assert!(a.stats().await.unwrap().dropped_events >= NOISE - from_b);
 }
+
+/// Answers larger than their requests cannot pile up for a peer that does not read them: a
+/// member sends 200 tiny requests, the application answers each with 512 KiB, and the member
+/// reads nothing for a while. The node closes the member's stream once twice its byte bound
+/// (2 MiB here) of answers waits, so the member, reading at last, gets only some of them, then
+/// the end of the stream; another peer is answered throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_member_does_not_read_stay_bounded_when_larger_than_its_requests() {
+    use futures::AsyncReadExt as _;
+    use futures::AsyncWriteExt as _;
+    const REQUESTS: u64 = 200;
+    let ca = ca();
+    let (a, ea) = start_node(&ca, &[], |c| {
+        c.unicast.max_message_size = 1 << 20;
+        c.unicast.max_pending_bytes = 2 << 20;
+    })
+    .await;
+    let answering = tokio::spawn(async move {
+        let mut ea = ea;
+        while let Some(e) = ea.next().await {
+            if let NodeEvent::Request { responder, .. } = e {
+                let _ = responder.respond(Bytes::from(vec![7u8; 512 << 10])).await;
+            }
+        }
+    });
+    let (b, _eb) = start_node(&ca, &[&a], |_| {}).await;
+    let (key, tls) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let (stream, swarm) = common::raw_stream_as(
+        &key,
+        &tls,
+        a.listen_addrs()[0].clone(),
+        a.node_id().to_peer_id(),
+        bcos_p2p::unicast::PROTOCOL_NAME,
+    )
+    .await;
+    let mut stream = stream.expect("a unicast stream to a");
+    let requests: Vec<u8> = (1..=REQUESTS)
+        .flat_map(|id| common::frames::unicast_request(id, DEFAULT_MODULE, b"x"))
+        .collect();
+    stream.write_all(&requests).await.unwrap();
+    stream.flush().await.unwrap();
+    // The member reads nothing for 3 s; b's requests are answered meanwhile.
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    let mut answered = 0;
+    while Instant::now() < deadline {
+        let reply = b.request(a.node_id(), DEFAULT_MODULE, Bytes::new()).await;
+        assert_eq!(reply.expect("b is answered").len(), 512 << 10);
+        answered += 1;
+    }
+    assert!(answered > 0);
+    // Now it reads: answers (whole frames), then the end of the stream.
+    let mut got = 0u64;
+    let read = async {
+        loop {
+            let mut prefix = [0u8; 3];
+            if stream.read_exact(&mut prefix).await.is_err() {
+                return;
+            }
+            // 512 KiB + 11 header bytes: a 3-byte varint.
+            let len = u64::from(prefix[0] & 0x7f)
+                | u64::from(prefix[1] & 0x7f) << 7
+                | u64::from(prefix[2]) << 14;
+            let mut body = vec![0u8; len as usize];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            assert_eq!(body[0], 2, "a response");
+            got += 1;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, read)
+        .await
+        .expect("the stream ends");
+    assert!(
+        got < REQUESTS / 2,
+        "the member got {got} of {REQUESTS} answers of 512 KiB it did not read for 3 s"
+    );
+    swarm.abort();
+    answering.abort();
+}

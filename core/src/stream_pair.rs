@@ -268,6 +268,11 @@ impl<C: EncodeFrame> Streams<C> {
         self.to_send.len()
     }
 
+    /// Body bytes of the answers queued for the peer's stream and not written yet.
+    pub fn answer_bytes(&self) -> usize {
+        self.answer_bytes
+    }
+
     /// Queues `frame` for the inbound stream, if the peer's stream is open (else drops it).
     pub fn answer(&mut self, frame: C::Item) {
         if self.inbound.is_some() {

@@ -90,8 +90,17 @@ impl Behaviour {
             });
             return Err(ConnectionDenied::new(Denial::UnknownNode(peer)));
         };
-        // The lists may have changed while the handshake ran.
-        if let Err(refusal) = self.access.check(&node) {
+        // The lists and the CRLs may have changed while the handshake ran (after its chain
+        // check, before this connection counts for `enforce_revocation`).
+        let revoked = self
+            .revocation
+            .as_ref()
+            .is_some_and(|r| r.is_revoked(&peer));
+        let access = match revoked {
+            true => Err(ca_tls::Refusal::Revoked),
+            false => self.access.check(&node),
+        };
+        if let Err(refusal) = access {
             self.emit(Event::Refused {
                 addr: addr.clone(),
                 reason: Refusal::Tls(refusal.clone()),

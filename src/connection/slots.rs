@@ -7,7 +7,8 @@
 //! `max_established`. Here:
 //!
 //! - **Pending incoming**: connections from an address of a configured peer (same IP group as
-//!   [`super::ip_rate::group`]: IPv4, or the IPv6 /48) count in a pool of their own of
+//!   [`super::ip_rate::group`]: IPv4, or the IPv6 /64; peers configured by DNS name have no
+//!   address to match before the handshake) count in a pool of their own of
 //!   [`RESERVED_PENDING_PER_PEER`] per configured peer (at least [`MIN_RESERVED_PENDING`]);
 //!   all others count against `max_pending_incoming`.
 //! - **Established**: strangers hold at most `max_established` minus one slot per configured

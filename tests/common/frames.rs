@@ -1,5 +1,5 @@
-//! Flood frames as a member would write them: DATA frames signed by any key, for any origin,
-//! and CERT frames with a member's chain.
+//! Frames as a member would write them: flood DATA frames signed by any key, for any origin,
+//! CERT frames with a member's chain, and unicast requests.
 
 use bcos_p2p::{NodeKey, flood};
 use bytes::Bytes;
@@ -51,5 +51,16 @@ pub fn cert_frame(tls: &bcos_p2p::ca_tls::Config) -> Vec<u8> {
     .encode();
     let mut frame = super::varint(body.len() as u64);
     frame.extend_from_slice(&body);
+    frame
+}
+
+/// A unicast request frame: the length prefix, kind 0, `id`, `module` and `payload`.
+pub fn unicast_request(id: u64, module: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend(id.to_be_bytes());
+    body.extend(module.to_be_bytes());
+    body.extend_from_slice(payload);
+    let mut frame = super::varint(body.len() as u64);
+    frame.extend(body);
     frame
 }

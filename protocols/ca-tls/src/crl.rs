@@ -185,6 +185,9 @@ impl Revocation {
     /// Whether the chain `peer` last authenticated with is revoked by the CRLs in force
     /// (`false` for a peer whose chain is not known).
     pub fn is_revoked(&self, peer: &PeerId) -> bool {
+        if self.snapshot().is_empty() {
+            return false;
+        }
         let chain = self
             .inner
             .chains

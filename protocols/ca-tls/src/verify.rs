@@ -272,6 +272,10 @@ pub(crate) fn check_member(
         });
         match checked {
             Ok(()) => return Ok(node_id),
+            // Revoked in either role is revoked: the other role's error (a certificate for
+            // one usage only fails the other's EKU check, which webpki makes first) must not
+            // hide it.
+            Err(e @ webpki::Error::CertRevoked) => return Err(chain_refusal(e)),
             Err(e) => last = Some(e),
         }
     }

@@ -191,6 +191,24 @@ impl PairProtocol for Requests {
                 if let Some(size) = self.inbound_pending.remove(&(stream, id)) {
                     self.inbound_pending_bytes -= size;
                 }
+                let size = result.as_ref().map_or_else(String::len, Bytes::len);
+                let hard_cap = self.settings.max_inbound_pending_bytes.saturating_mul(2);
+                if stream == self.inbound_stream
+                    && streams.answer_bytes().saturating_add(size) > hard_cap
+                {
+                    // Reading stopped at the bound, but answers to requests accepted before
+                    // it can be larger than the requests were: a peer that does not read them
+                    // loses the stream (and the answers) rather than have them pile up.
+                    let queued = streams.answer_bytes();
+                    if streams.close_inbound() {
+                        tracing::info!(
+                            queued,
+                            size,
+                            "closing the peer's unicast stream: it does not read its answers"
+                        );
+                    }
+                    return;
+                }
                 if stream == self.inbound_stream {
                     streams.answer(match result {
                         Ok(payload) => Frame::Response { id, payload },
