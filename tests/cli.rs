@@ -546,6 +546,10 @@ fn four_run_processes_drive_every_command() {
     mesh.nodes[0].send(&format!("request-to 1 {id2} to module one"));
     let resp = mesh.nodes[0].expect("response 5", response(5));
     assert_eq!(resp["data"], "echo:to module one", "{resp}");
+    let req = mesh.nodes[2].expect("request-to at its target", |v| {
+        v["event"] == "request" && v["data"] == "to module one"
+    });
+    assert_eq!(req["module"], 1, "{req}");
     mesh.nodes[1].send(&format!("oneway-to 1 {id2} one way, module one"));
     let oneway = mesh.nodes[2].expect("oneway-to", |v| {
         v["event"] == "oneway" && v["data"] == "one way, module one"

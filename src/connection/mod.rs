@@ -293,12 +293,18 @@ impl NetworkBehaviour for Behaviour {
                 self.release_pending(e.connection_id);
                 self.slots.established(e.connection_id);
                 self.node_ids.pin(&e.peer_id);
+                if let Some(r) = &self.revocation {
+                    r.pin(&e.peer_id);
+                }
                 self.on_established(e);
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.heard.forget(e.connection_id);
                 self.slots.closed(e.connection_id);
                 self.node_ids.unpin(&e.peer_id);
+                if let Some(r) = &self.revocation {
+                    r.unpin(&e.peer_id);
+                }
                 self.on_closed(e);
             }
             FromSwarm::DialFailure(e) => {

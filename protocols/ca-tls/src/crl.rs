@@ -33,7 +33,7 @@ use webpki::{
 
 use crate::{ConfigError, Refusal, crypto::SUPPORTED, verify};
 
-/// Most peer chains remembered; beyond it arbitrary entries are forgotten. Entries come only
+/// Most peer chains remembered; beyond it the chains of peers with no connection up are forgotten. Entries come only
 /// from completed handshakes of members (chains from the CA, one entry per identity, replaced
 /// at each handshake) and those of peers no longer connected are dropped at each check of the
 /// open sessions ([`Revocation::retain`]).
@@ -104,7 +104,15 @@ struct Inner {
     /// What may sign a CRL: `ca.crt` and the intermediates of this node's own chain.
     issuers: Vec<CertificateDer<'static>>,
     crls: RwLock<Arc<Vec<Crl>>>,
-    chains: Mutex<HashMap<PeerId, Arc<Vec<CertificateDer<'static>>>>>,
+    chains: Mutex<HashMap<PeerId, Chain>>,
+}
+
+/// The chain a peer authenticated with, and how many of its connections are up
+/// ([`Revocation::pin`]): a pinned chain is never forgotten to make room.
+#[derive(Debug)]
+struct Chain {
+    certs: Arc<Vec<CertificateDer<'static>>>,
+    pins: u32,
 }
 
 impl Revocation {
@@ -161,25 +169,50 @@ impl Revocation {
             .clone()
     }
 
-    /// Remembers the chain an authenticated peer presented.
+    /// Remembers the chain an authenticated peer presented. When the table is full, the chain
+    /// of a peer with no connection up makes room (never a pinned one: a flood of handshakes
+    /// with fresh certificates cannot make a connected peer's chain unknown, and so immune to
+    /// a later CRL; pins are bounded by the connections a node holds).
     pub(crate) fn record(&self, peer: PeerId, chain: Vec<CertificateDer<'static>>) {
         let mut map = self.inner.chains.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CHAINS_CAPACITY && !map.contains_key(&peer) {
-            let victim = map.keys().next().copied();
+        let certs = Arc::new(chain);
+        if let Some(known) = map.get_mut(&peer) {
+            known.certs = certs;
+            return;
+        }
+        if map.len() >= CHAINS_CAPACITY {
+            let victim = map.iter().find(|(_, c)| c.pins == 0).map(|(p, _)| *p);
             if let Some(v) = victim {
                 map.remove(&v);
             }
         }
-        map.insert(peer, Arc::new(chain));
+        map.insert(peer, Chain { certs, pins: 0 });
     }
 
-    /// Keeps the chains of the peers `keep` names (the connected ones) and forgets the others.
+    /// A connection to `peer` is up: its chain is kept until [`Revocation::unpin`].
+    pub fn pin(&self, peer: &PeerId) {
+        let mut map = self.inner.chains.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get_mut(peer) {
+            c.pins = c.pins.saturating_add(1);
+        }
+    }
+
+    /// A connection to `peer` closed.
+    pub fn unpin(&self, peer: &PeerId) {
+        let mut map = self.inner.chains.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get_mut(peer) {
+            c.pins = c.pins.saturating_sub(1);
+        }
+    }
+
+    /// Keeps the chains of the peers `keep` names (the connected ones) and of pinned peers,
+    /// and forgets the others.
     pub fn retain(&self, mut keep: impl FnMut(&PeerId) -> bool) {
         self.inner
             .chains
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|peer, _| keep(peer));
+            .retain(|peer, c| c.pins > 0 || keep(peer));
     }
 
     /// Whether the chain `peer` last authenticated with is revoked by the CRLs in force
@@ -194,7 +227,7 @@ impl Revocation {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(peer)
-            .cloned();
+            .map(|c| c.certs.clone());
         chain.is_some_and(|c| {
             matches!(
                 verify::check_member(&c, &self.inner.anchors, self),
@@ -288,4 +321,33 @@ fn verify_crl(crl: &Crl, issuers: &[CertificateDer<'static>]) -> Result<(), Stri
     } else {
         "its issuer is not a certificate of ca.crt nor of this node's chain".into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connected_peers_chains_survive_a_full_table() {
+        let revocation = Revocation::new(Arc::new(Vec::new()), Vec::new());
+        let chain = || vec![CertificateDer::from(vec![0x30, 0x00])];
+        let pinned: Vec<PeerId> = (0..100).map(|_| PeerId::random()).collect();
+        for p in &pinned {
+            revocation.record(*p, chain());
+            revocation.pin(p);
+        }
+        for _ in 0..CHAINS_CAPACITY + 500 {
+            revocation.record(PeerId::random(), chain());
+        }
+        let map = revocation.inner.chains.lock().unwrap();
+        assert_eq!(map.len(), CHAINS_CAPACITY);
+        assert!(pinned.iter().all(|p| map.contains_key(p)));
+        drop(map);
+        // Pinned chains outlive a retain that does not name them; unpinned ones do not.
+        revocation.unpin(&pinned[0]);
+        revocation.retain(|_| false);
+        let map = revocation.inner.chains.lock().unwrap();
+        assert_eq!(map.len(), pinned.len() - 1);
+        assert!(!map.contains_key(&pinned[0]));
+    }
 }
