@@ -43,7 +43,7 @@ use crate::{
     ca_tls,
     config::Config,
     connection,
-    event_shares::{self, Shares},
+    event_shares::{self, Holder, Shares},
     flood::{self, FloodError, MessageId},
     metrics::{Metrics, Registry, SAMPLE_INTERVAL},
     netstatus::{self, NetworkStatus, RemoteStatus},
@@ -53,6 +53,9 @@ use crate::{
     unicast::{self, RequestId, ResponseChannel, UnicastError},
     view::NetworkView,
 };
+
+/// An event in the queue to the application, with the holder of its place there.
+type Queued = (Option<Holder>, NodeEvent);
 
 /// Commands waiting for the node task at most; callers wait (asynchronously) beyond it.
 const COMMAND_QUEUE: usize = 1024;
@@ -282,7 +285,7 @@ pub struct Node {
     node_id: NodeId,
     listen: Vec<Multiaddr>,
     commands: mpsc::Sender<Command>,
-    events: Option<mpsc::Receiver<NodeEvent>>,
+    events: Option<mpsc::Receiver<Queued>>,
     /// The peers' shares of the event queue, given back as the application takes events.
     shares: Shares,
 }
@@ -466,16 +469,17 @@ impl Node {
 
     /// The stream of events; `None` after the first call (there is one stream per node).
     ///
-    /// Read it: at most 16 384 events wait, shared fairly among the peers that caused them
-    /// (with `n` peers holding events, each may hold `1/(n + 1)` of the queue), and events
-    /// past a peer's share or the queue's end are dropped and counted
+    /// Read it: at most 16 384 events wait, shared fairly among the connected peers that
+    /// caused them, and one share for all other nodes together (origins of messages from
+    /// further away): with `n` of these holding events, each may hold `1/(n + 1)` of the
+    /// queue. Events past a share or the queue's end are dropped and counted
     /// ([`PeerInfo::dropped_events`], [`NodeStats::dropped_events`]); a dropped request is
     /// answered "no response".
     pub fn events(&mut self) -> Option<impl Stream<Item = NodeEvent> + Send + Unpin + 'static> {
         let shares = self.shares.clone();
         self.events.take().map(|rx| {
-            tokio_stream_of(rx).map(move |event| {
-                shares.give_back(&event);
+            tokio_stream_of(rx).map(move |(holder, event)| {
+                shares.give_back(holder.as_ref());
                 event
             })
         })
@@ -621,9 +625,7 @@ impl Node {
     }
 }
 
-fn tokio_stream_of(
-    mut rx: mpsc::Receiver<NodeEvent>,
-) -> impl Stream<Item = NodeEvent> + Send + Unpin {
+fn tokio_stream_of(mut rx: mpsc::Receiver<Queued>) -> impl Stream<Item = Queued> + Send + Unpin {
     Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
@@ -674,7 +676,7 @@ struct Runner {
     /// and the task's own sender must not keep it alive.
     commands: mpsc::WeakSender<Command>,
     command_rx: mpsc::Receiver<Command>,
-    events: mpsc::Sender<NodeEvent>,
+    events: mpsc::Sender<Queued>,
     requests: HashMap<RequestId, Pending>,
     /// The peers' shares of `events` (see [`crate::event_shares`]).
     shares: Shares,
@@ -746,19 +748,23 @@ impl Runner {
                 tracing::warn!(dropped, ?from, ?event, "dropping a node event: {why}");
             }
         };
-        if !self.shares.take(&event, EVENT_QUEUE) {
-            let why = "its peer holds its whole share of the queue";
+        let unicast = &self.swarm.behaviour().unicast;
+        let holder = Holder::of(&event, |node| unicast.has_named_connection(node));
+        if !self.shares.take(holder.as_ref(), &event, EVENT_QUEUE) {
+            let why = "its holder has its whole share of the queue";
             return warn(&event, why, self.shares.dropped_total());
         }
-        match self.events.try_send(event) {
+        match self.events.try_send((holder, event)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(event)) => {
-                self.shares.give_back(&event);
+            Err(mpsc::error::TrySendError::Full((holder, event))) => {
+                self.shares.give_back(holder.as_ref());
                 self.shares.dropped_whole(&event);
                 let why = "the application is not reading node events";
                 warn(&event, why, self.shares.dropped_total());
             }
-            Err(mpsc::error::TrySendError::Closed(event)) => self.shares.give_back(&event),
+            Err(mpsc::error::TrySendError::Closed((holder, _))) => {
+                self.shares.give_back(holder.as_ref())
+            }
         }
     }
 

@@ -470,6 +470,12 @@ impl Behaviour {
         self.settings.counters.clone()
     }
 
+    /// Whether a connection to `node` is up, as far as this behaviour has named its peers: one
+    /// map lookup, no key parsing (for per-message checks; see [`Behaviour::is_connected`]).
+    pub fn has_named_connection(&self, node: &NodeId) -> bool {
+        self.peers_by_node.contains_key(node)
+    }
+
     /// Whether a connection to `node` (direct or routed) is up.
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.connections.contains_key(&self.peer_of(node))
