@@ -1,13 +1,10 @@
 //! PeerId → NodeId for peers whose PeerId does not contain their key.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
+use std::sync::{Arc, RwLock};
 
 use libp2p_identity::PeerId;
 
-use crate::NodeId;
+use crate::{NodeId, pinned::PinnedMap};
 
 /// Most PeerId → NodeId entries kept; beyond it the book forgets entries of peers with no
 /// connection (pinned entries are never forgotten). Entries come only from completed
@@ -23,65 +20,52 @@ const BOOK_CAPACITY: usize = 65_536;
 /// The connection manager pins the entry of each connected peer ([`NodeIdBook::pin`]): when
 /// the book is full, a flood of handshakes with throwaway keys pushes out only entries of
 /// peers that are gone, never a connected peer's (which would make it "unknown").
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeIdBook {
-    inner: Arc<RwLock<HashMap<PeerId, Entry>>>,
+    inner: Arc<RwLock<PinnedMap<PeerId, NodeId>>>,
 }
 
-#[derive(Debug)]
-struct Entry {
-    node: NodeId,
-    /// Connections holding the entry.
-    pins: u32,
+impl Default for NodeIdBook {
+    fn default() -> Self {
+        NodeIdBook {
+            inner: Arc::new(RwLock::new(PinnedMap::new(BOOK_CAPACITY))),
+        }
+    }
 }
 
 impl NodeIdBook {
     /// The NodeId of a peer: from the PeerId itself when it inlines the key, else as recorded.
     pub fn resolve(&self, peer: &PeerId) -> Option<NodeId> {
-        NodeId::from_peer_id(peer).ok().or_else(|| {
-            self.inner
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(peer)
-                .map(|e| e.node.clone())
-        })
+        NodeId::from_peer_id(peer)
+            .ok()
+            .or_else(|| self.read().get(peer).cloned())
     }
 
     /// Records a peer's NodeId. When the book is full, an entry of a peer with no connection
-    /// makes room (if every entry is pinned, the book grows by this one: pins are bounded by
-    /// the connections a node holds).
+    /// makes room (see [`PinnedMap`]).
     pub fn insert(&self, peer: PeerId, node: NodeId) {
         if NodeId::from_peer_id(&peer).is_ok() {
             return; // recoverable from the PeerId itself
         }
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = map.get_mut(&peer) {
-            entry.node = node;
-            return;
-        }
-        if map.len() >= BOOK_CAPACITY {
-            let victim = map.iter().find(|(_, e)| e.pins == 0).map(|(p, _)| *p);
-            if let Some(v) = victim {
-                map.remove(&v);
-            }
-        }
-        map.insert(peer, Entry { node, pins: 0 });
+        self.write().insert(peer, node);
     }
 
     /// A connection to `peer` is up: its entry (if any) is kept until [`NodeIdBook::unpin`].
     pub fn pin(&self, peer: &PeerId) {
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = map.get_mut(peer) {
-            e.pins = e.pins.saturating_add(1);
-        }
+        self.write().pin(peer);
     }
 
     /// A connection to `peer` closed.
     pub fn unpin(&self, peer: &PeerId) {
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = map.get_mut(peer) {
-            e.pins = e.pins.saturating_sub(1);
-        }
+        self.write().unpin(peer);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PinnedMap<PeerId, NodeId>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, PinnedMap<PeerId, NodeId>> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -23,6 +23,7 @@ pub mod mux;
 mod node_id;
 pub mod offences;
 pub mod paths;
+pub mod pinned;
 mod primary;
 pub mod route_link;
 pub mod stream_pair;

@@ -13,7 +13,6 @@
 //! ([`Revocation::is_revoked`]).
 
 use std::{
-    collections::HashMap,
     path::Path,
     sync::{Arc, Mutex, RwLock},
 };
@@ -30,6 +29,8 @@ use webpki::{
     CertRevocationList, OwnedCertRevocationList, RevocationCheckDepth, RevocationOptions,
     RevocationOptionsBuilder, UnknownStatusPolicy,
 };
+
+use bcos_p2p_core::pinned::PinnedMap;
 
 use crate::{ConfigError, Refusal, crypto::SUPPORTED, verify};
 
@@ -104,15 +105,9 @@ struct Inner {
     /// What may sign a CRL: `ca.crt` and the intermediates of this node's own chain.
     issuers: Vec<CertificateDer<'static>>,
     crls: RwLock<Arc<Vec<Crl>>>,
-    chains: Mutex<HashMap<PeerId, Chain>>,
-}
-
-/// The chain a peer authenticated with, and how many of its connections are up
-/// ([`Revocation::pin`]): a pinned chain is never forgotten to make room.
-#[derive(Debug)]
-struct Chain {
-    certs: Arc<Vec<CertificateDer<'static>>>,
-    pins: u32,
+    /// The chain each peer authenticated with; connected peers' are pinned
+    /// ([`Revocation::pin`]) and never forgotten to make room.
+    chains: Mutex<PinnedMap<PeerId, Arc<Vec<CertificateDer<'static>>>>>,
 }
 
 impl Revocation {
@@ -125,7 +120,7 @@ impl Revocation {
                 anchors,
                 issuers,
                 crls: RwLock::new(Arc::new(Vec::new())),
-                chains: Mutex::new(HashMap::new()),
+                chains: Mutex::new(PinnedMap::new(CHAINS_CAPACITY)),
             }),
         }
     }
@@ -174,45 +169,29 @@ impl Revocation {
     /// with fresh certificates cannot make a connected peer's chain unknown, and so immune to
     /// a later CRL; pins are bounded by the connections a node holds).
     pub(crate) fn record(&self, peer: PeerId, chain: Vec<CertificateDer<'static>>) {
-        let mut map = self.inner.chains.lock().unwrap_or_else(|p| p.into_inner());
-        let certs = Arc::new(chain);
-        if let Some(known) = map.get_mut(&peer) {
-            known.certs = certs;
-            return;
-        }
-        if map.len() >= CHAINS_CAPACITY {
-            let victim = map.iter().find(|(_, c)| c.pins == 0).map(|(p, _)| *p);
-            if let Some(v) = victim {
-                map.remove(&v);
-            }
-        }
-        map.insert(peer, Chain { certs, pins: 0 });
+        self.chains().insert(peer, Arc::new(chain));
     }
 
     /// A connection to `peer` is up: its chain is kept until [`Revocation::unpin`].
     pub fn pin(&self, peer: &PeerId) {
-        let mut map = self.inner.chains.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get_mut(peer) {
-            c.pins = c.pins.saturating_add(1);
-        }
+        self.chains().pin(peer);
     }
 
     /// A connection to `peer` closed.
     pub fn unpin(&self, peer: &PeerId) {
-        let mut map = self.inner.chains.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get_mut(peer) {
-            c.pins = c.pins.saturating_sub(1);
-        }
+        self.chains().unpin(peer);
     }
 
     /// Keeps the chains of the peers `keep` names (the connected ones) and of pinned peers,
     /// and forgets the others.
-    pub fn retain(&self, mut keep: impl FnMut(&PeerId) -> bool) {
-        self.inner
-            .chains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|peer, c| c.pins > 0 || keep(peer));
+    pub fn retain(&self, keep: impl FnMut(&PeerId) -> bool) {
+        self.chains().retain(keep);
+    }
+
+    fn chains(
+        &self,
+    ) -> std::sync::MutexGuard<'_, PinnedMap<PeerId, Arc<Vec<CertificateDer<'static>>>>> {
+        self.inner.chains.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the chain `peer` last authenticated with is revoked by the CRLs in force
@@ -221,13 +200,7 @@ impl Revocation {
         if self.snapshot().is_empty() {
             return false;
         }
-        let chain = self
-            .inner
-            .chains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(peer)
-            .map(|c| c.certs.clone());
+        let chain = self.chains().get(peer).cloned();
         chain.is_some_and(|c| {
             matches!(
                 verify::check_member(&c, &self.inner.anchors, self),
