@@ -238,15 +238,10 @@ impl Behaviour {
             .any(|t| first_ip(&t.addr).is_some_and(|a| ip_rate::group(a) == group))
     }
 
-    /// The established-connection limit's verdict on connection `id` of `peer` at `addr`: a
+    /// The established-connection limit's verdict on a new connection of `peer` at `addr`: a
     /// configured peer (by its NodeId or PeerId, or its address) may use the slots kept for
     /// configured peers not connected now, a stranger may not.
-    pub(super) fn established_slot(
-        &mut self,
-        id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-    ) -> Result<(), Denied> {
+    pub(super) fn established_slot(&self, peer: PeerId, addr: &Multiaddr) -> Result<(), Denied> {
         let by_id = self
             .node_ids
             .resolve(&peer)
@@ -258,7 +253,7 @@ impl Behaviour {
             .filter(|t| t.peer.is_none_or(|p| !self.peers.contains_key(&p)))
             .count();
         self.slots
-            .admit_established(id, configured, unconnected)
+            .admit_established(configured, unconnected)
             .map_err(Denied::new)
     }
 

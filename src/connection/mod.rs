@@ -250,7 +250,7 @@ impl NetworkBehaviour for Behaviour {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.rescan = true;
-        let limit = self.established_slot(id, peer, remote_addr);
+        let limit = self.established_slot(peer, remote_addr);
         self.admit_within(limit, id, peer, remote_addr, false)?;
         self.ping
             .handle_established_inbound_connection(id, peer, local_addr, remote_addr)
@@ -278,7 +278,7 @@ impl NetworkBehaviour for Behaviour {
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.rescan = true;
-        let limit = self.established_slot(id, peer, addr);
+        let limit = self.established_slot(peer, addr);
         self.admit_within(limit, id, peer, addr, true)?;
         self.ping
             .handle_established_outbound_connection(id, peer, addr, role, port_use)
@@ -310,12 +310,10 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::DialFailure(e) => {
                 // A behaviour after the protocols may refuse a connection they took a cell for.
                 self.heard.forget(e.connection_id);
-                self.slots.forget(e.connection_id);
                 self.on_dial_failure(e);
             }
             FromSwarm::ListenFailure(e) => {
                 self.heard.forget(e.connection_id);
-                self.slots.forget(e.connection_id);
                 self.on_listen_failure(e);
             }
             FromSwarm::AddressChange(e) => {

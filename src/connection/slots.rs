@@ -17,12 +17,15 @@
 //!
 //! A connection counts from the check (pending) or from `ConnectionEstablished` (established),
 //! and is released by the swarm's event that ends it, as libp2p's own limits do: pending
-//! incoming by `ListenFailure` or `ConnectionEstablished`, established by `ConnectionClosed`;
-//! an established verdict not followed by `ConnectionEstablished` (a later behaviour denied
-//! it) is dropped at the `ListenFailure`/`DialFailure`. Tables hold one entry per counted
-//! connection, so they are bounded by the connections the swarm holds.
+//! incoming by `ListenFailure` or `ConnectionEstablished`, established by `ConnectionClosed`
+//! (a verdict holds nothing: a connection a later behaviour denies is never counted). Tables
+//! hold one entry per counted connection, so they are bounded by the connections the swarm
+//! holds.
 
-use std::{collections::HashMap, fmt};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+};
 
 use libp2p::swarm::ConnectionId;
 
@@ -81,11 +84,9 @@ pub(super) struct Slots {
     /// Pending incoming connections, and whether each is from a configured peer's address.
     pending: HashMap<ConnectionId, bool>,
     pending_configured: u32,
-    /// Verdicts given and not yet established: whether the connection is a configured peer's.
-    admitted: HashMap<ConnectionId, bool>,
-    /// Established connections, and whether each is a configured peer's.
-    established: HashMap<ConnectionId, bool>,
-    established_configured: u32,
+    /// Established connections (the limit counts them all; only the verdict depends on
+    /// whether the new one is a configured peer's).
+    established: HashSet<ConnectionId>,
 }
 
 impl Slots {
@@ -145,8 +146,7 @@ impl Slots {
     /// `unconnected_configured`: configured peers with no connection now, whose slots
     /// strangers may not take.
     pub(super) fn admit_established(
-        &mut self,
-        id: ConnectionId,
+        &self,
         configured: bool,
         unconnected_configured: usize,
     ) -> Result<(), LimitExceeded> {
@@ -165,28 +165,17 @@ impl Slots {
                 });
             }
         }
-        self.admitted.insert(id, configured);
         Ok(())
     }
 
-    /// The verdict for `id` is void: the connection was not established after all.
-    pub(super) fn forget(&mut self, id: ConnectionId) {
-        self.admitted.remove(&id);
-    }
-
-    /// Connection `id` is established (counted with its verdict's kind).
+    /// Connection `id` is established.
     pub(super) fn established(&mut self, id: ConnectionId) {
-        let configured = self.admitted.remove(&id).unwrap_or(false);
-        if self.established.insert(id, configured).is_none() && configured {
-            self.established_configured += 1;
-        }
+        self.established.insert(id);
     }
 
     /// Connection `id` closed.
     pub(super) fn closed(&mut self, id: ConnectionId) {
-        if self.established.remove(&id) == Some(true) {
-            self.established_configured = self.established_configured.saturating_sub(1);
-        }
+        self.established.remove(&id);
     }
 }
 
@@ -224,20 +213,19 @@ mod tests {
 
         // Established: 6 slots, 2 kept for the configured peers not connected.
         for n in 100..104 {
-            assert!(s.admit_established(id(n), false, 2).is_ok());
+            assert!(s.admit_established(false, 2).is_ok());
             s.established(id(n));
         }
-        let e = s.admit_established(id(104), false, 2).unwrap_err();
+        let e = s.admit_established(false, 2).unwrap_err();
         assert_eq!((e.limit, e.kind), (4, LimitKind::Established));
         for n in 105..107 {
-            assert!(s.admit_established(id(n), true, 2).is_ok());
+            assert!(s.admit_established(true, 2).is_ok());
             s.established(id(n));
         }
-        assert!(s.admit_established(id(107), true, 0).is_err());
+        assert!(s.admit_established(true, 0).is_err());
         s.closed(id(105));
-        assert!(s.admit_established(id(108), true, 1).is_ok());
+        assert!(s.admit_established(true, 1).is_ok());
         // A verdict never followed by the connection holds no slot.
-        s.forget(id(108));
-        assert!(s.admit_established(id(109), true, 1).is_ok());
+        assert!(s.admit_established(true, 1).is_ok());
     }
 }
