@@ -694,7 +694,7 @@ struct CborFrame {
 /// (the codec on the wire) vs the same fields as CBOR with cbor4ii.
 fn header_formats(rounds: usize) -> (f64, f64) {
     use asynchronous_codec::{Decoder as _, Encoder as _};
-    use bcos_p2p::unicast::codec::{Codec, Frame};
+    use bcos_p2p::unicast::codec::{Codec, Frame, Wire};
     let payload = Bytes::from(vec![5u8; KIB]);
     let mut codec = Codec::new(MIB);
     let mut buf = bytes::BytesMut::with_capacity(2 * KIB);
@@ -705,7 +705,7 @@ fn header_formats(rounds: usize) -> (f64, f64) {
             module: MODULE,
             payload: payload.clone(),
         };
-        codec.encode(frame, &mut buf).unwrap();
+        codec.encode(Wire::whole(frame), &mut buf).unwrap();
         let back = codec.decode(&mut buf).unwrap().unwrap();
         std::hint::black_box(back);
     }

@@ -63,6 +63,7 @@ pub mod view;
 
 pub use bcos_p2p_ca_tls as ca_tls;
 /// A behaviour with its connection handler on the heap: see [`bcos_p2p_core::boxed`].
+pub use bcos_p2p_core::bandwidth;
 pub use bcos_p2p_core::boxed;
 /// Yamux with 64 KiB send frames, the muxer of every bcos-p2p swarm: see [`bcos_p2p_core::mux`].
 pub use bcos_p2p_core::mux;

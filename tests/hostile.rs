@@ -515,12 +515,12 @@ async fn valid_streams_with_a_huge_length_prefix_or_bad_cbor() {
     let cases: Vec<(&str, libp2p::StreamProtocol, Vec<u8>)> = vec![
         (
             "unicast 2^40",
-            bcos_p2p::unicast::PROTOCOL_NAME,
+            bcos_p2p::unicast::PROTOCOL_1_0,
             huge.clone(),
         ),
         (
             "unicast request id reused while pending",
-            bcos_p2p::unicast::PROTOCOL_NAME,
+            bcos_p2p::unicast::PROTOCOL_1_0,
             [request_frame(7, b""), request_frame(7, b"")].concat(),
         ),
         ("flood 2^40", bcos_p2p::flood::PROTOCOL_NAME, huge.clone()),
@@ -984,7 +984,7 @@ async fn a_member_that_never_reads_its_answers_is_held_back() {
         &tls,
         scene.target_multiaddr(),
         scene.target_id.to_peer_id(),
-        bcos_p2p::unicast::PROTOCOL_NAME,
+        bcos_p2p::unicast::PROTOCOL_1_0,
     )
     .await;
     let stream = stream.expect("a unicast stream to the target");

@@ -531,7 +531,7 @@ async fn answers_a_member_does_not_read_stay_bounded_when_larger_than_its_reques
         &tls,
         a.listen_addrs()[0].clone(),
         a.node_id().to_peer_id(),
-        bcos_p2p::unicast::PROTOCOL_NAME,
+        bcos_p2p::unicast::PROTOCOL_1_0,
     )
     .await;
     let mut stream = stream.expect("a unicast stream to a");

@@ -343,7 +343,17 @@ async fn dishonest_relay_is_detected_and_routed_around(tamper: Tamper) {
     // Until node 0's view has both links of the dishonest member, its shortest path to 3
     // is the line's.
     wait_for_hops(&net, 0, 3, 2).await;
-    let payload = Bytes::from(vec![7u8; 64 * 1024]);
+    // Incompressible, so that it stays past the bytes the relay lets through untouched.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let payload: Bytes = (0..64 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into();
     let spoiled = net.nodes[0]
         .request(&net.id(3), DEFAULT_MODULE, payload.clone())
         .await;

@@ -340,7 +340,7 @@ async fn garbage_on_a_stream_closes_only_that_stream() {
             &ca,
             b_addr.clone(),
             ib.to_peer_id(),
-            unicast::PROTOCOL_NAME,
+            unicast::PROTOCOL_1_0,
             garbage,
         );
         // Meanwhile A's requests keep being answered.
@@ -454,7 +454,7 @@ async fn another_peer_cannot_answer_our_request() {
     let mut incoming = attacker
         .behaviour()
         .new_control()
-        .accept(unicast::PROTOCOL_NAME)
+        .accept(unicast::PROTOCOL_1_0)
         .unwrap();
     common::dial(&mut a, &mut attacker).await.0.peer();
     let attacker_task = tokio::spawn(async move {

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bandwidth;
 mod book;
 pub mod boxed;
 pub mod framed;

@@ -195,11 +195,11 @@ impl<T: Send + fmt::Debug + 'static> PairProtocol for Link<T> {
         &self.config.protocol
     }
 
-    fn inbound_codec(&self) -> FrameCodec {
+    fn inbound_codec(&self, _: &StreamProtocol) -> FrameCodec {
         FrameCodec::new(self.config.max_frame)
     }
 
-    fn outbound_codec(&self) -> FrameCodec {
+    fn outbound_codec(&self, _: &StreamProtocol) -> FrameCodec {
         FrameCodec::write_only(self.config.max_frame)
     }
 
@@ -260,7 +260,7 @@ impl<T: Send + fmt::Debug + 'static> PairProtocol for Link<T> {
         ))
     }
 
-    fn outbound_opened(&mut self) {
+    fn outbound_opened(&mut self, _: &StreamProtocol) {
         self.events.push_back(LinkEvent::OutboundOpened);
     }
 
@@ -279,7 +279,7 @@ impl<T: Send + fmt::Debug + 'static> PairProtocol for Link<T> {
         self.events.push_back(LinkEvent::Unsupported);
     }
 
-    fn inbound_opened(&mut self, _replaced: bool) {
+    fn inbound_opened(&mut self, _replaced: bool, _: &StreamProtocol) {
         self.events.push_back(LinkEvent::InboundOpened);
     }
 

@@ -24,7 +24,7 @@ use std::{
 
 use asynchronous_codec::Decoder;
 use futures::{SinkExt as _, StreamExt as _};
-use libp2p_core::upgrade::ReadyUpgrade;
+use libp2p_core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
 use libp2p_swarm::{
     ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, StreamUpgradeError,
     SubstreamProtocol,
@@ -35,6 +35,40 @@ use crate::{
     framed::{EncodeFrame, FramedIo},
     heard::HeardAt,
 };
+
+/// The stream upgrade of a [`StreamPair`]: the protocol's versions, most preferred first; the
+/// stream comes with the version negotiated.
+#[derive(Debug, Clone)]
+pub struct Versions(Vec<StreamProtocol>);
+
+impl UpgradeInfo for Versions {
+    type Info = StreamProtocol;
+    type InfoIter = std::vec::IntoIter<StreamProtocol>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.0.clone().into_iter()
+    }
+}
+
+impl InboundUpgrade<Stream> for Versions {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Output, Infallible>>;
+
+    fn upgrade_inbound(self, stream: Stream, version: StreamProtocol) -> Self::Future {
+        std::future::ready(Ok((stream, version)))
+    }
+}
+
+impl OutboundUpgrade<Stream> for Versions {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Output, Infallible>>;
+
+    fn upgrade_outbound(self, stream: Stream, version: StreamProtocol) -> Self::Future {
+        std::future::ready(Ok((stream, version)))
+    }
+}
 
 /// Frames read from one stream per `poll`, so one busy stream cannot starve the others.
 const READ_BATCH: usize = 64;
@@ -177,10 +211,15 @@ pub trait PairProtocol: Send + 'static {
 
     /// The protocol negotiated for both streams.
     fn protocol(&self) -> &StreamProtocol;
-    /// The codec of a new inbound stream.
-    fn inbound_codec(&self) -> Self::Codec;
-    /// The codec of a new outbound stream.
-    fn outbound_codec(&self) -> Self::Codec;
+    /// Older versions of the protocol also spoken, most preferred first: offered after
+    /// [`PairProtocol::protocol`] when opening the outbound stream, and accepted inbound.
+    fn older_versions(&self) -> &[StreamProtocol] {
+        &[]
+    }
+    /// The codec of a new inbound stream that negotiated `version`.
+    fn inbound_codec(&self, version: &StreamProtocol) -> Self::Codec;
+    /// The codec of a new outbound stream that negotiated `version`.
+    fn outbound_codec(&self, version: &StreamProtocol) -> Self::Codec;
     /// Counts the frames the engine reads from the inbound stream and writes on either.
     fn traffic(&self) -> &Traffic;
     /// The body size of a frame read, for [`Traffic`].
@@ -204,23 +243,34 @@ pub trait PairProtocol: Send + 'static {
     /// A frame the peer wrote on our outbound stream (not counted: count it if it belongs
     /// there). An error fails the outbound stream.
     fn on_reply(&mut self, frame: InFrame<Self>) -> Result<(), CloseReason>;
+    /// A frame the protocol holds back itself (its own scheduler), asked for when the stream's
+    /// queue is empty and the stream can take a frame: `outbound` says which stream. A protocol
+    /// that returns `None` while it holds frames wakes `cx` when it has one to give.
+    fn pull(&mut self, _outbound: bool, _cx: &mut Context<'_>) -> Option<OutFrame<Self>> {
+        None
+    }
+    /// Whether the protocol holds frames for the outbound stream (see [`PairProtocol::pull`]):
+    /// they open it and keep the connection alive as queued frames do.
+    fn holds_outbound(&self) -> bool {
+        false
+    }
     /// Reading the peer's stream waits while this holds, given the answers queued on it: how
     /// many, and their body bytes ([`PairProtocol::write_len`]).
     fn read_paused(&self, _answers: usize, _answer_bytes: usize) -> bool {
         false
     }
 
-    /// The outbound stream is open.
-    fn outbound_opened(&mut self);
+    /// The outbound stream is open, speaking `version`.
+    fn outbound_opened(&mut self, version: &StreamProtocol);
     /// The outbound stream failed (its queued frames already discarded); `given_up`: for good,
     /// after [`Policy::give_up_after`] failures.
     fn outbound_failed(&mut self, reason: CloseReason, given_up: bool);
     /// The peer does not speak the protocol: the outbound stream is given up at once (only
     /// with [`Policy::give_up_after`]).
     fn unsupported(&mut self);
-    /// The peer opened its stream; `replaced`: it took the place of an open one, whose answers
-    /// still queued were dropped.
-    fn inbound_opened(&mut self, replaced: bool);
+    /// The peer opened its stream, speaking `version`; `replaced`: it took the place of an open
+    /// one, whose answers still queued were dropped.
+    fn inbound_opened(&mut self, replaced: bool, version: &StreamProtocol);
     /// The peer's stream closed (its queued answers dropped).
     fn inbound_closed(&mut self, reason: CloseReason);
     /// Whether work of the protocol's own keeps the connection alive (queued frames always do).
@@ -491,7 +541,8 @@ impl<P: PairProtocol> StreamPair<P> {
 /// Moves frames from `queue` into `stream` while it accepts them (counting them in the
 /// protocol's traffic and, when given, the connection's cell), then flushes; returns the body
 /// bytes of the answers that left the queue. On the outbound stream the protocol sees each
-/// frame as it leaves the queue and may drop it ([`PairProtocol::admit`]).
+/// frame as it leaves the queue and may drop it ([`PairProtocol::admit`]). When the queue is
+/// empty, frames the protocol holds itself follow ([`PairProtocol::pull`]).
 fn write_queued<P: PairProtocol>(
     stream: &mut FramedIo<Stream, P::Codec>,
     queue: &mut VecDeque<OutFrame<P>>,
@@ -500,18 +551,25 @@ fn write_queued<P: PairProtocol>(
     cx: &mut Context<'_>,
 ) -> io::Result<usize> {
     let mut left = 0usize;
-    while !queue.is_empty() {
+    loop {
         match stream.poll_ready_unpin(cx) {
             Poll::Ready(Ok(())) => {
-                let frame = queue.pop_front().expect("checked non-empty");
-                if !outbound || protocol.admit(&frame) {
-                    let len = P::write_len(&frame);
-                    left = left.saturating_add(len);
-                    stream.start_send_unpin(frame)?;
-                    protocol.traffic().sent(len);
-                    if let Some(at) = heard {
-                        at.sent(len);
+                let frame = match queue.pop_front() {
+                    Some(frame) if !outbound || protocol.admit(&frame) => {
+                        left = left.saturating_add(P::write_len(&frame));
+                        frame
                     }
+                    Some(_) => continue,
+                    None => match protocol.pull(outbound, cx) {
+                        Some(frame) => frame,
+                        None => break,
+                    },
+                };
+                let len = P::write_len(&frame);
+                stream.start_send_unpin(frame)?;
+                protocol.traffic().sent(len);
+                if let Some(at) = heard {
+                    at.sent(len);
                 }
             }
             Poll::Ready(Err(e)) => return Err(e),
@@ -527,13 +585,15 @@ fn write_queued<P: PairProtocol>(
 impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
     type FromBehaviour = P::Command;
     type ToBehaviour = P::Event;
-    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
-    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundProtocol = Versions;
+    type OutboundProtocol = Versions;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = ();
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
-        SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.protocol().clone()), ())
+        let mut versions = vec![self.protocol.protocol().clone()];
+        versions.extend_from_slice(self.protocol.older_versions());
+        SubstreamProtocol::new(Versions(versions), ())
     }
 
     fn on_behaviour_event(&mut self, command: P::Command) {
@@ -544,6 +604,7 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
 
     fn connection_keep_alive(&self) -> bool {
         !self.streams.to_send.is_empty()
+            || self.protocol.holds_outbound()
             || !self.streams.to_answer.is_empty()
             || self.protocol.keep_alive()
     }
@@ -560,7 +621,8 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
         let streams = &mut self.streams;
         if matches!(streams.outbound, Outbound::Idle)
             && ((P::POLICY.open_at_once && streams.open_failures == 0)
-                || !streams.to_send.is_empty())
+                || !streams.to_send.is_empty()
+                || self.protocol.holds_outbound())
         {
             streams.outbound = Outbound::Opening;
             return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
@@ -581,26 +643,26 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
     ) {
         match event {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
-                protocol: mut stream,
+                protocol: (mut stream, version),
                 ..
             }) => {
                 stream.ignore_for_keep_alive();
                 // One inbound stream per connection: a new one replaces the old, bounding what
                 // a peer can make us hold; answers still owed on the old one are dropped.
                 let replaced = self.streams.close_inbound();
-                let codec = self.protocol.inbound_codec();
+                let codec = self.protocol.inbound_codec(&version);
                 self.streams.inbound = Some(FramedIo::new(stream, codec));
-                self.protocol.inbound_opened(replaced);
+                self.protocol.inbound_opened(replaced, &version);
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
-                protocol: mut stream,
+                protocol: (mut stream, version),
                 ..
             }) => {
                 stream.ignore_for_keep_alive();
                 self.streams.open_failures = 0;
-                let codec = self.protocol.outbound_codec();
+                let codec = self.protocol.outbound_codec(&version);
                 self.streams.outbound = Outbound::Open(Box::new(FramedIo::new(stream, codec)));
-                self.protocol.outbound_opened();
+                self.protocol.outbound_opened(&version);
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
                 if P::POLICY.give_up_after.is_some()

@@ -15,6 +15,7 @@ mod addr;
 mod fisco;
 mod map;
 mod sections;
+mod traffic;
 mod validate;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use map::{flood_config, route_config, status_config, unicast_config};
 pub use sections::{
     Access, Certificates, Connection, Flood, Metrics, Network, Route, Security, Status, Unicast,
 };
+pub use traffic::Traffic;
 pub use validate::{MAX_MESSAGE_SIZE, MAX_MS, MIN_MESSAGE_SIZE};
 
 /// Default TCP port of the first node (FISCO BCOS's P2P port).
@@ -54,6 +56,8 @@ pub struct Config {
     pub status: Status,
     /// Routed connections and relaying.
     pub route: Route,
+    /// Priorities, chunks, compression and limits of unicast traffic.
+    pub traffic: Traffic,
     /// The Prometheus endpoint of `bcos-p2p run`.
     pub metrics: Metrics,
 }

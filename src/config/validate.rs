@@ -28,6 +28,7 @@ impl Config {
         check_route(&self.route, &mut check);
         check_status(&self.status, &self.unicast, &mut check);
         check_metrics(&self.metrics, &mut check);
+        problems.extend(self.traffic.problems());
         if problems.is_empty() {
             Ok(())
         } else {

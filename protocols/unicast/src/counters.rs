@@ -2,7 +2,13 @@
 //! ours and the peers'. Kept in atomics shared by the behaviour and all its connection
 //! handlers, so counting costs a relaxed add and a metrics scrape can read it at any time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+};
 
 use bcos_p2p_core::stream_pair::Traffic;
 use bytes::Bytes;
@@ -54,6 +60,8 @@ pub enum Outcome {
     UnknownModule,
     /// Outbound: no connection, and no routed connection could be opened.
     Unreachable,
+    /// Inbound: over the module's request rate limit (answered `rate limited`).
+    RateLimited,
 }
 
 impl Outcome {
@@ -69,14 +77,15 @@ impl Outcome {
         Outcome::Unreachable,
     ];
     /// The outcomes an inbound request can have.
-    pub const INBOUND: [Outcome; 5] = [
+    pub const INBOUND: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::Error,
         Outcome::Busy,
         Outcome::UnknownModule,
         Outcome::Closed,
+        Outcome::RateLimited,
     ];
-    const COUNT: usize = 10;
+    const COUNT: usize = 11;
 
     /// The label used in metrics.
     pub fn as_str(self) -> &'static str {
@@ -91,6 +100,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::UnknownModule => "unknown_module",
             Outcome::Unreachable => "unreachable",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 
@@ -113,15 +123,112 @@ impl Outcome {
     }
 }
 
+/// One module's unicast traffic on all connections: messages and payload bytes each way (as
+/// on the wire, so compressed when they were), what waits to be sent, and compression.
+#[derive(Debug, Default)]
+pub struct ModuleTraffic {
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    queued_bytes: AtomicI64,
+    raw_bytes: AtomicU64,
+    compressed_bytes: AtomicU64,
+}
+
+/// A reading of [`ModuleTraffic`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModuleStats {
+    /// Messages (requests, one-way messages, answers) sent.
+    pub messages_out: u64,
+    /// Their payload bytes as sent.
+    pub bytes_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Their payload bytes as received.
+    pub bytes_in: u64,
+    /// Payload bytes queued for sending on all connections now.
+    pub queued_bytes: u64,
+    /// Payload bytes that went compressed, before compression.
+    pub raw_bytes: u64,
+    /// The same payloads after compression.
+    pub compressed_bytes: u64,
+}
+
+impl ModuleStats {
+    /// Compressed bytes over raw bytes of what was compressed (1 when nothing was).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.raw_bytes == 0 {
+            1.0
+        } else {
+            self.compressed_bytes as f64 / self.raw_bytes as f64
+        }
+    }
+}
+
+impl ModuleTraffic {
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn queue(&self, bytes: usize, added: bool) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.queued_bytes
+            .fetch_add(if added { bytes } else { -bytes }, Ordering::Relaxed);
+    }
+
+    pub(crate) fn compressed(&self, raw: usize, compressed: usize) {
+        self.raw_bytes.fetch_add(raw as u64, Ordering::Relaxed);
+        self.compressed_bytes
+            .fetch_add(compressed as u64, Ordering::Relaxed);
+    }
+
+    /// A reading.
+    pub fn stats(&self) -> ModuleStats {
+        ModuleStats {
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            queued_bytes: self.queued_bytes.load(Ordering::Relaxed).max(0) as u64,
+            raw_bytes: self.raw_bytes.load(Ordering::Relaxed),
+            compressed_bytes: self.compressed_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Counters of one unicast behaviour (see [`crate::Behaviour::counters`]).
 #[derive(Debug, Default)]
 pub struct Counters {
     traffic: Traffic,
     inbound: [AtomicU64; Outcome::COUNT],
     outbound: [AtomicU64; Outcome::COUNT],
+    /// Per module: only modules this node sends to or serves get an entry (a peer's made-up
+    /// module ids are refused before they are counted), so the map stays small.
+    modules: Mutex<HashMap<u16, Arc<ModuleTraffic>>>,
 }
 
 impl Counters {
+    /// The traffic of `module`, made on first use.
+    pub(crate) fn module(&self, module: u16) -> Arc<ModuleTraffic> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        modules.entry(module).or_default().clone()
+    }
+
+    /// Every module's traffic so far, sorted by module.
+    pub fn modules(&self) -> Vec<(u16, ModuleStats)> {
+        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = modules.iter().map(|(m, t)| (*m, t.stats())).collect();
+        all.sort_unstable_by_key(|(m, _)| *m);
+        all
+    }
+
     /// Frames (requests, one-way messages, responses, errors) and their bytes, both ways.
     pub fn traffic(&self) -> &Traffic {
         &self.traffic

@@ -11,27 +11,58 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
+    task::Context,
+    time::Instant,
 };
 
 use bytes::Bytes;
 use libp2p_swarm::StreamProtocol;
 
-use bcos_p2p_core::stream_pair::{CloseReason, PairProtocol, Policy, StreamPair, Streams, Traffic};
+use bcos_p2p_core::stream_pair::{
+    CloseReason, PairProtocol, Policy, StreamPair, Streams, Traffic as FrameTraffic,
+};
 
 use crate::{
     Counters, Direction, Outcome,
-    codec::{Codec, Frame},
+    codec::{
+        Codec, Frame, KIND_ERROR, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, Version, Wire, truncate,
+    },
+    incoming::Incoming,
+    outgoing::Outgoing,
+    traffic::Traffic,
 };
 
 /// What the handler needs from the behaviour's configuration.
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub protocol: StreamProtocol,
+    pub older: Vec<StreamProtocol>,
     pub max_frame: usize,
     pub max_inbound_pending: usize,
     pub max_inbound_pending_bytes: usize,
     pub modules: HashSet<u16>,
     pub counters: Arc<Counters>,
+    pub traffic: Traffic,
+}
+
+impl Settings {
+    fn version(&self, protocol: &StreamProtocol) -> Version {
+        if *protocol == self.protocol {
+            Version::V1_1
+        } else {
+            Version::V1_0
+        }
+    }
+
+    fn codec(&self, protocol: &StreamProtocol) -> Codec {
+        let version = self.version(protocol);
+        let max = match version {
+            // A 1.1 frame carries a part; parts are never longer than a message may be.
+            Version::V1_1 => self.max_frame,
+            Version::V1_0 => self.max_frame,
+        };
+        Codec::versioned(max, version)
+    }
 }
 
 /// Behaviour → handler.
@@ -94,31 +125,53 @@ pub type Handler = StreamPair<Requests>;
 /// Unicast's bookkeeping on one connection's two streams.
 pub struct Requests {
     settings: Arc<Settings>,
-    /// Ids of the requests queued for the outbound stream, and those of them cancelled
-    /// (skipped when they leave the queue).
+    /// Ids of our requests queued and not started yet, and those of them cancelled (dropped
+    /// when they come up).
     queued: HashSet<u64>,
     cancelled: HashSet<u64>,
-    /// Our requests written and not yet answered (or cancelled).
-    awaiting: HashSet<u64>,
-    /// Inbound requests handed to the behaviour and not yet answered, with their sizes.
-    inbound_pending: HashMap<(u64, u64), usize>,
+    /// Our requests started and not yet answered (or cancelled), with their modules.
+    awaiting: HashMap<u64, u16>,
+    /// Inbound requests handed to the behaviour and not yet answered, with their sizes and
+    /// modules.
+    inbound_pending: HashMap<(u64, u64), (usize, u16)>,
     inbound_pending_bytes: usize,
     /// Generation of the current inbound stream.
     inbound_stream: u64,
+    /// What we send on our stream, and the answers we owe on the peer's, in order of priority.
+    requests_out: Outgoing,
+    answers_out: Outgoing,
+    /// Messages in parts on each stream.
+    replies_in: Incoming,
+    requests_in: Incoming,
     events: VecDeque<HandlerEvent>,
 }
 
 impl Requests {
     pub(crate) fn new(settings: Arc<Settings>) -> Self {
+        let counters = settings.counters.clone();
         Requests {
-            settings,
             queued: HashSet::new(),
             cancelled: HashSet::new(),
-            awaiting: HashSet::new(),
+            awaiting: HashMap::new(),
             inbound_pending: HashMap::new(),
             inbound_pending_bytes: 0,
             inbound_stream: 0,
+            requests_out: Outgoing::new(&settings.traffic, counters.clone()),
+            answers_out: Outgoing::new(&settings.traffic, counters),
+            replies_in: Incoming::new(settings.max_frame),
+            requests_in: Incoming::new(settings.max_frame),
+            settings,
             events: VecDeque::new(),
+        }
+    }
+
+    fn answer_payload(result: Result<Bytes, String>) -> (u8, Bytes) {
+        match result {
+            Ok(payload) => (KIND_RESPONSE, payload),
+            Err(reason) => (
+                KIND_ERROR,
+                Bytes::copy_from_slice(truncate(&reason).as_bytes()),
+            ),
         }
     }
 }
@@ -140,66 +193,93 @@ impl PairProtocol for Requests {
         &self.settings.protocol
     }
 
-    fn inbound_codec(&self) -> Codec {
-        Codec::new(self.settings.max_frame)
+    fn older_versions(&self) -> &[StreamProtocol] {
+        &self.settings.older
     }
 
-    fn outbound_codec(&self) -> Codec {
-        Codec::new(self.settings.max_frame)
+    fn inbound_codec(&self, version: &StreamProtocol) -> Codec {
+        self.settings.codec(version)
     }
 
-    fn traffic(&self) -> &Traffic {
+    fn outbound_codec(&self, version: &StreamProtocol) -> Codec {
+        self.settings.codec(version)
+    }
+
+    fn traffic(&self) -> &FrameTraffic {
         self.settings.counters.traffic()
     }
 
-    fn read_len(frame: &Frame) -> usize {
-        frame.body_len()
+    fn read_len(wire: &Wire) -> usize {
+        wire.data_len()
     }
 
-    fn write_len(frame: &Frame) -> usize {
-        frame.body_len()
+    fn write_len(wire: &Wire) -> usize {
+        wire.data_len()
     }
 
     fn on_command(&mut self, command: Command, streams: &mut Streams<Codec>) {
         match command {
-            Command::Send(frame @ Frame::Oneway { .. })
-                if streams.queued() >= self.settings.max_inbound_pending =>
+            Command::Send(Frame::Oneway { payload, .. })
+                if self.requests_out.len() >= self.settings.max_inbound_pending
+                    || self.requests_out.bytes().saturating_add(payload.len())
+                        > self.settings.max_inbound_pending_bytes =>
             {
                 // Requests are bounded by the behaviour's in-flight limit; one-way messages are
                 // best-effort and are dropped, not queued without end, when the peer lags.
                 tracing::warn!(
-                    size = frame.body_len(),
+                    size = payload.len(),
                     "unicast queue full: dropping a one-way message"
                 );
             }
-            Command::Send(frame) => {
-                if let Frame::Request { id, .. } = &frame {
-                    self.queued.insert(*id);
-                }
-                // Never refused: unicast does not give its outbound stream up.
-                let _ = streams.send(frame);
+            Command::Send(Frame::Oneway { module, payload }) => {
+                self.requests_out
+                    .push(KIND_ONEWAY, 0, module, module, payload);
+            }
+            Command::Send(Frame::Request {
+                id,
+                module,
+                payload,
+            }) => {
+                self.queued.insert(id);
+                self.requests_out
+                    .push(KIND_REQUEST, id, module, module, payload);
+            }
+            Command::Send(other) => {
+                tracing::error!(
+                    ?other,
+                    "unicast: only requests and one-way messages are sent"
+                );
             }
             Command::Cancel(id) => {
-                // Timed out or already reported failed: do not send it (skipped when it reaches
-                // the front of the queue, O(1) here), stop waiting for it.
+                // Timed out or already reported failed: do not send it (dropped when it comes
+                // up, O(1) here), stop waiting for it.
                 if self.queued.remove(&id) {
                     self.cancelled.insert(id);
                 }
                 self.awaiting.remove(&id);
             }
             Command::Respond { id, stream, result } => {
-                if let Some(size) = self.inbound_pending.remove(&(stream, id)) {
-                    self.inbound_pending_bytes -= size;
+                let module = match self.inbound_pending.remove(&(stream, id)) {
+                    Some((size, module)) => {
+                        self.inbound_pending_bytes -= size;
+                        module
+                    }
+                    None => 0,
+                };
+                if stream != self.inbound_stream {
+                    return;
                 }
-                let size = result.as_ref().map_or_else(String::len, Bytes::len);
+                let (kind, payload) = Self::answer_payload(result);
+                let size = payload.len();
+                let queued = streams
+                    .answer_bytes()
+                    .saturating_add(self.answers_out.bytes());
                 let hard_cap = self.settings.max_inbound_pending_bytes.saturating_mul(2);
-                if stream == self.inbound_stream
-                    && streams.answer_bytes().saturating_add(size) > hard_cap
-                {
+                if queued.saturating_add(size) > hard_cap {
                     // Reading stopped at the bound, but answers to requests accepted before
                     // it can be larger than the requests were: a peer that does not read them
                     // loses the stream (and the answers) rather than have them pile up.
-                    let queued = streams.answer_bytes();
+                    self.answers_out.clear();
                     if streams.close_inbound() {
                         tracing::info!(
                             queued,
@@ -209,34 +289,49 @@ impl PairProtocol for Requests {
                     }
                     return;
                 }
-                if stream == self.inbound_stream {
-                    streams.answer(match result {
-                        Ok(payload) => Frame::Response { id, payload },
-                        Err(reason) => Frame::Error { id, reason },
-                    });
-                }
+                self.answers_out.push(kind, id, 0, module, payload);
             }
         }
     }
 
-    fn admit(&mut self, frame: &Frame) -> bool {
-        if let Frame::Request { id, .. } = frame {
-            self.queued.remove(id);
-            if self.cancelled.remove(id) {
-                return false;
-            }
-            self.awaiting.insert(*id);
-        }
+    fn admit(&mut self, _: &Wire) -> bool {
         true
     }
 
-    fn discard(&mut self, _: Frame) {}
+    fn discard(&mut self, _: Wire) {}
 
-    fn on_inbound(
-        &mut self,
-        frame: Frame,
-        answers: &mut VecDeque<Frame>,
-    ) -> Result<(), CloseReason> {
+    fn pull(&mut self, outbound: bool, cx: &mut Context<'_>) -> Option<Wire> {
+        if !outbound {
+            return self.answers_out.next(&mut HashSet::new(), cx);
+        }
+        let wire = self.requests_out.next(&mut self.cancelled, cx)?;
+        if let Wire::Start {
+            kind: KIND_REQUEST,
+            id,
+            module,
+            ..
+        } = &wire
+        {
+            self.queued.remove(id);
+            self.awaiting.insert(*id, *module);
+        }
+        Some(wire)
+    }
+
+    fn holds_outbound(&self) -> bool {
+        !self.requests_out.is_empty()
+    }
+
+    fn on_inbound(&mut self, wire: Wire, answers: &mut VecDeque<Wire>) -> Result<(), CloseReason> {
+        let Some((frame, wire_len)) = self.requests_in.take(wire)? else {
+            return Ok(());
+        };
+        let error = |id, reason: &str| {
+            Wire::whole(Frame::Error {
+                id,
+                reason: reason.into(),
+            })
+        };
         match frame {
             Frame::Request {
                 id,
@@ -254,29 +349,31 @@ impl PairProtocol for Requests {
                         "request id {id} reused while the first is still pending"
                     )));
                 }
+                let counters = &self.settings.counters;
                 if !self.settings.modules.contains(&module) {
-                    self.settings
-                        .counters
-                        .count(Direction::Inbound, Outcome::UnknownModule);
-                    answers.push_back(Frame::Error {
-                        id,
-                        reason: format!("no handler for module {module}"),
-                    });
+                    counters.count(Direction::Inbound, Outcome::UnknownModule);
+                    answers.push_back(error(id, &format!("no handler for module {module}")));
+                    return Ok(());
+                }
+                counters.module(module).received(wire_len);
+                if !self
+                    .settings
+                    .traffic
+                    .request_limits
+                    .admit(module, Instant::now())
+                {
+                    counters.count(Direction::Inbound, Outcome::RateLimited);
+                    answers.push_back(error(id, RATE_LIMITED));
                 } else if self.inbound_pending.len() >= self.settings.max_inbound_pending
                     || self.inbound_pending_bytes + payload.len()
                         > self.settings.max_inbound_pending_bytes
                 {
-                    self.settings
-                        .counters
-                        .count(Direction::Inbound, Outcome::Busy);
-                    answers.push_back(Frame::Error {
-                        id,
-                        reason: "busy".into(),
-                    });
+                    counters.count(Direction::Inbound, Outcome::Busy);
+                    answers.push_back(error(id, "busy"));
                 } else {
                     tracing::trace!(id, module, size = payload.len(), "unicast request received");
                     self.inbound_pending
-                        .insert((self.inbound_stream, id), payload.len());
+                        .insert((self.inbound_stream, id), (payload.len(), module));
                     self.inbound_pending_bytes += payload.len();
                     self.events.push_back(HandlerEvent::Request {
                         id,
@@ -287,14 +384,25 @@ impl PairProtocol for Requests {
                 }
             }
             Frame::Oneway { module, payload } => {
-                if self.settings.modules.contains(&module) {
-                    self.events
-                        .push_back(HandlerEvent::Oneway { module, payload });
-                } else {
+                if !self.settings.modules.contains(&module) {
                     tracing::debug!(
                         module,
                         "dropping a oneway message for a module we do not serve"
                     );
+                } else if !self
+                    .settings
+                    .traffic
+                    .request_limits
+                    .admit(module, Instant::now())
+                {
+                    self.settings
+                        .counters
+                        .count(Direction::Inbound, Outcome::RateLimited);
+                    tracing::debug!(module, "dropping a oneway message over the rate limit");
+                } else {
+                    self.settings.counters.module(module).received(wire_len);
+                    self.events
+                        .push_back(HandlerEvent::Oneway { module, payload });
                 }
             }
             other => {
@@ -307,8 +415,11 @@ impl PairProtocol for Requests {
     }
 
     /// Responses to our requests.
-    fn on_reply(&mut self, frame: Frame) -> Result<(), CloseReason> {
-        self.traffic().received(frame.body_len());
+    fn on_reply(&mut self, wire: Wire) -> Result<(), CloseReason> {
+        self.traffic().received(wire.data_len());
+        let Some((frame, wire_len)) = self.replies_in.take(wire)? else {
+            return Ok(());
+        };
         let (id, result) = match frame {
             Frame::Response { id, payload } => (id, Ok(payload)),
             Frame::Error { id, reason } => (id, Err(reason)),
@@ -318,7 +429,9 @@ impl PairProtocol for Requests {
                 )));
             }
         };
-        self.awaiting.remove(&id);
+        if let Some(module) = self.awaiting.remove(&id) {
+            self.settings.counters.module(module).received(wire_len);
+        }
         self.events.push_back(HandlerEvent::Response { id, result });
         Ok(())
     }
@@ -327,15 +440,22 @@ impl PairProtocol for Requests {
     /// handled are bounded per connection in frames and in bytes. A peer that never reads
     /// its answers is held back by its own stream's flow control, and nothing else waits.
     fn read_paused(&self, answers: usize, answer_bytes: usize) -> bool {
-        answers >= self.settings.max_inbound_pending
-            || answer_bytes.saturating_add(self.inbound_pending_bytes)
+        answers.saturating_add(self.answers_out.len()) >= self.settings.max_inbound_pending
+            || answer_bytes
+                .saturating_add(self.answers_out.bytes())
+                .saturating_add(self.inbound_pending_bytes)
                 >= self.settings.max_inbound_pending_bytes
     }
 
-    fn outbound_opened(&mut self) {}
+    fn outbound_opened(&mut self, version: &StreamProtocol) {
+        self.requests_out
+            .set_version(self.settings.version(version));
+        self.replies_in = Incoming::new(self.settings.max_frame);
+    }
 
     fn outbound_failed(&mut self, reason: CloseReason, _: bool) {
         tracing::debug!(%reason, "unicast outbound stream failed");
+        self.requests_out.clear();
         self.queued.clear();
         self.cancelled.clear();
         self.awaiting.clear();
@@ -345,16 +465,21 @@ impl PairProtocol for Requests {
     /// Never called: unicast does not give its outbound stream up.
     fn unsupported(&mut self) {}
 
-    fn inbound_opened(&mut self, replaced: bool) {
+    fn inbound_opened(&mut self, replaced: bool, version: &StreamProtocol) {
         if replaced {
             // One inbound stream per connection: a second one replaces the first (bounding
             // what a peer can make us hold); answers still owed are dropped.
             tracing::debug!("peer opened a second unicast stream; replacing the first");
         }
+        self.answers_out.clear();
+        self.answers_out.set_version(self.settings.version(version));
+        self.requests_in = Incoming::new(self.settings.max_frame);
         self.inbound_stream += 1;
     }
 
     fn inbound_closed(&mut self, reason: CloseReason) {
+        self.answers_out.clear();
+        self.requests_in = Incoming::new(self.settings.max_frame);
         if reason.is_violation() {
             self.events.push_back(HandlerEvent::InboundViolation);
         }
@@ -366,10 +491,15 @@ impl PairProtocol for Requests {
     }
 
     fn keep_alive(&self) -> bool {
-        !self.awaiting.is_empty() || !self.inbound_pending.is_empty()
+        !self.awaiting.is_empty()
+            || !self.inbound_pending.is_empty()
+            || !self.answers_out.is_empty()
     }
 
     fn next_event(&mut self) -> Option<HandlerEvent> {
         self.events.pop_front()
     }
 }
+
+/// The error a request over its module's rate limit gets.
+pub const RATE_LIMITED: &str = "rate limited";

@@ -28,9 +28,13 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+mod compress;
 mod counters;
 mod handler;
+mod incoming;
+mod outgoing;
 mod routed;
+pub mod traffic;
 
 use std::{
     cmp::Reverse,
@@ -43,8 +47,9 @@ use std::{
 use bcos_p2p_core::{Heard, NodeId, NodeIdBook, Offence, Offences, PrimaryConnections};
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
-pub use counters::{Counters, Direction, Outcome};
+pub use counters::{Counters, Direction, ModuleStats, Outcome};
 use futures::{FutureExt as _, task::AtomicWaker};
+pub use handler::RATE_LIMITED;
 use handler::{Command, Handler, HandlerEvent, Requests, Settings};
 use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
 use libp2p_identity::PeerId;
@@ -52,9 +57,13 @@ use libp2p_swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler,
     StreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
+pub use traffic::{Compression, Priority, Traffic};
 
-/// The protocol id.
-pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/unicast/1.0.0");
+/// The protocol id: 1.1, messages in parts interleaved by priority, optionally compressed.
+pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/unicast/1.1.0");
+/// The first version, still spoken with peers that do not speak 1.1 (whole messages in order,
+/// uncompressed).
+pub const PROTOCOL_1_0: StreamProtocol = StreamProtocol::new("/bcos/unicast/1.0.0");
 
 /// Settings of the unicast behaviour.
 #[derive(Debug, Clone)]
@@ -82,6 +91,8 @@ pub struct Config {
     /// A routed connection this node dialled that carried no unicast frame for this long (and
     /// has no request of ours waiting) is closed. Default 60 s.
     pub routed_idle_timeout: Duration,
+    /// Priorities, chunking, compression and limits.
+    pub traffic: Traffic,
 }
 
 impl Default for Config {
@@ -94,6 +105,7 @@ impl Default for Config {
             modules: HashSet::new(),
             dial_routed: false,
             routed_idle_timeout: Duration::from_secs(60),
+            traffic: Traffic::default(),
         }
     }
 }
@@ -263,11 +275,13 @@ impl Behaviour {
     pub fn new(config: Config, node_ids: NodeIdBook) -> Self {
         let settings = Arc::new(Settings {
             protocol: PROTOCOL_NAME,
+            older: vec![PROTOCOL_1_0],
             max_frame: config.max_frame_size,
             max_inbound_pending: config.max_in_flight,
             max_inbound_pending_bytes: config.max_pending_bytes.max(config.max_frame_size),
             modules: config.modules.clone(),
             counters: Arc::default(),
+            traffic: config.traffic.clone(),
         });
         Behaviour {
             config,

@@ -1,0 +1,354 @@
+//! Rate limits shared by every connection they cover: outgoing bytes per second for the whole
+//! node, per module, per connection, and incoming requests per second per module.
+//!
+//! Each limit is a token bucket that may go into debt: whatever is ready to go takes its bytes
+//! at once when the bucket is not in debt, and the next send waits until the debt is paid back.
+//! So a 64 KiB chunk passes a 10 KiB/s limit (then nothing for 6.4 s) and the long-run rate is
+//! the limit exactly, however the sizes of what is sent compare to the burst. `governor` (the
+//! usual crate) refuses a take beyond its burst outright and cannot take from several buckets as
+//! one (total, module and connection together), hence this small type.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// The longest a bucket lets its owner wait in one go: waits are re-checked at least this often.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// A token bucket of units (bytes, or requests) per second that may go into debt.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    /// A full bucket of `rate` units per second holding at most `burst` (at least 1).
+    pub fn new(rate: u64, burst: u64) -> Self {
+        let burst = burst.max(1) as f64;
+        Bucket {
+            rate: rate.max(1) as f64,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// The units per second.
+    pub fn rate(&self) -> u64 {
+        self.rate as u64
+    }
+
+    fn refill(&self, state: &mut (f64, Instant), now: Instant) {
+        let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
+        state.0 = (state.0 + elapsed * self.rate).min(self.burst);
+        state.1 = now.max(state.1);
+    }
+
+    /// How long until the bucket is out of debt (zero: it is now).
+    pub fn wait(&self, now: Instant) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut state, now);
+        wait_for(state.0, self.rate)
+    }
+
+    /// Takes `n` units, into debt if need be (call when [`Bucket::wait`] is zero).
+    pub fn take(&self, n: usize, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut state, now);
+        // Bounded debt: at most ten seconds' worth, whatever the caller does.
+        state.0 = (state.0 - n as f64).max(-10.0 * self.rate - self.burst);
+    }
+
+    /// Takes one unit if the bucket holds one (no debt): for counting requests.
+    pub fn try_take_one(&self, now: Instant) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut state, now);
+        if state.0 >= 1.0 {
+            state.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn wait_for(tokens: f64, rate: f64) -> Duration {
+    if tokens >= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64((-tokens / rate).max(0.0005)).min(MAX_WAIT)
+    }
+}
+
+/// Outgoing byte limits in bytes per second; 0 means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rates {
+    /// Everything this node sends, over all its connections (exempt modules aside).
+    pub total: u64,
+    /// What this node sends on one connection (exempt modules aside).
+    pub per_connection: u64,
+    /// What this node sends for one module, over all its connections.
+    pub per_module: HashMap<u16, u64>,
+    /// Modules no limit applies to (FISCO's `modules_without_bw_limit`).
+    pub exempt: HashSet<u16>,
+}
+
+impl Rates {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.total > 0 || self.per_connection > 0 || self.per_module.values().any(|r| *r > 0)
+    }
+}
+
+/// Time spent waiting for a limit, in microseconds, per module (and in all).
+#[derive(Debug, Default)]
+pub struct Throttled {
+    all: AtomicU64,
+    modules: Mutex<HashMap<u16, Arc<AtomicU64>>>,
+}
+
+impl Throttled {
+    /// Counts `wait` against `module`.
+    pub fn add(&self, module: u16, wait: Duration) {
+        let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.all.fetch_add(us, Ordering::Relaxed);
+        let cell = {
+            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+            modules.entry(module).or_default().clone()
+        };
+        cell.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Total time waited, over all modules.
+    pub fn total(&self) -> Duration {
+        Duration::from_micros(self.all.load(Ordering::Relaxed))
+    }
+
+    /// Time waited per module, sorted by module.
+    pub fn per_module(&self) -> Vec<(u16, Duration)> {
+        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = modules
+            .iter()
+            .map(|(m, us)| (*m, Duration::from_micros(us.load(Ordering::Relaxed))))
+            .collect();
+        all.sort_unstable_by_key(|(m, _)| *m);
+        all
+    }
+}
+
+/// The node's outgoing limits: the shared buckets, and how to make a connection's own.
+#[derive(Debug)]
+pub struct Limits {
+    rates: Rates,
+    burst: u64,
+    total: Option<Bucket>,
+    modules: HashMap<u16, Bucket>,
+    throttled: Throttled,
+}
+
+impl Limits {
+    /// The buckets for `rates`, each holding at most `burst` bytes (or 50 ms of its rate, when
+    /// that is more): small enough that a measured rate over a few seconds is the limit.
+    pub fn new(rates: Rates, burst: u64) -> Arc<Self> {
+        let bucket = |rate: u64| Bucket::new(rate, burst.max(rate / 20));
+        Arc::new(Limits {
+            total: (rates.total > 0).then(|| bucket(rates.total)),
+            modules: rates
+                .per_module
+                .iter()
+                .filter(|(_, r)| **r > 0)
+                .map(|(m, r)| (*m, bucket(*r)))
+                .collect(),
+            rates,
+            burst,
+            throttled: Throttled::default(),
+        })
+    }
+
+    /// No limits.
+    pub fn none() -> Arc<Self> {
+        Limits::new(Rates::default(), 0)
+    }
+
+    /// The rates these limits hold.
+    pub fn rates(&self) -> &Rates {
+        &self.rates
+    }
+
+    /// A bucket for one connection, when there is a per-connection limit.
+    pub fn connection_bucket(&self) -> Option<Bucket> {
+        let rate = self.rates.per_connection;
+        (rate > 0).then(|| Bucket::new(rate, self.burst.max(rate / 20)))
+    }
+
+    /// Whether `module` is limited at all (not exempt, and some limit applies to it).
+    pub fn limits(&self, module: u16, connection: Option<&Bucket>) -> bool {
+        !self.rates.exempt.contains(&module)
+            && (self.total.is_some() || connection.is_some() || self.modules.contains_key(&module))
+    }
+
+    /// How long `module` must wait before it may send on a connection with bucket `connection`
+    /// (zero: now). Exempt modules never wait.
+    pub fn wait(&self, module: u16, connection: Option<&Bucket>, now: Instant) -> Duration {
+        if self.rates.exempt.contains(&module) {
+            return Duration::ZERO;
+        }
+        [self.total.as_ref(), connection, self.modules.get(&module)]
+            .into_iter()
+            .flatten()
+            .map(|b| b.wait(now))
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Takes `bytes` of `module` from every bucket that covers it.
+    pub fn take(&self, module: u16, connection: Option<&Bucket>, bytes: usize, now: Instant) {
+        if self.rates.exempt.contains(&module) {
+            return;
+        }
+        for bucket in [self.total.as_ref(), connection, self.modules.get(&module)]
+            .into_iter()
+            .flatten()
+        {
+            bucket.take(bytes, now);
+        }
+    }
+
+    /// Time spent waiting for these limits.
+    pub fn throttled(&self) -> &Throttled {
+        &self.throttled
+    }
+}
+
+/// Incoming requests per second per module, for the whole node; a module not listed has no
+/// limit.
+#[derive(Debug, Default)]
+pub struct RequestLimits {
+    modules: HashMap<u16, Bucket>,
+    refused: Mutex<HashMap<u16, u64>>,
+}
+
+impl RequestLimits {
+    /// Buckets of `rates` (module → requests per second, 0 = no limit), bursts of one second.
+    pub fn new(rates: &HashMap<u16, u32>) -> Arc<Self> {
+        Arc::new(RequestLimits {
+            modules: rates
+                .iter()
+                .filter(|(_, r)| **r > 0)
+                .map(|(m, r)| (*m, Bucket::new(u64::from(*r), u64::from(*r))))
+                .collect(),
+            refused: Mutex::default(),
+        })
+    }
+
+    /// Whether a request for `module` may be handled now (counting a refusal when not).
+    pub fn admit(&self, module: u16, now: Instant) -> bool {
+        match self.modules.get(&module) {
+            None => true,
+            Some(bucket) if bucket.try_take_one(now) => true,
+            Some(_) => {
+                let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                *refused.entry(module).or_default() += 1;
+                false
+            }
+        }
+    }
+
+    /// Requests refused so far, per limited module, sorted by module.
+    pub fn refused(&self) -> Vec<(u16, u64)> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = refused.iter().map(|(m, n)| (*m, *n)).collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_in_debt_waits_for_exactly_its_debt() {
+        let b = Bucket::new(1000, 100);
+        let start = Instant::now();
+        assert_eq!(b.wait(start), Duration::ZERO);
+        b.take(600, start); // 100 - 600 = -500: half a second of debt
+        let wait = b.wait(start);
+        assert!(
+            wait > Duration::from_millis(490) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert_eq!(b.wait(start + Duration::from_millis(500)), Duration::ZERO);
+        // Refills stop at the burst.
+        let later = start + Duration::from_secs(100);
+        b.take(100, later);
+        assert_eq!(b.wait(later), Duration::ZERO);
+        b.take(1, later);
+        assert!(b.wait(later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn the_long_run_rate_is_the_limit_whatever_the_chunk_size() {
+        // Simulated clock: send 64 KiB chunks whenever allowed, for 5 s at 50 MB/s.
+        let start = Instant::now();
+        let limits = Limits::new(
+            Rates {
+                total: 50_000_000,
+                ..Rates::default()
+            },
+            64 * 1024,
+        );
+        let (mut now, mut sent) = (start, 0usize);
+        for _ in 0..1_000_000 {
+            if now >= start + Duration::from_secs(5) {
+                break;
+            }
+            let wait = limits.wait(7, None, now);
+            if wait.is_zero() {
+                limits.take(7, None, 65536, now);
+                sent += 65536;
+            } else {
+                now += wait;
+            }
+        }
+        let ratio = sent as f64 / 5.0 / 50_000_000.0;
+        assert!((0.99..1.02).contains(&ratio), "{ratio}");
+    }
+
+    #[test]
+    fn exempt_modules_pass_and_do_not_spend() {
+        let now = Instant::now();
+        let limits = Limits::new(
+            Rates {
+                total: 1000,
+                exempt: [1000].into(),
+                ..Rates::default()
+            },
+            1000,
+        );
+        limits.take(1000, None, 1 << 20, now);
+        assert_eq!(limits.wait(1000, None, now), Duration::ZERO);
+        assert_eq!(limits.wait(2000, None, now), Duration::ZERO);
+        limits.take(2000, None, 5000, now);
+        assert!(limits.wait(2000, None, now) > Duration::ZERO);
+        assert_eq!(limits.wait(1000, None, now), Duration::ZERO);
+        assert!(!limits.limits(1000, None) && limits.limits(2000, None));
+    }
+
+    #[test]
+    fn request_limits_count_refusals_per_module() {
+        let now = Instant::now();
+        let limits = RequestLimits::new(&[(5, 3)].into());
+        let admitted = (0..10).filter(|_| limits.admit(5, now)).count();
+        assert_eq!(admitted, 3);
+        assert!((0..10).all(|_| limits.admit(6, now)));
+        assert_eq!(limits.refused(), vec![(5, 7)]);
+        assert!(limits.admit(5, now + Duration::from_millis(400)));
+    }
+}

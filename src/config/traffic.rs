@@ -1,0 +1,216 @@
+//! `[traffic]`: how unicast shares a link between modules (priority classes, chunks), what it
+//! compresses, and the node's bandwidth and request-rate limits; and its mapping onto the
+//! unicast crate's [`unicast::Traffic`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    bandwidth::{Limits, Rates, RequestLimits},
+    unicast::{self, Priority},
+};
+
+/// FISCO BCOS's module ids: PBFT and Raft (consensus), block sync, and the transaction sync
+/// modules FISCO exempts from its bandwidth limits by default.
+pub const PBFT: u16 = 1000;
+/// Raft consensus.
+pub const RAFT: u16 = 1001;
+/// Block sync.
+pub const BLOCK_SYNC: u16 = 2000;
+/// Transaction sync.
+pub const TXS_SYNC: u16 = 2001;
+/// Consensus transaction sync.
+pub const CONS_TXS_SYNC: u16 = 2002;
+
+/// `[traffic]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Traffic {
+    /// Messages larger than this are cut into parts of it, interleaved with other modules'
+    /// messages: a message waits behind at most one part of each other module's traffic.
+    /// 4096–1048576. Default 65536.
+    pub chunk_size: usize,
+    /// Priority class per module id: `"high"`, `"normal"` or `"low"`; modules not listed are
+    /// normal. Default FISCO's: 1000 and 1001 (consensus) high, 2000 (block sync) low.
+    pub priorities: BTreeMap<String, String>,
+    /// While a higher class is busy, a lower class with messages waiting still gets this
+    /// percentage of the bytes sent (1–50). Default 10.
+    pub min_share_percent: u8,
+    /// Compress messages with zstd (on connections whose peer speaks unicast 1.1). Default
+    /// true.
+    pub compression: bool,
+    /// Smallest payload compressed, in bytes. Default 1024 (FISCO's).
+    pub compression_threshold: usize,
+    /// zstd level, 1–19. Default 1 (FISCO 3.x's).
+    pub compression_level: i32,
+    /// Everything this node sends by unicast (and flood), bytes per second; exempt modules
+    /// aside. 0: no limit. Default 0.
+    pub total_bytes_per_s: u64,
+    /// What this node sends on one connection, bytes per second; exempt modules aside. 0: no
+    /// limit. Default 0.
+    pub connection_bytes_per_s: u64,
+    /// What this node sends for one module (by id), bytes per second. Default none.
+    pub module_bytes_per_s: BTreeMap<String, u64>,
+    /// Modules no bandwidth limit applies to. Default FISCO's: 1000, 1001, 2001, 2002.
+    pub exempt_modules: Vec<u16>,
+    /// Requests (and one-way messages) per second a module takes from all peers together;
+    /// beyond it requests are answered `rate limited` and one-way messages dropped, both
+    /// counted. Default none.
+    pub incoming_requests_per_s: BTreeMap<String, u32>,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        let t = unicast::Traffic::default();
+        Traffic {
+            chunk_size: t.chunk_size,
+            priorities: [
+                (PBFT, Priority::High),
+                (RAFT, Priority::High),
+                (BLOCK_SYNC, Priority::Low),
+            ]
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.name().to_string()))
+            .collect(),
+            min_share_percent: t.min_share_percent,
+            compression: t.compression.enabled,
+            compression_threshold: t.compression.threshold,
+            compression_level: t.compression.level,
+            total_bytes_per_s: 0,
+            connection_bytes_per_s: 0,
+            module_bytes_per_s: BTreeMap::new(),
+            exempt_modules: vec![PBFT, RAFT, TXS_SYNC, CONS_TXS_SYNC],
+            incoming_requests_per_s: BTreeMap::new(),
+        }
+    }
+}
+
+/// A module id written as a TOML key.
+pub(super) fn module_key(section: &str, key: &str) -> Result<u16, String> {
+    key.trim()
+        .parse()
+        .map_err(|_| format!("[traffic] {section}: `{key}` is not a module id (0–65535)"))
+}
+
+impl Traffic {
+    /// Every problem with the section, one line each.
+    pub(super) fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(unicast::traffic::MIN_CHUNK_SIZE..=unicast::traffic::MAX_CHUNK_SIZE)
+            .contains(&self.chunk_size)
+        {
+            out.push(format!(
+                "[traffic] chunk_size: {} is not within {}..={}",
+                self.chunk_size,
+                unicast::traffic::MIN_CHUNK_SIZE,
+                unicast::traffic::MAX_CHUNK_SIZE
+            ));
+        }
+        if !(1..=50).contains(&self.min_share_percent) {
+            out.push(format!(
+                "[traffic] min_share_percent: {} is not within 1..=50",
+                self.min_share_percent
+            ));
+        }
+        if !(1..=19).contains(&self.compression_level) {
+            out.push(format!(
+                "[traffic] compression_level: {} is not within 1..=19",
+                self.compression_level
+            ));
+        }
+        for (key, class) in &self.priorities {
+            if let Err(e) = module_key("priorities", key) {
+                out.push(e);
+            }
+            if let Err(e) = class.parse::<Priority>() {
+                out.push(format!("[traffic] priorities: {key}: {e}"));
+            }
+        }
+        for key in self.module_bytes_per_s.keys() {
+            if let Err(e) = module_key("module_bytes_per_s", key) {
+                out.push(e);
+            }
+        }
+        for key in self.incoming_requests_per_s.keys() {
+            if let Err(e) = module_key("incoming_requests_per_s", key) {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// The node's outgoing limits (shared by unicast and flood).
+    pub fn limits(&self) -> std::sync::Arc<Limits> {
+        let rates = Rates {
+            total: self.total_bytes_per_s,
+            per_connection: self.connection_bytes_per_s,
+            per_module: parsed(&self.module_bytes_per_s),
+            exempt: self.exempt_modules.iter().copied().collect(),
+        };
+        Limits::new(rates, self.chunk_size as u64)
+    }
+
+    /// The unicast crate's settings, with `limits` (from [`Traffic::limits`]).
+    pub fn unicast(&self, limits: std::sync::Arc<Limits>) -> unicast::Traffic {
+        unicast::Traffic {
+            chunk_size: self.chunk_size,
+            priorities: self
+                .priorities
+                .iter()
+                .filter_map(|(k, v)| Some((k.trim().parse().ok()?, v.parse().ok()?)))
+                .collect(),
+            min_share_percent: self.min_share_percent,
+            compression: unicast::Compression {
+                enabled: self.compression,
+                threshold: self.compression_threshold,
+                level: self.compression_level,
+            },
+            limits,
+            request_limits: RequestLimits::new(&parsed(&self.incoming_requests_per_s)),
+        }
+    }
+}
+
+/// The entries of a module-keyed table whose keys are module ids (validation reports the
+/// others).
+fn parsed<V: Copy>(table: &BTreeMap<String, V>) -> HashMap<u16, V> {
+    table
+        .iter()
+        .filter_map(|(k, v)| Some((k.trim().parse().ok()?, *v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_fisco_and_map_onto_unicast() {
+        let t = Traffic::default();
+        assert!(t.problems().is_empty());
+        let u = t.unicast(t.limits());
+        assert_eq!(u.priority(PBFT), Priority::High);
+        assert_eq!(u.priority(BLOCK_SYNC), Priority::Low);
+        assert_eq!(u.priority(7), Priority::Normal);
+        assert!(!u.limits.rates().any());
+    }
+
+    #[test]
+    fn bad_entries_are_each_reported() {
+        let t: Traffic = toml::from_str(
+            r#"
+            chunk_size = 100
+            min_share_percent = 0
+            priorities = { "1000" = "urgent", "x" = "low" }
+            module_bytes_per_s = { "70000" = 5 }
+            incoming_requests_per_s = { "2001" = 10 }
+            "#,
+        )
+        .unwrap();
+        let p = t.problems();
+        assert_eq!(p.len(), 5, "{p:#?}");
+        assert!(p.iter().any(|l| l.contains("urgent")));
+        assert!(p.iter().any(|l| l.contains("`70000`")));
+    }
+}
