@@ -512,7 +512,46 @@ async fn valid_streams_with_a_huge_length_prefix_or_bad_cbor() {
     let mut huge_bytes = vec![0xa1, 0x67];
     huge_bytes.extend(b"payload");
     huge_bytes.extend([0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    // Unicast 1.1 frames: a message's first frame (kind, id, module, flags, total, part) and
+    // a continuation (kind 4, id, part).
+    let start = |kind: u8, id: u64, flags: u8, total: u32, part: &[u8]| {
+        let mut body = vec![kind];
+        body.extend(id.to_be_bytes());
+        body.extend(1u16.to_be_bytes());
+        body.push(flags);
+        body.extend(total.to_be_bytes());
+        body.extend_from_slice(part);
+        let mut frame = varint(body.len() as u64);
+        frame.extend(body);
+        frame
+    };
+    // 64 MiB of zeros in a few KiB: inflates past the 32 MiB message limit.
+    let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 1).unwrap();
+    let mut continuation = varint(10);
+    continuation.extend([4, 0, 0, 0, 0, 0, 0, 0, 9, 0xaa]);
     let cases: Vec<(&str, libp2p::StreamProtocol, Vec<u8>)> = vec![
+        (
+            "unicast 1.1 decompression bomb",
+            bcos_p2p::unicast::PROTOCOL_NAME,
+            start(1, 1, 1, bomb.len() as u32, &bomb),
+        ),
+        (
+            "unicast 1.1 continuation of no message",
+            bcos_p2p::unicast::PROTOCOL_NAME,
+            continuation,
+        ),
+        (
+            "unicast 1.1 five messages in parts",
+            bcos_p2p::unicast::PROTOCOL_NAME,
+            (0..5u64)
+                .flat_map(|id| start(0, id, 0, 1000, b"x"))
+                .collect(),
+        ),
+        (
+            "unicast 1.1 message over the limit",
+            bcos_p2p::unicast::PROTOCOL_NAME,
+            start(1, 1, 0, 64 << 20, b"x"),
+        ),
         (
             "unicast 2^40",
             bcos_p2p::unicast::PROTOCOL_1_0,

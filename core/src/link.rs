@@ -185,11 +185,13 @@ impl<T: Send + fmt::Debug + 'static> PairProtocol for Link<T> {
 
     /// Opened at once (both sides announce on connect); the peer never writes on our stream
     /// and we never write on the peer's.
-    const POLICY: Policy = Policy {
-        open_at_once: true,
-        give_up_after: Some(MAX_OPEN_FAILURES),
-        answers: false,
-    };
+    fn policy(&self) -> Policy {
+        Policy {
+            open_at_once: true,
+            give_up_after: Some(MAX_OPEN_FAILURES),
+            answers: false,
+        }
+    }
 
     fn protocol(&self) -> &StreamProtocol {
         &self.config.protocol

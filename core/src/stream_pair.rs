@@ -207,7 +207,7 @@ pub trait PairProtocol: Send + 'static {
     type Event: fmt::Debug + Send + 'static;
 
     /// How the engine treats the streams.
-    const POLICY: Policy;
+    fn policy(&self) -> Policy;
 
     /// The protocol negotiated for both streams.
     fn protocol(&self) -> &StreamProtocol;
@@ -393,7 +393,9 @@ impl<P: PairProtocol> StreamPair<P> {
     fn outbound_failed(&mut self, reason: CloseReason) {
         let streams = &mut self.streams;
         streams.open_failures = streams.open_failures.saturating_add(1);
-        let given_up = P::POLICY
+        let given_up = self
+            .protocol
+            .policy()
             .give_up_after
             .is_some_and(|max| streams.open_failures >= max);
         streams.outbound = if given_up {
@@ -522,7 +524,7 @@ impl<P: PairProtocol> StreamPair<P> {
     fn write_answers(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let streams = &mut *self.streams;
         match &mut streams.inbound {
-            Some(stream) if P::POLICY.answers => {
+            Some(stream) if self.protocol.policy().answers => {
                 let written = write_queued(
                     stream,
                     &mut streams.to_answer,
@@ -620,7 +622,7 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
         // is something to send.
         let streams = &mut self.streams;
         if matches!(streams.outbound, Outbound::Idle)
-            && ((P::POLICY.open_at_once && streams.open_failures == 0)
+            && ((self.protocol.policy().open_at_once && streams.open_failures == 0)
                 || !streams.to_send.is_empty()
                 || self.protocol.holds_outbound())
         {
@@ -665,7 +667,7 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
                 self.protocol.outbound_opened(&version);
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
-                if P::POLICY.give_up_after.is_some()
+                if self.protocol.policy().give_up_after.is_some()
                     && matches!(error, StreamUpgradeError::NegotiationFailed)
                 {
                     self.streams.outbound = Outbound::Dead;

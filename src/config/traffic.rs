@@ -44,7 +44,7 @@ pub struct Traffic {
     pub compression_threshold: usize,
     /// zstd level, 1–19. Default 1 (FISCO 3.x's).
     pub compression_level: i32,
-    /// Everything this node sends by unicast (and flood), bytes per second; exempt modules
+    /// Everything this node sends by unicast, bytes per second; exempt modules
     /// aside. 0: no limit. Default 0.
     pub total_bytes_per_s: u64,
     /// What this node sends on one connection, bytes per second; exempt modules aside. 0: no

@@ -203,6 +203,35 @@ impl ModuleTraffic {
     }
 }
 
+/// One-way messages handed to a connection and not yet written (or dropped) by it, and their
+/// payload bytes: the behaviour refuses more ([`crate::UnicastError::Busy`]) past its bounds,
+/// so a sender learns that the peer or a limit holds it back instead of losing messages.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Backlog {
+    pub(crate) fn add(&self, bytes: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn done(&self, bytes: usize) {
+        self.messages.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Messages and bytes waiting.
+    pub(crate) fn get(&self) -> (usize, usize) {
+        (
+            self.messages.load(Ordering::Relaxed) as usize,
+            self.bytes.load(Ordering::Relaxed) as usize,
+        )
+    }
+}
+
 /// Counters of one unicast behaviour (see [`crate::Behaviour::counters`]).
 #[derive(Debug, Default)]
 pub struct Counters {

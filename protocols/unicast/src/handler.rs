@@ -22,11 +22,14 @@ use bcos_p2p_core::stream_pair::{
     CloseReason, PairProtocol, Policy, StreamPair, Streams, Traffic as FrameTraffic,
 };
 
+use bcos_p2p_core::bandwidth::Bucket;
+
 use crate::{
     Counters, Direction, Outcome,
     codec::{
         Codec, Frame, KIND_ERROR, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, Version, Wire, truncate,
     },
+    counters::Backlog,
     incoming::Incoming,
     outgoing::Outgoing,
     traffic::Traffic,
@@ -37,6 +40,8 @@ use crate::{
 pub(crate) struct Settings {
     pub protocol: StreamProtocol,
     pub older: Vec<StreamProtocol>,
+    /// The protocol of the second stream pair, for high-priority modules only.
+    pub urgent: StreamProtocol,
     pub max_frame: usize,
     pub max_inbound_pending: usize,
     pub max_inbound_pending_bytes: usize,
@@ -47,7 +52,7 @@ pub(crate) struct Settings {
 
 impl Settings {
     fn version(&self, protocol: &StreamProtocol) -> Version {
-        if *protocol == self.protocol {
+        if *protocol == self.protocol || *protocol == self.urgent {
             Version::V1_1
         } else {
             Version::V1_0
@@ -112,8 +117,12 @@ pub enum HandlerEvent {
         /// The payload, or the peer's reason for failing.
         result: Result<Bytes, String>,
     },
-    /// Our outbound stream failed or could not be opened: requests sent on it are lost.
-    OutboundFailed(CloseReason),
+    /// Our outbound stream failed or could not be opened: the requests sent or queued on it
+    /// (these ids) are lost.
+    OutboundFailed(CloseReason, Vec<u64>),
+    /// The peer does not speak the urgent protocol: messages given to that stream pair, to be
+    /// sent on the main one instead.
+    NoUrgent(Vec<Frame>),
     /// The peer's stream was closed because the peer broke the protocol on it
     /// ([`CloseReason::is_violation`]).
     InboundViolation,
@@ -144,10 +153,26 @@ pub struct Requests {
     replies_in: Incoming,
     requests_in: Incoming,
     events: VecDeque<HandlerEvent>,
+    /// This is the urgent stream pair (high-priority modules on a stream of their own).
+    urgent: bool,
+    /// The urgent protocol was refused: whatever comes goes back to the behaviour.
+    refused: bool,
 }
 
+/// Generations of the urgent pair's inbound streams have this bit set, so that the behaviour
+/// knows which pair an answer goes to.
+pub(crate) const URGENT_STREAMS: u64 = 1 << 63;
+
 impl Requests {
-    pub(crate) fn new(settings: Arc<Settings>) -> Self {
+    /// `backlog`: the behaviour's count of the one-way messages it handed this connection;
+    /// `urgent`: the pair for high-priority modules; `bucket`: the connection's bandwidth bucket
+    /// (shared by both pairs).
+    pub(crate) fn new(
+        settings: Arc<Settings>,
+        backlog: Arc<Backlog>,
+        urgent: bool,
+        bucket: Option<Arc<Bucket>>,
+    ) -> Self {
         let counters = settings.counters.clone();
         Requests {
             queued: HashSet::new(),
@@ -155,13 +180,20 @@ impl Requests {
             awaiting: HashMap::new(),
             inbound_pending: HashMap::new(),
             inbound_pending_bytes: 0,
-            inbound_stream: 0,
-            requests_out: Outgoing::new(&settings.traffic, counters.clone()),
-            answers_out: Outgoing::new(&settings.traffic, counters),
+            inbound_stream: if urgent { URGENT_STREAMS } else { 0 },
+            requests_out: Outgoing::new(
+                &settings.traffic,
+                counters.clone(),
+                backlog,
+                bucket.clone(),
+            ),
+            answers_out: Outgoing::new(&settings.traffic, counters, Arc::default(), bucket),
             replies_in: Incoming::new(settings.max_frame),
             requests_in: Incoming::new(settings.max_frame),
             settings,
             events: VecDeque::new(),
+            urgent,
+            refused: false,
         }
     }
 
@@ -183,18 +215,30 @@ impl PairProtocol for Requests {
 
     /// Opened when there is something to send; never given up (a failed stream fails the
     /// requests on it, and the next request opens a new one). Answers go on the peer's stream.
-    const POLICY: Policy = Policy {
-        open_at_once: false,
-        give_up_after: None,
-        answers: true,
-    };
+    /// The urgent pair gives up when the peer does not speak its protocol (and after 3 failed
+    /// opens in a row): its messages then go on the main pair.
+    fn policy(&self) -> Policy {
+        Policy {
+            open_at_once: false,
+            give_up_after: self.urgent.then_some(3),
+            answers: true,
+        }
+    }
 
     fn protocol(&self) -> &StreamProtocol {
-        &self.settings.protocol
+        if self.urgent {
+            &self.settings.urgent
+        } else {
+            &self.settings.protocol
+        }
     }
 
     fn older_versions(&self) -> &[StreamProtocol] {
-        &self.settings.older
+        if self.urgent {
+            &[]
+        } else {
+            &self.settings.older
+        }
     }
 
     fn inbound_codec(&self, version: &StreamProtocol) -> Codec {
@@ -218,19 +262,16 @@ impl PairProtocol for Requests {
     }
 
     fn on_command(&mut self, command: Command, streams: &mut Streams<Codec>) {
-        match command {
-            Command::Send(Frame::Oneway { payload, .. })
-                if self.requests_out.len() >= self.settings.max_inbound_pending
-                    || self.requests_out.bytes().saturating_add(payload.len())
-                        > self.settings.max_inbound_pending_bytes =>
-            {
-                // Requests are bounded by the behaviour's in-flight limit; one-way messages are
-                // best-effort and are dropped, not queued without end, when the peer lags.
-                tracing::warn!(
-                    size = payload.len(),
-                    "unicast queue full: dropping a one-way message"
-                );
+        if self.refused
+            && let Command::Send(frame) = command
+        {
+            if let Frame::Request { id, .. } = &frame {
+                self.queued.remove(id);
             }
+            self.events.push_back(HandlerEvent::NoUrgent(vec![frame]));
+            return;
+        }
+        match command {
             Command::Send(Frame::Oneway { module, payload }) => {
                 self.requests_out
                     .push(KIND_ONEWAY, 0, module, module, payload);
@@ -319,7 +360,7 @@ impl PairProtocol for Requests {
     }
 
     fn holds_outbound(&self) -> bool {
-        !self.requests_out.is_empty()
+        !self.refused && !self.requests_out.is_empty()
     }
 
     fn on_inbound(&mut self, wire: Wire, answers: &mut VecDeque<Wire>) -> Result<(), CloseReason> {
@@ -453,17 +494,41 @@ impl PairProtocol for Requests {
         self.replies_in = Incoming::new(self.settings.max_frame);
     }
 
-    fn outbound_failed(&mut self, reason: CloseReason, _: bool) {
+    fn outbound_failed(&mut self, reason: CloseReason, given_up: bool) {
         tracing::debug!(%reason, "unicast outbound stream failed");
-        self.requests_out.clear();
-        self.queued.clear();
+        let mut lost: Vec<u64> = self.awaiting.drain().map(|(id, _)| id).collect();
+        if given_up {
+            // The urgent pair after repeated failures: what is queued goes on the main pair.
+            self.unsupported();
+        } else {
+            self.requests_out.clear();
+            lost.extend(self.queued.drain());
+        }
         self.cancelled.clear();
-        self.awaiting.clear();
-        self.events.push_back(HandlerEvent::OutboundFailed(reason));
+        self.events
+            .push_back(HandlerEvent::OutboundFailed(reason, lost));
     }
 
-    /// Never called: unicast does not give its outbound stream up.
-    fn unsupported(&mut self) {}
+    /// The urgent pair only: the peer does not speak its protocol. What it holds, and what it is
+    /// given from now on, goes back to the behaviour for the main pair.
+    fn unsupported(&mut self) {
+        self.refused = true;
+        let frames: Vec<Frame> = self
+            .requests_out
+            .take_unstarted()
+            .into_iter()
+            .filter(|f| match f {
+                Frame::Request { id, .. } => {
+                    self.queued.remove(id);
+                    !self.cancelled.remove(id)
+                }
+                _ => true,
+            })
+            .collect();
+        self.queued.clear();
+        self.cancelled.clear();
+        self.events.push_back(HandlerEvent::NoUrgent(frames));
+    }
 
     fn inbound_opened(&mut self, replaced: bool, version: &StreamProtocol) {
         if replaced {

@@ -48,14 +48,16 @@ use bcos_p2p_core::{Heard, NodeId, NodeIdBook, Offence, Offences, PrimaryConnect
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
 pub use counters::{Counters, Direction, ModuleStats, Outcome};
+use either::Either;
 use futures::{FutureExt as _, task::AtomicWaker};
 pub use handler::RATE_LIMITED;
 use handler::{Command, Handler, HandlerEvent, Requests, Settings};
 use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler,
-    StreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionHandler as _, ConnectionHandlerSelect,
+    ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, StreamProtocol, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 pub use traffic::{Compression, Priority, Traffic};
 
@@ -64,6 +66,9 @@ pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/unicast/1.1
 /// The first version, still spoken with peers that do not speak 1.1 (whole messages in order,
 /// uncompressed).
 pub const PROTOCOL_1_0: StreamProtocol = StreamProtocol::new("/bcos/unicast/1.0.0");
+/// The second stream pair of a connection, for high-priority modules: 1.1 frames on streams of
+/// their own, so that they never queue behind other modules' parts in the layers below.
+pub const PROTOCOL_URGENT: StreamProtocol = StreamProtocol::new("/bcos/unicast-urgent/1.1.0");
 
 /// Settings of the unicast behaviour.
 #[derive(Debug, Clone)]
@@ -249,6 +254,10 @@ pub struct Behaviour {
     /// Which of a peer's connections to send on (see [`Behaviour::set_primaries`]).
     primaries: PrimaryConnections,
     connections: HashMap<PeerId, Vec<ConnectionId>>,
+    /// One-way messages handed to each connection's handler and not yet written.
+    backlogs: HashMap<ConnectionId, Arc<counters::Backlog>>,
+    /// Connections whose peer does not speak the urgent protocol.
+    no_urgent: HashSet<ConnectionId>,
     /// NodeId → PeerId of connected peers (deriving a PeerId from a key costs curve arithmetic;
     /// this keeps it off the per-message path).
     peers_by_node: HashMap<NodeId, PeerId>,
@@ -259,7 +268,7 @@ pub struct Behaviour {
     timer: Option<futures_timer::Delay>,
     next_id: u64,
     dropped: Arc<Dropped>,
-    events: VecDeque<ToSwarm<Event, Command>>,
+    events: VecDeque<ToSwarm<Event, Either<Command, Command>>>,
     /// Where the peers' offences are reported ([`Behaviour::set_offences`]).
     offences: Offences,
     /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
@@ -276,6 +285,7 @@ impl Behaviour {
         let settings = Arc::new(Settings {
             protocol: PROTOCOL_NAME,
             older: vec![PROTOCOL_1_0],
+            urgent: PROTOCOL_URGENT,
             max_frame: config.max_frame_size,
             max_inbound_pending: config.max_in_flight,
             max_inbound_pending_bytes: config.max_pending_bytes.max(config.max_frame_size),
@@ -289,6 +299,8 @@ impl Behaviour {
             node_ids,
             primaries: PrimaryConnections::default(),
             connections: HashMap::new(),
+            backlogs: HashMap::new(),
+            no_urgent: HashSet::new(),
             peers_by_node: HashMap::new(),
             pending: HashMap::new(),
             per_peer: HashMap::new(),
@@ -324,10 +336,58 @@ impl Behaviour {
         self.primaries = primaries;
     }
 
-    /// The handler of a new connection.
-    fn new_handler(&self, connection: ConnectionId) -> Handler {
-        Handler::new(Requests::new(self.settings.clone()))
-            .hearing(self.heard.as_ref().map(|h| h.cell(connection)))
+    /// The handler of a new connection: the main stream pair and the urgent one.
+    fn new_handler(&mut self, connection: ConnectionId) -> PairHandlers {
+        let backlog = self.backlogs.entry(connection).or_default().clone();
+        let bucket = self
+            .settings
+            .traffic
+            .limits
+            .connection_bucket()
+            .map(Arc::new);
+        let heard = self.heard.as_ref().map(|h| h.cell(connection));
+        let pair = |urgent| {
+            Handler::new(Requests::new(
+                self.settings.clone(),
+                backlog.clone(),
+                urgent,
+                bucket.clone(),
+            ))
+            .hearing(heard.clone())
+        };
+        pair(false).select(pair(true))
+    }
+
+    /// `command` for the pair of `connection` it belongs to: requests and one-way messages of
+    /// high-priority modules go on the urgent pair (unless the peer does not speak it), answers
+    /// to the pair their request came on.
+    fn notify(&mut self, peer: PeerId, connection: ConnectionId, command: Command) {
+        let urgent = match &command {
+            Command::Send(Frame::Request { module, .. } | Frame::Oneway { module, .. }) => {
+                self.settings.traffic.priority(*module) == Priority::High
+                    && !self.no_urgent.contains(&connection)
+            }
+            Command::Respond { stream, .. } => stream & handler::URGENT_STREAMS != 0,
+            Command::Send(_) => false,
+            Command::Cancel(id) => {
+                // Either pair may hold it.
+                self.events.push_back(ToSwarm::NotifyHandler {
+                    peer_id: peer,
+                    handler: NotifyHandler::One(connection),
+                    event: Either::Right(Command::Cancel(*id)),
+                });
+                false
+            }
+        };
+        self.events.push_back(ToSwarm::NotifyHandler {
+            peer_id: peer,
+            handler: NotifyHandler::One(connection),
+            event: if urgent {
+                Either::Right(command)
+            } else {
+                Either::Left(command)
+            },
+        });
     }
 
     /// Sends a request to `node` for `module`; the outcome arrives as one [`Event::Response`]
@@ -372,11 +432,7 @@ impl Behaviour {
                 let connection = match connection {
                     Some(c) => {
                         self.route_used(c);
-                        self.events.push_back(ToSwarm::NotifyHandler {
-                            peer_id: peer,
-                            handler: NotifyHandler::One(c),
-                            event: Command::Send(frame),
-                        });
+                        self.notify(peer, c, Command::Send(frame));
                         c
                     }
                     None => self.wait_for_route(peer, Some(id), frame),
@@ -410,9 +466,10 @@ impl Behaviour {
         rid
     }
 
-    /// Sends a one-way message (no reply). Fails at once when the node is not connected or the
-    /// payload is too large; delivery is then best-effort over the live connection (a message
-    /// is dropped, with a warning, when `max_in_flight` frames already wait for a lagging peer).
+    /// Sends a one-way message (no reply). Fails at once when the node is not connected, the
+    /// payload is too large, or the connection already holds `max_in_flight` one-way messages or
+    /// `max_pending_bytes` of them not yet sent ([`UnicastError::Busy`]: the peer does not
+    /// read fast enough, or a bandwidth limit holds the module back; try again later).
     pub fn send_oneway(
         &mut self,
         node: &NodeId,
@@ -424,12 +481,16 @@ impl Behaviour {
         let frame = Frame::Oneway { module, payload };
         match self.check_send(&peer, len) {
             Ok(connection) => {
+                let backlog = self.backlogs.entry(connection).or_default();
+                let (queued, bytes) = backlog.get();
+                if queued >= self.config.max_in_flight
+                    || bytes.saturating_add(len) > self.config.max_pending_bytes
+                {
+                    return Err(UnicastError::Busy);
+                }
+                backlog.add(len);
                 self.route_used(connection);
-                self.events.push_back(ToSwarm::NotifyHandler {
-                    peer_id: peer,
-                    handler: NotifyHandler::One(connection),
-                    event: Command::Send(frame),
-                });
+                self.notify(peer, connection, Command::Send(frame));
             }
             Err(UnicastError::NotConnected) if self.config.dial_routed => {
                 // Held until the routed connection is up: bounded by count and by bytes.
@@ -521,11 +582,7 @@ impl Behaviour {
         };
         counters.count(Direction::Inbound, outcome);
         self.route_used(connection);
-        self.events.push_back(ToSwarm::NotifyHandler {
-            peer_id: peer,
-            handler: NotifyHandler::One(connection),
-            event: Command::Respond { id, stream, result },
-        });
+        self.notify(peer, connection, Command::Respond { id, stream, result });
         Ok(())
     }
 
@@ -574,11 +631,7 @@ impl Behaviour {
             .get(&peer)
             .is_some_and(|c| c.contains(&connection))
         {
-            self.events.push_back(ToSwarm::NotifyHandler {
-                peer_id: peer,
-                handler: NotifyHandler::One(connection),
-                event: Command::Cancel(id),
-            });
+            self.notify(peer, connection, Command::Cancel(id));
         }
     }
 
@@ -646,8 +699,11 @@ impl Behaviour {
     }
 }
 
+/// A connection's handler: the main stream pair and the urgent one.
+pub type PairHandlers = ConnectionHandlerSelect<Handler, Handler>;
+
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = Handler;
+    type ConnectionHandler = PairHandlers;
     type ToSwarm = Event;
 
     fn handle_established_inbound_connection(
@@ -691,6 +747,8 @@ impl NetworkBehaviour for Behaviour {
                 connection_id,
                 ..
             }) => {
+                self.backlogs.remove(&connection_id);
+                self.no_urgent.remove(&connection_id);
                 if let Some(list) = self.connections.get_mut(&peer_id) {
                     list.retain(|c| *c != connection_id);
                     if list.is_empty() {
@@ -711,6 +769,7 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
+        let event = event.into_inner();
         if matches!(
             event,
             HandlerEvent::Response { .. }
@@ -739,12 +798,33 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             HandlerEvent::InboundViolation => self.offences.report(peer, Offence::Malformed),
-            HandlerEvent::OutboundFailed(reason) => {
+            HandlerEvent::OutboundFailed(reason, lost) => {
                 if reason.is_violation() {
                     self.offences.report(peer, Offence::Malformed);
                 }
                 tracing::debug!(%peer, %reason, "unicast stream lost");
-                self.fail_connection(peer, connection, true);
+                for id in lost {
+                    if self
+                        .pending
+                        .get(&id)
+                        .is_some_and(|p| p.connection == connection)
+                    {
+                        self.finish(id, Err(UnicastError::ConnectionClosed));
+                    }
+                }
+            }
+            HandlerEvent::NoUrgent(frames) => {
+                tracing::debug!(%peer, "peer does not speak the urgent unicast protocol");
+                self.no_urgent.insert(connection);
+                for frame in frames {
+                    if let Frame::Oneway { payload, .. } = &frame {
+                        self.backlogs
+                            .entry(connection)
+                            .or_default()
+                            .add(payload.len());
+                    }
+                    self.notify(peer, connection, Command::Send(frame));
+                }
             }
             HandlerEvent::Request {
                 id,
@@ -843,12 +923,16 @@ mod tests {
             id,
             result: Ok(Bytes::from_static(b"a")),
         };
-        b.on_connection_handler_event(peer, connection, answer(ended.0));
+        b.on_connection_handler_event(peer, connection, Either::Left(answer(ended.0)));
         let unsolicited = || offences.totals()[Offence::Unsolicited.index()];
         assert_eq!(unsolicited(), 0, "a late answer is honest");
-        b.on_connection_handler_event(peer, connection, answer(ended.0 + 1000));
+        b.on_connection_handler_event(peer, connection, Either::Left(answer(ended.0 + 1000)));
         assert_eq!(unsolicited(), 1);
-        b.on_connection_handler_event(peer, connection, HandlerEvent::InboundViolation);
+        b.on_connection_handler_event(
+            peer,
+            connection,
+            Either::Right(HandlerEvent::InboundViolation),
+        );
         assert_eq!(offences.totals()[Offence::Malformed.index()], 1);
     }
 }

@@ -18,7 +18,7 @@ use futures_timer::Delay;
 use crate::{
     codec::{FLAG_ZSTD, KIND_ERROR, KIND_ONEWAY, Version, Wire},
     compress::Zstd,
-    counters::{Counters, ModuleTraffic},
+    counters::{Backlog, Counters, ModuleTraffic},
     traffic::{Priority, Traffic},
 };
 
@@ -43,6 +43,8 @@ struct Message {
     started: bool,
     /// Counted among the messages in parts.
     partial: bool,
+    /// The payload's length as queued (the behaviour's backlog counts it so).
+    queued_len: usize,
 }
 
 #[derive(Debug)]
@@ -59,7 +61,7 @@ pub(crate) struct Outgoing {
     share: f64,
     priorities: HashMap<u16, Priority>,
     limits: Arc<Limits>,
-    connection_bucket: Option<Bucket>,
+    connection_bucket: Option<Arc<Bucket>>,
     counters: Arc<Counters>,
     lanes: HashMap<u16, Lane>,
     /// Modules with something to send, per class, in turn order.
@@ -75,10 +77,17 @@ pub(crate) struct Outgoing {
     next_oneway: u64,
     version: Version,
     zstd: Zstd,
+    /// The behaviour's count of one-way messages handed to this connection.
+    backlog: Arc<Backlog>,
 }
 
 impl Outgoing {
-    pub(crate) fn new(traffic: &Traffic, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        traffic: &Traffic,
+        counters: Arc<Counters>,
+        backlog: Arc<Backlog>,
+        connection_bucket: Option<Arc<Bucket>>,
+    ) -> Self {
         let share = f64::from(traffic.min_share_percent.clamp(1, 50)) / 100.0;
         Outgoing {
             chunk: traffic.chunk_size.clamp(
@@ -87,7 +96,7 @@ impl Outgoing {
             ),
             share: share / (1.0 - share),
             priorities: traffic.priorities.clone(),
-            connection_bucket: traffic.limits.connection_bucket(),
+            connection_bucket,
             limits: traffic.limits.clone(),
             counters,
             lanes: HashMap::new(),
@@ -101,6 +110,7 @@ impl Outgoing {
             next_oneway: 0,
             version: Version::V1_0,
             zstd: Zstd::new(traffic.compression.clone()),
+            backlog,
         }
     }
 
@@ -156,6 +166,7 @@ impl Outgoing {
             kind,
             id,
             module,
+            queued_len: data.len(),
             data,
             flags: 0,
             sent: 0,
@@ -219,7 +230,9 @@ impl Outgoing {
             for _ in 0..self.ready[class].len() {
                 let lane = self.ready[class].pop_front().expect("counted");
                 self.skip_cancelled(lane, cancelled);
-                let wait = self.limits.wait(lane, self.connection_bucket.as_ref(), now);
+                let wait = self
+                    .limits
+                    .wait(lane, self.connection_bucket.as_deref(), now);
                 if !wait.is_zero() {
                     self.ready[class].push_back(lane);
                     if shortest.is_none_or(|(w, _)| wait < w) {
@@ -329,13 +342,16 @@ impl Outgoing {
         m.started = true;
         m.sent += take;
         self.limits
-            .take(lane, self.connection_bucket.as_ref(), take, now);
+            .take(lane, self.connection_bucket.as_deref(), take, now);
         if m.sent < m.data.len() {
             return Piece::Frame(wire, take, true);
         }
         let m = l.queue.pop_front().expect("front");
         l.traffic.queue(m.data.len(), false);
         l.traffic.sent(m.data.len());
+        if m.kind == KIND_ONEWAY {
+            self.backlog.done(m.queued_len);
+        }
         if m.partial {
             self.partial -= 1;
             self.partial_bytes -= m.data.len();
@@ -345,14 +361,46 @@ impl Outgoing {
         Piece::Frame(wire, take, !l.queue.is_empty())
     }
 
+    /// Takes the messages not started yet (the rest is dropped), as they were queued.
+    pub(crate) fn take_unstarted(&mut self) -> Vec<crate::codec::Frame> {
+        use crate::codec::Frame;
+        let mut out = Vec::new();
+        for lane in self.lanes.values_mut() {
+            for m in lane.queue.drain(..) {
+                lane.traffic.queue(m.data.len(), false);
+                if m.kind == KIND_ONEWAY {
+                    self.backlog.done(m.queued_len);
+                }
+                if m.started || m.flags != 0 {
+                    continue;
+                }
+                out.push(match m.kind {
+                    crate::codec::KIND_REQUEST => Frame::Request {
+                        id: m.id,
+                        module: m.module,
+                        payload: m.data,
+                    },
+                    _ => Frame::Oneway {
+                        module: m.module,
+                        payload: m.data,
+                    },
+                });
+            }
+        }
+        self.clear();
+        out
+    }
+
     /// Drops everything queued (the stream is gone); returns the ids of the requests dropped.
     pub(crate) fn clear(&mut self) -> Vec<u64> {
         let mut ids = Vec::new();
         for (_, lane) in self.lanes.drain() {
             for m in lane.queue {
                 lane.traffic.queue(m.data.len(), false);
-                if m.kind == crate::codec::KIND_REQUEST {
-                    ids.push(m.id);
+                match m.kind {
+                    crate::codec::KIND_REQUEST => ids.push(m.id),
+                    KIND_ONEWAY => self.backlog.done(m.queued_len),
+                    _ => {}
                 }
             }
         }
@@ -403,7 +451,8 @@ mod tests {
             limits,
             ..Traffic::default()
         };
-        let mut o = Outgoing::new(&traffic, Arc::default());
+        let bucket = traffic.limits.connection_bucket().map(Arc::new);
+        let mut o = Outgoing::new(&traffic, Arc::default(), Arc::default(), bucket);
         o.set_version(Version::V1_1);
         o
     }

@@ -10,7 +10,7 @@ use bcos_p2p_core::route_link::{circuit_address, is_routed};
 use libp2p_core::ConnectedPoint;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    CloseConnection, ConnectionId, DialError, NotifyHandler, ToSwarm,
+    CloseConnection, ConnectionId, DialError, ToSwarm,
     dial_opts::{DialOpts, PeerCondition},
 };
 
@@ -113,11 +113,13 @@ impl Behaviour {
                 };
                 p.connection = connection;
             }
-            self.events.push_back(ToSwarm::NotifyHandler {
-                peer_id: peer,
-                handler: NotifyHandler::One(connection),
-                event: Command::Send(frame),
-            });
+            if let Frame::Oneway { payload, .. } = &frame {
+                self.backlogs
+                    .entry(connection)
+                    .or_default()
+                    .add(payload.len());
+            }
+            self.notify(peer, connection, Command::Send(frame));
         }
     }
 
