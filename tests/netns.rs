@@ -7,6 +7,10 @@
 //! exactly once, and that the two hosts that cannot reach each other still answer each other's
 //! requests, over a routed connection through a third host. Prints its figures on stderr.
 //!
+//! A second test, in tests/netns/traffic.rs, runs block sync, transactions and consensus
+//! between the hosts on links capped at 100 Mbit/s and reports each class's latency. The two
+//! take turns.
+//!
 //! Needs root and network namespaces; anywhere else it says `SKIPPED: <test>: <why>` on the
 //! terminal (past cargo's capture) and passes; with `BCOS_P2P_REQUIRE_ALL=1` it fails.
 //! Settings, from the environment: `BCOS_NETNS_BACKEND` (auto, netem, userspace, bridge: how
@@ -19,6 +23,8 @@
 
 #[path = "common/skip.rs"]
 mod skip;
+#[path = "netns/traffic.rs"]
+mod traffic;
 
 use std::{
     collections::HashMap,
@@ -53,13 +59,16 @@ struct Harness {
     backend: String,
     delay_ms: u64,
     loss_pct: f64,
+    /// Each host's link cap, both ways (0: none).
+    rate_mbit: u64,
     namespaces: Vec<String>,
     addrs: Vec<String>,
 }
 
 impl Harness {
-    /// Sets the hosts up, or says why it cannot be done here.
-    fn start() -> Result<Harness, String> {
+    /// Sets the hosts up (`args`: run.sh's link options beyond the backend), or says why it
+    /// cannot be done here.
+    fn start(args: &[&str]) -> Result<Harness, String> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/run.sh");
         let backend = std::env::var("BCOS_NETNS_BACKEND").unwrap_or_else(|_| "auto".into());
         let mut child = Command::new("bash")
@@ -71,6 +80,7 @@ impl Harness {
                 "--backend",
                 &backend,
             ])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -86,6 +96,7 @@ impl Harness {
             backend: String::new(),
             delay_ms: 0,
             loss_pct: 0.0,
+            rate_mbit: 0,
             namespaces: Vec::new(),
             addrs: Vec::new(),
         };
@@ -103,6 +114,7 @@ impl Harness {
         harness.backend = field("backend").to_string();
         harness.delay_ms = field("delay_ms").parse().expect("delay_ms");
         harness.loss_pct = field("loss_pct").parse().expect("loss_pct");
+        harness.rate_mbit = field("rate_mbit").parse().expect("rate_mbit");
         harness.namespaces = field("hosts").split(',').map(String::from).collect();
         harness.addrs = field("addrs").split(',').map(String::from).collect();
         assert_eq!(harness.namespaces.len(), HOSTS, "{first}");
@@ -694,10 +706,18 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// The tests here one at a time: each loads the machine, and the traffic scenario's figures
+/// are only worth anything with nothing else running.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn faults_across_hosts_heal_with_nothing_lost() {
+    let _alone = one_at_a_time();
     let started = Instant::now();
-    let mut harness = match Harness::start() {
+    let mut harness = match Harness::start(&[]) {
         Ok(h) => h,
         Err(why) => {
             skip::skip(
@@ -746,6 +766,14 @@ fn faults_across_hosts_heal_with_nothing_lost() {
     drop(net);
     drop(harness);
     eprintln!("netns: test took {}", secs(started.elapsed()));
+}
+
+/// Block sync, transactions and consensus between the hosts on links capped at 100 Mbit/s:
+/// each class's latency under the others' load (see tests/netns/traffic.rs).
+#[test]
+fn traffic_classes_on_capped_links() {
+    let _alone = one_at_a_time();
+    traffic::run();
 }
 
 /// (a) Under delay and loss, a steady stream along all 12 ordered pairs for 15 s: every

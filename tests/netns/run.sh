@@ -5,12 +5,14 @@
 # made inside namespaces this script creates (names carry its pid) and removes on exit.
 #
 #   run.sh session [--hosts N] [--backend auto|netem|userspace|bridge] [--delay-ms D] [--loss P]
+#                  [--rate-mbit R]
 #
 # prints one line, then serves commands on stdin, one per line, answering each with one line:
 #   skip <why>            cannot run here (not root, no `ip netns`, no way to impair links);
 #                         the script exits 0 after it
-#   ready backend=B delay_ms=D loss_pct=P hosts=NS1,..,NSn addrs=IP1,..,IPn
-#                         (D and P are 0 for the unimpaired `bridge` backend)
+#   ready backend=B delay_ms=D loss_pct=P rate_mbit=R hosts=NS1,..,NSn addrs=IP1,..,IPn
+#                         (D and P are 0 for the `bridge` backend, which only caps; R is 0
+#                         when links are not capped)
 #   partition I  -> ok partition I     host I's link goes down (I counts from 1)
 #   heal I       -> ok heal I          host I's link comes up again, with its route
 #   links        -> ok links up,down,..  each host's link state as the kernel reports it
@@ -27,10 +29,17 @@
 # Backends: `netem` is veth pairs on a Linux bridge with `tc netem delay D loss P` on each host's
 # egress, so every frame between two hosts is delayed D and lost with probability P once.
 # `userspace` does the same with TAP devices and tests/netns/switch.py, for kernels built
-# without sch_netem. `bridge` is the veth/bridge topology with no impairment (to check the
-# topology itself). `auto` (the default) takes netem when the kernel has it, else userspace.
+# without sch_netem. `bridge` is the veth/bridge topology with no delay or loss (to check the
+# topology itself, or to cap links with nothing else). `auto` (the default) takes netem when
+# the kernel has it (and sch_tbf, with --rate-mbit), else userspace.
 # `block` works the same on every backend: it changes routes in the hosts' namespaces only.
 # Its routes go with the namespaces on exit.
+#
+# --rate-mbit R (default 0: no cap) caps each host's link at R Mbit/s in both directions: the
+# host's egress and the traffic toward it. On the veth backends (netem, bridge) that is
+# `tc tbf rate R burst B latency 50ms` on both ends of the host's veth (B: 1 ms of R, at least
+# 72 KiB), under netem on the host's end; the kernel must have sch_tbf (else `skip`, and
+# `auto` takes userspace). The userspace switch shapes both directions itself, the same way.
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -38,9 +47,10 @@ hosts=4
 backend=auto
 delay_ms=20
 loss_pct=2
+rate_mbit=0
 subnet=10.77.0
 
-usage() { echo "usage: $0 session [--hosts N] [--backend auto|netem|userspace|bridge] [--delay-ms D] [--loss PERCENT]" >&2; exit 2; }
+usage() { echo "usage: $0 session [--hosts N] [--backend auto|netem|userspace|bridge] [--delay-ms D] [--loss PERCENT] [--rate-mbit R]" >&2; exit 2; }
 [ "${1:-}" = session ] || usage
 shift
 while [ $# -gt 0 ]; do
@@ -49,12 +59,18 @@ while [ $# -gt 0 ]; do
     --backend) backend="${2:-}"; shift 2 ;;
     --delay-ms) delay_ms="${2:-}"; shift 2 ;;
     --loss) loss_pct="${2:-}"; shift 2 ;;
+    --rate-mbit) rate_mbit="${2:-}"; shift 2 ;;
     *) usage ;;
   esac
 done
 [[ "$hosts" =~ ^[0-9]+$ ]] && [ "$hosts" -ge 2 ] && [ "$hosts" -le 16 ] || usage
 [[ "$delay_ms" =~ ^[0-9]+$ ]] && [ "$delay_ms" -le 10000 ] || usage
 [[ "$loss_pct" =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage
+[[ "$rate_mbit" =~ ^[0-9]+$ ]] && [ "$rate_mbit" -le 100000 ] || usage
+# tbf's burst for a capped link (switch.py's is the same): 1 ms at its rate, at least 72 KiB, so
+# that a 64 KiB TSO packet with the headers of its segments passes whole rather than being cut
+# into MTU-sized packets in tbf (which costs the emulation about half again as much CPU).
+burst_bytes=$(( rate_mbit * 125 > 73728 ? rate_mbit * 125 : 73728 ))
 case "$backend" in auto|netem|userspace|bridge) ;; *) usage ;; esac
 
 skip() { echo "skip $*"; exit 0; }
@@ -108,15 +124,27 @@ netem_works() {
   ip -n "$sw" link del probe0 2>/dev/null
   return $ok
 }
+tbf_works() { # a rate cap on the veth backends needs sch_tbf (none asked: nothing to check)
+  [ "$rate_mbit" = 0 ] && return 0
+  command -v tc >/dev/null 2>&1 || return 1
+  ip -n "$sw" link add probe0 type dummy 2>/dev/null || ip -n "$sw" link add probe0 type veth peer name probe1 2>/dev/null || return 1
+  local ok=1
+  tc -n "$sw" qdisc add dev probe0 root tbf rate "${rate_mbit}mbit" burst "$burst_bytes" latency 50ms 2>/dev/null && ok=0
+  ip -n "$sw" link del probe0 2>/dev/null
+  return $ok
+}
 userspace_works() { command -v python3 >/dev/null 2>&1 && [ -c /dev/net/tun ]; }
 
 if [ "$backend" = auto ]; then
-  if command -v tc >/dev/null 2>&1 && netem_works; then backend=netem
+  if command -v tc >/dev/null 2>&1 && netem_works && tbf_works; then backend=netem
   elif userspace_works; then backend=userspace
-  else skip "the kernel has no tc netem (sch_netem) and python3 or /dev/net/tun for the userspace emulator is missing"
+  else skip "the kernel has no tc netem (sch_netem), or no tc tbf (sch_tbf) for --rate-mbit, and python3 or /dev/net/tun for the userspace emulator is missing"
   fi
 elif [ "$backend" = netem ]; then
   command -v tc >/dev/null 2>&1 && netem_works || skip "tc netem unusable: the kernel lacks sch_netem"
+  tbf_works || skip "tc tbf unusable for --rate-mbit: the kernel lacks sch_tbf"
+elif [ "$backend" = bridge ]; then
+  tbf_works || skip "tc tbf unusable for --rate-mbit: the kernel lacks sch_tbf"
 elif [ "$backend" = userspace ]; then
   userspace_works || skip "python3 or /dev/net/tun missing"
 fi
@@ -134,7 +162,7 @@ if [ "$backend" = userspace ]; then
   loss_frac="$(awk -v p="$loss_pct" 'BEGIN { printf "%.6f", p / 100 }')"
   ports=()
   for i in $(seq 1 "$hosts"); do ports+=("p$i"); done
-  coproc SWITCH { exec ip netns exec "$sw" python3 -u "$here/switch.py" "$delay_ms" "$loss_frac" "${ports[@]}" 2>&1; }
+  coproc SWITCH { exec ip netns exec "$sw" python3 -u "$here/switch.py" --rate-mbit "$rate_mbit" "$delay_ms" "$loss_frac" "${ports[@]}" 2>&1; }
   switch_pid="$SWITCH_PID"
   read -r -t 10 line <&"${SWITCH[0]}" || fail "userspace switch did not start"
   [ "$line" = ready ] || fail "userspace switch: $line"
@@ -151,8 +179,17 @@ else
     ip -n "$sw" link set "p$i" master br0 || fail "cannot attach p$i"
     ip -n "$sw" link set "p$i" up || fail "cannot raise p$i"
     if [ "$backend" = netem ]; then
-      tc -n "$ns" qdisc add dev eth0 root netem delay "${delay_ms}ms" loss "${loss_pct}%" \
+      tc -n "$ns" qdisc add dev eth0 root handle 1: netem delay "${delay_ms}ms" loss "${loss_pct}%" \
         || fail "tc netem on $ns"
+    fi
+    if [ "$rate_mbit" != 0 ]; then
+      # The host's egress (under netem, which hands frames on once their delay has passed),
+      # and the bridge's egress toward the host.
+      parent=(root)
+      [ "$backend" = netem ] && parent=(parent 1:1)
+      tbf=(tbf rate "${rate_mbit}mbit" burst "$burst_bytes" latency 50ms)
+      tc -n "$ns" qdisc add dev eth0 "${parent[@]}" handle 10: "${tbf[@]}" || fail "tc tbf on $ns"
+      tc -n "$sw" qdisc add dev "p$i" root "${tbf[@]}" || fail "tc tbf on p$i"
     fi
   done
 fi
@@ -177,11 +214,15 @@ for i in $(seq 1 "$hosts"); do
   if [ "$backend" = netem ]; then
     tc -n "$ns" qdisc show dev eth0 | grep -q netem || fail "no netem qdisc on $ns"
   fi
+  if [ "$backend" != userspace ] && [ "$rate_mbit" != 0 ]; then
+    tc -n "$ns" qdisc show dev eth0 | grep -q tbf || fail "no tbf qdisc on $ns"
+    tc -n "$sw" qdisc show dev "p$i" | grep -q tbf || fail "no tbf qdisc on p$i"
+  fi
 done
 
 [ "$backend" = bridge ] && { delay_ms=0; loss_pct=0; }
 join() { local IFS=,; echo "$*"; }
-echo "ready backend=$backend delay_ms=$delay_ms loss_pct=$loss_pct hosts=$(join "${host_ns[@]}") addrs=$(join "${host_ip[@]}")"
+echo "ready backend=$backend delay_ms=$delay_ms loss_pct=$loss_pct rate_mbit=$rate_mbit hosts=$(join "${host_ns[@]}") addrs=$(join "${host_ip[@]}")"
 
 host_arg() { # validates I, sets ns
   [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$hosts" ] || return 1
