@@ -14,6 +14,12 @@
 //! | `ping_rtt_seconds` | | ping round trips (histogram) |
 //! | `frames_total`, `transferred_bytes_total` | `protocol` (`unicast`/`flood`/`status`), `direction` (`in`/`out`) | frames and their body bytes |
 //! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
+//! | `module_messages_total`, `module_payload_bytes_total` | `module` (id), `direction` (`in`/`out`) | unicast messages of each module, and their payload bytes as on the wire (compressed when they were) |
+//! | `module_queued_bytes` | `module` | payload bytes waiting to be sent now, all connections |
+//! | `module_throttled_seconds_total` | `module` | time the module's messages waited for `[traffic]` bandwidth limits |
+//! | `module_rate_limited_total` | `module` | peers' requests and one-way messages refused by `[traffic] incoming_requests_per_s` |
+//! | `module_compression_raw_bytes_total`, `module_compression_compressed_bytes_total` | `module` | payloads sent compressed: bytes before and after |
+//! | `module_compression_ratio` | `module` | compressed over raw bytes of those payloads (1: none compressed) |
 //! | `flood_{published,delivered,duplicates,too_old,bad_signatures,non_members,bad_certificates,dropped,malformed,over_budget,control_over_budget,records_over_pace}_total` | | multicasts and broadcasts |
 //! | `peer_offences_total` | `kind` (as [`crate::Offence::as_str`]) | offences the protocols reported |
 //! | `peers_banned_total` | `reason` (the offence kind) | bans |
@@ -23,7 +29,8 @@
 //! | `route_{opened,failed,relayed_circuits,refused}_total`, `route_relayed_bytes_total` | | routed connections opened and failed; circuits relayed for others, refused, and their bytes |
 //! | `route_circuits_relayed_now` | | circuits relayed now |
 //!
-//! Frame and request counters are live (atomics shared with the connection handlers); the flood
+//! Frame, request and per-module counters are live (atomics shared with the connection
+//! handlers; a module has series once it sent, received, waited or was refused); the flood
 //! and status counters live inside their behaviours and are copied by [`Metrics::sample`], which
 //! [`crate::node::Node`] calls every [`SAMPLE_INTERVAL`].
 //!
@@ -35,17 +42,21 @@
 //! the node, the operator's network view on the same listener (`/peers`, `/network`).
 
 use std::{
+    collections::BTreeMap,
     fmt,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use bcos_p2p_core::stream_pair::Traffic;
+use bcos_p2p_core::{
+    bandwidth::{Limits, RequestLimits},
+    stream_pair::Traffic,
+};
 use libp2p::swarm::SwarmEvent;
 use libp2p_metrics::Recorder as _;
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    encoding::{DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric},
     metrics::{
         MetricType,
         counter::{ConstCounter, Counter},
@@ -135,6 +146,8 @@ impl Metrics {
         r.register_collector(Box::new(ProtocolCollector {
             offences: behaviour.connection.offences(),
             unicast: behaviour.unicast.counters(),
+            limits: behaviour.unicast.traffic_limits(),
+            request_limits: behaviour.unicast.request_limits(),
             flood: behaviour.flood.traffic(),
             status: behaviour.status.traffic(),
             route: behaviour.route.stats(),
@@ -232,6 +245,8 @@ struct Sampled {
 struct ProtocolCollector {
     offences: Offences,
     unicast: Arc<unicast::Counters>,
+    limits: Arc<Limits>,
+    request_limits: Arc<RequestLimits>,
     flood: Arc<Traffic>,
     status: Arc<Traffic>,
     route: Arc<route::Stats>,
@@ -294,6 +309,7 @@ impl Collector for ProtocolCollector {
             None,
             requests,
         )?;
+        self.encode_modules(&mut encoder)?;
 
         let totals = self.offences.totals();
         counters(
@@ -490,17 +506,134 @@ impl Collector for ProtocolCollector {
     }
 }
 
+/// What one module did, gathered from the unicast counters and the limits.
+#[derive(Debug, Default)]
+struct ModuleRow {
+    stats: unicast::ModuleStats,
+    throttled: Duration,
+    rate_limited: u64,
+}
+
+impl ProtocolCollector {
+    /// The per-module series: unicast traffic, queues, bandwidth waits, refusals, compression.
+    fn encode_modules(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let mut rows: BTreeMap<u16, ModuleRow> = BTreeMap::new();
+        for (module, stats) in self.unicast.modules() {
+            rows.entry(module).or_default().stats = stats;
+        }
+        for (module, waited) in self.limits.throttled().per_module() {
+            rows.entry(module).or_default().throttled = waited;
+        }
+        for (module, refused) in self.request_limits.refused() {
+            rows.entry(module).or_default().rate_limited = refused;
+        }
+        let each_way = |of: fn(&unicast::ModuleStats) -> (u64, u64)| {
+            rows.iter().flat_map(move |(module, row)| {
+                let (r#in, out) = of(&row.stats);
+                [
+                    (([("module", *module)], [("direction", "in")]), r#in),
+                    (([("module", *module)], [("direction", "out")]), out),
+                ]
+            })
+        };
+        counters(
+            encoder,
+            "module_messages",
+            "Unicast messages (requests, one-way messages, answers) per module and direction",
+            None,
+            each_way(|s| (s.messages_in, s.messages_out)),
+        )?;
+        counters(
+            encoder,
+            "module_payload",
+            "Payload bytes of unicast messages as on the wire (compressed when they were), per \
+             module and direction",
+            Some(&Unit::Bytes),
+            each_way(|s| (s.bytes_in, s.bytes_out)),
+        )?;
+        family(
+            encoder,
+            (
+                "module_queued",
+                "Payload bytes of unicast messages waiting to be sent now, all connections, per \
+                 module",
+                Some(&Unit::Bytes),
+            ),
+            MetricType::Gauge,
+            per_module(&rows, |row| ConstGauge::new(row.stats.queued_bytes)),
+        )?;
+        counters(
+            encoder,
+            "module_throttled",
+            "Time a module's messages waited for the outgoing bandwidth limits ([traffic])",
+            Some(&Unit::Seconds),
+            per_module(&rows, |row| row.throttled.as_secs_f64()),
+        )?;
+        counters(
+            encoder,
+            "module_rate_limited",
+            "Peers' requests and one-way messages refused by the module's incoming rate limit",
+            None,
+            per_module(&rows, |row| row.rate_limited),
+        )?;
+        counters(
+            encoder,
+            "module_compression_raw",
+            "Payload bytes of the unicast messages sent compressed, before compression",
+            Some(&Unit::Bytes),
+            per_module(&rows, |row| row.stats.raw_bytes),
+        )?;
+        counters(
+            encoder,
+            "module_compression_compressed",
+            "Payload bytes of the unicast messages sent compressed, after compression",
+            Some(&Unit::Bytes),
+            per_module(&rows, |row| row.stats.compressed_bytes),
+        )?;
+        family(
+            encoder,
+            (
+                "module_compression_ratio",
+                "Compressed over raw bytes of the module's messages sent compressed (1: none was)",
+                None,
+            ),
+            MetricType::Gauge,
+            per_module(&rows, |row| ConstGauge::new(row.stats.compression_ratio())),
+        )
+    }
+}
+
+/// One value of each module's row, labelled with the module.
+fn per_module<N>(
+    rows: &BTreeMap<u16, ModuleRow>,
+    of: impl Fn(&ModuleRow) -> N,
+) -> impl Iterator<Item = ([(&'static str, u16); 1], N)> {
+    rows.iter()
+        .map(move |(module, row)| ([("module", *module)], of(row)))
+}
+
 /// Encodes one counter family.
-fn counters<L: EncodeLabelSet>(
+fn counters<L: EncodeLabelSet, N: EncodeCounterValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
-    values: impl IntoIterator<Item = (L, u64)>,
+    values: impl IntoIterator<Item = (L, N)>,
 ) -> fmt::Result {
-    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    let values = values.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+    family(encoder, (name, help, unit), MetricType::Counter, values)
+}
+
+/// Encodes one family of `kind` described by its name, help and unit.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, unit): (&str, &str, Option<&Unit>),
+    kind: MetricType,
+    values: impl Iterator<Item = (L, M)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, unit, kind)?;
     for (labels, value) in values {
-        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+        value.encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -524,7 +657,7 @@ mod tests {
                     "transferred",
                     "help",
                     Some(&Unit::Bytes),
-                    [([("protocol", "flood")], 7)],
+                    [([("protocol", "flood")], 7u64)],
                 )
             }
         }

@@ -433,3 +433,176 @@ fn a_scrape_is_served_while_many_slow_clients_hold_connections() {
     let dripping = dripper.join().unwrap();
     drop((silent, dripping, not_reading, server));
 }
+
+/// Per-module series, scraped from two `run` processes after traffic on two modules: module 1
+/// with a payload that compresses to almost nothing and a burst past the peer's request rate
+/// limit, module 2000 (FISCO's block sync, not exempt from bandwidth limits) with payloads
+/// that compress to about half, under a per-module bandwidth limit. Each end shows each
+/// module's messages and bytes each way, the queue while the limit holds it, the time it
+/// waited, the requests refused, and what compression did.
+#[test]
+fn per_module_series_follow_each_module() {
+    use bcos_p2p::config::Config;
+
+    const BULK: u16 = 2000;
+    const LIMIT: u64 = 16 * 1024;
+    const BULK_REQUESTS: usize = 4;
+    const SMALL: usize = 8;
+    const RATE: u32 = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    run_json::gen_certs(tmp.path(), 2, run_json::free_ports(2));
+    let configure = |node: &str, edit: &dyn Fn(&mut Config)| {
+        let path = tmp.path().join(node).join("config.toml");
+        let (mut config, _) = Config::load(&path).unwrap();
+        config.unicast.modules = vec![1, BULK];
+        edit(&mut config);
+        std::fs::write(&path, config.to_toml()).unwrap();
+        path
+    };
+    let config0 = configure("node0", &|c| {
+        c.traffic.module_bytes_per_s.insert(BULK.to_string(), LIMIT);
+        // The last bulk request waits seconds in the queue before it is sent.
+        c.unicast.request_timeout_ms = 60_000;
+    });
+    let config1 = configure("node1", &|c| {
+        c.traffic
+            .incoming_requests_per_s
+            .insert("1".to_string(), RATE);
+    });
+    let metrics = ["--metrics", "127.0.0.1:0"];
+    let mut n0 = Node::start(&config0, &metrics);
+    let mut n1 = Node::start(&config1, &metrics);
+    let (id0, id1) = (n0.id.clone(), n1.id.clone());
+    n0.expect("connected", |v| {
+        v["event"] == "connected" && v["node_id"] == id1
+    });
+    n1.expect("connected", |v| {
+        v["event"] == "connected" && v["node_id"] == id0
+    });
+
+    // Module 1: one payload that compresses to almost nothing (the first request: within the
+    // rate limit), then a burst of small ones past the limit.
+    let big = "a".repeat(100_000);
+    n0.send(&format!("request-to 1 {id1} {big}"));
+    let r = n0.expect("response", |v| v["event"] == "response" && v["id"] == 1);
+    assert_eq!(r["ok"], true, "{r}");
+    for i in 0..SMALL {
+        n0.send(&format!("request-to 1 {id1} small {i}"));
+    }
+    // Module 2000: hex digits of a pseudo-random sequence (4 bits of 8 carry information).
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut noise = || -> String {
+        (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from_digit((x & 15) as u32, 16).unwrap()
+            })
+            .collect()
+    };
+    for _ in 0..BULK_REQUESTS {
+        n0.send(&format!("request-to {BULK} {id1} {}", noise()));
+    }
+    let queued = |m: u16| format!("bcos_p2p_module_queued_bytes{{module=\"{m}\"}}");
+    // Seconds of traffic over the limit: the queue holds it meanwhile.
+    n0.scrape_until("bulk payloads queued behind the bandwidth limit", |s| {
+        s.get(&queued(BULK)) > 0.0
+    });
+    let mut refused = 0;
+    for id in 2..=(1 + SMALL + BULK_REQUESTS) as u64 {
+        let r = n0.expect("response", |v| v["event"] == "response" && v["id"] == id);
+        if id <= 1 + SMALL as u64 {
+            if r["ok"] == false {
+                assert!(r.to_string().contains("rate limited"), "{r}");
+                refused += 1;
+            }
+        } else {
+            assert_eq!(r["ok"], true, "bulk requests are not rate limited: {r}");
+        }
+    }
+    // A burst of SMALL, with one of the RATE tokens spent, cannot all pass.
+    assert!(refused >= 1, "none of {SMALL} requests refused at {RATE}/s");
+
+    let each_way = |metric: &str, m: u16, direction: &str| {
+        format!("bcos_p2p_module_{metric}{{module=\"{m}\",direction=\"{direction}\"}}")
+    };
+    let one = |metric: &str, m: u16| format!("bcos_p2p_module_{metric}{{module=\"{m}\"}}");
+    let all_one = (1 + SMALL) as f64;
+    let s0 = n0.scrape_until("n0's module counts", |s| {
+        s.get(&each_way("messages_total", 1, "in")) == all_one
+            && s.get(&each_way("messages_total", BULK, "in")) == BULK_REQUESTS as f64
+    });
+    assert_eq!(s0.get(&each_way("messages_total", 1, "out")), all_one);
+    assert_eq!(
+        s0.get(&each_way("messages_total", BULK, "out")),
+        BULK_REQUESTS as f64
+    );
+    // Compression: module 1's big payload went as a few bytes, module 2000's as about half.
+    let raw = |s: &Series, m| s.get(&one("compression_raw_bytes_total", m));
+    let compressed = |s: &Series, m| s.get(&one("compression_compressed_bytes_total", m));
+    let ratio = |s: &Series, m| s.get(&one("compression_ratio", m));
+    assert_eq!(
+        raw(&s0, 1),
+        100_000.0,
+        "only the big payload reaches the threshold"
+    );
+    assert!(compressed(&s0, 1) < 1_000.0, "{}", compressed(&s0, 1));
+    assert_eq!(raw(&s0, BULK), 100_000.0 * BULK_REQUESTS as f64);
+    let r = ratio(&s0, BULK);
+    assert!(
+        (0.4..0.8).contains(&r),
+        "hex digits compress to about half: {r}"
+    );
+    assert!(
+        (r - compressed(&s0, BULK) / raw(&s0, BULK)).abs() < 1e-9,
+        "the ratio is compressed over raw"
+    );
+    // What went out is what compression left, plus the small requests' payloads.
+    let out_1 = s0.get(&each_way("payload_bytes_total", 1, "out"));
+    let small_bytes = (0..SMALL)
+        .map(|i| format!("small {i}").len())
+        .sum::<usize>();
+    assert_eq!(out_1, compressed(&s0, 1) + small_bytes as f64);
+    let out_bulk = s0.get(&each_way("payload_bytes_total", BULK, "out"));
+    assert_eq!(out_bulk, compressed(&s0, BULK));
+    // The echoes came back compressed too, and bigger ("echo:" in front).
+    assert!(s0.get(&each_way("payload_bytes_total", 1, "in")) > 0.0);
+    assert!(s0.get(&each_way("payload_bytes_total", BULK, "in")) > out_bulk * 0.9);
+    // Bandwidth: module 2000 waited for its bytes at LIMIT beyond the bucket's burst (one
+    // chunk) and the last message (a send goes when the bucket is not in debt, then the next
+    // waits the debt out); module 1 has no limit and never waited.
+    let waited = s0.get(&one("throttled_seconds_total", BULK));
+    let chunk = 65536.0;
+    let last = out_bulk / BULK_REQUESTS as f64;
+    let (least, most) = (
+        (out_bulk - chunk - last) / LIMIT as f64,
+        (out_bulk - chunk) / LIMIT as f64,
+    );
+    assert!(
+        waited > least * 0.8 && waited < most + 1.0,
+        "waited {waited} s for {out_bulk} bytes at {LIMIT} B/s (from {least} to {most} s)"
+    );
+    assert_eq!(s0.get(&one("throttled_seconds_total", 1)), 0.0);
+    assert_eq!(s0.get(&queued(BULK)), 0.0, "everything was sent");
+    assert_eq!(s0.get(&queued(1)), 0.0);
+
+    // n1: the requests refused, counted per module and among the inbound outcomes.
+    let s1 = n1.scrape_until("n1's module counts", |s| {
+        s.get(&each_way("messages_total", BULK, "out")) == BULK_REQUESTS as f64
+    });
+    assert_eq!(s1.get(&one("rate_limited_total", 1)), refused as f64);
+    assert_eq!(s1.get(&unicast("inbound", "rate_limited")), refused as f64);
+    assert_eq!(s1.get(&one("rate_limited_total", BULK)), 0.0);
+    assert_eq!(s1.get(&each_way("messages_total", 1, "in")), all_one);
+    assert_eq!(s1.get(&each_way("messages_total", 1, "out")), all_one);
+    assert_eq!(
+        s1.get(&each_way("payload_bytes_total", BULK, "in")),
+        out_bulk,
+        "what n0 sent is what n1 received"
+    );
+    assert!(raw(&s1, 1) >= 100_000.0, "the big echo went compressed");
+    assert!(ratio(&s1, 1) < 0.05, "{}", ratio(&s1, 1));
+    n1.send("quit");
+    n0.send("quit");
+}

@@ -32,24 +32,32 @@ pub(super) struct Section {
 }
 
 impl Section {
-    fn get(&self, key: &str) -> Option<&Entry> {
+    pub(super) fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.key == key)
     }
 
     /// `[section] key: reason (line N)`.
-    fn bad(&self, e: &Entry, reason: impl std::fmt::Display) -> String {
+    pub(super) fn bad(&self, e: &Entry, reason: impl std::fmt::Display) -> String {
         format!("[{}] {}: {reason} (line {})", self.name, e.key, e.line)
     }
 
     /// The warning for a key this section does not have: a FISCO setting bcos-p2p does
     /// not use (`known`), or a typo.
-    fn unused(&self, e: &Entry, known: &[&str]) -> String {
+    pub(super) fn unused(&self, e: &Entry, known: &[&str]) -> String {
         let what = if known.contains(&e.key.as_str()) {
             "a FISCO BCOS setting bcos-p2p does not use; ignored"
         } else {
             "unknown key; ignored"
         };
         format!("[{}] {} (line {}): {what}", self.name, e.key, e.line)
+    }
+
+    /// The warning for a FISCO setting bcos-p2p leaves aside, and `why`.
+    pub(super) fn ignored(&self, e: &Entry, why: &str) -> String {
+        format!(
+            "[{}] {} (line {}): {why}; ignored",
+            self.name, e.key, e.line
+        )
     }
 
     /// The value of `e` with every `${name}` replaced by the value of key `name` of this
@@ -186,6 +194,7 @@ pub(super) fn import(text: &str, base_dir: &Path) -> Result<(Config, Vec<String>
     let mut config = Config::default();
     let mut security = None;
     let mut cert = None;
+    let mut flow = None;
     let mut skipped = Vec::new();
     for s in &sections {
         match s.name.as_str() {
@@ -194,11 +203,15 @@ pub(super) fn import(text: &str, base_dir: &Path) -> Result<(Config, Vec<String>
             "certificate_whitelist" => config.access.allow = node_ids(s, "cal.", &mut warnings)?,
             "network_security" => security = Some(s),
             "cert" => cert = Some(s),
+            "flow_control" => flow = Some(s),
             other => skipped.push(other),
         }
     }
     if !skipped.is_empty() {
         tracing::debug!(sections = ?skipped, "config.ini sections not about P2P skipped");
+    }
+    if let Some(s) = flow {
+        super::fisco_flow::flow_control(s, &mut config.traffic, &mut warnings)?;
     }
     config.certificate = match (security, cert) {
         (Some(_), Some(_)) => {

@@ -67,7 +67,7 @@ pub fn unicast_config(config: &Config) -> unicast::Config {
         modules: u.modules.iter().copied().collect(),
         dial_routed: config.route.dial,
         routed_idle_timeout: Duration::from_millis(config.route.idle_timeout_ms),
-        traffic: config.traffic.unicast(config.traffic.limits()),
+        traffic: config.traffic.unicast(config.traffic.limits(), &u.modules),
     }
 }
 

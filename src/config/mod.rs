@@ -13,6 +13,7 @@
 
 mod addr;
 mod fisco;
+mod fisco_flow;
 mod map;
 mod sections;
 mod traffic;
@@ -27,7 +28,7 @@ pub use map::{flood_config, route_config, status_config, unicast_config};
 pub use sections::{
     Access, Certificates, Connection, Flood, Metrics, Network, Route, Security, Status, Unicast,
 };
-pub use traffic::Traffic;
+pub use traffic::{ALL_MODULES, Traffic};
 pub use validate::{MAX_MESSAGE_SIZE, MAX_MS, MIN_MESSAGE_SIZE};
 
 /// Default TCP port of the first node (FISCO BCOS's P2P port).
@@ -199,6 +200,13 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(config.network.peers, expected.network.peers);
         assert_eq!(config.certificate.key, dir.path().join("conf/ssl.key"));
+        let (flow, _) = Config::parse(&blocks("toml")[2]).unwrap();
+        assert_eq!(config.traffic, flow.traffic);
+        assert_ne!(
+            flow.traffic,
+            Traffic::default(),
+            "the example changes [traffic]"
+        );
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub struct Traffic {
     pub exempt_modules: Vec<u16>,
     /// Requests (and one-way messages) per second a module takes from all peers together;
     /// beyond it requests are answered `rate limited` and one-way messages dropped, both
-    /// counted. Default none.
+    /// counted. The key [`ALL_MODULES`] (`"*"`) gives the rate of every served module not
+    /// listed (FISCO's `incoming_module_msg_type_qps_limit`). Default none.
     pub incoming_requests_per_s: BTreeMap<String, u32>,
 }
 
@@ -85,6 +86,9 @@ impl Default for Traffic {
         }
     }
 }
+
+/// The key of `incoming_requests_per_s` that stands for every served module not listed.
+pub const ALL_MODULES: &str = "*";
 
 /// A module id written as a TOML key.
 pub(super) fn module_key(section: &str, key: &str) -> Result<u16, String> {
@@ -133,6 +137,9 @@ impl Traffic {
             }
         }
         for key in self.incoming_requests_per_s.keys() {
+            if key == ALL_MODULES {
+                continue;
+            }
             if let Err(e) = module_key("incoming_requests_per_s", key) {
                 out.push(e);
             }
@@ -151,8 +158,21 @@ impl Traffic {
         Limits::new(rates, self.chunk_size as u64)
     }
 
-    /// The unicast crate's settings, with `limits` (from [`Traffic::limits`]).
-    pub fn unicast(&self, limits: std::sync::Arc<Limits>) -> unicast::Traffic {
+    /// Incoming requests per second per module: the modules listed, and every module of
+    /// `served` not listed at the rate of [`ALL_MODULES`], when given.
+    pub fn request_rates(&self, served: &[u16]) -> HashMap<u16, u32> {
+        let mut rates = parsed(&self.incoming_requests_per_s);
+        if let Some(all) = self.incoming_requests_per_s.get(ALL_MODULES) {
+            for module in served {
+                rates.entry(*module).or_insert(*all);
+            }
+        }
+        rates
+    }
+
+    /// The unicast crate's settings for a node serving `served`, with `limits` (from
+    /// [`Traffic::limits`]).
+    pub fn unicast(&self, limits: std::sync::Arc<Limits>, served: &[u16]) -> unicast::Traffic {
         unicast::Traffic {
             chunk_size: self.chunk_size,
             priorities: self
@@ -167,7 +187,7 @@ impl Traffic {
                 level: self.compression_level,
             },
             limits,
-            request_limits: RequestLimits::new(&parsed(&self.incoming_requests_per_s)),
+            request_limits: RequestLimits::new(&self.request_rates(served)),
         }
     }
 }
@@ -189,7 +209,7 @@ mod tests {
     fn defaults_follow_fisco_and_map_onto_unicast() {
         let t = Traffic::default();
         assert!(t.problems().is_empty());
-        let u = t.unicast(t.limits());
+        let u = t.unicast(t.limits(), &[1]);
         assert_eq!(u.priority(PBFT), Priority::High);
         assert_eq!(u.priority(BLOCK_SYNC), Priority::Low);
         assert_eq!(u.priority(7), Priority::Normal);
@@ -212,5 +232,18 @@ mod tests {
         assert_eq!(p.len(), 5, "{p:#?}");
         assert!(p.iter().any(|l| l.contains("urgent")));
         assert!(p.iter().any(|l| l.contains("`70000`")));
+    }
+
+    #[test]
+    fn the_rate_for_all_modules_covers_each_served_module_not_listed() {
+        let t: Traffic =
+            toml::from_str(r#"incoming_requests_per_s = { "*" = 50, "2001" = 10, "7" = 3 }"#)
+                .unwrap();
+        assert!(t.problems().is_empty(), "{:?}", t.problems());
+        let rates = t.request_rates(&[1, 2001]);
+        let expected: HashMap<u16, u32> = [(1, 50), (2001, 10), (7, 3)].into();
+        assert_eq!(rates, expected);
+        let none = Traffic::default().request_rates(&[1, 2001]);
+        assert!(none.is_empty());
     }
 }

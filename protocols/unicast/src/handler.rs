@@ -396,7 +396,9 @@ impl PairProtocol for Requests {
                     answers.push_back(error(id, &format!("no handler for module {module}")));
                     return Ok(());
                 }
-                counters.module(module).received(wire_len);
+                let traffic = counters.module(module);
+                traffic.received(wire_len);
+                // The answers refused here count as the module's, as the requester counts them.
                 if !self
                     .settings
                     .traffic
@@ -404,13 +406,15 @@ impl PairProtocol for Requests {
                     .admit(module, Instant::now())
                 {
                     counters.count(Direction::Inbound, Outcome::RateLimited);
+                    traffic.sent(RATE_LIMITED.len());
                     answers.push_back(error(id, RATE_LIMITED));
                 } else if self.inbound_pending.len() >= self.settings.max_inbound_pending
                     || self.inbound_pending_bytes + payload.len()
                         > self.settings.max_inbound_pending_bytes
                 {
                     counters.count(Direction::Inbound, Outcome::Busy);
-                    answers.push_back(error(id, "busy"));
+                    traffic.sent(BUSY.len());
+                    answers.push_back(error(id, BUSY));
                 } else {
                     tracing::trace!(id, module, size = payload.len(), "unicast request received");
                     self.inbound_pending
@@ -568,3 +572,6 @@ impl PairProtocol for Requests {
 
 /// The error a request over its module's rate limit gets.
 pub const RATE_LIMITED: &str = "rate limited";
+
+/// The error a request gets while too many of its peer's requests are in flight.
+const BUSY: &str = "busy";

@@ -110,3 +110,18 @@ impl Traffic {
         self.priorities.get(&module).copied().unwrap_or_default()
     }
 }
+
+impl crate::Behaviour {
+    /// The outgoing limits this behaviour sends under (shared with whoever else was given
+    /// them): their rates, and the time each module waited for them
+    /// ([`Limits::throttled`]).
+    pub fn traffic_limits(&self) -> Arc<Limits> {
+        self.settings.traffic.limits.clone()
+    }
+
+    /// The incoming request limits this behaviour applies, and the requests each module had
+    /// refused by them ([`RequestLimits::refused`]).
+    pub fn request_limits(&self) -> Arc<RequestLimits> {
+        self.settings.traffic.request_limits.clone()
+    }
+}
