@@ -7,7 +7,8 @@
 //!   idle connection;
 //! - `hol_under_bulk_p50_ms`, `hol_under_bulk_p99_ms`: the same while module 2 streams 32 MiB
 //!   requests (two in flight, answered with 2 bytes) to the same peer; `bulk_mb_per_s` is what
-//!   module 2 moved meanwhile;
+//!   module 2 moved meanwhile. Module 1 is configured high priority (as consensus modules are),
+//!   so it rides the urgent stream pair;
 //! - `limit_accuracy`: bytes per second a module with always something queued achieves under a
 //!   total limit of 50 MB/s, over the limit (measured at the receiver, after a second);
 //! - `zstd_ratio_blocks`: payload bytes over wire bytes of unicast for block-like data (JSON

@@ -344,16 +344,7 @@ async fn dishonest_relay_is_detected_and_routed_around(tamper: Tamper) {
     // is the line's.
     wait_for_hops(&net, 0, 3, 2).await;
     // Incompressible, so that it stays past the bytes the relay lets through untouched.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let payload: Bytes = (0..64 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect::<Vec<u8>>()
-        .into();
+    let payload = common::noise(64 * 1024, 1);
     let spoiled = net.nodes[0]
         .request(&net.id(3), DEFAULT_MODULE, payload.clone())
         .await;
@@ -488,7 +479,8 @@ async fn a_relay_killed_mid_stream_fails_requests_explicitly_and_is_routed_aroun
         let to = net.id(3);
         let first_tx = first_tx.clone();
         requests.push(tokio::spawn(async move {
-            let payload = Bytes::from(vec![i; 1024 * 1024]);
+            // Incompressible: the circuit must carry the whole megabyte.
+            let payload = common::noise(1024 * 1024, u64::from(i));
             let started = Instant::now();
             let result = node.request(&to, DEFAULT_MODULE, payload.clone()).await;
             if let Some(tx) = first_tx.lock().unwrap().take() {

@@ -19,25 +19,11 @@ use bcos_p2p::{
     node::{Node, NodeError, NodeEvent},
 };
 use bytes::Bytes;
-use common::{Events, TIMEOUT, start_node};
+use common::{Events, TIMEOUT, noise, start_node};
 use futures::StreamExt as _;
 
 fn ca() -> CertificateAuthority {
     CertificateAuthority::new_root(KeyType::Secp256k1, "CN=ca", Period::days(1)).unwrap()
-}
-
-/// Incompressible bytes (xorshift), so that compression does not change what is measured.
-fn noise(n: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 /// What the receiving node saw: one-way messages per module with when they arrived, in order.
@@ -333,7 +319,7 @@ async fn requests_over_a_rate_limit_get_an_explicit_error() {
         }
     }
     assert_eq!(ok1, 30, "module 1 unaffected");
-    assert!(ok8 >= 5 && ok8 <= 10, "module 8 answered {ok8}");
+    assert!((5..=10).contains(&ok8), "module 8 answered {ok8}");
     assert_eq!(ok8 + limited, 30);
     let stats = b.stats().await.unwrap();
     eprintln!("traffic: rate limit 5/s: {ok8} answered, {limited} rate limited; {stats:?}");

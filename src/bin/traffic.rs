@@ -227,6 +227,20 @@ fn matches(class: Class, payload: &[u8], answer: &[u8], block_bytes: usize) -> b
     }
 }
 
+/// `n` incompressible bytes (xorshift).
+fn noise(n: usize) -> Bytes {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
 /// A request payload of `size` bytes (at least 8) starting with `seq`.
 fn payload(seq: u64, size: usize) -> Bytes {
     let mut p = vec![0u8; size.max(8)];
@@ -497,7 +511,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let timeout = Duration::from_millis(config.unicast.request_timeout_ms);
-    let block = Bytes::from(vec![0u8; args.block_bytes]);
+    // Incompressible, as the bytes on the wire (which the links cap) must be the payload's.
+    let block = noise(args.block_bytes);
     let args = Arc::new(args);
     let mut node = start(config).await?;
     let mut events = node.events().expect("first call");

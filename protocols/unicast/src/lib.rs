@@ -33,6 +33,7 @@ mod counters;
 mod handler;
 mod incoming;
 mod outgoing;
+mod pairs;
 mod routed;
 pub mod traffic;
 
@@ -51,13 +52,12 @@ pub use counters::{Counters, Direction, ModuleStats, Outcome};
 use either::Either;
 use futures::{FutureExt as _, task::AtomicWaker};
 pub use handler::RATE_LIMITED;
-use handler::{Command, Handler, HandlerEvent, Requests, Settings};
+use handler::{Command, Handler, HandlerEvent, Settings};
 use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionHandler as _, ConnectionHandlerSelect,
-    ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, StreamProtocol, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm,
+    NetworkBehaviour, StreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 pub use traffic::{Compression, Priority, Traffic};
 
@@ -334,60 +334,6 @@ impl Behaviour {
     /// manager's choice while it closes a duplicate); without it, on the oldest.
     pub fn set_primaries(&mut self, primaries: PrimaryConnections) {
         self.primaries = primaries;
-    }
-
-    /// The handler of a new connection: the main stream pair and the urgent one.
-    fn new_handler(&mut self, connection: ConnectionId) -> PairHandlers {
-        let backlog = self.backlogs.entry(connection).or_default().clone();
-        let bucket = self
-            .settings
-            .traffic
-            .limits
-            .connection_bucket()
-            .map(Arc::new);
-        let heard = self.heard.as_ref().map(|h| h.cell(connection));
-        let pair = |urgent| {
-            Handler::new(Requests::new(
-                self.settings.clone(),
-                backlog.clone(),
-                urgent,
-                bucket.clone(),
-            ))
-            .hearing(heard.clone())
-        };
-        pair(false).select(pair(true))
-    }
-
-    /// `command` for the pair of `connection` it belongs to: requests and one-way messages of
-    /// high-priority modules go on the urgent pair (unless the peer does not speak it), answers
-    /// to the pair their request came on.
-    fn notify(&mut self, peer: PeerId, connection: ConnectionId, command: Command) {
-        let urgent = match &command {
-            Command::Send(Frame::Request { module, .. } | Frame::Oneway { module, .. }) => {
-                self.settings.traffic.priority(*module) == Priority::High
-                    && !self.no_urgent.contains(&connection)
-            }
-            Command::Respond { stream, .. } => stream & handler::URGENT_STREAMS != 0,
-            Command::Send(_) => false,
-            Command::Cancel(id) => {
-                // Either pair may hold it.
-                self.events.push_back(ToSwarm::NotifyHandler {
-                    peer_id: peer,
-                    handler: NotifyHandler::One(connection),
-                    event: Either::Right(Command::Cancel(*id)),
-                });
-                false
-            }
-        };
-        self.events.push_back(ToSwarm::NotifyHandler {
-            peer_id: peer,
-            handler: NotifyHandler::One(connection),
-            event: if urgent {
-                Either::Right(command)
-            } else {
-                Either::Left(command)
-            },
-        });
     }
 
     /// Sends a request to `node` for `module`; the outcome arrives as one [`Event::Response`]
