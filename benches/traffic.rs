@@ -44,18 +44,12 @@ mod support;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// Incompressible bytes.
+/// Incompressible bytes, the same for the same `seed`.
 fn noise(n: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
+    use rand::{Rng as _, SeedableRng as _};
+    let mut bytes = vec![0u8; n];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes.into()
 }
 
 /// Block-like data: JSON transactions, as a block sync answer carries them.

@@ -39,11 +39,6 @@ impl Bucket {
         }
     }
 
-    /// The units per second.
-    pub fn rate(&self) -> u64 {
-        self.rate as u64
-    }
-
     fn refill(&self, state: &mut (f64, Instant), now: Instant) {
         let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
         state.0 = (state.0 + elapsed * self.rate).min(self.burst);
@@ -247,8 +242,14 @@ impl RequestLimits {
         })
     }
 
-    /// Whether a request for `module` may be handled now (counting a refusal when not).
-    pub fn admit(&self, module: u16, now: Instant) -> bool {
+    /// Whether a request for `module` may be handled now (counting a refusal when not); the
+    /// clock is read only for a limited module.
+    pub fn admit(&self, module: u16) -> bool {
+        !self.modules.contains_key(&module) || self.admit_at(module, Instant::now())
+    }
+
+    /// [`RequestLimits::admit`] at `now`.
+    pub fn admit_at(&self, module: u16, now: Instant) -> bool {
         match self.modules.get(&module) {
             None => true,
             Some(bucket) if bucket.try_take_one(now) => true,
@@ -345,10 +346,10 @@ mod tests {
     fn request_limits_count_refusals_per_module() {
         let now = Instant::now();
         let limits = RequestLimits::new(&[(5, 3)].into());
-        let admitted = (0..10).filter(|_| limits.admit(5, now)).count();
+        let admitted = (0..10).filter(|_| limits.admit_at(5, now)).count();
         assert_eq!(admitted, 3);
-        assert!((0..10).all(|_| limits.admit(6, now)));
+        assert!((0..10).all(|_| limits.admit_at(6, now)));
         assert_eq!(limits.refused(), vec![(5, 7)]);
-        assert!(limits.admit(5, now + Duration::from_millis(400)));
+        assert!(limits.admit_at(5, now + Duration::from_millis(400)));
     }
 }

@@ -227,18 +227,12 @@ fn matches(class: Class, payload: &[u8], answer: &[u8], block_bytes: usize) -> b
     }
 }
 
-/// `n` incompressible bytes (xorshift).
+/// `n` incompressible bytes (random).
 fn noise(n: usize) -> Bytes {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
+    use rand::{Rng as _, SeedableRng as _};
+    let mut bytes = vec![0u8; n];
+    rand::rngs::StdRng::seed_from_u64(0).fill_bytes(&mut bytes);
+    bytes.into()
 }
 
 /// A request payload of `size` bytes (at least 8) starting with `seq`.

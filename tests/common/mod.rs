@@ -448,16 +448,11 @@ pub async fn next<T>(
     .expect("event in time")
 }
 
-/// `n` incompressible bytes (xorshift from `seed`), so that compression leaves them as they are.
+/// `n` incompressible bytes, the same for the same `seed`, so that compression leaves them as
+/// they are.
 pub fn noise(n: usize, seed: u64) -> bytes::Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
+    use rand::{Rng as _, SeedableRng as _};
+    let mut bytes = vec![0u8; n];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes.into()
 }

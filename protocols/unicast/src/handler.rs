@@ -12,7 +12,6 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     task::Context,
-    time::Instant,
 };
 
 use bytes::Bytes;
@@ -29,7 +28,7 @@ use crate::{
     codec::{
         Codec, Frame, KIND_ERROR, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, Version, Wire, truncate,
     },
-    counters::Backlog,
+    counters::{Backlog, ModuleTraffic},
     incoming::Incoming,
     outgoing::Outgoing,
     traffic::Traffic,
@@ -60,13 +59,7 @@ impl Settings {
     }
 
     fn codec(&self, protocol: &StreamProtocol) -> Codec {
-        let version = self.version(protocol);
-        let max = match version {
-            // A 1.1 frame carries a part; parts are never longer than a message may be.
-            Version::V1_1 => self.max_frame,
-            Version::V1_0 => self.max_frame,
-        };
-        Codec::versioned(max, version)
+        Codec::versioned(self.max_frame, self.version(protocol))
     }
 }
 
@@ -153,6 +146,8 @@ pub struct Requests {
     replies_in: Incoming,
     requests_in: Incoming,
     events: VecDeque<HandlerEvent>,
+    /// Counters of the modules this connection carried (only served or awaited modules).
+    module_traffic: HashMap<u16, Arc<ModuleTraffic>>,
     /// This is the urgent stream pair (high-priority modules on a stream of their own).
     urgent: bool,
     /// The urgent protocol was refused: whatever comes goes back to the behaviour.
@@ -192,9 +187,19 @@ impl Requests {
             requests_in: Incoming::new(settings.max_frame),
             settings,
             events: VecDeque::new(),
+            module_traffic: HashMap::new(),
             urgent,
             refused: false,
         }
+    }
+
+    /// The counters of `module`, from the connection's own map (the shared one takes a lock).
+    fn module_traffic(&mut self, module: u16) -> Arc<ModuleTraffic> {
+        let counters = &self.settings.counters;
+        self.module_traffic
+            .entry(module)
+            .or_insert_with(|| counters.module(module))
+            .clone()
     }
 
     fn answer_payload(result: Result<Bytes, String>) -> (u8, Bytes) {
@@ -390,21 +395,17 @@ impl PairProtocol for Requests {
                         "request id {id} reused while the first is still pending"
                     )));
                 }
-                let counters = &self.settings.counters;
                 if !self.settings.modules.contains(&module) {
+                    let counters = &self.settings.counters;
                     counters.count(Direction::Inbound, Outcome::UnknownModule);
                     answers.push_back(error(id, &format!("no handler for module {module}")));
                     return Ok(());
                 }
-                let traffic = counters.module(module);
+                let traffic = self.module_traffic(module);
                 traffic.received(wire_len);
+                let counters = &self.settings.counters;
                 // The answers refused here count as the module's, as the requester counts them.
-                if !self
-                    .settings
-                    .traffic
-                    .request_limits
-                    .admit(module, Instant::now())
-                {
+                if !self.settings.traffic.request_limits.admit(module) {
                     counters.count(Direction::Inbound, Outcome::RateLimited);
                     traffic.sent(RATE_LIMITED.len());
                     answers.push_back(error(id, RATE_LIMITED));
@@ -434,18 +435,13 @@ impl PairProtocol for Requests {
                         module,
                         "dropping a oneway message for a module we do not serve"
                     );
-                } else if !self
-                    .settings
-                    .traffic
-                    .request_limits
-                    .admit(module, Instant::now())
-                {
+                } else if !self.settings.traffic.request_limits.admit(module) {
                     self.settings
                         .counters
                         .count(Direction::Inbound, Outcome::RateLimited);
                     tracing::debug!(module, "dropping a oneway message over the rate limit");
                 } else {
-                    self.settings.counters.module(module).received(wire_len);
+                    self.module_traffic(module).received(wire_len);
                     self.events
                         .push_back(HandlerEvent::Oneway { module, payload });
                 }
@@ -475,7 +471,7 @@ impl PairProtocol for Requests {
             }
         };
         if let Some(module) = self.awaiting.remove(&id) {
-            self.settings.counters.module(module).received(wire_len);
+            self.module_traffic(module).received(wire_len);
         }
         self.events.push_back(HandlerEvent::Response { id, result });
         Ok(())

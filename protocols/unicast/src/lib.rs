@@ -434,7 +434,6 @@ impl Behaviour {
                 {
                     return Err(UnicastError::Busy);
                 }
-                backlog.add(len);
                 self.route_used(connection);
                 self.notify(peer, connection, Command::Send(frame));
             }
@@ -763,12 +762,6 @@ impl NetworkBehaviour for Behaviour {
                 tracing::debug!(%peer, "peer does not speak the urgent unicast protocol");
                 self.no_urgent.insert(connection);
                 for frame in frames {
-                    if let Frame::Oneway { payload, .. } = &frame {
-                        self.backlogs
-                            .entry(connection)
-                            .or_default()
-                            .add(payload.len());
-                    }
                     self.notify(peer, connection, Command::Send(frame));
                 }
             }

@@ -37,7 +37,15 @@ impl Behaviour {
     /// `command` for the pair of `connection` it belongs to: requests and one-way messages of
     /// high-priority modules go on the urgent pair (unless the peer does not speak it), answers
     /// to the pair their request came on.
+    /// One-way messages are counted in the connection's backlog here, whatever sends them (the
+    /// handler counts them out when written or dropped).
     pub(crate) fn notify(&mut self, peer: PeerId, connection: ConnectionId, command: Command) {
+        if let Command::Send(Frame::Oneway { payload, .. }) = &command {
+            self.backlogs
+                .entry(connection)
+                .or_default()
+                .add(payload.len());
+        }
         let urgent = match &command {
             Command::Send(Frame::Request { module, .. } | Frame::Oneway { module, .. }) => {
                 self.settings.traffic.priority(*module) == Priority::High

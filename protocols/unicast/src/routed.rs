@@ -113,12 +113,6 @@ impl Behaviour {
                 };
                 p.connection = connection;
             }
-            if let Frame::Oneway { payload, .. } = &frame {
-                self.backlogs
-                    .entry(connection)
-                    .or_default()
-                    .add(payload.len());
-            }
             self.notify(peer, connection, Command::Send(frame));
         }
     }
