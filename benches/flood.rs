@@ -396,8 +396,7 @@ fn stock_floodsub(
     key: &bcos_p2p::NodeKey,
     _: &bcos_p2p::ca_tls::Config,
 ) -> floodsub::Behaviour {
-    let kp = key.keypair();
-    floodsub::Behaviour::new(kp.public().to_peer_id())
+    floodsub::Behaviour::new(key.peer_id())
 }
 
 /// Gossipsub for 16 nodes: the default mesh degree (6, 5–12), signed messages, and a 500 ms
@@ -407,7 +406,7 @@ fn stock_gossipsub(
     key: &bcos_p2p::NodeKey,
     _: &bcos_p2p::ca_tls::Config,
 ) -> gossipsub::Behaviour {
-    let kp = key.keypair();
+    let kp = key.keypair().expect("the bench's keys are secp256k1");
     let config = gossipsub::ConfigBuilder::default()
         .heartbeat_interval(Duration::from_millis(500))
         .build()

@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use bcos_p2p_ca_tls as ca_tls;
 use libp2p::{
-    Swarm, SwarmBuilder, Transport as _, core::upgrade, identify, identity::Keypair,
-    swarm::NetworkBehaviour, tcp,
+    Swarm, Transport as _,
+    core::{muxing::StreamMuxerBox, transport::timeout::TransportTimeout, upgrade},
+    dns, identify,
+    swarm::{self, NetworkBehaviour, behaviour::toggle::Toggle},
+    tcp,
 };
 
 /// The mapping of a node config onto each protocol's settings, kept here too for callers
@@ -37,8 +40,9 @@ pub struct Behaviour {
     /// First, so the connections it refuses never reach the protocols.
     pub connection: connection::Behaviour,
     /// Listen addresses and protocols of peers. Its handler is boxed: 3.5 KiB inline, it would
-    /// weigh about three times over in every connection's task ([`crate::boxed`]).
-    pub identify: Boxed<identify::Behaviour>,
+    /// weigh about three times over in every connection's task ([`crate::boxed`]). Off for SM2
+    /// node keys, which have no libp2p public key to announce.
+    pub identify: Boxed<Toggle<identify::Behaviour>>,
     /// Requests with replies, and one-way messages, by NodeId.
     pub unicast: unicast::Behaviour,
     /// Topic subscriptions, multicast and broadcast.
@@ -164,10 +168,14 @@ impl Behaviour {
         let _ = status.set_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION")));
         Behaviour {
             connection,
-            identify: Boxed(identify::Behaviour::new(
-                identify::Config::new(PROTOCOL_VERSION.into(), key.keypair().public())
-                    .with_agent_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION"))),
-            )),
+            // Identify sends the libp2p public key, which a node key of a type libp2p does not
+            // have (SM2) lacks: those nodes run without it (peers would discard its answers).
+            identify: Boxed(Toggle::from(key.keypair().map(|keypair| {
+                identify::Behaviour::new(
+                    identify::Config::new(PROTOCOL_VERSION.into(), keypair.public())
+                        .with_agent_version(format!("bcos-p2p/{}", env!("CARGO_PKG_VERSION"))),
+                )
+            }))),
             unicast: {
                 let mut u = unicast::Behaviour::new(unicast_config(config), book.clone());
                 u.set_primaries(primaries.clone());
@@ -222,35 +230,37 @@ pub fn build_swarm(
 }
 
 /// Like [`build_swarm`], with your own behaviour (embedding bcos-p2p in a larger node): TCP
-/// (nodelay), `security`, yamux ([`mux`]: 64 KiB send frames) and `behaviour`.
+/// (nodelay), `security`, yamux ([`mux`]: 64 KiB send frames), routed connections through
+/// relays under the same handshake, DNS, and `behaviour`.
+///
+/// The swarm's PeerId is the node key's ([`NodeKey::peer_id`]). It is built from that PeerId,
+/// not from a libp2p keypair, so that key types libp2p does not have (SM2) run the same way.
 pub fn build_swarm_with<B: NetworkBehaviour>(
     key: &NodeKey,
     security: &impl SecurityMode,
-    behaviour: impl FnOnce(&Keypair) -> B,
+    behaviour: impl FnOnce(&NodeKey) -> B,
 ) -> Result<Swarm<B>, BuildError> {
-    let routed_security = security.for_keypair(key.keypair())?;
-    let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            |kp: &Keypair| security.for_keypair(kp),
-            mux::Config::default,
-        )?
-        // Routed connections: circuits through relays, under the same handshake and muxer.
-        .with_other_transport(|_| {
-            route::Transport::new(security.route_link().clone())
-                .upgrade(upgrade::Version::V1Lazy)
-                .authenticate(routed_security)
-                .multiplex(mux::Config::default())
-        })
-        .map_err(|e| BuildError::Swarm(format!("routed transport: {e}")))?
-        .with_dns()
-        .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?
-        .with_behaviour(|kp| behaviour(kp))
-        .map_err(|e| BuildError::Swarm(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
-        // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part.
-        .with_connection_timeout(security.handshake_timeout() + CONNECT_MARGIN)
-        .build();
-    Ok(swarm)
+    let security = security.for_node_key(key)?;
+    let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(security.clone())
+        .multiplex(mux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    // Routed connections: circuits through relays, under the same handshake and muxer.
+    let routed = route::Transport::new(security.route_link().clone())
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(security.clone())
+        .multiplex(mux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let transport = direct
+        .or_transport(routed)
+        .map(|either, _| either.into_inner());
+    let transport = dns::tokio::Transport::system(transport)
+        .map_err(|e| BuildError::Swarm(format!("DNS resolver: {e}")))?;
+    // TCP connect, negotiation, TLS and the muxer together: longer than the TLS part.
+    let transport =
+        TransportTimeout::new(transport, security.handshake_timeout() + CONNECT_MARGIN).boxed();
+    let config = swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(Duration::from_secs(u64::MAX));
+    Ok(Swarm::new(transport, behaviour(key), key.peer_id(), config))
 }

@@ -51,6 +51,11 @@ pub enum ConfigError {
         /// PeerId of the node key.
         key: String,
     },
+    /// The node key is of a type libp2p has no key type for (SM2).
+    #[error(
+        "open mode (libp2p TLS) has no {0} key type: run 国密 nodes in CA mode (security = \"ca-tls\", with sm_ca.crt, sm_ssl.key and sm_ssl.crt), which speaks TLS 1.3 with SM2, SM3 and SM4"
+    )]
+    NoLibp2pKey(String),
 }
 
 /// The open-mode security upgrade: stock libp2p TLS with the node key.
@@ -67,6 +72,11 @@ pub struct Config {
     require_node_id: bool,
 }
 
+/// Why a node key without a libp2p key type (SM2) cannot run in open mode.
+pub fn sm_refused(key: &NodeKey) -> ConfigError {
+    ConfigError::NoLibp2pKey(key.key_type().label().to_owned())
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("open::Config")
@@ -79,9 +89,10 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     /// Open mode for the node with `key` (secp256k1, P-256 or RSA): peers must have a NodeId,
-    /// i.e. one of those key types too.
+    /// i.e. one of those key types too. SM2 keys are refused ([`sm_refused`]): open mode is
+    /// libp2p's own TLS, which has no SM2 key type.
     pub fn new(key: &NodeKey) -> Result<Config, ConfigError> {
-        Self::for_identity(key.keypair())
+        Self::for_identity(key.keypair().ok_or_else(|| sm_refused(key))?)
     }
 
     /// Open mode for any libp2p keypair, accepting peers of any key type (those without a

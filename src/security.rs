@@ -16,11 +16,10 @@ use libp2p::{
         Negotiated, UpgradeInfo,
         upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
     },
-    identity::Keypair,
 };
 
 use crate::{
-    NodeIdBook,
+    NodeIdBook, NodeKey,
     ca_tls::{self, AccessList, UpgradeError},
     config, flood, open,
 };
@@ -94,8 +93,9 @@ pub trait SecurityMode:
     /// with all clones).
     fn route_link(&self) -> &crate::RouteLink;
 
-    /// This upgrade, checked against the swarm's identity keypair (it must be the node key's).
-    fn for_keypair(&self, keypair: &Keypair) -> Result<Self, BuildError>;
+    /// This upgrade, checked against the node key the swarm is built with (the PeerIds must
+    /// agree).
+    fn for_node_key(&self, key: &NodeKey) -> Result<Self, BuildError>;
 
     /// The deny/allow lists enforced in every handshake (shared with all clones).
     fn access_list(&self) -> &AccessList;
@@ -130,8 +130,8 @@ impl SecurityMode for ca_tls::Config {
         ca_tls::Config::route_link(self)
     }
 
-    fn for_keypair(&self, keypair: &Keypair) -> Result<Self, BuildError> {
-        Ok(ca_tls::Config::for_keypair(self, keypair)?)
+    fn for_node_key(&self, key: &NodeKey) -> Result<Self, BuildError> {
+        Ok(ca_tls::Config::for_node_key(self, key)?)
     }
 
     fn access_list(&self) -> &AccessList {
@@ -189,7 +189,8 @@ impl SecurityMode for open::Config {
         open::Config::route_link(self)
     }
 
-    fn for_keypair(&self, keypair: &Keypair) -> Result<Self, BuildError> {
+    fn for_node_key(&self, key: &NodeKey) -> Result<Self, BuildError> {
+        let keypair = key.keypair().ok_or_else(|| open::sm_refused(key))?;
         Ok(open::Config::for_keypair(self, keypair)?)
     }
 

@@ -231,7 +231,9 @@ const HONEST_FOR: usize = 12 * 1024;
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct Dishonest {
     connection: bcos_p2p::connection::Behaviour,
-    identify: bcos_p2p::boxed::Boxed<libp2p::identify::Behaviour>,
+    identify: bcos_p2p::boxed::Boxed<
+        libp2p::swarm::behaviour::toggle::Toggle<libp2p::identify::Behaviour>,
+    >,
     unicast: bcos_p2p::unicast::Behaviour,
     flood: bcos_p2p::flood::Behaviour,
     status: bcos_p2p::status::Behaviour,

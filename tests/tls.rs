@@ -500,7 +500,7 @@ fn node_id_of_generated_material_round_trips() {
     let (k, _) = node(&ca, KeyType::P256, Period::days(1));
     let id: NodeId = k.node_id().to_string().parse().unwrap();
     assert_eq!(&id, k.node_id());
-    assert_eq!(id.to_peer_id(), k.keypair().public().to_peer_id());
+    assert_eq!(id.to_peer_id(), k.peer_id());
 }
 
 /// Certificates with keys nodes do not use are refused with the key named.

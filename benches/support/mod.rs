@@ -31,9 +31,8 @@ use bcos_p2p::{
 };
 use futures::{AsyncRead, AsyncWrite, StreamExt as _};
 use libp2p::{
-    Multiaddr, Swarm, SwarmBuilder, Transport as _,
-    core::upgrade::Version,
-    identity::Keypair,
+    Multiaddr, Swarm, Transport as _,
+    core::{muxing::StreamMuxerBox, transport::timeout::TransportTimeout, upgrade::Version},
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp,
 };
@@ -115,23 +114,22 @@ const CONNECT_MARGIN: Duration = Duration::from_secs(5);
 pub fn build_counting_swarm<B: NetworkBehaviour>(
     key: &NodeKey,
     tls: &ca_tls::Config,
-    behaviour: impl FnOnce(&Keypair) -> B,
+    behaviour: impl FnOnce(&NodeKey) -> B,
 ) -> Result<(Swarm<B>, Counter), Box<dyn std::error::Error>> {
     let counter = Counter::default();
     let sockets = counter.clone();
-    let security = tls.for_keypair(key.keypair())?;
+    let security = tls.for_node_key(key)?;
     let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .map(move |socket, _| CountingStream::new(socket, sockets.clone()))
         .upgrade(Version::V1)
         .authenticate(security)
-        .multiplex(mux::Config::default());
-    let swarm = SwarmBuilder::with_existing_identity(key.keypair().clone())
-        .with_tokio()
-        .with_other_transport(|_| transport)?
-        .with_behaviour(|kp| behaviour(kp))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
-        .with_connection_timeout(tls.handshake_timeout() + CONNECT_MARGIN)
-        .build();
+        .multiplex(mux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let transport =
+        TransportTimeout::new(transport, tls.handshake_timeout() + CONNECT_MARGIN).boxed();
+    let config = libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(Duration::from_secs(u64::MAX));
+    let swarm = Swarm::new(transport, behaviour(key), key.peer_id(), config);
     Ok((swarm, counter))
 }
 

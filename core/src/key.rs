@@ -7,13 +7,13 @@
 
 use std::{fmt, path::Path};
 
-use libp2p_identity::Keypair;
+use libp2p_identity::{Keypair, PeerId};
 use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 use zeroize::Zeroizing;
 
 use crate::{
     KeyType, NodeId,
-    keys::{self, Loaded},
+    keys::{self, Loaded, Secret},
 };
 
 /// Why a key file could not be used.
@@ -48,7 +48,7 @@ pub enum KeyError {
 pub struct NodeKey {
     key_type: KeyType,
     pkcs8: Zeroizing<Vec<u8>>,
-    keypair: Keypair,
+    secret: Secret,
     node_id: NodeId,
 }
 
@@ -95,13 +95,16 @@ impl NodeKey {
         Self::finish(keys::load_pkcs8(der)?)
     }
 
-    fn finish(Loaded { pkcs8, keypair }: Loaded) -> Result<Self, KeyError> {
-        let node_id = NodeId::from_public_key(&keypair.public())
-            .map_err(|e| KeyError::Unsupported(e.to_string()))?;
+    fn finish(Loaded { pkcs8, secret }: Loaded) -> Result<Self, KeyError> {
+        let node_id = match &secret {
+            Secret::Libp2p(keypair) => NodeId::from_public_key(&keypair.public()),
+            Secret::Sm2(key) => NodeId::from_bytes(KeyType::Sm2, &keys::sm2_node_id_bytes(key)),
+        }
+        .map_err(|e| KeyError::Unsupported(e.to_string()))?;
         Ok(NodeKey {
             key_type: node_id.key_type(),
             pkcs8,
-            keypair,
+            secret,
             node_id,
         })
     }
@@ -122,18 +125,31 @@ impl NodeKey {
         &self.node_id
     }
 
-    /// The libp2p identity made from this key.
-    pub fn keypair(&self) -> &Keypair {
-        &self.keypair
+    /// The libp2p identity made from this key; `None` for a type libp2p does not have (SM2),
+    /// whose swarm is built from the PeerId alone ([`NodeId::to_peer_id`]).
+    pub fn keypair(&self) -> Option<&Keypair> {
+        match &self.secret {
+            Secret::Libp2p(keypair) => Some(keypair),
+            Secret::Sm2(_) => None,
+        }
+    }
+
+    /// The PeerId of this key: the swarm's identity.
+    pub fn peer_id(&self) -> PeerId {
+        self.node_id.to_peer_id()
     }
 
     /// Signs `message` as [`crate::Verifier::verify`] checks it: the key type's scheme over
     /// SHA-256 of `message` (ECDSA with a DER signature for the EC types, RSASSA-PKCS1-v1_5
-    /// for RSA), which is libp2p's signature of the key.
+    /// for RSA), which is libp2p's signature of the key; for SM2, SM2 with SM3 over `Z‖M` with
+    /// the distinguishing id `1234567812345678`, DER-encoded.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        self.keypair
-            .sign(message)
-            .map_err(|e| KeyError::Sign(e.to_string()))
+        match &self.secret {
+            Secret::Libp2p(keypair) => keypair
+                .sign(message)
+                .map_err(|e| KeyError::Sign(e.to_string())),
+            Secret::Sm2(key) => keys::sm2_sign(key, message),
+        }
     }
 
     /// The key as PKCS#8 DER (for TLS signing).

@@ -34,6 +34,7 @@ pub use heard::{Heard, HeardAt};
 pub use key::{KeyError, NodeKey, pem_encode};
 pub use keys::{
     KeyType, MAX_RSA_BITS, MIN_RSA_BITS, OID_EC_PUBLIC_KEY, OID_P256, OID_RSA, OID_SECP256K1,
+    OID_SM2, SM2_DEFAULT_DISTID, SM2_PEER_ID_KEY_TYPE,
 };
 pub use node_id::{NodeId, NodeIdError, Verifier};
 pub use offences::{Offence, Offences};

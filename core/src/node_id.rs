@@ -63,7 +63,7 @@ pub enum NodeIdError {
 /// assert!("00".repeat(64).parse::<NodeId>().is_err());
 ///
 /// // The NodeId is the node's libp2p identity.
-/// assert_eq!(id.to_peer_id(), key.keypair().public().to_peer_id());
+/// assert_eq!(id.to_peer_id(), key.keypair().unwrap().public().to_peer_id());
 /// assert_eq!(NodeId::from_peer_id(&id.to_peer_id()).unwrap(), id);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,8 +131,8 @@ impl NodeId {
         &self.bytes
     }
 
-    /// The libp2p public key.
-    pub fn to_public_key(&self) -> PublicKey {
+    /// The libp2p public key; `None` for a type libp2p does not have (SM2).
+    pub fn to_public_key(&self) -> Option<PublicKey> {
         (self.key_type.spec().public_key)(&self.bytes)
     }
 
@@ -144,7 +144,7 @@ impl NodeId {
 
     /// The libp2p PeerId of this node.
     pub fn to_peer_id(&self) -> PeerId {
-        self.to_public_key().to_peer_id()
+        (self.key_type.spec().peer_id)(&self.bytes)
     }
 
     /// The first 8 hex characters: enough to tell nodes apart in logs and tables.
@@ -208,12 +208,6 @@ impl From<&NodeId> for PeerId {
     }
 }
 
-impl From<&NodeId> for PublicKey {
-    fn from(id: &NodeId) -> Self {
-        id.to_public_key()
-    }
-}
-
 impl serde::Serialize for NodeId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -238,6 +232,8 @@ pub(crate) enum VerifyKey {
     Libp2p(PublicKey),
     /// A secp256k1 key, checked by libsecp256k1 (`keys::secp256k1`).
     Secp256k1(libsecp256k1::PublicKey),
+    /// An SM2 key (`keys::sm2`); `None` verifies nothing.
+    Sm2(Option<Arc<sm2::dsa::VerifyingKey>>),
 }
 
 impl Verifier {
@@ -246,6 +242,9 @@ impl Verifier {
         match &self.0 {
             VerifyKey::Libp2p(key) => key.verify(message, signature),
             VerifyKey::Secp256k1(key) => keys::secp256k1_verify(key, message, signature),
+            VerifyKey::Sm2(key) => key
+                .as_ref()
+                .is_some_and(|key| keys::sm2_verify(key, message, signature)),
         }
     }
 }

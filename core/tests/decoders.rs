@@ -5,7 +5,7 @@
 
 use asynchronous_codec::{Decoder as _, Encoder as _};
 use bcos_p2p_core::{
-    KeyType, NodeId, NodeKey, OID_P256, OID_SECP256K1,
+    KeyType, NodeId, NodeKey,
     framed::{FrameCodec, take_frame},
 };
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -21,18 +21,13 @@ fn encode_all(max: usize, bodies: &[Vec<u8>]) -> BytesMut {
     wire
 }
 
-/// A secp256k1 or P-256 scalar that is a valid private key (non-zero, below the order).
+/// A secp256k1, P-256 or SM2 scalar that is a valid private key (non-zero, below the order).
 fn ec_scalar() -> impl Strategy<Value = (KeyType, [u8; 32])> {
-    (any::<bool>(), any::<[u8; 32]>()).prop_filter_map("not a valid scalar", |(k1, s)| {
-        let ok = if k1 {
-            k256::SecretKey::from_slice(&s).is_ok()
-        } else {
-            p256::SecretKey::from_slice(&s).is_ok()
-        };
-        let key_type = if k1 {
-            KeyType::Secp256k1
-        } else {
-            KeyType::P256
+    (0..3u8, any::<[u8; 32]>()).prop_filter_map("not a valid scalar", |(curve, s)| {
+        let (key_type, ok) = match curve {
+            0 => (KeyType::Secp256k1, k256::SecretKey::from_slice(&s).is_ok()),
+            1 => (KeyType::P256, p256::SecretKey::from_slice(&s).is_ok()),
+            _ => (KeyType::Sm2, sm2::SecretKey::from_slice(&s).is_ok()),
         };
         ok.then_some((key_type, s))
     })
@@ -42,6 +37,7 @@ fn pkcs8_of(key_type: KeyType, scalar: &[u8; 32]) -> Vec<u8> {
     use pkcs8::EncodePrivateKey;
     let doc = match key_type {
         KeyType::Secp256k1 => k256::SecretKey::from_slice(scalar).unwrap().to_pkcs8_der(),
+        KeyType::Sm2 => sm2::SecretKey::from_slice(scalar).unwrap().to_pkcs8_der(),
         _ => p256::SecretKey::from_slice(scalar).unwrap().to_pkcs8_der(),
     };
     doc.unwrap().as_bytes().to_vec()
@@ -137,7 +133,10 @@ proptest! {
     ) {
         if let Ok(id) = NodeId::from_untyped_bytes(&bytes) {
             prop_assert_eq!(id.as_bytes(), &bytes[..]);
-            prop_assert_eq!(NodeId::from_public_key(&id.to_public_key()), Ok(id));
+            match id.to_public_key() {
+                Some(public) => prop_assert_eq!(NodeId::from_public_key(&public), Ok(id)),
+                None => prop_assert_eq!(id.key_type(), KeyType::Sm2),
+            }
         }
     }
 
@@ -156,10 +155,10 @@ proptest! {
         }
         prop_assert_eq!(&text.parse::<NodeId>().unwrap(), id);
         prop_assert_eq!(&NodeId::from_untyped_bytes(id.as_bytes()).unwrap(), id);
-        // Only secp256k1 PeerIds hold the key; P-256 ones are hashes and say so.
+        // Only secp256k1 PeerIds hold the key; P-256 and SM2 ones are hashes and say so.
         match NodeId::from_peer_id(&id.to_peer_id()) {
             Ok(back) => prop_assert_eq!(&back, id),
-            Err(e) => prop_assert!(key_type == KeyType::P256, "{e}"),
+            Err(e) => prop_assert!(key_type != KeyType::Secp256k1, "{e}"),
         }
     }
 
@@ -167,7 +166,7 @@ proptest! {
     #[test]
     fn ec_keys_load_the_same_in_every_form((key_type, scalar) in ec_scalar()) {
         let from_pkcs8 = NodeKey::from_pkcs8_der(&pkcs8_of(key_type, &scalar)).unwrap();
-        let curve = if key_type == KeyType::Secp256k1 { OID_SECP256K1 } else { OID_P256 };
+        let curve = key_type.curve_oid().unwrap();
         let sec1 = der::Encode::to_der(&sec1::EcPrivateKey {
             private_key: &scalar,
             parameters: Some(sec1::EcParameters::NamedCurve(curve)),

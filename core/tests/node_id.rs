@@ -4,7 +4,7 @@ use bcos_p2p_core::{KeyType, NodeId, NodeIdError, NodeKey};
 use libp2p_identity::PeerId;
 
 fn keys() -> Vec<NodeKey> {
-    [KeyType::Secp256k1, KeyType::P256, KeyType::Rsa]
+    KeyType::ALL
         .into_iter()
         .map(|t| NodeKey::generate(t).unwrap())
         .collect()
@@ -16,7 +16,7 @@ fn hex_public_key_and_peer_id_round_trip_for_every_key_type() {
         let id = key.node_id();
         let hex = id.to_string();
         let expected_len = match key.key_type() {
-            KeyType::Secp256k1 | KeyType::P256 => 128,
+            KeyType::Secp256k1 | KeyType::P256 | KeyType::Sm2 => 128,
             KeyType::Rsa => 512,
         };
         assert_eq!(hex.len(), expected_len, "{:?}", key.key_type());
@@ -36,11 +36,21 @@ fn hex_public_key_and_peer_id_round_trip_for_every_key_type() {
             id
         );
 
-        // NodeId -> PublicKey -> NodeId, and the PeerId is the swarm's.
-        let public = id.to_public_key();
-        assert_eq!(public, key.keypair().public());
-        assert_eq!(&NodeId::from_public_key(&public).unwrap(), id);
-        assert_eq!(id.to_peer_id(), key.keypair().public().to_peer_id());
+        // NodeId -> PublicKey -> NodeId, and the PeerId is the swarm's. SM2 has no libp2p key:
+        // its PeerId is made from the NodeId alone.
+        match key.keypair() {
+            Some(keypair) => {
+                let public = id.to_public_key().unwrap();
+                assert_eq!(public, keypair.public());
+                assert_eq!(&NodeId::from_public_key(&public).unwrap(), id);
+                assert_eq!(id.to_peer_id(), keypair.public().to_peer_id());
+            }
+            None => {
+                assert_eq!(key.key_type(), KeyType::Sm2);
+                assert!(id.to_public_key().is_none());
+            }
+        }
+        assert_eq!(id.to_peer_id(), key.peer_id());
 
         // serde as the hex string.
         let json = serde_json::to_string(id).unwrap();
@@ -55,8 +65,8 @@ fn peer_id_to_node_id_is_lossless_where_the_peer_id_holds_the_key() {
     let peer = k.node_id().to_peer_id();
     assert_eq!(&NodeId::try_from(&peer).unwrap(), k.node_id());
 
-    // P-256 and RSA PeerIds are SHA-256 hashes of the key: the error says so.
-    for t in [KeyType::P256, KeyType::Rsa] {
+    // P-256, RSA and SM2 PeerIds are SHA-256 hashes of the key: the error says so.
+    for t in [KeyType::P256, KeyType::Rsa, KeyType::Sm2] {
         let k = NodeKey::generate(t).unwrap();
         let peer = k.node_id().to_peer_id();
         assert!(matches!(NodeId::try_from(&peer), Err(NodeIdError::HashedPeerId(p)) if p == peer));

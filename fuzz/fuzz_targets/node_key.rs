@@ -24,8 +24,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(key.node_id().key_type(), key.key_type());
     let again = NodeKey::from_pem(key.to_pkcs8_pem().as_bytes()).expect("our PKCS#8 PEM loads");
     assert_eq!(again.node_id(), key.node_id());
-    assert_eq!(
-        NodeId::from_public_key(&key.keypair().public()).as_ref(),
-        Ok(key.node_id())
-    );
+    if let Some(keypair) = key.keypair() {
+        assert_eq!(
+            NodeId::from_public_key(&keypair.public()).as_ref(),
+            Ok(key.node_id())
+        );
+    }
+    assert_eq!(key.peer_id(), key.node_id().to_peer_id());
 });

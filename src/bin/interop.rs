@@ -45,7 +45,7 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, identify,
     multiaddr::Protocol,
     ping,
-    swarm::{NetworkBehaviour, SwarmEvent},
+    swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
 };
 
 /// The Redis list the listener's address goes to (the harness's name).
@@ -62,7 +62,7 @@ const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(NetworkBehaviour)]
 struct Interop {
     ping: ping::Behaviour,
-    identify: identify::Behaviour,
+    identify: Toggle<identify::Behaviour>,
     unicast: unicast::Behaviour,
     flood: flood::Behaviour,
     status: status::Behaviour,
@@ -73,10 +73,16 @@ impl Interop {
         let config = Config::default();
         Interop {
             ping: ping::Behaviour::default(),
-            identify: identify::Behaviour::new(
-                identify::Config::new(PROTOCOL_VERSION.into(), key.keypair().public())
-                    .with_agent_version(format!("bcos-p2p-interop/{}", env!("CARGO_PKG_VERSION"))),
-            ),
+            // The harness's keys are secp256k1; an SM2 key (no libp2p key) runs without identify.
+            identify: Toggle::from(key.keypair().map(|keypair| {
+                identify::Behaviour::new(
+                    identify::Config::new(PROTOCOL_VERSION.into(), keypair.public())
+                        .with_agent_version(format!(
+                            "bcos-p2p-interop/{}",
+                            env!("CARGO_PKG_VERSION")
+                        )),
+                )
+            })),
             unicast: unicast::Behaviour::new(unicast_config(&config), book.clone()),
             flood: flood::Behaviour::new(key, flood_config(&config), book.clone()),
             status: status::Behaviour::new(status_config(&config), book.clone()),

@@ -128,7 +128,7 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
         nodes.push(GeneratedNode {
             dir,
             node_id: key.node_id().clone(),
-            peer_id: key.keypair().public().to_peer_id(),
+            peer_id: key.peer_id(),
             listen,
         });
         keys.push(key);

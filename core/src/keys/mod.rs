@@ -13,10 +13,11 @@ mod ec;
 mod p256;
 mod rsa;
 mod secp256k1;
+mod sm2;
 
 use std::{fmt, ops::RangeInclusive, str::FromStr, sync::Arc};
 
-use libp2p_identity::{KeyType as Libp2pKeyType, Keypair, PublicKey};
+use libp2p_identity::{KeyType as Libp2pKeyType, Keypair, PeerId, PublicKey};
 use pkcs8::{ObjectIdentifier, PrivateKeyInfoRef, SecretDocument};
 use zeroize::Zeroizing;
 
@@ -25,8 +26,14 @@ pub use self::{
     p256::OID_P256,
     rsa::{MAX_RSA_BITS, MIN_RSA_BITS, OID_RSA},
     secp256k1::OID_SECP256K1,
+    sm2::{OID_SM2, SM2_DEFAULT_DISTID, SM2_PEER_ID_KEY_TYPE},
 };
-pub(crate) use self::{ec::load_sec1, rsa::pkcs8_of_pkcs1, secp256k1::verify as secp256k1_verify};
+pub(crate) use self::{
+    ec::load_sec1,
+    rsa::pkcs8_of_pkcs1,
+    secp256k1::verify as secp256k1_verify,
+    sm2::{node_id_bytes as sm2_node_id_bytes, sign as sm2_sign, verify as sm2_verify},
+};
 use crate::{KeyError, NodeIdError, node_id::VerifyKey};
 
 /// The kind of key behind a [`NodeId`](crate::NodeId) or a node key.
@@ -38,6 +45,9 @@ pub enum KeyType {
     P256,
     /// RSA, 2048 bits or more.
     Rsa,
+    /// SM2 (GB/T 32918) with SM3: the curve of 国密 chains. libp2p has no such key type, so
+    /// these keys have no libp2p keypair (see `keys/sm2.rs` for their PeerIds).
+    Sm2,
 }
 
 /// One row of the table: what a key type is, and the functions that handle its keys.
@@ -50,8 +60,8 @@ pub(crate) struct KeySpec {
     pub code: u8,
     /// How its private keys are stored (and so which OIDs name it).
     pub private_key: PrivateKeyForm,
-    /// The libp2p key type of its public keys.
-    pub libp2p: Libp2pKeyType,
+    /// The libp2p key type of its public keys (`None`: libp2p has none, as for SM2).
+    pub libp2p: Option<Libp2pKeyType>,
     /// Whether libp2p inlines its public keys in PeerIds (protobuf keys of at most 42 bytes)
     /// rather than hashing them, so that a PeerId gives the NodeId back.
     pub peer_id_holds_key: bool,
@@ -63,8 +73,11 @@ pub(crate) struct KeySpec {
     pub check_node_id: fn(&[u8]) -> Result<(), NodeIdError>,
     /// The NodeId bytes of a libp2p public key of type `libp2p`.
     pub node_id_of: fn(&PublicKey) -> Result<Arc<[u8]>, NodeIdError>,
-    /// The libp2p public key of NodeId bytes that passed `check_node_id`.
-    pub public_key: fn(&[u8]) -> PublicKey,
+    /// The libp2p public key of NodeId bytes that passed `check_node_id` (`None` for a type
+    /// libp2p does not have).
+    pub public_key: fn(&[u8]) -> Option<PublicKey>,
+    /// The PeerId of NodeId bytes that passed `check_node_id`.
+    pub peer_id: fn(&[u8]) -> PeerId,
     /// What checks signatures by the key of NodeId bytes that passed `check_node_id`
     /// ([`crate::NodeId::verifier`]).
     pub verify_key: fn(&[u8]) -> VerifyKey,
@@ -95,10 +108,20 @@ pub(crate) struct EcCurve {
     pub from_scalar: fn(&[u8]) -> Result<Loaded, KeyError>,
 }
 
-/// A private key as a row loads it: the canonical PKCS#8 copy and the libp2p keypair.
+/// A private key as a row loads it: the canonical PKCS#8 copy and what signs with it.
 pub(crate) struct Loaded {
     pub pkcs8: Zeroizing<Vec<u8>>,
-    pub keypair: Keypair,
+    pub secret: Secret,
+}
+
+/// What signs with a node key: libp2p's keypair, or for a type libp2p does not have, the
+/// type's own signing key.
+#[derive(Clone)]
+pub(crate) enum Secret {
+    /// A libp2p key type.
+    Libp2p(Keypair),
+    /// SM2, signing with [`SM2_DEFAULT_DISTID`].
+    Sm2(Arc<::sm2::dsa::SigningKey>),
 }
 
 /// The error of a failed key generation.
@@ -108,12 +131,26 @@ fn generation_error(e: impl fmt::Display) -> KeyError {
 
 impl KeyType {
     /// Every key type, in table order: the order messages list them in.
-    pub const ALL: [KeyType; 3] = [KeyType::Secp256k1, KeyType::P256, KeyType::Rsa];
+    pub const ALL: [KeyType; 4] = [
+        KeyType::Secp256k1,
+        KeyType::P256,
+        KeyType::Rsa,
+        KeyType::Sm2,
+    ];
 
     /// The types [`KeyType::for_untyped_bytes`] tries, in this order. Kept apart from
     /// [`KeyType::ALL`] on purpose: a new key type does not join the untyped rule by being added
     /// to the table, only by a decision made here.
-    pub const UNTYPED_ORDER: [KeyType; 3] = [KeyType::Secp256k1, KeyType::P256, KeyType::Rsa];
+    ///
+    /// SM2 was put after P-256 deliberately: FISCO's `sm_ssl.nodeid` and the NodeId lists of 国密
+    /// chains are untyped hex like every other, and a point on SM2 is on neither earlier curve
+    /// but with negligible chance.
+    pub const UNTYPED_ORDER: [KeyType; 4] = [
+        KeyType::Secp256k1,
+        KeyType::P256,
+        KeyType::Sm2,
+        KeyType::Rsa,
+    ];
 
     /// The type's row.
     pub(crate) fn spec(self) -> &'static KeySpec {
@@ -121,6 +158,7 @@ impl KeyType {
             KeyType::Secp256k1 => &secp256k1::SPEC,
             KeyType::P256 => &p256::SPEC,
             KeyType::Rsa => &rsa::SPEC,
+            KeyType::Sm2 => &sm2::SPEC,
         }
     }
 
@@ -134,7 +172,7 @@ impl KeyType {
         self.spec().label
     }
 
-    /// The byte wire formats name the type by: secp256k1 1, P-256 2, RSA 3.
+    /// The byte wire formats name the type by: secp256k1 1, P-256 2, RSA 3, SM2 4.
     pub fn code(self) -> u8 {
         self.spec().code
     }
@@ -179,21 +217,21 @@ impl KeyType {
 
     /// The type of libp2p public keys of type `key`, if NodeIds cover it.
     pub fn for_libp2p(key: &Libp2pKeyType) -> Option<KeyType> {
-        Self::ALL.into_iter().find(|t| t.spec().libp2p == *key)
+        Self::ALL
+            .into_iter()
+            .find(|t| t.spec().libp2p.as_ref() == Some(key))
     }
 
     /// **The rule for NodeId bytes (or hex text) that arrive without their key type**: a FISCO
     /// `node.nodeid`, a deny or allow list entry, a CLI argument, a flood origin on the wire. The
     /// bytes are read as the first type in [`KeyType::UNTYPED_ORDER`] whose NodeId length they
     /// have and whose checks they pass: 64 bytes are a secp256k1 point if on secp256k1 (FISCO's
-    /// default curve), else a P-256 point if on P-256; 256 to 1024 bytes are an RSA modulus.
+    /// default curve), else a P-256 point if on P-256, else an SM2 point if on SM2; 256 to 1024
+    /// bytes are an RSA modulus.
     ///
     /// This is the only place a key type is inferred from bytes. It is sound only because the
     /// types it tells apart share no encoding that passes both checks in practice (a 64-byte
-    /// point on both curves is a negligible chance). SM2 NodeIds are 64-byte points too: they
-    /// must carry their type (typed constructors such as
-    /// [`NodeId::from_bytes`](crate::NodeId::from_bytes)), or SM2 must be put in
-    /// [`KeyType::UNTYPED_ORDER`] deliberately, at a chosen place.
+    /// point on two curves is a negligible chance).
     ///
     /// The error is the first candidate type's, or [`NodeIdError::BadLength`] (in hex
     /// characters) when no type tried has NodeIds of this length.
@@ -359,36 +397,42 @@ mod tests {
     /// The messages generated from the table say what they said when they were written by hand.
     #[test]
     fn generated_lists_read_as_before() {
-        assert_eq!(KeyType::labels(KeyType::ALL), "secp256k1, P-256 or RSA");
-        assert_eq!(KeyType::labels(KeyType::ec_types()), "secp256k1 or P-256");
+        assert_eq!(
+            KeyType::labels(KeyType::ALL),
+            "secp256k1, P-256, RSA or SM2"
+        );
+        assert_eq!(
+            KeyType::labels(KeyType::ec_types()),
+            "secp256k1, P-256 or SM2"
+        );
         assert_eq!(
             node_id_lengths(),
-            "128 (secp256k1 or P-256 point) or at least 512 (RSA modulus)"
+            "128 (secp256k1, P-256 or SM2 point) or at least 512 (RSA modulus)"
         );
-        assert_eq!(hashed_peer_id_types(), "P-256 or RSA");
-        assert_eq!(private_key_algorithms(), "EC secp256k1/P-256 or RSA");
-        assert_eq!(openssl_curve_names(), "secp256k1 or prime256v1");
+        assert_eq!(hashed_peer_id_types(), "P-256, RSA or SM2");
+        assert_eq!(private_key_algorithms(), "EC secp256k1/P-256/SM2 or RSA");
+        assert_eq!(openssl_curve_names(), "secp256k1, prime256v1 or SM2");
         assert_eq!(
             "ed25519".parse::<KeyType>().unwrap_err(),
-            "unknown key type `ed25519` (expected secp256k1, p256 or rsa)"
+            "unknown key type `ed25519` (expected secp256k1, p256, rsa or sm2)"
         );
         assert_eq!(
             NodeIdError::BadLength(3).to_string(),
-            "NodeId has 3 hex characters; expected 128 (secp256k1 or P-256 point) or at least 512 (RSA modulus)"
+            "NodeId has 3 hex characters; expected 128 (secp256k1, P-256 or SM2 point) or at least 512 (RSA modulus)"
         );
         assert_eq!(
             NodeIdError::NotOnCurve.to_string(),
-            "NodeId is not a point on secp256k1 or P-256"
+            "NodeId is not a point on secp256k1, P-256 or SM2"
         );
         assert_eq!(
             NodeIdError::UnsupportedKeyType("Ed25519".into()).to_string(),
-            "unsupported key type Ed25519 (NodeIds are secp256k1, P-256 or RSA keys)"
+            "unsupported key type Ed25519 (NodeIds are secp256k1, P-256, RSA or SM2 keys)"
         );
         let peer = libp2p_identity::PeerId::random();
         assert_eq!(
             NodeIdError::HashedPeerId(peer).to_string(),
             format!(
-                "PeerId {peer} is a SHA-256 hash of a P-256 or RSA key; the NodeId needs the key itself (learnt in the handshake)"
+                "PeerId {peer} is a SHA-256 hash of a P-256, RSA or SM2 key; the NodeId needs the key itself (learnt in the handshake)"
             )
         );
     }
@@ -405,7 +449,9 @@ mod tests {
                 Some(curve) => assert_eq!(KeyType::for_curve(curve), Some(t)),
                 None => assert_eq!(KeyType::for_algorithm(t.algorithm_oid()), Some(t)),
             }
-            assert_eq!(KeyType::for_libp2p(&t.spec().libp2p), Some(t));
+            if let Some(libp2p) = &t.spec().libp2p {
+                assert_eq!(KeyType::for_libp2p(libp2p), Some(t));
+            }
         }
         assert_eq!(KeyType::for_algorithm(OID_EC_PUBLIC_KEY), None);
         assert_eq!(KeyType::for_libp2p(&Libp2pKeyType::Ed25519), None);

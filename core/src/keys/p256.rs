@@ -8,7 +8,7 @@ use std::sync::Arc;
 use libp2p_identity::{KeyType as Libp2pKeyType, Keypair, PublicKey, ecdsa};
 use pkcs8::ObjectIdentifier;
 
-use super::{EcCurve, KeySpec, Loaded, PrivateKeyForm, VerifyKey, ec};
+use super::{EcCurve, KeySpec, Loaded, PrivateKeyForm, Secret, VerifyKey, ec};
 use crate::{KeyError, NodeIdError};
 
 /// The P-256 (prime256v1) named curve.
@@ -23,13 +23,14 @@ pub(super) static SPEC: KeySpec = KeySpec {
         openssl_name: "prime256v1",
         from_scalar,
     }),
-    libp2p: Libp2pKeyType::Ecdsa,
+    libp2p: Some(Libp2pKeyType::Ecdsa),
     peer_id_holds_key: false,
     node_id_len: ec::POINT_LEN..=ec::POINT_LEN,
     node_id_form: "point",
     check_node_id: ec::check_point::<p256::NistP256>,
     node_id_of,
-    public_key,
+    public_key: |key| Some(public_key(key)),
+    peer_id: |key| public_key(key).to_peer_id(),
     verify_key: |key| VerifyKey::Libp2p(public_key(key)),
     generate: ec::generate::<p256::NistP256>,
 };
@@ -53,6 +54,6 @@ fn from_scalar(scalar: &[u8]) -> Result<Loaded, KeyError> {
     let sk = ecdsa::SecretKey::try_from_bytes(scalar).map_err(ec::scalar_error)?;
     Ok(Loaded {
         pkcs8,
-        keypair: Keypair::from(ecdsa::Keypair::from(sk)),
+        secret: Secret::Libp2p(Keypair::from(ecdsa::Keypair::from(sk))),
     })
 }

@@ -14,7 +14,7 @@ use rsa::{
 };
 use zeroize::Zeroizing;
 
-use super::{KeySpec, Loaded, PrivateKeyForm, VerifyKey, generation_error};
+use super::{KeySpec, Loaded, PrivateKeyForm, Secret, VerifyKey, generation_error};
 use crate::{KeyError, NodeIdError};
 
 /// `rsaEncryption`.
@@ -34,14 +34,15 @@ pub(super) static SPEC: KeySpec = KeySpec {
         algorithm: OID_RSA,
         load: load_pkcs8,
     },
-    libp2p: Libp2pKeyType::RSA,
+    libp2p: Some(Libp2pKeyType::RSA),
     peer_id_holds_key: false,
     // Whole bytes, so up to 8192 bits plus 7 (the bit count is checked below).
     node_id_len: MIN_RSA_BITS / 8..=MAX_RSA_BITS / 8,
     node_id_form: "modulus",
     check_node_id,
     node_id_of,
-    public_key,
+    public_key: |key| Some(public_key(key)),
+    peer_id: |key| public_key(key).to_peer_id(),
     verify_key: |key| VerifyKey::Libp2p(public_key(key)),
     generate,
 };
@@ -116,7 +117,7 @@ fn load_pkcs8(der: &[u8]) -> Result<Loaded, KeyError> {
         .map_err(|e| KeyError::Malformed(format!("RSA: {e}")))?;
     Ok(Loaded {
         pkcs8: Zeroizing::new(der.to_vec()),
-        keypair,
+        secret: Secret::Libp2p(keypair),
     })
 }
 

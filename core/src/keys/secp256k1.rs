@@ -10,7 +10,7 @@ use pkcs8::ObjectIdentifier;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{EcCurve, KeySpec, Loaded, PrivateKeyForm, VerifyKey, ec};
+use super::{EcCurve, KeySpec, Loaded, PrivateKeyForm, Secret, VerifyKey, ec};
 
 use crate::{KeyError, NodeIdError};
 
@@ -26,13 +26,14 @@ pub(super) static SPEC: KeySpec = KeySpec {
         openssl_name: "secp256k1",
         from_scalar,
     }),
-    libp2p: Libp2pKeyType::Secp256k1,
+    libp2p: Some(Libp2pKeyType::Secp256k1),
     peer_id_holds_key: true,
     node_id_len: ec::POINT_LEN..=ec::POINT_LEN,
     node_id_form: "point",
     check_node_id: ec::check_point::<k256::Secp256k1>,
     node_id_of,
-    public_key,
+    public_key: |key| Some(public_key(key)),
+    peer_id: |key| public_key(key).to_peer_id(),
     verify_key,
     generate: ec::generate::<k256::Secp256k1>,
 };
@@ -86,7 +87,7 @@ fn from_scalar(scalar: &[u8]) -> Result<Loaded, KeyError> {
     let sk = secp256k1::SecretKey::try_from_bytes(scalar.to_vec()).map_err(ec::scalar_error)?;
     Ok(Loaded {
         pkcs8,
-        keypair: Keypair::from(secp256k1::Keypair::from(sk)),
+        secret: Secret::Libp2p(Keypair::from(secp256k1::Keypair::from(sk))),
     })
 }
 
@@ -109,7 +110,7 @@ mod tests {
             let id = key.node_id();
             let verifier = id.verifier();
             assert!(matches!(verifier.0, VerifyKey::Secp256k1(_)));
-            let libp2p = id.to_public_key();
+            let libp2p = id.to_public_key().expect("a libp2p key");
             for i in 0..8u8 {
                 let message = [b'm', i];
                 let signature = key.sign(&message).expect("sign");

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use bcos_p2p_core::{KeyType, NodeId, OID_EC_PUBLIC_KEY};
 use der::Decode;
-use libp2p_identity::PublicKey;
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use spki::AlgorithmIdentifierOwned;
 
@@ -36,8 +35,8 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Strin
         .map_err(|e| e.to_string())
 }
 
-/// The libp2p public key and NodeId certified by an X.509 certificate.
-pub fn certified_key(cert: &[u8]) -> Result<(PublicKey, NodeId), Refusal> {
+/// The NodeId certified by an X.509 certificate (its PeerId is [`NodeId::to_peer_id`]).
+pub fn certified_key(cert: &[u8]) -> Result<NodeId, Refusal> {
     let cert = x509_cert::Certificate::from_der(cert)
         .map_err(|e| Refusal::BadCertificate(format!("not X.509 DER: {e}")))?;
     let spki = cert.tbs_certificate().subject_public_key_info();
@@ -46,11 +45,9 @@ pub fn certified_key(cert: &[u8]) -> Result<(PublicKey, NodeId), Refusal> {
         .as_bytes()
         .ok_or_else(|| Refusal::BadCertificate("public key is not whole bytes".into()))?;
     let key_type = key_type_of(&spki.algorithm)?;
-    let key = (schemes::of(key_type).certified_key)(spki, key_bits)?;
-    let node_id =
-        NodeId::from_public_key(&key).map_err(|e| Refusal::UnsupportedKey(e.to_string()))?;
+    let node_id = (schemes::of(key_type).certified_key)(spki, key_bits)?;
     debug_assert_eq!(node_id.key_type(), key_type);
-    Ok((key, node_id))
+    Ok(node_id)
 }
 
 /// The node key type a SubjectPublicKeyInfo's algorithm (and, for EC keys, curve) names.

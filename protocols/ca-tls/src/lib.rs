@@ -142,7 +142,7 @@ impl Config {
         let leaf = chain
             .first()
             .ok_or_else(|| ConfigError::NoCertificate("node certificate chain".into()))?;
-        let (_, cert_node_id) = certified_key(leaf).map_err(|r| ConfigError::BadCertificate {
+        let cert_node_id = certified_key(leaf).map_err(|r| ConfigError::BadCertificate {
             what: "node.crt".into(),
             reason: r.to_string(),
         })?;
@@ -183,7 +183,7 @@ impl Config {
                 certified,
                 anchors,
                 local_node_id: key.node_id().clone(),
-                local_peer_id: key.keypair().public().to_peer_id(),
+                local_peer_id: key.peer_id(),
                 access: AccessList::default(),
                 revocation,
                 book: NodeIdBook::default(),
@@ -210,10 +210,20 @@ impl Config {
     /// `SwarmBuilder::with_tcp`.
     pub fn for_keypair(&self, keypair: &Keypair) -> Result<Config, ConfigError> {
         let swarm_id = keypair.public().to_peer_id();
+        let key = NodeId::from_public_key(&keypair.public())
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| swarm_id.to_string());
+        self.for_peer_id(swarm_id, key)
+    }
+
+    /// This upgrade, checked against the node key the swarm is built with (its PeerId must be
+    /// the certificate's): what a swarm of a key type without a libp2p keypair (SM2) uses.
+    pub fn for_node_key(&self, key: &NodeKey) -> Result<Config, ConfigError> {
+        self.for_peer_id(key.peer_id(), key.node_id().to_string())
+    }
+
+    fn for_peer_id(&self, swarm_id: PeerId, key: String) -> Result<Config, ConfigError> {
         if swarm_id != self.shared.local_peer_id {
-            let key = NodeId::from_public_key(&keypair.public())
-                .map(|n| n.to_string())
-                .unwrap_or_else(|_| swarm_id.to_string());
             return Err(ConfigError::KeyMismatch {
                 cert: self.shared.local_node_id.to_string(),
                 key,

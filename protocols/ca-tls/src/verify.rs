@@ -75,7 +75,7 @@ impl PeerVerifier {
         now: UnixTime,
         usage: KeyUsage,
     ) -> Result<(), rustls::Error> {
-        let (key, node_id) = match certified_key(end_entity) {
+        let node_id = match certified_key(end_entity) {
             Ok(k) => k,
             Err(refusal) => return Err(self.refuse(refusal, None)),
         };
@@ -109,7 +109,7 @@ impl PeerVerifier {
             Err(e) => return Err(self.refuse(chain_refusal(e), None)),
         };
         self.record(|o| {
-            o.claimed = Some((key.to_peer_id(), node_id));
+            o.claimed = Some((node_id.to_peer_id(), node_id));
             o.chain = chain;
         });
         Ok(())
@@ -252,7 +252,7 @@ pub(crate) fn check_member(
     let leaf = chain
         .first()
         .ok_or_else(|| Refusal::BadCertificate("empty certificate chain".into()))?;
-    let (_, node_id) = certified_key(leaf)?;
+    let node_id = certified_key(leaf)?;
     let cert = webpki::EndEntityCert::try_from(leaf)
         .map_err(|e| Refusal::BadCertificate(e.to_string()))?;
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_now()));

@@ -81,7 +81,7 @@ fn verifies(leaf: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> 
 fn issued_chains_verify() {
     for (key, cert) in &pki().nodes {
         assert!(verifies(cert, &[]));
-        assert_eq!(&certified_key(cert).unwrap().1, key.node_id());
+        assert_eq!(&certified_key(cert).unwrap(), key.node_id());
     }
 }
 
@@ -118,9 +118,9 @@ proptest! {
         let chain = vec![cert.clone(); copies];
         let parsed = parse_pem_certs(chain_pem(&chain).as_bytes()).unwrap();
         prop_assert_eq!(&parsed, &chain);
-        let (public, node_id) = certified_key(&parsed[0]).unwrap();
+        let node_id = certified_key(&parsed[0]).unwrap();
         prop_assert_eq!(&node_id, key.node_id());
-        prop_assert_eq!(public.to_peer_id(), key.keypair().public().to_peer_id());
+        prop_assert_eq!(node_id.to_peer_id(), key.keypair().unwrap().public().to_peer_id());
     }
 
     /// Any change to an issued certificate (bytes flipped, or cut short) and it no longer

@@ -13,7 +13,7 @@ pub(crate) mod secp256k1;
 
 use std::sync::Arc;
 
-use bcos_p2p_core::{KeyType, NodeKey};
+use bcos_p2p_core::{KeyType, NodeId, NodeKey};
 use libp2p_identity::PublicKey;
 use rustls::{
     SignatureScheme,
@@ -48,9 +48,9 @@ pub(crate) struct Scheme {
     pub tls13: &'static [(SignatureScheme, Algorithms)],
     /// The node key as the rustls signing key of its certificate.
     pub signing_key: LoadSigningKey,
-    /// The libp2p key of a certificate's SubjectPublicKeyInfo of this type (with its
+    /// The NodeId of a certificate's SubjectPublicKeyInfo of this type (with its
     /// `subjectPublicKey` bits), or why it is not a node key.
-    pub certified_key: fn(&SubjectPublicKeyInfoOwned, &[u8]) -> Result<PublicKey, Refusal>,
+    pub certified_key: fn(&SubjectPublicKeyInfoOwned, &[u8]) -> Result<NodeId, Refusal>,
     /// The SubjectPublicKeyInfo DER of a node key, for the certificates `pki` issues.
     pub public_key_info: fn(&NodeKey) -> Result<Vec<u8>, GenError>,
     /// Signs a certificate with an issuer key of this type.
@@ -66,6 +66,11 @@ pub(crate) fn of(key_type: KeyType) -> &'static Scheme {
         .copied()
         .find(|s| s.key_type == key_type)
         .expect("every key type has a scheme (see the test below)")
+}
+
+/// The NodeId of a certified libp2p key.
+fn node_id_of(key: Result<PublicKey, Refusal>) -> Result<NodeId, Refusal> {
+    NodeId::from_public_key(&key?).map_err(|e| Refusal::UnsupportedKey(e.to_string()))
 }
 
 /// The signing key for node keys the crypto provider (ring) signs with itself.

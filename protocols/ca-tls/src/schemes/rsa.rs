@@ -16,7 +16,7 @@ use x509_cert::{
     builder::{Builder, CertificateBuilder},
 };
 
-use super::{Scheme, provider_signing_key};
+use super::{Scheme, node_id_of, provider_signing_key};
 use crate::{
     Refusal,
     pki::{GenError, Profile, gen_err},
@@ -50,7 +50,7 @@ pub(crate) static SCHEME: Scheme = Scheme {
         ),
     ],
     signing_key: provider_signing_key,
-    certified_key,
+    certified_key: |spki, bits| node_id_of(certified_key(spki, bits)),
     public_key_info,
     sign,
 };

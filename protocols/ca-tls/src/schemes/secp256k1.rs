@@ -27,7 +27,7 @@ use x509_cert::{
     builder::{Builder, CertificateBuilder},
 };
 
-use super::Scheme;
+use super::{Scheme, node_id_of};
 use crate::{
     ConfigError, Refusal,
     pki::{GenError, Profile, gen_err},
@@ -41,7 +41,7 @@ pub(crate) static SCHEME: Scheme = Scheme {
     verify: &[&Secp256k1Sha256],
     tls13: &[(SECP256K1_SCHEME, &[&Secp256k1Sha256])],
     signing_key,
-    certified_key,
+    certified_key: |spki, bits| node_id_of(certified_key(spki, bits)),
     public_key_info,
     sign,
 };
