@@ -30,6 +30,10 @@ mod sign;
 
 #[cfg(test)]
 mod tests_kat;
+#[cfg(test)]
+mod tests_openssl;
+#[cfg(test)]
+mod tests_tls;
 
 use der::asn1::ObjectIdentifier;
 use rustls::{
