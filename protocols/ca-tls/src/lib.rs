@@ -34,6 +34,7 @@ mod error;
 pub mod pki;
 mod readbuf;
 mod schemes;
+pub mod sm;
 mod verify;
 
 use std::{
