@@ -32,7 +32,11 @@ use webpki::{
 
 use bcos_p2p_core::pinned::PinnedMap;
 
-use crate::{ConfigError, Refusal, crypto::SUPPORTED, verify};
+use crate::{
+    ConfigError, Refusal,
+    crypto::{SM_SUPPORTED, SUPPORTED},
+    verify,
+};
 
 /// Most peer chains remembered; beyond it the chains of peers with no connection up are forgotten. Entries come only
 /// from completed handshakes of members (chains from the CA, one entry per identity, replaced
@@ -203,7 +207,7 @@ impl Revocation {
         let chain = self.chains().get(peer).cloned();
         chain.is_some_and(|c| {
             matches!(
-                verify::check_member(&c, &self.inner.anchors, self),
+                verify::check_member(&c, &self.inner.anchors, self, verify::profile_of(&c)),
                 Err(Refusal::Revoked)
             )
         })
@@ -268,7 +272,8 @@ fn verify_crl(crl: &Crl, issuers: &[CertificateDer<'static>]) -> Result<(), Stri
         let Ok(key_alg) = contents(&key_alg) else {
             continue;
         };
-        let verified = SUPPORTED.all.iter().any(|a| {
+        // Either profile's algorithms: the CRL's issuer (a CA of ours) says which applies.
+        let verified = SUPPORTED.all.iter().chain(SM_SUPPORTED.all).any(|a| {
             a.public_key_alg_id().as_ref() == key_alg
                 && a.signature_alg_id().as_ref() == alg
                 && a.verify_signature(key, &tbs, signature).is_ok()

@@ -17,8 +17,9 @@ pub use crate::schemes::secp256k1::{
 };
 use crate::schemes::{self, Algorithms};
 
-/// Every algorithm accepted in certificate chains and TLS 1.3 handshakes, the schemes' in table
-/// order (which webpki's errors list them in).
+/// Every algorithm accepted in certificate chains and TLS 1.3 handshakes of the standard
+/// profile, the schemes' in table order (which webpki's errors list them in). SM nodes use
+/// [`SM_SUPPORTED`] instead: the two profiles share nothing.
 pub static SUPPORTED: LazyLock<WebPkiSupportedAlgorithms> =
     LazyLock::new(|| WebPkiSupportedAlgorithms {
         all: ALGORITHMS.as_slice(),
@@ -27,8 +28,7 @@ pub static SUPPORTED: LazyLock<WebPkiSupportedAlgorithms> =
 
 static ALGORITHMS: LazyLock<Vec<&'static dyn SignatureVerificationAlgorithm>> =
     LazyLock::new(|| {
-        schemes::ALL
-            .iter()
+        schemes::standard()
             .flat_map(|s| s.verify)
             .copied()
             .collect()
@@ -36,7 +36,20 @@ static ALGORITHMS: LazyLock<Vec<&'static dyn SignatureVerificationAlgorithm>> =
 
 /// The TLS 1.3 signature schemes, offered in this order (the table's).
 static MAPPING: LazyLock<Vec<(SignatureScheme, Algorithms)>> =
-    LazyLock::new(|| schemes::ALL.iter().flat_map(|s| s.tls13).copied().collect());
+    LazyLock::new(|| schemes::standard().flat_map(|s| s.tls13).copied().collect());
+
+/// The algorithms of the 国密 profile: SM2 with SM3 in chains (either parameter encoding) and
+/// `sm2sig_sm3` in handshakes.
+pub static SM_SUPPORTED: &WebPkiSupportedAlgorithms = &crate::sm::SUPPORTED_ALGORITHMS;
+
+/// The algorithms of the profile of nodes with `key_type` keys.
+pub(crate) fn algorithms(key_type: bcos_p2p_core::KeyType) -> &'static WebPkiSupportedAlgorithms {
+    if schemes::is_sm(key_type) {
+        SM_SUPPORTED
+    } else {
+        &SUPPORTED
+    }
+}
 
 #[cfg(test)]
 mod tests {

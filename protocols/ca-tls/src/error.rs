@@ -45,6 +45,11 @@ pub enum Refusal {
     /// `insufficient_security` alert CA nodes send to open nodes (see [`crate::STOCK_TLS_PROTOCOL`]).
     /// Reported by an open-mode node that met a CA-mode node.
     CaTlsRequired,
+    /// This node runs 国密 TLS (an SM2 node key: SM2, SM3, SM4 per RFC 8998) and the peer runs
+    /// the standard suites (a secp256k1, P-256 or RSA node): the two never connect.
+    SmRequired,
+    /// The peer runs 国密 TLS (an SM2 node) and this node runs the standard suites.
+    SmUnsupported,
     /// The peer aborted the handshake with this TLS alert (it refused us).
     RejectedByPeer(String),
     /// Any other handshake failure (I/O, protocol violation).
@@ -66,6 +71,8 @@ impl Refusal {
             Refusal::NotAllowed => "not_allowed",
             Refusal::StockLibp2pTls => "stock_libp2p_tls",
             Refusal::CaTlsRequired => "ca_tls_required",
+            Refusal::SmRequired => "sm_required",
+            Refusal::SmUnsupported => "sm_unsupported",
             Refusal::RejectedByPeer(_) => "rejected_by_peer",
             Refusal::Handshake(_) => "handshake",
         }
@@ -103,6 +110,12 @@ impl fmt::Display for Refusal {
             ),
             Refusal::CaTlsRequired => f.write_str(
                 "peer requires CA-authenticated /bcos-tls/1.0.0 (a CA-mode node) but this node is in open mode (stock libp2p /tls/1.0.0)",
+            ),
+            Refusal::SmRequired => f.write_str(
+                "this node runs 国密 TLS (SM2 key: TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3) and the peer runs the standard suites (a non-SM node)",
+            ),
+            Refusal::SmUnsupported => f.write_str(
+                "the peer runs 国密 TLS (an SM2 node: TLS_SM4_GCM_SM3) and this node runs the standard suites (its key is not SM2)",
             ),
             Refusal::RejectedByPeer(alert) => write!(f, "peer refused the handshake (TLS alert: {alert})"),
             Refusal::Handshake(why) => write!(f, "TLS handshake failed: {why}"),

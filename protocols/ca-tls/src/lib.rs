@@ -63,7 +63,7 @@ use libp2p_core::{
 };
 use libp2p_identity::{Keypair, PeerId};
 use rustls::{
-    crypto::CryptoProvider,
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
     pki_types::{ServerName, TrustAnchor},
     sign::{CertifiedKey, SingleCertAndKey},
 };
@@ -78,6 +78,11 @@ pub const PROTOCOL_NAME: &str = "/bcos-tls/1.0.0";
 /// listener that declines `/bcos-tls/1.0.0` ends up here too. Either way the peer is sent a
 /// fatal TLS `insufficient_security` alert, so it learns why as well (SPEC.md §1).
 pub const STOCK_TLS_PROTOCOL: &str = "/tls/1.0.0";
+/// The protocol id of CA-authenticated TLS in the 国密 profile (SM2 node keys; RFC 8998's
+/// TLS_SM4_GCM_SM3, curveSM2 and sm2sig_sm3 only). Every CA node lists both ids, its own first:
+/// a node negotiated onto the other profile's id refuses with the `insufficient_security` alert,
+/// and each side reports [`Refusal::SmRequired`] or [`Refusal::SmUnsupported`] (SPEC.md §9).
+pub const SM_PROTOCOL_NAME: &str = "/bcos-tls-sm/1.0.0";
 
 /// The CA-TLS security upgrade: a node's certificate chain, key and trust anchors.
 ///
@@ -99,6 +104,10 @@ const VERDICT_ACCEPTED: u8 = 0x01;
 
 struct Shared {
     provider: Arc<CryptoProvider>,
+    /// Whether this node runs the 国密 profile (an SM2 node key).
+    sm: bool,
+    /// The signature algorithms of this node's profile.
+    algorithms: &'static WebPkiSupportedAlgorithms,
     certified: Arc<CertifiedKey>,
     anchors: Arc<Vec<TrustAnchor<'static>>>,
     local_node_id: NodeId,
@@ -167,11 +176,19 @@ impl Config {
         if anchors.is_empty() {
             return Err(ConfigError::NoCertificate("ca.crt".into()));
         }
-        if let Err(refusal) = verify::self_check(&chain, &anchors) {
+        let sm = schemes::is_sm(key.key_type());
+        let algorithms = crypto::algorithms(key.key_type());
+        if let Err(refusal) = verify::self_check(&chain, &anchors, algorithms) {
             tracing::warn!(%refusal, "peers will refuse this node's own certificate chain");
         }
 
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // An SM2 node speaks the 国密 profile only (RFC 8998), every other node the standard
+        // suites only: the two never share a handshake (see `protocol_info`).
+        let provider = Arc::new(if sm {
+            sm::provider()
+        } else {
+            rustls::crypto::ring::default_provider()
+        });
         let signing_key = (schemes::of(key.key_type()).signing_key)(key, &provider)?;
         // What may sign a CRL: the trust anchors and this node's own intermediates (its agency).
         let issuers = ca.iter().chain(&chain[1..]).cloned().collect();
@@ -181,6 +198,8 @@ impl Config {
         Ok(Config {
             shared: Arc::new(Shared {
                 provider,
+                sm,
+                algorithms,
                 certified,
                 anchors,
                 local_node_id: key.node_id().clone(),
@@ -273,7 +292,12 @@ impl Config {
     /// role, against the trust anchors and the CRLs in force, at the current time: its NodeId
     /// if the chain passes. The access lists are not consulted (they are the caller's to apply).
     pub fn check_chain(&self, chain: &[CertificateDer<'_>]) -> Result<NodeId, Refusal> {
-        verify::check_member(chain, &self.shared.anchors, &self.shared.revocation)
+        verify::check_member(
+            chain,
+            &self.shared.anchors,
+            &self.shared.revocation,
+            self.shared.algorithms,
+        )
     }
 
     fn verifier(&self) -> (Arc<PeerVerifier>, SharedOutcome) {
@@ -282,6 +306,7 @@ impl Config {
             anchors: self.shared.anchors.clone(),
             access: self.shared.access.clone(),
             revocation: self.shared.revocation.clone(),
+            algorithms: self.shared.algorithms,
             outcome: outcome.clone(),
         });
         (v, outcome)
@@ -325,10 +350,15 @@ impl Config {
                 if let Some((refusal, node)) = o.refusal.take() {
                     return Err(UpgradeError::new(refusal, node));
                 }
-                return Err(UpgradeError::new(
-                    io_refusal(&io),
-                    o.peer.take().map(|(_, n)| n),
-                ));
+                let refusal = match io_refusal(&io) {
+                    // On our own profile's id, only a node that lists it to refuse us sends
+                    // this alert: a node of the other profile (see `alert_refusal`).
+                    Refusal::RejectedByPeer(alert) if alert == INSUFFICIENT_SECURITY => {
+                        self.profile_refusal()
+                    }
+                    other => other,
+                };
+                return Err(UpgradeError::new(refusal, o.peer.take().map(|(_, n)| n)));
             }
         };
         let (peer_id, node_id) = o.peer.take().ok_or_else(|| {
@@ -382,12 +412,60 @@ fn io_refusal(io: &std::io::Error) -> Refusal {
 
 impl UpgradeInfo for Config {
     type Info = &'static str;
-    type InfoIter = std::array::IntoIter<&'static str, 2>;
+    type InfoIter = std::array::IntoIter<&'static str, 3>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        [PROTOCOL_NAME, STOCK_TLS_PROTOCOL].into_iter()
+        [self.own_protocol(), self.other_protocol(), STOCK_TLS_PROTOCOL].into_iter()
     }
 }
+
+impl Config {
+    /// The protocol id of this node's profile.
+    fn own_protocol(&self) -> &'static str {
+        if self.shared.sm {
+            SM_PROTOCOL_NAME
+        } else {
+            PROTOCOL_NAME
+        }
+    }
+
+    /// The other profile's id, listed only to refuse its nodes with a clear reason.
+    fn other_protocol(&self) -> &'static str {
+        if self.shared.sm {
+            PROTOCOL_NAME
+        } else {
+            SM_PROTOCOL_NAME
+        }
+    }
+
+    /// Why a node of the other profile is refused, as this node says it.
+    fn profile_refusal(&self) -> Refusal {
+        if self.shared.sm {
+            Refusal::SmRequired
+        } else {
+            Refusal::SmUnsupported
+        }
+    }
+
+    /// Whether `info` is a protocol this node only lists to refuse, and with what reason.
+    fn refused_protocol(&self, info: &str) -> Option<Refusal> {
+        if info == STOCK_TLS_PROTOCOL {
+            Some(Refusal::StockLibp2pTls)
+        } else if info == self.other_protocol() {
+            Some(self.profile_refusal())
+        } else {
+            None
+        }
+    }
+
+    /// Whether the shared config's profile is 国密 (an SM2 node key).
+    pub fn is_sm(&self) -> bool {
+        self.shared.sm
+    }
+}
+
+/// How [`io_refusal`] names a received `insufficient_security` alert.
+const INSUFFICIENT_SECURITY: &str = "InsufficientSecurity";
 
 /// A TLS record holding a fatal `insufficient_security` alert (content type 21, legacy version
 /// 3.3, length 2, level fatal, description 71): our answer to a peer on stock `/tls/1.0.0`.
@@ -397,14 +475,16 @@ const STOCK_GOODBYE: Duration = Duration::from_secs(2);
 /// Most bytes read from a refused stock peer while waiting for it to close.
 const STOCK_DRAIN_LIMIT: usize = 64 * 1024;
 
-/// Refuses a peer on stock `/tls/1.0.0`. It is told why with a fatal `insufficient_security`
-/// alert, which a TLS stack reports as "received fatal alert: InsufficientSecurity" (open-mode
-/// nodes turn it into [`Refusal::CaTlsRequired`]). Then its bytes are drained until it closes
-/// (bounded in time and size), so our close does not reset the connection before it has read
-/// the alert.
-fn stock_refusal<C, T>(
+/// Refuses a peer on a protocol listed only to refuse it (stock `/tls/1.0.0`, or the other CA
+/// profile's id). It is told why with a fatal `insufficient_security` alert, which a TLS stack
+/// reports as "received fatal alert: InsufficientSecurity" (open-mode nodes turn it into
+/// [`Refusal::CaTlsRequired`], CA nodes of the other profile into [`Refusal::SmRequired`] or
+/// [`Refusal::SmUnsupported`]). Then its bytes are drained until it closes (bounded in time and
+/// size), so our close does not reset the connection before it has read the alert.
+fn alert_refusal<C, T>(
     mut socket: C,
     limit: Duration,
+    refusal: Refusal,
 ) -> BoxFuture<'static, Result<T, UpgradeError>>
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -427,9 +507,9 @@ where
         futures::pin_mut!(goodbye);
         let timer = futures_timer::Delay::new(limit.min(STOCK_GOODBYE));
         if let Either::Left((Err(e), _)) = futures::future::select(goodbye, timer).await {
-            tracing::debug!(error = %e, "stock libp2p TLS peer gone before the refusal was sent");
+            tracing::debug!(error = %e, "refused peer gone before the refusal was sent");
         }
-        Err(UpgradeError::new(Refusal::StockLibp2pTls, None))
+        Err(UpgradeError::new(refusal, None))
     }
     .boxed()
 }
@@ -443,8 +523,8 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
-        if info == STOCK_TLS_PROTOCOL {
-            return stock_refusal(socket, self.handshake_timeout);
+        if let Some(refusal) = self.refused_protocol(info) {
+            return alert_refusal(socket, self.handshake_timeout, refusal);
         }
         async move {
             let handshake = async {
@@ -479,8 +559,8 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
-        if info == STOCK_TLS_PROTOCOL {
-            return stock_refusal(socket, self.handshake_timeout);
+        if let Some(refusal) = self.refused_protocol(info) {
+            return alert_refusal(socket, self.handshake_timeout, refusal);
         }
         async move {
             let handshake = async {

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use bcos_p2p_core::NodeId;
 use libp2p_identity::PeerId;
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme,
+    CertificateError,
+    crypto::WebPkiSupportedAlgorithms, DigitallySignedStruct, DistinguishedName, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime},
     server::danger::{ClientCertVerified, ClientCertVerifier},
@@ -17,7 +18,7 @@ use rustls::{
 use webpki::KeyUsage;
 
 use crate::{
-    AccessList, Refusal, Revocation, certs::certified_key, crypto::SUPPORTED, error::unix_now,
+    AccessList, Refusal, Revocation, certs::certified_key, error::unix_now,
 };
 
 /// What the verifier learnt about one handshake.
@@ -40,6 +41,8 @@ pub(crate) struct PeerVerifier {
     pub anchors: Arc<Vec<TrustAnchor<'static>>>,
     pub access: AccessList,
     pub revocation: Revocation,
+    /// The signature algorithms of this node's profile (standard or 国密).
+    pub algorithms: &'static WebPkiSupportedAlgorithms,
     pub outcome: SharedOutcome,
 }
 
@@ -85,7 +88,7 @@ impl PeerVerifier {
         };
         let checked = self.revocation.with_options(|revocation| {
             cert.verify_for_usage(
-                SUPPORTED.all,
+                self.algorithms.all,
                 &self.anchors,
                 intermediates,
                 now,
@@ -133,7 +136,7 @@ impl PeerVerifier {
                 Refusal::Handshake("handshake signature before a verified certificate".into());
             return Err(self.refuse(refusal, None));
         };
-        if let Err(e) = rustls::crypto::verify_tls13_signature(message, cert, dss, &SUPPORTED) {
+        if let Err(e) = rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms) {
             let refusal = match e {
                 rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
                     Refusal::KeyMismatch
@@ -182,7 +185,7 @@ impl ServerCertVerifier for PeerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SUPPORTED.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -220,7 +223,7 @@ impl ClientCertVerifier for PeerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SUPPORTED.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -229,13 +232,14 @@ impl ClientCertVerifier for PeerVerifier {
 pub(crate) fn self_check(
     chain: &[CertificateDer<'static>],
     anchors: &[TrustAnchor<'static>],
+    algorithms: &WebPkiSupportedAlgorithms,
 ) -> Result<(), Refusal> {
     let leaf = webpki::EndEntityCert::try_from(&chain[0])
         .map_err(|e| Refusal::BadCertificate(e.to_string()))?;
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_now()));
     // A node is a TLS server when dialled and a client when dialling: check both roles.
     for usage in [KeyUsage::server_auth(), KeyUsage::client_auth()] {
-        leaf.verify_for_usage(SUPPORTED.all, anchors, &chain[1..], now, usage, None, None)
+        leaf.verify_for_usage(algorithms.all, anchors, &chain[1..], now, usage, None, None)
             .map_err(chain_refusal)?;
     }
     Ok(())
@@ -248,6 +252,7 @@ pub(crate) fn check_member(
     chain: &[CertificateDer<'_>],
     anchors: &[TrustAnchor<'static>],
     revocation: &Revocation,
+    algorithms: &WebPkiSupportedAlgorithms,
 ) -> Result<NodeId, Refusal> {
     let leaf = chain
         .first()
@@ -260,7 +265,7 @@ pub(crate) fn check_member(
     for usage in [KeyUsage::server_auth(), KeyUsage::client_auth()] {
         let checked = revocation.with_options(|revocation| {
             cert.verify_for_usage(
-                SUPPORTED.all,
+                algorithms.all,
                 anchors,
                 &chain[1..],
                 now,
@@ -280,6 +285,17 @@ pub(crate) fn check_member(
         }
     }
     Err(last.map_or(Refusal::UnknownIssuer, chain_refusal))
+}
+
+/// The algorithms of the profile of a chain's leaf key (standard when the leaf is unreadable:
+/// then the check fails anyway).
+pub(crate) fn profile_of(chain: &[CertificateDer<'_>]) -> &'static WebPkiSupportedAlgorithms {
+    chain
+        .first()
+        .and_then(|leaf| certified_key(leaf).ok())
+        .map_or(&crate::crypto::SUPPORTED, |node| {
+            crate::crypto::algorithms(node.key_type())
+        })
 }
 
 /// The refusal for a chain that webpki rejects.

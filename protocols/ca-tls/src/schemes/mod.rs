@@ -10,6 +10,7 @@
 pub(crate) mod p256;
 pub(crate) mod rsa;
 pub(crate) mod secp256k1;
+pub(crate) mod sm2;
 
 use std::sync::Arc;
 
@@ -57,8 +58,26 @@ pub(crate) struct Scheme {
     pub sign: fn(CertificateBuilder<Profile>, &NodeKey) -> Result<Certificate, GenError>,
 }
 
-/// The table, in the order TLS offers the signature schemes (FISCO's default first).
-pub(crate) static ALL: [&Scheme; 3] = [&secp256k1::SCHEME, &p256::SCHEME, &rsa::SCHEME];
+/// The table, in the order TLS offers the signature schemes (FISCO's default first). SM2 is
+/// last and apart: SM nodes speak only the SM profile, so it never joins the others' lists
+/// ([`standard`], [`is_sm`]).
+pub(crate) static ALL: [&Scheme; 4] = [
+    &secp256k1::SCHEME,
+    &p256::SCHEME,
+    &rsa::SCHEME,
+    &sm2::SCHEME,
+];
+
+/// Whether nodes with keys of `key_type` run the 国密 profile (TLS_SM4_GCM_SM3, curveSM2,
+/// sm2sig_sm3) instead of the standard suites.
+pub fn is_sm(key_type: KeyType) -> bool {
+    key_type == KeyType::Sm2
+}
+
+/// The rows of the standard profile, in table order.
+pub(crate) fn standard() -> impl Iterator<Item = &'static Scheme> {
+    ALL.iter().copied().filter(|s| !is_sm(s.key_type))
+}
 
 /// The row of `key_type`.
 pub(crate) fn of(key_type: KeyType) -> &'static Scheme {
