@@ -415,7 +415,12 @@ impl UpgradeInfo for Config {
     type InfoIter = std::array::IntoIter<&'static str, 3>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        [self.own_protocol(), self.other_protocol(), STOCK_TLS_PROTOCOL].into_iter()
+        [
+            self.own_protocol(),
+            self.other_protocol(),
+            STOCK_TLS_PROTOCOL,
+        ]
+        .into_iter()
     }
 }
 

@@ -9,17 +9,15 @@ use std::sync::{Arc, Mutex};
 use bcos_p2p_core::NodeId;
 use libp2p_identity::PeerId;
 use rustls::{
-    CertificateError,
-    crypto::WebPkiSupportedAlgorithms, DigitallySignedStruct, DistinguishedName, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::WebPkiSupportedAlgorithms,
     pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime},
     server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 use webpki::KeyUsage;
 
-use crate::{
-    AccessList, Refusal, Revocation, certs::certified_key, error::unix_now,
-};
+use crate::{AccessList, Refusal, Revocation, certs::certified_key, error::unix_now};
 
 /// What the verifier learnt about one handshake.
 #[derive(Debug, Default)]
@@ -136,7 +134,8 @@ impl PeerVerifier {
                 Refusal::Handshake("handshake signature before a verified certificate".into());
             return Err(self.refuse(refusal, None));
         };
-        if let Err(e) = rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms) {
+        if let Err(e) = rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms)
+        {
             let refusal = match e {
                 rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
                     Refusal::KeyMismatch

@@ -12,9 +12,7 @@ use sm2::{
     dsa::{DerSignature, SigningKey, VerifyingKey},
     pkcs8::{DecodePrivateKey as _, EncodePublicKey as _},
 };
-use spki::{
-    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, SubjectPublicKeyInfoOwned,
-};
+use spki::{AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, SubjectPublicKeyInfoOwned};
 use x509_cert::{
     Certificate,
     builder::{Builder, CertificateBuilder},
