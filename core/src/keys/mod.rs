@@ -118,8 +118,8 @@ pub(crate) struct Loaded {
 /// type's own signing key.
 #[derive(Clone)]
 pub(crate) enum Secret {
-    /// A libp2p key type.
-    Libp2p(Keypair),
+    /// A libp2p key type (boxed: a keypair is ten times the size of the SM2 variant).
+    Libp2p(Box<Keypair>),
     /// SM2, signing with [`SM2_DEFAULT_DISTID`].
     Sm2(Arc<::sm2::dsa::SigningKey>),
 }

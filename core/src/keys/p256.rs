@@ -54,6 +54,6 @@ fn from_scalar(scalar: &[u8]) -> Result<Loaded, KeyError> {
     let sk = ecdsa::SecretKey::try_from_bytes(scalar).map_err(ec::scalar_error)?;
     Ok(Loaded {
         pkcs8,
-        secret: Secret::Libp2p(Keypair::from(ecdsa::Keypair::from(sk))),
+        secret: Secret::Libp2p(Box::new(Keypair::from(ecdsa::Keypair::from(sk)))),
     })
 }

@@ -117,7 +117,7 @@ fn load_pkcs8(der: &[u8]) -> Result<Loaded, KeyError> {
         .map_err(|e| KeyError::Malformed(format!("RSA: {e}")))?;
     Ok(Loaded {
         pkcs8: Zeroizing::new(der.to_vec()),
-        secret: Secret::Libp2p(keypair),
+        secret: Secret::Libp2p(Box::new(keypair)),
     })
 }
 

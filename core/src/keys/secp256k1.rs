@@ -87,7 +87,7 @@ fn from_scalar(scalar: &[u8]) -> Result<Loaded, KeyError> {
     let sk = secp256k1::SecretKey::try_from_bytes(scalar.to_vec()).map_err(ec::scalar_error)?;
     Ok(Loaded {
         pkcs8,
-        secret: Secret::Libp2p(Keypair::from(secp256k1::Keypair::from(sk))),
+        secret: Secret::Libp2p(Box::new(Keypair::from(secp256k1::Keypair::from(sk)))),
     })
 }
 

@@ -29,7 +29,7 @@ pub const OID_SM2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.1019
 pub const SM2_DEFAULT_DISTID: &str = "1234567812345678";
 
 /// The protobuf key type number of SM2 public keys in PeerIds (`SM2` in ASCII).
-pub const SM2_PEER_ID_KEY_TYPE: u32 = 0x53_4d_32;
+pub const SM2_PEER_ID_KEY_TYPE: u32 = 0x534d32;
 
 pub(super) static SPEC: KeySpec = KeySpec {
     names: &["sm2"],
