@@ -8,7 +8,14 @@
 //! 3. bulk:  1 MiB requests, 1-byte responses, 8 in flight, over ours; and the same bytes over
 //!    one rustls TLS 1.3 stream on a loopback TCP socket (same crypto provider, same suite);
 //! 4. routed: 1 KiB requests, 64 in flight, over 3 hops (two relays, `unicast/routed.rs`), and
-//!    the same load to a direct neighbour in the same four-node harness.
+//!    the same load to a direct neighbour in the same four-node harness;
+//! 5. 国密: loads 1 and 3 with SM2 nodes (TLS_SM4_GCM_SM3), each bulk run beside a standard one
+//!    (`sm_bulk_ratio`, run by run), and the connection set-up time (TCP, negotiation, CA-TLS
+//!    with its verdict, yamux) of 20 fresh pairs, SM2 and secp256k1 (`sm_handshake_ms`,
+//!    `handshake_ms`).
+//!
+//! Payloads are random bytes, so that unicast's compression (which takes payloads of 1 KiB and
+//! more when they shrink) leaves them as they are and every byte is moved and encrypted.
 //!
 //! Each end (node, or raw TLS side) runs on a thread of its own with a single-threaded tokio
 //! runtime, as two nodes on two machines would. Raw TLS is also run with both ends on one
@@ -27,7 +34,8 @@
 //! `raw_tls_shared_pool_mb_per_s`, `bulk_cpu_ms_per_gib`, `raw_tls_cpu_ms_per_gib`,
 //! `frame_binary_ns`, `frame_cbor_ns`; `routed3_msgs_per_s`, `routed3_p50_us` (the issue's),
 //! `routed3_p99_us`, `routed3_direct_msgs_per_s`, `routed3_direct_p50_us` and
-//! `ratio_routed3` (routed over direct, pair by pair).
+//! `ratio_routed3` (routed over direct, pair by pair); `sm_bulk_mb_per_s`, `sm_msgs_per_s`,
+//! `sm_handshake_ms` (the issue's), `sm_bulk_ratio`, `handshake_ms`.
 
 use std::{
     collections::HashMap,
@@ -180,6 +188,24 @@ fn main() {
     let routed3 = median(routed3, Outcome::msgs_per_s);
     let ratio_routed = median_of(&ratios_routed);
     let (binary_ns, cbor_ns) = header_formats(if quick { 200_000 } else { 1_000_000 });
+    // 国密 mode: the same loads with SM2 nodes (TLS_SM4_GCM_SM3), each bulk run beside a
+    // standard one so that the ratio is of runs made back to back.
+    let mut sm_bulk = Vec::new();
+    let mut sm_ratios = Vec::new();
+    let mut sm_small = Vec::new();
+    run_ours_with(&warm(64, MIB), Layout::ThreadPerEnd, KeyType::Sm2);
+    for _ in 0..REPS {
+        let sm = run_ours_with(&bulk, Layout::ThreadPerEnd, KeyType::Sm2).mb_per_s();
+        let standard = run_ours(&bulk, Layout::ThreadPerEnd).mb_per_s();
+        sm_bulk.push(sm);
+        sm_ratios.push(sm / standard);
+        sm_small.push(run_ours_with(&small, Layout::ThreadPerEnd, KeyType::Sm2));
+    }
+    let sm_small = median(sm_small, Outcome::msgs_per_s);
+    let sm_ratio = median_of(&sm_ratios);
+    let handshakes = 20;
+    let sm_handshake_ms = handshake_ms(KeyType::Sm2, handshakes);
+    let handshake_ms_standard = handshake_ms(KeyType::Secp256k1, handshakes);
 
     println!(
         "unicast benchmark ({} mode, TCP loopback, median of {REPS} runs, glibc malloc thresholds: {malloc:?})",
@@ -261,6 +287,22 @@ fn main() {
     println!(
         "frame encode+decode, 1 KiB payload: binary header {binary_ns:.0} ns, CBOR (cbor4ii) {cbor_ns:.0} ns"
     );
+    row(
+        &format!("ours SM 1 KiB req/resp, 64 in flight, {msgs}"),
+        &sm_small,
+    );
+    mb_row(
+        format!("ours SM 1 MiB requests, 8 in flight, {bulk_mib} (TLS_SM4_GCM_SM3)"),
+        &sm_bulk,
+    );
+    println!(
+        "ratio SM bulk / standard bulk (run by run) {sm_ratio:.2} (runs: {}); handshake median of {handshakes}: SM {sm_handshake_ms:.2} ms, secp256k1 {handshake_ms_standard:.2} ms",
+        sm_ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let ratio_msgs = ours.msgs_per_s() / stock.msgs_per_s();
     let ratio_bulk = median_of(&ratios_bulk);
     println!(
@@ -294,11 +336,25 @@ fn main() {
         "routed3_direct_msgs_per_s": routed_direct.msgs_per_s().round(),
         "routed3_direct_p50_us": routed_direct.pct(0.5),
         "ratio_routed3": (ratio_routed * 100.0).round() / 100.0,
+        "sm_bulk_mb_per_s": median_of(&sm_bulk).round(),
+        "sm_msgs_per_s": sm_small.msgs_per_s().round(),
+        "sm_handshake_ms": (sm_handshake_ms * 100.0).round() / 100.0,
+        "sm_bulk_ratio": (sm_ratio * 100.0).round() / 100.0,
+        "handshake_ms": (handshake_ms_standard * 100.0).round() / 100.0,
     });
     println!("{json}");
 }
 
 /// The median of `runs`.
+/// `n` random bytes: payloads that compression leaves as they are, so that every system moves
+/// (and encrypts) every byte.
+pub(crate) fn noise(n: usize) -> Vec<u8> {
+    use rand::Rng as _;
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
 fn median_of(runs: &[f64]) -> f64 {
     let mut v = runs.to_vec();
     v.sort_by(f64::total_cmp);
@@ -333,8 +389,40 @@ async fn connect<B: NetworkBehaviour>(swarm: &mut Swarm<B>, addr: Multiaddr) -> 
     }
 }
 
-fn ca_node(ca: &CertificateAuthority) -> (NodeKey, ca_tls::Config) {
-    let key = NodeKey::generate(KeyType::Secp256k1).unwrap();
+/// The median time, in ms, from dialling to both ends having the connection (TCP, protocol
+/// negotiation, the CA-TLS handshake with its verdict, yamux), over `n` fresh pairs of nodes of
+/// `key_type` on one thread.
+fn handshake_ms(key_type: KeyType, n: usize) -> f64 {
+    let ca = CertificateAuthority::new_root(key_type, "CN=bench-ca", Period::days(1)).unwrap();
+    let rt = single_thread();
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let (ka, ta) = ca_node(&ca, key_type);
+            let (kb, tb) = ca_node(&ca, key_type);
+            rt.block_on(async {
+                let dummy = |_: &NodeKey| libp2p::swarm::dummy::Behaviour;
+                let mut a = build_swarm_with(&ka, &ta, dummy).unwrap();
+                let mut b = build_swarm_with(&kb, &tb, dummy).unwrap();
+                let addr = listen(&mut b).await;
+                let start = Instant::now();
+                a.dial(addr).unwrap();
+                let (mut up_a, mut up_b) = (false, false);
+                while !(up_a && up_b) {
+                    tokio::select! {
+                        e = a.select_next_some() => up_a |= matches!(e, SwarmEvent::ConnectionEstablished { .. }),
+                        e = b.select_next_some() => up_b |= matches!(e, SwarmEvent::ConnectionEstablished { .. }),
+                    }
+                }
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn ca_node(ca: &CertificateAuthority, key_type: KeyType) -> (NodeKey, ca_tls::Config) {
+    let key = NodeKey::generate(key_type).unwrap();
     let cert = ca.issue_node(&key, "CN=bench", Period::days(1)).unwrap();
     let tls = ca_tls::Config::new(
         &key,
@@ -457,17 +545,21 @@ where
 }
 
 fn run_ours(load: &Load, layout: Layout) -> Outcome {
-    let ca =
-        CertificateAuthority::new_root(KeyType::Secp256k1, "CN=bench-ca", Period::days(1)).unwrap();
+    run_ours_with(load, layout, KeyType::Secp256k1)
+}
+
+/// [`run_ours`] with nodes and a CA of `key_type`: SM2 runs the 国密 profile (TLS_SM4_GCM_SM3).
+fn run_ours_with(load: &Load, layout: Layout, key_type: KeyType) -> Outcome {
+    let ca = CertificateAuthority::new_root(key_type, "CN=bench-ca", Period::days(1)).unwrap();
     let make = |(key, tls): (NodeKey, ca_tls::Config)| {
         let book = tls.node_ids().clone();
         let mut config = unicast::Config::with_modules([MODULE]);
         config.max_frame_size = 2 * MIB;
         build_swarm_with(&key, &tls, |_| unicast::Behaviour::new(config, book)).unwrap()
     };
-    let server_node = ca_node(&ca);
-    let client_node = ca_node(&ca);
-    let response = Bytes::from(vec![7u8; load.response_size]);
+    let server_node = ca_node(&ca, key_type);
+    let client_node = ca_node(&ca, key_type);
+    let response = Bytes::from(noise(load.response_size));
     let serve = move |addr_tx: oneshot::Sender<Multiaddr>, mut stop: oneshot::Receiver<()>| async move {
         let mut server = make(server_node);
         let _ = addr_tx.send(listen(&mut server).await);
@@ -483,10 +575,12 @@ fn run_ours(load: &Load, layout: Layout) -> Outcome {
         }
     };
     run_pair(layout, serve, |addr| async move {
+        let book = client_node.1.node_ids().clone();
         let mut client = make(client_node);
         let peer = connect(&mut client, addr).await;
-        let node = bcos_p2p::NodeId::from_peer_id(&peer).unwrap();
-        let request = Bytes::from(vec![1u8; load.request_size]);
+        // From the handshake: SM2 PeerIds are hashes of the key.
+        let node = book.resolve(&peer).expect("the handshake named the peer");
+        let request = Bytes::from(noise(load.request_size));
         let mut d = Driver::new(load);
         let start = Instant::now();
         while d.can_send(load) {
@@ -541,7 +635,7 @@ fn stock_swarm() -> Swarm<Stock> {
 }
 
 fn run_stock(load: &Load, layout: Layout) -> Outcome {
-    let response = serde_bytes::ByteBuf::from(vec![7u8; load.response_size]);
+    let response = serde_bytes::ByteBuf::from(noise(load.response_size));
     let serve = move |addr_tx: oneshot::Sender<Multiaddr>, mut stop: oneshot::Receiver<()>| async move {
         let mut server = stock_swarm();
         let _ = addr_tx.send(listen(&mut server).await);
@@ -565,7 +659,7 @@ fn run_stock(load: &Load, layout: Layout) -> Outcome {
     run_pair(layout, serve, |addr| async move {
         let mut client = stock_swarm();
         let peer = connect(&mut client, addr).await;
-        let request = serde_bytes::ByteBuf::from(vec![1u8; load.request_size]);
+        let request = serde_bytes::ByteBuf::from(noise(load.request_size));
         let mut d = Driver::new(load);
         let start = Instant::now();
         while d.can_send(load) {
@@ -648,7 +742,7 @@ fn run_raw_tls(total: usize, layout: Layout) -> Outcome {
             Ok(t) => t,
             Err(e) => panic!("raw TLS handshake failed: {e}"),
         };
-        let chunk = vec![1u8; MIB];
+        let chunk = noise(MIB);
         let start = Instant::now();
         let mut sent = 0;
         while sent < total {

@@ -55,7 +55,7 @@ fn echo(mut events: impl futures::Stream<Item = NodeEvent> + Send + Unpin + 'sta
 
 /// `requests` requests of 1 KiB from `from` to `to`, `in_flight` at a time.
 async fn drive(from: &Node, to: &NodeId, requests: usize, in_flight: usize) -> Outcome {
-    let payload = Bytes::from(vec![0x5a; 1024]);
+    let payload = Bytes::from(super::noise(1024));
     let start = Instant::now();
     let mut pending = FuturesUnordered::new();
     let mut sent = 0;
