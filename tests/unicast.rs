@@ -150,6 +150,8 @@ async fn ten_thousand_concurrent_requests_are_all_answered() {
 async fn a_request_the_peer_never_answers_times_out() {
     let (_, mut a, ib, mut b) =
         pair(|c| c.request_timeout = Duration::from_millis(300), |_| {}).await;
+    // Before the requests: their timers start when they are sent.
+    let started = std::time::Instant::now();
     let id = a
         .behaviour_mut()
         .send_request(&ib, SILENT, Bytes::from_static(b"?"));
@@ -160,7 +162,6 @@ async fn a_request_the_peer_never_answers_times_out() {
         Duration::from_millis(100),
     );
     let mut got = Vec::new();
-    let started = std::time::Instant::now();
     let held = drive(&mut a, &mut b, Server::Echo, |_, ev| {
         got.push(response(ev));
         got.len() == 2
