@@ -33,17 +33,24 @@ impl AesNiToken {
             .then_some(Self(()))
     }
 
-    /// Encrypts 8 blocks in place.
-    pub(super) fn encrypt8(self, rk: &[u32; 32], blocks: &mut [[u8; 16]; 8]) {
+    /// Encrypts the first `n` of 16 blocks in place (the others are scratch), with as few
+    /// groups of four as cover them.
+    pub(super) fn encrypt16(self, rk: &[u32; 32], blocks: &mut [[u8; 16]; 16], n: usize) {
         // SAFETY: `self` exists only when the CPU reported AES-NI and SSSE3 (`detect`), the
-        // target features of `encrypt8_aesni` besides SSE2, which every x86_64 CPU has.
-        unsafe { encrypt8_aesni(rk, blocks) }
+        // target features of `encrypt_aesni` besides SSE2, which every x86_64 CPU has.
+        unsafe {
+            match n {
+                0..=4 => encrypt_aesni::<1>(rk, &mut blocks[..4]),
+                5..=8 => encrypt_aesni::<2>(rk, &mut blocks[..8]),
+                _ => encrypt_aesni::<4>(rk, blocks),
+            }
+        }
     }
 
     /// The SM4 S-box on 16 bytes through AESENCLAST (for tests).
     #[cfg(test)]
     pub(super) fn sbox16(self, input: [u8; 16]) -> [u8; 16] {
-        // SAFETY: as in `encrypt8`.
+        // SAFETY: as in `encrypt16`.
         unsafe { sbox16_aesni(input) }
     }
 }
@@ -178,12 +185,13 @@ macro_rules! rounds {
     }};
 }
 
-/// Encrypts 8 blocks in place with AES-NI and SSSE3: two groups of four blocks, one 32-bit
-/// word of each block per register.
+/// Encrypts `4·G` blocks in place with AES-NI and SSSE3: `G` groups of four blocks, one
+/// 32-bit word of each block per register; the groups' rounds interleave to hide latency.
 #[target_feature(enable = "sse2,ssse3,aes")]
-fn encrypt8_aesni(rk: &[u32; 32], blocks: &mut [[u8; 16]; 8]) {
+fn encrypt_aesni<const G: usize>(rk: &[u32; 32], blocks: &mut [[u8; 16]]) {
+    debug_assert_eq!(blocks.len(), 4 * G);
     let bswap = xmm(BSWAP32);
-    let mut x = [[_mm_setzero_si128(); 4]; 2];
+    let mut x = [[_mm_setzero_si128(); 4]; G];
     for (g, chunk) in x.iter_mut().zip(blocks.chunks_exact(4)) {
         let mut loaded = [_mm_setzero_si128(); 4];
         for (l, b) in loaded.iter_mut().zip(chunk) {
@@ -298,17 +306,29 @@ mod gfni {
                 .then_some(Self(()))
         }
 
-        /// Encrypts 16 blocks in place.
-        pub(in super::super) fn encrypt16(self, rk: &[u32; 32], blocks: &mut [[u8; 16]; 16]) {
+        /// Encrypts the first `n` of 32 blocks in place (the others are scratch), with as
+        /// few groups of eight as cover them.
+        pub(in super::super) fn encrypt32(
+            self,
+            rk: &[u32; 32],
+            blocks: &mut [[u8; 16]; 32],
+            n: usize,
+        ) {
             // SAFETY: `self` exists only when the CPU reported AVX2 and GFNI (`detect`), the
-            // target features of `encrypt16_gfni`.
-            unsafe { encrypt16_gfni(rk, blocks) }
+            // target features of `encrypt_gfni`.
+            unsafe {
+                match n {
+                    0..=8 => encrypt_gfni::<1>(rk, &mut blocks[..8]),
+                    9..=16 => encrypt_gfni::<2>(rk, &mut blocks[..16]),
+                    _ => encrypt_gfni::<4>(rk, blocks),
+                }
+            }
         }
 
         /// The SM4 S-box on 32 bytes through GF2P8AFFINE(INV)QB (for tests).
         #[cfg(test)]
         pub(in super::super) fn sbox32(self, input: [u8; 32]) -> [u8; 32] {
-            // SAFETY: as in `encrypt16`.
+            // SAFETY: as in `encrypt32`.
             unsafe { sbox32_gfni(input) }
         }
     }
@@ -366,12 +386,13 @@ mod gfni {
         out
     }
 
-    /// Encrypts 16 blocks in place with AVX2 and GFNI: two groups of eight blocks, each
+    /// Encrypts `8·G` blocks in place with AVX2 and GFNI: `G` groups of eight blocks, each
     /// register holding one 32-bit word of four blocks per 128-bit lane.
     #[target_feature(enable = "avx2,gfni")]
-    fn encrypt16_gfni(rk: &[u32; 32], blocks: &mut [[u8; 16]; 16]) {
+    fn encrypt_gfni<const G: usize>(rk: &[u32; 32], blocks: &mut [[u8; 16]]) {
+        debug_assert_eq!(blocks.len(), 8 * G);
         let bswap = ymm(BSWAP32);
-        let mut x = [[_mm256_setzero_si256(); 4]; 2];
+        let mut x = [[_mm256_setzero_si256(); 4]; G];
         // Register `i` of group `g` holds blocks 8g + 2i (low lane) and 8g + 2i + 1 (high lane).
         for (g, chunk) in x.iter_mut().zip(blocks.chunks_exact(8)) {
             let mut loaded = [_mm256_setzero_si256(); 4];
@@ -419,7 +440,7 @@ mod gfni {
         }
 
         /// Unreachable: there is no token.
-        pub(in super::super) fn encrypt16(self, _: &[u32; 32], _: &mut [[u8; 16]; 16]) {
+        pub(in super::super) fn encrypt32(self, _: &[u32; 32], _: &mut [[u8; 16]; 32], _: usize) {
             match self {}
         }
 
