@@ -27,11 +27,19 @@ mod aead;
 mod hash;
 mod kx;
 mod sign;
+mod sm4_fast;
+// The one place of the crate with `unsafe`: the SIMD intrinsics of SM4, each call behind a
+// run-time CPU feature check.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod sm4_x86;
 
 #[cfg(test)]
 mod tests_kat;
 #[cfg(test)]
 mod tests_openssl;
+#[cfg(test)]
+mod tests_sm4;
 #[cfg(test)]
 mod tests_tls;
 
@@ -49,6 +57,7 @@ pub use sign::{
     SM2_SM3, SM2_SM3_NULL_PARAMS, SM2_SM3_TLS13, Sm2KeyError, Sm2SigningKey, Sm2Sm3Verifier,
     signature_from_der, signature_to_der,
 };
+pub use sm4_fast::{FastSm4, Sm4Backend};
 
 /// `TLS_SM4_GCM_SM3` (RFC 8998 §2), the only cipher suite of [`provider()`].
 pub const TLS_SM4_GCM_SM3: CipherSuite = CipherSuite::Unknown(0x00C6);

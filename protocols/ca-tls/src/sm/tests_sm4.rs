@@ -1,0 +1,273 @@
+//! Tests of [`FastSm4`]: the S-box of each SIMD back end against the SM4 S-box for every
+//! input, the derivation of their affine maps, the GB/T 32907 vector on every back end, and
+//! differential tests against the `sm4` crate (blocks and SM4-GCM).
+
+use aes_gcm::{AeadInOut as _, AesGcm, aead::consts::U12};
+use proptest::prelude::*;
+use sm4::cipher::{Block, BlockCipherDecrypt as _, BlockCipherEncrypt as _, KeyInit as _};
+
+use super::{FastSm4, Sm4Backend};
+
+/// Every back end this CPU runs, the portable one last.
+fn backends() -> Vec<Sm4Backend> {
+    [Sm4Backend::Avx2Gfni, Sm4Backend::AesNi, Sm4Backend::Soft]
+        .into_iter()
+        .filter(|b| b.is_supported())
+        .collect()
+}
+
+fn sm4_soft(key: &[u8; 16]) -> sm4::Sm4 {
+    sm4::Sm4::new(&(*key).into())
+}
+
+fn blocks_of(bytes: &[u8]) -> Vec<Block<FastSm4>> {
+    bytes
+        .chunks_exact(16)
+        .map(|c| Block::<FastSm4>::try_from(c).unwrap())
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::{sm4_fast::SBOX, sm4_x86::*};
+
+    /// On x86_64 CI and development machines the SIMD back ends must not be skipped
+    /// silently: a CPU with AVX2 must also report AES-NI (every such CPU has it).
+    fn require<T>(token: Option<T>, what: &str) -> Option<T> {
+        if token.is_none() {
+            assert!(
+                !std::is_x86_feature_detected!("avx2"),
+                "{what} missing on an AVX2 CPU"
+            );
+            eprintln!("{what} not available: skipped");
+        }
+        token
+    }
+
+    #[test]
+    fn aesni_sbox_equals_sm4_sbox_for_all_256_inputs() {
+        let Some(token) = require(AesNiToken::detect(), "AES-NI") else {
+            return;
+        };
+        for hi in 0..16u8 {
+            let input: [u8; 16] = core::array::from_fn(|i| hi * 16 + i as u8);
+            let out = token.sbox16(input);
+            for (x, y) in input.iter().zip(out) {
+                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through AESENCLAST");
+            }
+        }
+    }
+
+    #[test]
+    fn gfni_sbox_equals_sm4_sbox_for_all_256_inputs() {
+        let Some(token) = GfniToken::detect() else {
+            eprintln!("GFNI not available: skipped");
+            return;
+        };
+        for half in 0..8u8 {
+            let input: [u8; 32] = core::array::from_fn(|i| half * 32 + i as u8);
+            let out = token.sbox32(input);
+            for (x, y) in input.iter().zip(out) {
+                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through GFNI");
+            }
+        }
+    }
+
+    /// Multiplication in GF(2)[x] modulo `poly`.
+    fn gmul(mut a: u8, mut b: u8, poly: u16) -> u8 {
+        let mut r = 0u8;
+        while b != 0 {
+            if b & 1 != 0 {
+                r ^= a;
+            }
+            b >>= 1;
+            let carry = a & 0x80 != 0;
+            a <<= 1;
+            if carry {
+                a ^= (poly & 0xff) as u8;
+            }
+        }
+        r
+    }
+
+    /// Inversion modulo `poly` (`0 ↦ 0`), as `x^254`.
+    fn ginv(x: u8, poly: u16) -> u8 {
+        let mut r = 1;
+        for _ in 0..254 {
+            r = gmul(r, x, poly);
+        }
+        if x == 0 { 0 } else { r }
+    }
+
+    /// A linear map of GF(2)^8 given by its images of the basis vectors.
+    fn apply(cols: &[u8; 8], x: u8) -> u8 {
+        (0..8)
+            .filter(|i| x >> i & 1 != 0)
+            .fold(0, |acc, i| acc ^ cols[i])
+    }
+
+    fn cols_of(f: impl Fn(u8) -> u8) -> [u8; 8] {
+        core::array::from_fn(|i| f(1 << i))
+    }
+
+    fn inverse(cols: &[u8; 8]) -> [u8; 8] {
+        let table: Vec<u8> = (0..=255).map(|x| apply(cols, x)).collect();
+        cols_of(|y| table.iter().position(|&v| v == y).unwrap() as u8)
+    }
+
+    /// The GF2P8AFFINEQB encoding of a linear map: byte `7 - i` is row `i`.
+    fn gfni_matrix(cols: &[u8; 8]) -> u64 {
+        (0..8).fold(0, |acc, i| {
+            let row = (0..8).fold(0u64, |r, j| r | u64::from(cols[j] >> i & 1) << j);
+            acc | row << (8 * (7 - i))
+        })
+    }
+
+    /// The tables and matrices of the SIMD back ends follow from the algebraic form of the
+    /// SM4 S-box and an isomorphism between its field and the AES field.
+    #[test]
+    fn affine_tables_derive_from_the_field_isomorphism() {
+        const SM4_POLY: u16 = 0x1f5;
+        const AES_POLY: u16 = 0x11b;
+        let a = cols_of(|x| {
+            (0..8).fold(0, |acc, i| {
+                acc | (((0xa7u8.rotate_left(i) & x).count_ones() & 1) as u8) << i
+            })
+        });
+        let c = 0xd3;
+        // S(x) = A·inv(A·x + c) + c modulo x⁸+x⁷+x⁶+x⁵+x⁴+x²+1.
+        for x in 0..=255u8 {
+            let s = apply(&a, ginv(apply(&a, x) ^ c, SM4_POLY)) ^ c;
+            assert_eq!(s, SBOX[usize::from(x)]);
+        }
+        // T: x ↦ β, the smallest root of the SM4 field polynomial in the AES field.
+        let eval = |b: u8| {
+            let mut acc = 0;
+            let mut p = 1;
+            for i in 0..9 {
+                if SM4_POLY >> i & 1 != 0 {
+                    acc ^= p;
+                }
+                p = gmul(p, b, AES_POLY);
+            }
+            acc
+        };
+        let beta = (2..=255u8).find(|&b| eval(b) == 0).unwrap();
+        assert_eq!(beta, 0x23);
+        let t: [u8; 8] = core::array::from_fn(|i| (0..i).fold(1, |p, _| gmul(p, beta, AES_POLY)));
+        for x in 0..=255u8 {
+            assert_eq!(apply(&t, ginv(x, SM4_POLY)), ginv(apply(&t, x), AES_POLY));
+        }
+        let t_inv = inverse(&t);
+        let aes_affine = cols_of(|x| {
+            x ^ x.rotate_left(1) ^ x.rotate_left(2) ^ x.rotate_left(3) ^ x.rotate_left(4)
+        });
+        let pre = cols_of(|x| apply(&t, apply(&a, x)));
+        let pre_c = apply(&t, c);
+        let post = cols_of(|y| apply(&a, apply(&t_inv, apply(&inverse(&aes_affine), y))));
+        let post_c = apply(&post, 0x63) ^ c;
+        let lo = |m: &[u8; 8]| -> [u8; 16] { core::array::from_fn(|n| apply(m, n as u8)) };
+        let hi = |m: &[u8; 8], k: u8| -> [u8; 16] {
+            core::array::from_fn(|n| apply(m, (n as u8) << 4) ^ k)
+        };
+        assert_eq!(PRE_LO, lo(&pre));
+        assert_eq!(PRE_HI, hi(&pre, pre_c));
+        assert_eq!(POST_LO, lo(&post));
+        assert_eq!(POST_HI, hi(&post, post_c));
+        assert_eq!(GFNI_PRE_MATRIX, gfni_matrix(&pre));
+        assert_eq!(GFNI_PRE_CONST, i32::from(pre_c));
+        assert_eq!(
+            GFNI_POST_MATRIX,
+            gfni_matrix(&cols_of(|y| apply(&a, apply(&t_inv, y))))
+        );
+        assert_eq!(GFNI_POST_CONST, i32::from(c));
+    }
+}
+
+/// GB/T 32907-2016 Appendix A, example 1, on every back end and at every position of a
+/// batch (partial and full parallel batches).
+#[test]
+fn gbt32907_vector_on_every_backend() {
+    let key: [u8; 16] = *b"\x01\x23\x45\x67\x89\xab\xcd\xef\xfe\xdc\xba\x98\x76\x54\x32\x10";
+    let want: [u8; 16] = *b"\x68\x1e\xdf\x34\xd2\x06\x96\x5e\x86\xb3\xe9\x4f\x53\x6e\x42\x46";
+    #[cfg(target_arch = "x86_64")]
+    assert!(backends().len() > 1 || !std::is_x86_feature_detected!("aes"));
+    for backend in backends() {
+        let cipher = FastSm4::with_backend(&key, backend).unwrap();
+        let mut block = Block::<FastSm4>::from(key);
+        cipher.encrypt_block(&mut block);
+        assert_eq!(<[u8; 16]>::from(block), want, "{backend:?}");
+        cipher.decrypt_block(&mut block);
+        assert_eq!(<[u8; 16]>::from(block), key, "{backend:?}");
+        for n in [1, 4, 5, 8, 9, 15, 16, 17, 24, 31, 32, 33, 65] {
+            let mut blocks = vec![Block::<FastSm4>::from(key); n];
+            cipher.encrypt_blocks(&mut blocks);
+            assert!(
+                blocks.iter().all(|b| <[u8; 16]>::from(*b) == want),
+                "{backend:?} ×{n}"
+            );
+        }
+    }
+}
+
+/// `KeyInit` picks the fastest back end of the CPU.
+#[test]
+fn key_init_detects_the_backend() {
+    let cipher = FastSm4::new(&[7u8; 16].into());
+    assert_eq!(cipher.backend(), Sm4Backend::detect());
+    assert!(Sm4Backend::Soft.is_supported());
+    #[cfg(not(target_arch = "x86_64"))]
+    assert_eq!(cipher.backend(), Sm4Backend::Soft);
+}
+
+proptest! {
+    /// Random keys and runs of 1..=40 blocks (full and partial parallel batches): every back
+    /// end agrees with the `sm4` crate, in place and buffer to buffer.
+    #[test]
+    fn backends_agree_with_the_sm4_crate(
+        key in any::<[u8; 16]>(),
+        data in (1usize..=40).prop_flat_map(|n| proptest::collection::vec(any::<u8>(), n * 16)),
+    ) {
+        let mut want = blocks_of(&data);
+        sm4_soft(&key).encrypt_blocks(&mut want);
+        for backend in backends() {
+            let cipher = FastSm4::with_backend(&key, backend).unwrap();
+            let mut got = blocks_of(&data);
+            cipher.encrypt_blocks(&mut got);
+            prop_assert_eq!(&got, &want, "{:?}", backend);
+            let mut b2b = blocks_of(&data);
+            cipher.encrypt_blocks_b2b(&blocks_of(&data), &mut b2b).unwrap();
+            prop_assert_eq!(&b2b, &want, "{:?} b2b", backend);
+            cipher.decrypt_blocks(&mut got);
+            prop_assert_eq!(got, blocks_of(&data), "{:?} decrypt", backend);
+        }
+    }
+
+    /// SM4-GCM over the fast cipher seals exactly as over the `sm4` crate, for message
+    /// lengths that end mid-block and mid-batch.
+    #[test]
+    fn sm4_gcm_agrees_with_the_sm4_crate(
+        key in any::<[u8; 16]>(),
+        nonce in any::<[u8; 12]>(),
+        aad in proptest::collection::vec(any::<u8>(), 0..40),
+        plain in proptest::collection::vec(any::<u8>(), 0..700),
+    ) {
+        let soft = AesGcm::<sm4::Sm4, U12>::new(&key.into());
+        let mut want = plain.clone();
+        let want_tag = soft
+            .encrypt_inout_detached(&nonce.into(), &aad, want.as_mut_slice().into())
+            .unwrap();
+        for backend in backends() {
+            let gcm = AesGcm::<FastSm4, U12>::from(FastSm4::with_backend(&key, backend).unwrap());
+            let mut got = plain.clone();
+            let tag = gcm
+                .encrypt_inout_detached(&nonce.into(), &aad, got.as_mut_slice().into())
+                .unwrap();
+            prop_assert_eq!(&got, &want, "{:?}", backend);
+            prop_assert_eq!(tag, want_tag, "{:?}", backend);
+            gcm.decrypt_inout_detached(&nonce.into(), &aad, got.as_mut_slice().into(), &tag)
+                .unwrap();
+            prop_assert_eq!(&got, &plain, "{:?} open", backend);
+        }
+    }
+}
