@@ -13,7 +13,7 @@ const BOOK_CAPACITY: usize = 65_536;
 
 /// PeerId → NodeId for every peer that completed a handshake.
 ///
-/// secp256k1 PeerIds contain their key, but P-256 and RSA PeerIds are hashes (see
+/// secp256k1 PeerIds contain their key, but P-256, RSA and SM2 PeerIds are hashes (see
 /// [`NodeId`]'s docs); the security handshake sees the key and records it here, so code that
 /// only has a PeerId (swarm events, protocol handlers) can name the node. Clones share entries.
 ///
@@ -34,19 +34,22 @@ impl Default for NodeIdBook {
 }
 
 impl NodeIdBook {
-    /// The NodeId of a peer: from the PeerId itself when it inlines the key, else as recorded.
+    /// The NodeId of a peer: as recorded, else from the PeerId itself when it inlines the key.
+    ///
+    /// The book is asked first even for PeerIds that inline their key: reading a secp256k1 key
+    /// back out of a PeerId decodes and checks a curve point, a cost every request from a
+    /// secp256k1 peer paid (see the unicast bench figures in the README).
     pub fn resolve(&self, peer: &PeerId) -> Option<NodeId> {
-        NodeId::from_peer_id(peer)
-            .ok()
-            .or_else(|| self.read().get(peer).cloned())
+        if let Some(node) = self.read().get(peer) {
+            return Some(node.clone());
+        }
+        NodeId::from_peer_id(peer).ok()
     }
 
-    /// Records a peer's NodeId. When the book is full, an entry of a peer with no connection
-    /// makes room (see [`PinnedMap`]).
+    /// Records a peer's NodeId (every peer's, so that [`NodeIdBook::resolve`] is a lookup).
+    /// When the book is full, an entry of a peer with no connection makes room (see
+    /// [`PinnedMap`]).
     pub fn insert(&self, peer: PeerId, node: NodeId) {
-        if NodeId::from_peer_id(&peer).is_ok() {
-            return; // recoverable from the PeerId itself
-        }
         self.write().insert(peer, node);
     }
 
