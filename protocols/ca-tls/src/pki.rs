@@ -484,15 +484,24 @@ mod tests {
         let (ca, enc, cert) = sm_chain();
         let root = ca.cert_der().unwrap();
         let other = NodeKey::generate(KeyType::Sm2).unwrap();
-        let err = check_encryption_pair(&other, &[cert.clone()], &[root.clone()], &[]);
+        let err = check_encryption_pair(
+            &other,
+            std::slice::from_ref(&cert),
+            std::slice::from_ref(&root),
+            &[],
+        );
         assert!(
             matches!(err, Err(EncryptionPairError::KeyMismatch { .. })),
             "{err:?}"
         );
         let (stranger, ..) = sm_chain();
-        let err =
-            check_encryption_pair(&enc, &[cert.clone()], &[stranger.cert_der().unwrap()], &[])
-                .unwrap_err();
+        let err = check_encryption_pair(
+            &enc,
+            std::slice::from_ref(&cert),
+            &[stranger.cert_der().unwrap()],
+            &[],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown issuer"), "{err}");
         let k1 = NodeKey::generate(KeyType::Secp256k1).unwrap();
         let err = check_encryption_pair(&k1, &[cert], &[root], &[]).unwrap_err();
@@ -511,10 +520,17 @@ mod tests {
             .issue_encryption(&enc, "CN=node0", Period::days(1))
             .unwrap();
         let anchors = [root.cert_der().unwrap()];
-        let err = check_encryption_pair(&enc, &[cert.clone()], &anchors, &[]).unwrap_err();
+        let err =
+            check_encryption_pair(&enc, std::slice::from_ref(&cert), &anchors, &[]).unwrap_err();
         assert!(matches!(err, EncryptionPairError::NotIssued(_)), "{err}");
         let agency_der = agency.cert_der().unwrap();
-        check_encryption_pair(&enc, &[cert.clone()], &anchors, &[agency_der.clone()]).unwrap();
+        check_encryption_pair(
+            &enc,
+            std::slice::from_ref(&cert),
+            &anchors,
+            std::slice::from_ref(&agency_der),
+        )
+        .unwrap();
         check_encryption_pair(&enc, &[cert, agency_der], &anchors, &[]).unwrap();
     }
 }
