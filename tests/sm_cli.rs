@@ -4,8 +4,10 @@
 //! an SM2 key.
 
 use std::{
+    io::Read as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -64,20 +66,44 @@ fn openssl_node_id(key: &Path) -> String {
         .to_string()
 }
 
-/// `run` with `args` must fail at start; returns its stderr.
+/// Longest a `run` that must refuse to start may take to exit.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// `run` with `args` must fail at start; returns its stderr. A node that starts instead is
+/// killed after [`START_LIMIT`] and the test fails.
 fn run_fails(args: &[&str]) -> String {
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .arg("run")
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        !out.status.success(),
-        "run should fail for {args:?}: {stderr}"
-    );
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + START_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().unwrap();
+    match status {
+        None => panic!("run {args:?} started (still running after {START_LIMIT:?}): {stderr}"),
+        Some(status) => assert!(!status.success(), "run should fail for {args:?}: {stderr}"),
+    }
     stderr
 }
 
