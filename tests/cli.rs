@@ -344,6 +344,33 @@ fn demo_shows_a_mesh_and_refusals() {
     assert!(stdout.contains("not issued by a trusted CA"), "{stdout}");
 }
 
+/// `demo --sm` runs the same network with SM2 keys and CA, and says what it speaks.
+#[test]
+fn demo_sm_shows_a_guomi_network() {
+    let out = Command::new(BIN)
+        .args(["demo", "--sm", "--nodes", "3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for text in [
+        "an SM2 chain CA",
+        "encryption pair, checked",
+        "TLS_SM4_GCM_SM3",
+        "sm2sig_sm3",
+        "full mesh: 3 connections",
+        "NodeId is on the deny list",
+        "not issued by a trusted CA",
+        "3 国密 nodes",
+    ] {
+        assert!(stdout.contains(text), "{text:?} not in {stdout}");
+    }
+}
+
 /// A new chain of `n` nodes on free ports: its directory, the first port, the NodeIds.
 fn chain(n: usize) -> (tempfile::TempDir, u16, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();

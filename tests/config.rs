@@ -306,8 +306,9 @@ fn unknown_keys_in_fisco_p2p_sections_warn() {
         [
             "[p2p] listen_prot (line 3): unknown key; ignored",
             "[p2p] enable_compress (line 4): a FISCO BCOS setting bcos-p2p does not use; ignored",
-            "[p2p] sm_ssl (line 5): `true`: SM (guomi) TLS is not supported; standard TLS is used",
             "[certificate_blacklist] crl0 (line 10): unknown key; ignored",
+            "[p2p] sm_ssl (line 5): FISCO 3.x's switch, and this file's certificates are FISCO \
+             2.x's [network_security], where [chain] sm_crypto selects 国密; ignored",
             "[network_security] kye (line 8): unknown key; ignored",
         ]
     );
@@ -315,7 +316,7 @@ fn unknown_keys_in_fisco_p2p_sections_warn() {
     assert_eq!(
         warnings,
         [
-            "[cert] sm_node_key (line 2): a FISCO BCOS setting bcos-p2p does not use; ignored",
+            "[cert] sm_node_key (line 2): read only with [p2p] sm_ssl=true (国密); ignored",
             "[cert] ca_pth (line 3): unknown key; ignored",
         ]
     );

@@ -48,6 +48,18 @@ const INI_3X: &str = "[p2p]\n    listen_ip=::\n    listen_port=30300\n    nodes_
                       nodes_file=nodes.json\n[cert]\n    ca_path=./conf\n    ca_cert=ca.crt\n    \
                       node_key=ssl.key\n    node_cert=ssl.crt\n";
 
+/// FISCO 2.x 国密: `[chain] sm_crypto` picks the gm files, `en_key`/`en_cert` the encryption pair.
+const INI_2X_SM: &str = "[p2p]\n    listen_port=30300\n    node.0=127.0.0.1:30301\n\
+                         [network_security]\n    data_path=conf/\n    key=gmnode.key\n    \
+                         cert=gmnode.crt\n    ca_cert=gmca.crt\n    en_key=${data_path}/gmennode.key\n\
+                         [chain]\n    id=1\n    sm_crypto=true\n";
+
+/// FISCO 3.x 国密: `[p2p] sm_ssl` picks `[cert]`'s `sm_*` files.
+const INI_3X_SM: &str = "[p2p]\n    listen_port=30300\n    sm_ssl=true\n    node.0=[::1]:30301\n\
+                         [cert]\n    ca_path=./conf\n    sm_ca_cert=sm_ca.crt\n    \
+                         sm_node_key=sm_ssl.key\n    sm_node_cert=sm_ssl.crt\n    \
+                         sm_ennode_key=sm_enssl.key\n    sm_ennode_cert=sm_enssl.crt\n";
+
 /// A parser under test: text in, config and warnings or the error out.
 type Parse<'a> = &'a dyn Fn(&str) -> Result<(Config, Vec<String>), String>;
 
@@ -114,6 +126,19 @@ fn fisco_ini_truncations_and_edits_never_panic() {
     std::fs::write(dir.path().join("nodes.json"), NODES_JSON).unwrap();
     let parse = |t: &str| Config::from_fisco_ini(t, dir.path());
     truncations_and_edits("3.x config.ini", INI_3X, 3, &parse);
+}
+
+#[test]
+fn fisco_sm_ini_truncations_and_edits_never_panic() {
+    let parse = |t: &str| Config::from_fisco_ini(t, "/nonexistent/bcos-p2p-test");
+    let (config, warnings) = parse(INI_2X_SM).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(config.certificate.enc_pair().is_some());
+    truncations_and_edits("2.x 国密 config.ini", INI_2X_SM, 5, &parse);
+    let (config, warnings) = parse(INI_3X_SM).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(config.certificate.enc_pair().is_some());
+    truncations_and_edits("3.x 国密 config.ini", INI_3X_SM, 6, &parse);
 }
 
 #[test]

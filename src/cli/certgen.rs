@@ -3,6 +3,11 @@
 //! Layout (the CLI contract): `DIR/ca.crt`, `DIR/ca.key`, and for each node `DIR/node{i}/` with
 //! `node.key` (PKCS#8), `node.crt`, `ca.crt`, `node.nodeid` (the NodeId hex, as FISCO BCOS
 //! writes it) and `config.toml` (listen on `127.0.0.1:(base_port+i)`, every other node a peer).
+//!
+//! SM2 nodes (国密) get FISCO BCOS 3.x's names instead (`build_chain.sh -s`): `sm_ca.crt`,
+//! `sm_ssl.key`, `sm_ssl.crt` (issued by the CA directly), the encryption pair `sm_enssl.key`,
+//! `sm_enssl.crt` (a second SM2 key; keyAgreement, keyEncipherment, dataEncipherment) and
+//! `sm_ssl.nodeid`; their `config.toml` names all five.
 
 use std::{
     fs,
@@ -13,7 +18,7 @@ use std::{
 use bcos_p2p::{
     KeyType, NodeId, NodeKey,
     ca_tls::pki::{CertificateAuthority, Period, chain_pem},
-    config::{Config, Network, PeerAddr},
+    config::{Certificates, Config, Network, PeerAddr},
 };
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
@@ -43,6 +48,59 @@ pub struct GeneratedNode {
     pub peer_id: PeerId,
     /// Where its config listens.
     pub listen: Multiaddr,
+    /// Its key, certificate and CA files.
+    pub files: NodeFiles,
+}
+
+/// The files of one node: FISCO BCOS 3.x's names for SM2 nodes, bcos-p2p's otherwise.
+#[derive(Debug, Clone)]
+pub struct NodeFiles {
+    /// The node key (`node.key`, `sm_ssl.key`).
+    pub key: PathBuf,
+    /// The node certificate (`node.crt`, `sm_ssl.crt`).
+    pub cert: PathBuf,
+    /// The CA certificate (`ca.crt`, `sm_ca.crt`).
+    pub ca: PathBuf,
+    /// The NodeId file (`node.nodeid`, `sm_ssl.nodeid`).
+    pub node_id: PathBuf,
+    /// The encryption key and certificate of an SM2 node (`sm_enssl.key`, `sm_enssl.crt`).
+    pub enc: Option<(PathBuf, PathBuf)>,
+}
+
+impl NodeFiles {
+    /// The file names in `dir` for nodes of `key_type`.
+    pub fn in_dir(dir: &Path, key_type: KeyType) -> NodeFiles {
+        if key_type == KeyType::Sm2 {
+            NodeFiles {
+                key: dir.join("sm_ssl.key"),
+                cert: dir.join("sm_ssl.crt"),
+                ca: dir.join("sm_ca.crt"),
+                node_id: dir.join("sm_ssl.nodeid"),
+                enc: Some((dir.join("sm_enssl.key"), dir.join("sm_enssl.crt"))),
+            }
+        } else {
+            NodeFiles {
+                key: dir.join("node.key"),
+                cert: dir.join("node.crt"),
+                ca: dir.join("ca.crt"),
+                node_id: dir.join("node.nodeid"),
+                enc: None,
+            }
+        }
+    }
+
+    /// The `[certificate]` of the node's `config.toml`: the file names, relative to it.
+    fn certificates(&self) -> Certificates {
+        let name = |p: &Path| PathBuf::from(p.file_name().expect("a file name"));
+        Certificates {
+            key: name(&self.key),
+            cert: name(&self.cert),
+            ca: name(&self.ca),
+            enc_key: self.enc.as_ref().map(|(k, _)| name(k)),
+            enc_cert: self.enc.as_ref().map(|(_, c)| name(c)),
+            ..Certificates::default()
+        }
+    }
 }
 
 /// Why generation failed.
@@ -106,21 +164,30 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
     let mut keys = Vec::with_capacity(opts.nodes);
     for i in 0..opts.nodes {
         let key = NodeKey::generate(opts.key_type)?;
-        let cert = ca.issue_node(&key, &format!("CN=node{i},O=bcos-p2p"), period)?;
+        let subject = format!("CN=node{i},O=bcos-p2p");
+        let cert = ca.issue_node(&key, &subject, period)?;
         let dir = opts.out.join(format!("node{i}"));
         mkdir(&dir)?;
-        write(&dir.join("node.key"), key.to_pkcs8_pem().as_bytes(), true)?;
+        let files = NodeFiles::in_dir(&dir, opts.key_type);
+        write(&files.key, key.to_pkcs8_pem().as_bytes(), true)?;
         write(
-            &dir.join("node.crt"),
+            &files.cert,
             chain_pem(&ca.node_chain(cert)?).as_bytes(),
             false,
         )?;
-        write(&dir.join("ca.crt"), ca_pem.as_bytes(), false)?;
+        write(&files.ca, ca_pem.as_bytes(), false)?;
         write(
-            &dir.join("node.nodeid"),
+            &files.node_id,
             format!("{}\n", key.node_id()).as_bytes(),
             false,
         )?;
+        if let Some((enc_key_file, enc_cert_file)) = &files.enc {
+            // The encryption pair: a key of its own, certified by the same CA.
+            let enc_key = NodeKey::generate(KeyType::Sm2)?;
+            let enc_cert = ca.issue_encryption(&enc_key, &subject, period)?;
+            write(enc_key_file, enc_key.to_pkcs8_pem().as_bytes(), true)?;
+            write(enc_cert_file, chain_pem(&[enc_cert]).as_bytes(), false)?;
+        }
         let port = opts.base_port + u16::try_from(i).expect("checked above");
         let listen = Multiaddr::empty()
             .with(Protocol::Ip4(Ipv4Addr::LOCALHOST))
@@ -130,6 +197,7 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
             node_id: key.node_id().clone(),
             peer_id: key.peer_id(),
             listen,
+            files,
         });
         keys.push(key);
     }
@@ -146,6 +214,7 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
                 peers,
                 ..Network::default()
             },
+            certificate: node.files.certificates(),
             ..Config::default()
         };
         let text = format!(

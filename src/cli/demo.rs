@@ -4,10 +4,10 @@
 //! with ports the OS picks, and every step prints what happened and how long it took: the
 //! authenticated mesh, unicast with a reply and a refused module, subscriptions and multicast,
 //! broadcast, a topic request, a status change, refused intruders, and a node restarting.
+//! `--sm` runs the same network with SM2 keys and an SM2 CA: 国密 TLS 1.3 (RFC 8998).
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -24,7 +24,7 @@ use futures::StreamExt as _;
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
-use super::certgen::{GenOptions, gen_certs};
+use super::certgen::{GenOptions, NodeFiles, gen_certs};
 
 /// How long any one step may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,29 +50,25 @@ enum Seen {
 
 struct Running {
     name: String,
-    dir: PathBuf,
+    files: NodeFiles,
     node: Node,
     addr: Multiaddr,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the node in `dir` on `listen`, dialling `peers`; its events go to `reports` tagged
+/// Starts the node of `files` on `listen`, dialling `peers`; its events go to `reports` tagged
 /// with `index`, and it answers every request for the default module with `echo:<data>`.
 async fn start(
     index: usize,
     name: &str,
-    dir: &Path,
+    files: &NodeFiles,
     listen: Multiaddr,
     peers: Vec<Multiaddr>,
     deny: Option<NodeId>,
     reports: mpsc::UnboundedSender<(usize, Seen)>,
 ) -> anyhow::Result<Running> {
-    let (key, tls) = ca_tls::Config::load(
-        dir.join("node.key"),
-        dir.join("node.crt"),
-        dir.join("ca.crt"),
-    )
-    .with_context(|| format!("loading {}", dir.display()))?;
+    let (key, tls) = ca_tls::Config::load(&files.key, &files.cert, &files.ca)
+        .with_context(|| format!("loading {}", files.key.display()))?;
     let mut config = Config::default();
     config.network.listen = vec![PeerAddr(listen)];
     config.network.peers = peers.into_iter().map(PeerAddr).collect();
@@ -130,7 +126,7 @@ async fn start(
     let addr = node.listen_addrs()[0].clone();
     Ok(Running {
         name: name.to_string(),
-        dir: dir.to_path_buf(),
+        files: files.clone(),
         node,
         addr,
         task,
@@ -186,7 +182,21 @@ fn ms(t: Instant) -> String {
     format!("{:>7.1} ms", t.elapsed().as_secs_f64() * 1e3)
 }
 
-pub async fn demo(n: usize) -> anyhow::Result<()> {
+/// Checks the encryption pair of an SM2 node (`sm_enssl.key`, `sm_enssl.crt`) as `run` does.
+fn check_encryption_pair(files: &NodeFiles) -> anyhow::Result<()> {
+    let Some((key, cert)) = &files.enc else {
+        return Ok(());
+    };
+    let enc = bcos_p2p::NodeKey::from_file(key)?;
+    let chain = ca_tls::read_pem_certs(cert)?;
+    let anchors = ca_tls::read_pem_certs(&files.ca)?;
+    ca_tls::pki::check_encryption_pair(&enc, &chain, &anchors, &[])
+        .with_context(|| format!("{}", cert.display()))?;
+    Ok(())
+}
+
+/// Runs the demo with `n` nodes; `sm`: SM2 keys and CA (国密 TLS 1.3).
+pub async fn demo(n: usize, sm: bool) -> anyhow::Result<()> {
     super::init_logging("error");
     if !(3..=64).contains(&n) {
         bail!("--nodes must be 3 to 64");
@@ -201,24 +211,38 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
     // 1. Certificates: a chain CA and N nodes, plus an intruder from another CA and a node that
     //    will be denied.
     let t = Instant::now();
+    let key_type = if sm { KeyType::Sm2 } else { KeyType::Secp256k1 };
     let certs = gen_certs(&GenOptions {
         out: tmp.path().join("chain"),
         nodes: n + 1,
-        key_type: KeyType::Secp256k1,
+        key_type,
         days: 1,
         base_port: 30300,
     })?;
     let intruder = gen_certs(&GenOptions {
         out: tmp.path().join("other-chain"),
         nodes: 1,
-        key_type: KeyType::Secp256k1,
+        key_type,
         days: 1,
         base_port: 30300,
     })?;
-    println!(
-        "1. Certificates: a secp256k1 chain CA and {n} nodes ({})",
-        ms(t)
-    );
+    if sm {
+        for c in &certs {
+            check_encryption_pair(&c.files)?;
+        }
+        println!(
+            "1. Certificates (国密): an SM2 chain CA and {n} nodes, SM2-with-SM3 signatures ({})",
+            ms(t)
+        );
+        println!(
+            "   each node: sm_ssl.key/.crt (signing) and sm_enssl.key/.crt (encryption pair, checked)"
+        );
+    } else {
+        println!(
+            "1. Certificates: a secp256k1 chain CA and {n} nodes ({})",
+            ms(t)
+        );
+    }
     for (i, c) in certs.iter().take(n).enumerate() {
         println!("   node{i}  NodeId {}", c.node_id);
     }
@@ -243,7 +267,7 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
         let r = start(
             i,
             &name,
-            &c.dir,
+            &c.files,
             any_port.clone(),
             peers,
             deny,
@@ -252,7 +276,16 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
         .await?;
         demo.nodes.push(r);
     }
-    println!("2. Mutually authenticated TLS 1.3 connections (certificates checked against ca.crt)");
+    if sm {
+        println!(
+            "2. Mutually authenticated 国密 TLS 1.3 (RFC 8998): TLS_SM4_GCM_SM3, curveSM2 key \
+             exchange, sm2sig_sm3 signatures (SM2, SM3, SM4); certificates checked against sm_ca.crt"
+        );
+    } else {
+        println!(
+            "2. Mutually authenticated TLS 1.3 connections (certificates checked against ca.crt)"
+        );
+    }
     let mut ends = 0;
     let expected = n * (n - 1);
     demo.until("the full mesh", |d, i, seen| {
@@ -419,7 +452,7 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
     let stranger = start(
         ii,
         "intruder",
-        &intruder[0].dir,
+        &intruder[0].files,
         any_port.clone(),
         target.clone(),
         None,
@@ -429,7 +462,7 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
     let denied = start(
         di,
         "denied",
-        &certs[n].dir,
+        &certs[n].files,
         any_port.clone(),
         target,
         None,
@@ -479,7 +512,7 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
     let back = start(
         last,
         &old.name,
-        &old.dir,
+        &old.files,
         old.addr.clone(),
         peers,
         None,
@@ -519,7 +552,8 @@ pub async fn demo(n: usize) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n   {n} nodes: mesh, unicast, multicast, broadcast, topic request, status sync, 2 refusals, 1 restart; total {} ms",
+        "\n   {n} {}nodes: mesh, unicast, multicast, broadcast, topic request, status sync, 2 refusals, 1 restart; total {} ms",
+        if sm { "国密 " } else { "" },
         started.elapsed().as_millis()
     );
     drop(demo.sender);

@@ -52,6 +52,9 @@ enum Command {
         /// Number of nodes.
         #[arg(long, default_value_t = 4)]
         nodes: usize,
+        /// A 国密 network: SM2 keys and CA, TLS 1.3 with TLS_SM4_GCM_SM3 (RFC 8998).
+        #[arg(long)]
+        sm: bool,
     },
 }
 
@@ -75,7 +78,7 @@ pub fn main() -> ExitCode {
             .with_context(|| format!("cannot use {}", keyfile.display()))
             .map(|k| println!("{}", k.node_id())),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(*args))),
-        Command::Demo { nodes } => runtime().and_then(|rt| rt.block_on(demo::demo(nodes))),
+        Command::Demo { nodes, sm } => runtime().and_then(|rt| rt.block_on(demo::demo(nodes, sm))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +117,12 @@ fn gen_certs_cmd(opts: GenOptions) -> anyhow::Result<()> {
     );
     for n in &nodes {
         println!("  {}  {}  {}", n.dir.display(), n.listen, n.node_id);
+    }
+    if opts.key_type == KeyType::Sm2 {
+        println!(
+            "国密: each node has sm_ca.crt, sm_ssl.key/.crt (TLS 1.3 with TLS_SM4_GCM_SM3, SM2, SM3) \
+             and sm_enssl.key/.crt (its encryption pair, checked at start)"
+        );
     }
     println!(
         "run one with: bcos-p2p run --config {}",

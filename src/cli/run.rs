@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 use anyhow::Context as _;
 use bcos_p2p::{
     NodeId, NodeKey, ca_tls,
-    config::{Config, DEFAULT_MODULE, PeerAddr, Security},
+    config::{Certificates, Config, DEFAULT_MODULE, PeerAddr, Security},
     connection, flood,
     metrics::{MetricsServer, Registry},
     node::{Node, NodeEvent},
@@ -45,6 +45,14 @@ pub struct RunArgs {
     /// This node's private key.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// The encryption key of a 国密 node (FISCO's sm_enssl.key, 2.x gmennode.key); with
+    /// --enc-cert. Checked at start; TLS 1.3 does not use it.
+    #[arg(long, requires = "enc_cert")]
+    enc_key: Option<PathBuf>,
+    /// The encryption certificate of a 国密 node (FISCO's sm_enssl.crt, 2.x gmennode.crt); with
+    /// --enc-key.
+    #[arg(long, requires = "enc_key")]
+    enc_cert: Option<PathBuf>,
     /// Refuse this NodeId.
     #[arg(long)]
     deny: Vec<NodeId>,
@@ -91,6 +99,12 @@ impl RunArgs {
         if let Some(p) = self.key {
             config.certificate.key = p;
         }
+        if let Some(p) = self.enc_key {
+            config.certificate.enc_key = Some(p);
+        }
+        if let Some(p) = self.enc_cert {
+            config.certificate.enc_cert = Some(p);
+        }
         reloader.add_flags(&mut config);
         if let Some(addr) = self.metrics {
             config.metrics.listen = addr.to_string();
@@ -124,6 +138,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     c.ca.display()
                 )
             })?;
+            check_encryption_pair(c, &key, &tls)?;
             let crls = config.read_crls()?;
             tls.set_crls(crls)
                 .context("[certificate] crl: a CRL is not usable")?;
@@ -134,9 +149,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 config.certificate.crl.is_empty(),
                 "[certificate] crl: CRLs apply to CA-TLS only, not to open mode"
             );
+            anyhow::ensure!(
+                c.enc_pair().is_none(),
+                "[certificate] enc_key / enc_cert: an encryption pair belongs to 国密 nodes in \
+                 CA mode, not to open mode"
+            );
             let key = NodeKey::from_file(&c.key)
                 .with_context(|| format!("cannot load key {}", c.key.display()))?;
-            let open = open::Config::new(&key).context("open mode")?;
+            let open = open::Config::new(&key).context("[network] security = \"libp2p-tls\"")?;
             start(key, open, config).await?
         }
     };
@@ -157,6 +177,50 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let outcome = session.drive(events).await;
     session.node.shutdown().await.ok();
     outcome
+}
+
+/// Reads and checks the encryption pair of `[certificate]` (`enc_key`, `enc_cert`), if one is
+/// given: only a 国密 node (SM2 node key) may have one, and it must be an SM2 key, certified by
+/// `enc_cert`, which chains to `ca` and allows key agreement or encipherment. TLS 1.3 (RFC 8998)
+/// does not use it; a FISCO node's files are checked so that a broken pair is seen here.
+fn check_encryption_pair(
+    c: &Certificates,
+    key: &NodeKey,
+    tls: &ca_tls::Config,
+) -> anyhow::Result<()> {
+    let Some((enc_key, enc_cert)) = c.enc_pair() else {
+        return Ok(());
+    };
+    let what = || {
+        format!(
+            "[certificate] enc_key {} / enc_cert {}",
+            enc_key.display(),
+            enc_cert.display()
+        )
+    };
+    anyhow::ensure!(
+        tls.is_sm(),
+        "{}: an encryption pair belongs to 国密 nodes (SM2 node key), and this node's key {} is \
+         {}: remove enc_key and enc_cert",
+        what(),
+        c.key.display(),
+        key.key_type().label()
+    );
+    let enc = NodeKey::from_file(enc_key)
+        .with_context(|| format!("cannot load the encryption key {}", enc_key.display()))?;
+    let chain = ca_tls::read_pem_certs(enc_cert).with_context(|| {
+        format!(
+            "cannot load the encryption certificate {}",
+            enc_cert.display()
+        )
+    })?;
+    let anchors = ca_tls::read_pem_certs(&c.ca)
+        .with_context(|| format!("cannot load the CA {}", c.ca.display()))?;
+    // The agency of the signing chain (FISCO 2.x's gmnode.crt carries it) may sign it too.
+    let agency = &tls.local_chain()[1..];
+    ca_tls::pki::check_encryption_pair(&enc, &chain, &anchors, agency).with_context(what)?;
+    tracing::info!(enc_cert = %enc_cert.display(), "国密 encryption pair checked (not used by TLS 1.3)");
+    Ok(())
 }
 
 /// Starts the node, and its metrics server when the config asks for one (it stops when

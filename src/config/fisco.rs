@@ -14,7 +14,9 @@ use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::Deserialize;
 
 use super::{
-    Certificates, Config, DEFAULT_PORT, Network, PeerAddr, Security, addr::check_peer_addr,
+    Config, DEFAULT_PORT, Network, PeerAddr, Security,
+    addr::check_peer_addr,
+    fisco_cert::{self, SmSwitch},
 };
 use crate::NodeId;
 
@@ -62,7 +64,7 @@ impl Section {
 
     /// The value of `e` with every `${name}` replaced by the value of key `name` of this
     /// section.
-    fn substituted(&self, e: &Entry) -> Result<String, String> {
+    pub(super) fn substituted(&self, e: &Entry) -> Result<String, String> {
         let mut out = String::new();
         let mut rest = e.value.as_str();
         while let Some(start) = rest.find("${") {
@@ -168,24 +170,12 @@ pub(super) fn parse(text: &str) -> Result<(Vec<Section>, Vec<String>), String> {
     Ok((sections, warnings))
 }
 
-/// FISCO `[p2p]` keys bcos-p2p does not use (3.x: `sm_ssl`, `enable_ssl_verify`, ...).
+/// FISCO `[p2p]` keys bcos-p2p does not use (3.x: `enable_ssl_verify`, ...).
 const P2P_UNUSED: &[&str] = &[
-    "sm_ssl",
     "enable_compress",
     "enable_ssl_verify",
     "enable_rip_protocol",
     "uuid",
-];
-/// FISCO 2.x `[network_security]` keys bcos-p2p does not use.
-const SECURITY_UNUSED: &[&str] = &["ca_path", "en_key", "en_cert"];
-/// FISCO 3.x `[cert]` keys bcos-p2p does not use (SM certificates, extra CAs).
-const CERT_UNUSED: &[&str] = &[
-    "multi_ca_path",
-    "sm_ca_cert",
-    "sm_node_key",
-    "sm_node_cert",
-    "sm_ennode_key",
-    "sm_ennode_cert",
 ];
 
 /// The mapping described in the module docs.
@@ -195,10 +185,17 @@ pub(super) fn import(text: &str, base_dir: &Path) -> Result<(Config, Vec<String>
     let mut security = None;
     let mut cert = None;
     let mut flow = None;
+    let (mut sm_ssl, mut sm_crypto) = (None, None);
     let mut skipped = Vec::new();
     for s in &sections {
         match s.name.as_str() {
-            "p2p" => config.network = p2p(s, base_dir, &mut warnings)?,
+            "p2p" => config.network = p2p(s, base_dir, &mut sm_ssl, &mut warnings)?,
+            // FISCO 2.x's 国密 switch; the rest of [chain] is not about P2P.
+            "chain" => {
+                if let Some(e) = s.get("sm_crypto") {
+                    sm_crypto = Some(SmSwitch::read(s, e)?);
+                }
+            }
             "certificate_blacklist" => config.access.deny = node_ids(s, "crl.", &mut warnings)?,
             "certificate_whitelist" => config.access.allow = node_ids(s, "cal.", &mut warnings)?,
             "network_security" => security = Some(s),
@@ -213,50 +210,20 @@ pub(super) fn import(text: &str, base_dir: &Path) -> Result<(Config, Vec<String>
     if let Some(s) = flow {
         super::fisco_flow::flow_control(s, &mut config.traffic, &mut warnings)?;
     }
-    config.certificate = match (security, cert) {
-        (Some(_), Some(_)) => {
-            return Err(
-                "[network_security] (FISCO 2.x) and [cert] (FISCO 3.x) both give the \
-                 certificates; keep one"
-                    .into(),
-            );
-        }
-        (Some(s), None) => certificates(
-            s,
-            base_dir,
-            ("data_path", "conf/"),
-            [
-                ("key", "node.key"),
-                ("cert", "node.crt"),
-                ("ca_cert", "ca.crt"),
-            ],
-            SECURITY_UNUSED,
-            &mut warnings,
-        )?,
-        (None, Some(s)) => certificates(
-            s,
-            base_dir,
-            ("ca_path", "./conf"),
-            [
-                ("node_key", "ssl.key"),
-                ("node_cert", "ssl.crt"),
-                ("ca_cert", "ca.crt"),
-            ],
-            CERT_UNUSED,
-            &mut warnings,
-        )?,
-        (None, None) => {
-            let mut c = Certificates::default();
-            c.resolve_relative_to(base_dir);
-            c
-        }
-    };
+    config.certificate =
+        fisco_cert::certificates(security, cert, sm_ssl, sm_crypto, base_dir, &mut warnings)?;
     config.validate()?;
     Ok((config, warnings))
 }
 
 /// `[p2p]`: the listen address and the peers (`node.N`, `nodes_path`/`nodes_file`).
-fn p2p(s: &Section, base_dir: &Path, warnings: &mut Vec<String>) -> Result<Network, String> {
+/// `[p2p] sm_ssl` (3.x's 国密 switch) goes to `sm_ssl`.
+fn p2p(
+    s: &Section,
+    base_dir: &Path,
+    sm_ssl: &mut Option<SmSwitch>,
+    warnings: &mut Vec<String>,
+) -> Result<Network, String> {
     let mut ip = IpAddr::from([0, 0, 0, 0]);
     let mut port = DEFAULT_PORT;
     let mut peers = Vec::new();
@@ -274,12 +241,7 @@ fn p2p(s: &Section, base_dir: &Path, warnings: &mut Vec<String>) -> Result<Netwo
             }
             "nodes_path" => nodes_path = Some(e),
             "nodes_file" => nodes_file = Some(e),
-            "sm_ssl" if e.value == "false" => {}
-            "sm_ssl" => warnings.push(format!(
-                "[p2p] sm_ssl (line {}): `{}`: SM (guomi) TLS is not supported; \
-                 standard TLS is used",
-                e.line, e.value
-            )),
+            "sm_ssl" => *sm_ssl = Some(SmSwitch::read(s, e)?),
             k if k.len() > "node.".len() && k.starts_with("node.") => {
                 peers.push(peer(&e.value).map_err(|reason| s.bad(e, reason))?);
             }
@@ -353,49 +315,6 @@ fn node_ids(s: &Section, prefix: &str, warnings: &mut Vec<String>) -> Result<Vec
     Ok(ids)
 }
 
-/// The key, certificate and CA paths of `[network_security]` (2.x) or `[cert]` (3.x): `dir`
-/// names the directory key and its default, `files` the key and default file name of the
-/// node key, node certificate and CA certificate, in that order.
-fn certificates(
-    s: &Section,
-    base_dir: &Path,
-    dir: (&str, &str),
-    files: [(&str, &str); 3],
-    unused: &[&str],
-    warnings: &mut Vec<String>,
-) -> Result<Certificates, String> {
-    for e in &s.entries {
-        if e.key != dir.0 && !files.iter().any(|(k, _)| *k == e.key) {
-            warnings.push(s.unused(e, unused));
-        }
-    }
-    let value = |e: &Entry| -> Result<String, String> {
-        let v = s.substituted(e)?;
-        if v.is_empty() {
-            return Err(s.bad(e, "is empty; give a path"));
-        }
-        Ok(v)
-    };
-    let dir = match s.get(dir.0) {
-        Some(e) => base_dir.join(value(e)?),
-        None => base_dir.join(dir.1),
-    };
-    let [key, cert, ca] = files.map(|(key, default)| -> Result<PathBuf, String> {
-        Ok(tidy(match s.get(key) {
-            None => dir.join(default),
-            // `${data_path}/node.key` says where it is; a bare name is in the directory.
-            Some(e) if e.value.contains("${") => base_dir.join(value(e)?),
-            Some(e) => dir.join(value(e)?),
-        }))
-    });
-    Ok(Certificates {
-        key: key?,
-        cert: cert?,
-        ca: ca?,
-        crl: Vec::new(),
-    })
-}
-
 /// Drops duplicates, keeping the first of each.
 fn dedup<T: Eq + Hash + Clone>(items: &mut Vec<T>) {
     let mut seen = HashSet::new();
@@ -403,7 +322,7 @@ fn dedup<T: Eq + Hash + Clone>(items: &mut Vec<T>) {
 }
 
 /// Makes `p` tidy for display and comparison: no `.` components, no doubled separators.
-fn tidy(p: PathBuf) -> PathBuf {
+pub(super) fn tidy(p: PathBuf) -> PathBuf {
     let tidy: PathBuf = p
         .components()
         .filter(|c| !matches!(c, Component::CurDir))

@@ -13,6 +13,7 @@
 
 mod addr;
 mod fisco;
+mod fisco_cert;
 mod fisco_flow;
 mod map;
 mod sections;
@@ -207,6 +208,13 @@ mod tests {
             Traffic::default(),
             "the example changes [traffic]"
         );
+
+        // 国密.
+        let (config, warnings) = Config::from_fisco_ini(&ini[2], "node0").unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (expected, _) = Config::parse(&blocks("toml")[3]).unwrap();
+        assert_eq!(config.certificate, expected.certificate);
+        assert!(config.certificate.enc_pair().is_some());
     }
 
     #[test]

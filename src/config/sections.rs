@@ -322,6 +322,15 @@ pub struct Certificates {
     /// Certificate revocation lists (PEM or DER, as `openssl ca -gencrl` writes them), each
     /// signed by a certificate of `ca` or of `cert`'s chain. Default none.
     pub crl: Vec<PathBuf>,
+    /// The encryption key of a 国密 (SM2) node, FISCO's `sm_enssl.key` (2.x `gmennode.key`);
+    /// given with `enc_cert`, or not at all. Checked at start, not used by TLS 1.3. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_key: Option<PathBuf>,
+    /// The encryption certificate of a 国密 node, FISCO's `sm_enssl.crt` (2.x `gmennode.crt`):
+    /// it must certify `enc_key`, chain to `ca`, and allow keyAgreement or keyEncipherment.
+    /// Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_cert: Option<PathBuf>,
 }
 
 impl Default for Certificates {
@@ -331,6 +340,8 @@ impl Default for Certificates {
             cert: "node.crt".into(),
             ca: "ca.crt".into(),
             crl: Vec::new(),
+            enc_key: None,
+            enc_cert: None,
         }
     }
 }
@@ -346,10 +357,16 @@ pub struct Access {
 }
 
 impl Certificates {
+    /// The encryption pair (`enc_key`, `enc_cert`), when both are given.
+    pub fn enc_pair(&self) -> Option<(&Path, &Path)> {
+        Some((self.enc_key.as_deref()?, self.enc_cert.as_deref()?))
+    }
+
     /// Makes relative paths relative to `base`.
     pub fn resolve_relative_to(&mut self, base: &Path) {
         let files = [&mut self.key, &mut self.cert, &mut self.ca];
-        for p in files.into_iter().chain(self.crl.iter_mut()) {
+        let enc = self.enc_key.iter_mut().chain(self.enc_cert.iter_mut());
+        for p in files.into_iter().chain(self.crl.iter_mut()).chain(enc) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -67,6 +67,27 @@ fn check_certificates(cert: &Certificates, check: &mut impl FnMut(bool, &str, St
             "holds an empty path: give a file".into(),
         );
     }
+    for (key, p, other) in [
+        ("enc_key", &cert.enc_key, ("enc_cert", &cert.enc_cert)),
+        ("enc_cert", &cert.enc_cert, ("enc_key", &cert.enc_key)),
+    ] {
+        let name = format!("[certificate] {key}");
+        if let Some(p) = p {
+            check(
+                !p.as_os_str().is_empty(),
+                &name,
+                "is empty: give a file".into(),
+            );
+            check(
+                other.1.is_some(),
+                &name,
+                format!(
+                    "is given without {}: the encryption pair is both or neither",
+                    other.0
+                ),
+            );
+        }
+    }
 }
 
 /// `[connection]`: durations within [`MAX_MS`], redial bounds in order, limits at least 1.

@@ -2,7 +2,9 @@
 //!
 //! The result has the shape FISCO BCOS's chain builders produce: a self-signed CA
 //! (`CA:TRUE`), optional intermediates (FISCO's "agency"), and node certificates (`CA:FALSE`,
-//! digitalSignature) for secp256k1, P-256 or RSA-2048 keys. Certificates are built with
+//! digitalSignature) for secp256k1, P-256, RSA-2048 or SM2 keys. A 国密 node also has an
+//! encryption certificate (FISCO's `sm_enssl.crt`, `gmennode.crt`) for a second SM2 key, which
+//! [`CertificateAuthority::issue_encryption`] makes and [`check_encryption_pair`] checks. Certificates are built with
 //! RustCrypto's `x509-cert`, which, unlike rcgen, can put a secp256k1 key in a certificate; the
 //! key handling of each key type (its SubjectPublicKeyInfo, signing) is in its scheme.
 
@@ -11,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use bcos_p2p_core::{KeyType, NodeKey, pem_encode};
+use bcos_p2p_core::{KeyType, NodeId, NodeKey, pem_encode};
 
 use crate::schemes;
 use der::{Decode, Encode, oid::ObjectIdentifier};
@@ -126,6 +128,25 @@ impl CertificateAuthority {
         self.issue(node_key, subject, period, Kind::Node)
     }
 
+    /// Issues the encryption certificate of a 国密 node for `enc_key`, an SM2 key of its own
+    /// (not the node key): keyUsage keyAgreement, keyEncipherment and dataEncipherment and no
+    /// extended key usage, as FISCO BCOS's `v3enc_req` profile makes `sm_enssl.crt` and
+    /// `gmennode.crt`. Returns its DER.
+    pub fn issue_encryption(
+        &self,
+        enc_key: &NodeKey,
+        subject: &str,
+        period: Period,
+    ) -> Result<CertificateDer<'static>, GenError> {
+        if enc_key.key_type() != KeyType::Sm2 {
+            return Err(GenError(format!(
+                "an encryption certificate is for an SM2 key, not {}",
+                enc_key.key_type().label()
+            )));
+        }
+        self.issue(enc_key, subject, period, Kind::Encryption)
+    }
+
     fn issue(
         &self,
         key: &NodeKey,
@@ -207,6 +228,8 @@ fn sign(
 enum Kind {
     Ca,
     Node,
+    /// A 国密 node's encryption certificate.
+    Encryption,
 }
 
 /// The extensions FISCO BCOS's certificates carry, plus key identifiers.
@@ -240,13 +263,17 @@ impl BuilderProfile for Profile {
             }
             .to_extension(tbs.subject(), &ext)?,
         );
-        let usage = if ca {
-            KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature
-        } else {
-            KeyUsages::DigitalSignature | KeyUsages::NonRepudiation | KeyUsages::KeyEncipherment
+        let usage = match self.kind {
+            Kind::Ca => KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature,
+            Kind::Node => {
+                KeyUsages::DigitalSignature | KeyUsages::NonRepudiation | KeyUsages::KeyEncipherment
+            }
+            Kind::Encryption => {
+                KeyUsages::KeyAgreement | KeyUsages::KeyEncipherment | KeyUsages::DataEncipherment
+            }
         };
         ext.push(KeyUsage(usage).to_extension(tbs.subject(), &ext)?);
-        if !ca {
+        if matches!(self.kind, Kind::Node) {
             ext.push(
                 ExtendedKeyUsage(vec![ID_KP_SERVER_AUTH, ID_KP_CLIENT_AUTH])
                     .to_extension(tbs.subject(), &ext)?,
@@ -262,5 +289,248 @@ impl BuilderProfile for Profile {
             .to_extension(tbs.subject(), &ext)?,
         );
         Ok(ext)
+    }
+}
+
+/// Why a 国密 node's encryption pair (FISCO's `sm_enssl.key` + `sm_enssl.crt`, `gmennode.key` +
+/// `gmennode.crt`) is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncryptionPairError {
+    /// The encryption key is not an SM2 key.
+    #[error("the encryption key is {0}, not SM2 (an encryption pair belongs to 国密 nodes)")]
+    NotSm2(&'static str),
+    /// The encryption certificate is missing, unreadable, or certifies no SM2 key.
+    #[error("the encryption certificate is not usable: {0}")]
+    BadCertificate(String),
+    /// The encryption certificate certifies another key than the encryption key.
+    #[error(
+        "the encryption certificate does not belong to the encryption key (the certificate's key is {cert}…, the key file's {key}…)"
+    )]
+    KeyMismatch {
+        /// The start of the NodeId (public key) in the certificate.
+        cert: String,
+        /// The start of the NodeId (public key) of the key file.
+        key: String,
+    },
+    /// The encryption certificate does not chain to the trust anchors (`ca`) with the SM
+    /// algorithms, or is expired or not valid yet.
+    #[error("the encryption certificate is not issued by the chain CA: {0}")]
+    NotIssued(String),
+    /// The encryption certificate's keyUsage allows neither key agreement nor key encipherment.
+    #[error(
+        "the encryption certificate's keyUsage ({0}) allows neither keyAgreement nor keyEncipherment: it is a signing certificate, not an encryption one"
+    )]
+    Usage(String),
+}
+
+/// Checks a 国密 node's encryption pair: `key` is SM2, `chain` (the encryption certificate,
+/// then any intermediates) certifies it, chains to a certificate of `ca` with the SM algorithms
+/// ([`crate::crypto::SM_SUPPORTED`]) through `chain` and `intermediates` (e.g. the agency of
+/// the node's signing chain, which FISCO 2.x's `gmnode.crt` carries and `gmennode.crt` does
+/// not), is valid now, and its keyUsage (when present) allows keyAgreement or keyEncipherment.
+/// Returns the encryption key's NodeId-shaped public key.
+///
+/// CA-TLS does not use the pair: RFC 8998 TLS 1.3 signs with the node key and agrees keys with
+/// ephemeral curveSM2 shares. It is checked so that a FISCO node's files are known good.
+pub fn check_encryption_pair(
+    key: &NodeKey,
+    chain: &[CertificateDer<'_>],
+    ca: &[CertificateDer<'_>],
+    intermediates: &[CertificateDer<'_>],
+) -> Result<NodeId, EncryptionPairError> {
+    use EncryptionPairError as E;
+    if key.key_type() != KeyType::Sm2 {
+        return Err(E::NotSm2(key.key_type().label()));
+    }
+    let leaf = chain
+        .first()
+        .ok_or_else(|| E::BadCertificate("no certificate".into()))?;
+    let certified = crate::certified_key(leaf).map_err(|r| E::BadCertificate(r.to_string()))?;
+    if certified.key_type() != KeyType::Sm2 {
+        return Err(E::BadCertificate(format!(
+            "it certifies {} key, not an SM2 one",
+            certified.key_type().label()
+        )));
+    }
+    if &certified != key.node_id() {
+        return Err(E::KeyMismatch {
+            cert: certified.short().to_string(),
+            key: key.node_id().short().to_string(),
+        });
+    }
+    let anchors = ca
+        .iter()
+        .map(|c| webpki::anchor_from_trusted_cert(c).map_err(|e| E::NotIssued(format!("ca: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let end_entity =
+        webpki::EndEntityCert::try_from(leaf).map_err(|e| E::BadCertificate(e.to_string()))?;
+    let others: Vec<CertificateDer<'_>> = chain[1..]
+        .iter()
+        .chain(intermediates)
+        .map(|c| CertificateDer::from(c.as_ref()))
+        .collect();
+    let now =
+        rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(crate::error::unix_now()));
+    let algorithms = crate::crypto::SM_SUPPORTED.all;
+    // No extended key usage (FISCO's) passes either; one that names neither TLS role fails.
+    let verified = [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ]
+    .into_iter()
+    .map(|usage| {
+        end_entity
+            .verify_for_usage(algorithms, &anchors, &others, now, usage, None, None)
+            .map(drop)
+    })
+    .reduce(|first, second| first.or(second))
+    .expect("two roles");
+    verified.map_err(|e| E::NotIssued(chain_problem(e)))?;
+    let cert = Certificate::from_der(leaf).map_err(|e| E::BadCertificate(e.to_string()))?;
+    let usage = cert
+        .tbs_certificate()
+        .get_extension::<KeyUsage>()
+        .map_err(|e| E::BadCertificate(format!("keyUsage: {e}")))?;
+    if let Some((_, usage)) = usage
+        && !usage.key_agreement()
+        && !usage.key_encipherment()
+    {
+        return Err(E::Usage(usage_names(&usage)));
+    }
+    Ok(certified)
+}
+
+/// What is wrong with a chain webpki refused, in an operator's words.
+fn chain_problem(e: webpki::Error) -> String {
+    match e {
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            "no certificate of ca issued it (unknown issuer)".into()
+        }
+        webpki::Error::CertExpired { .. } => "it has expired".into(),
+        webpki::Error::CertNotValidYet { .. } => "it is not valid yet".into(),
+        webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | webpki::Error::UnsupportedSignatureAlgorithmContext(_) => {
+            "it is not signed with SM2-with-SM3 (the 国密 profile's only certificate signature)"
+                .into()
+        }
+        other => format!("chain does not verify: {other}"),
+    }
+}
+
+/// The keyUsage bits of `usage`, named as OpenSSL names them.
+fn usage_names(usage: &KeyUsage) -> String {
+    let names: Vec<&str> = usage
+        .0
+        .into_iter()
+        .map(|bit| match bit {
+            KeyUsages::DigitalSignature => "digitalSignature",
+            KeyUsages::NonRepudiation => "nonRepudiation",
+            KeyUsages::KeyEncipherment => "keyEncipherment",
+            KeyUsages::DataEncipherment => "dataEncipherment",
+            KeyUsages::KeyAgreement => "keyAgreement",
+            KeyUsages::KeyCertSign => "keyCertSign",
+            KeyUsages::CRLSign => "cRLSign",
+            KeyUsages::EncipherOnly => "encipherOnly",
+            KeyUsages::DecipherOnly => "decipherOnly",
+        })
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sm_chain() -> (CertificateAuthority, NodeKey, CertificateDer<'static>) {
+        let ca = CertificateAuthority::new_root(KeyType::Sm2, "CN=ca", Period::days(1)).unwrap();
+        let enc = NodeKey::generate(KeyType::Sm2).unwrap();
+        let cert = ca
+            .issue_encryption(&enc, "CN=node0", Period::days(1))
+            .unwrap();
+        (ca, enc, cert)
+    }
+
+    #[test]
+    fn an_issued_encryption_pair_passes_and_names_its_key() {
+        let (ca, enc, cert) = sm_chain();
+        let root = ca.cert_der().unwrap();
+        let parsed = Certificate::from_der(&cert).unwrap();
+        let (_, usage) = parsed
+            .tbs_certificate()
+            .get_extension::<KeyUsage>()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            usage_names(&usage),
+            "keyEncipherment, dataEncipherment, keyAgreement"
+        );
+        assert!(
+            parsed
+                .tbs_certificate()
+                .get_extension::<ExtendedKeyUsage>()
+                .unwrap()
+                .is_none()
+        );
+        let id = check_encryption_pair(&enc, &[cert], &[root], &[]).unwrap();
+        assert_eq!(&id, enc.node_id());
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        let (ca, enc, cert) = sm_chain();
+        let root = ca.cert_der().unwrap();
+        let other = NodeKey::generate(KeyType::Sm2).unwrap();
+        let err = check_encryption_pair(
+            &other,
+            std::slice::from_ref(&cert),
+            std::slice::from_ref(&root),
+            &[],
+        );
+        assert!(
+            matches!(err, Err(EncryptionPairError::KeyMismatch { .. })),
+            "{err:?}"
+        );
+        let (stranger, ..) = sm_chain();
+        let err = check_encryption_pair(
+            &enc,
+            std::slice::from_ref(&cert),
+            &[stranger.cert_der().unwrap()],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown issuer"), "{err}");
+        let k1 = NodeKey::generate(KeyType::Secp256k1).unwrap();
+        let err = check_encryption_pair(&k1, &[cert], &[root], &[]).unwrap_err();
+        assert_eq!(err, EncryptionPairError::NotSm2("secp256k1"));
+        assert!(ca.issue_encryption(&k1, "CN=x", Period::days(1)).is_err());
+    }
+
+    #[test]
+    fn an_agency_in_between_is_found_in_the_intermediates() {
+        let root = CertificateAuthority::new_root(KeyType::Sm2, "CN=ca", Period::days(1)).unwrap();
+        let agency = root
+            .new_intermediate(KeyType::Sm2, "CN=agency", Period::days(1))
+            .unwrap();
+        let enc = NodeKey::generate(KeyType::Sm2).unwrap();
+        let cert = agency
+            .issue_encryption(&enc, "CN=node0", Period::days(1))
+            .unwrap();
+        let anchors = [root.cert_der().unwrap()];
+        let err =
+            check_encryption_pair(&enc, std::slice::from_ref(&cert), &anchors, &[]).unwrap_err();
+        assert!(matches!(err, EncryptionPairError::NotIssued(_)), "{err}");
+        let agency_der = agency.cert_der().unwrap();
+        check_encryption_pair(
+            &enc,
+            std::slice::from_ref(&cert),
+            &anchors,
+            std::slice::from_ref(&agency_der),
+        )
+        .unwrap();
+        check_encryption_pair(&enc, &[cert, agency_der], &anchors, &[]).unwrap();
     }
 }
