@@ -132,7 +132,11 @@ fn gen_certs_sm2_writes_the_fisco_3x_set() {
         assert_eq!(
             names,
             [
+                "ca.crt",
                 "config.toml",
+                "node.crt",
+                "node.key",
+                "node.nodeid",
                 "sm_ca.crt",
                 "sm_enssl.crt",
                 "sm_enssl.key",
@@ -141,6 +145,19 @@ fn gen_certs_sm2_writes_the_fisco_3x_set() {
                 "sm_ssl.nodeid"
             ]
         );
+        // The CLI contract's names hold the same as FISCO's.
+        for (contract, fisco) in [
+            ("ca.crt", "sm_ca.crt"),
+            ("node.crt", "sm_ssl.crt"),
+            ("node.key", "sm_ssl.key"),
+            ("node.nodeid", "sm_ssl.nodeid"),
+        ] {
+            assert_eq!(
+                std::fs::read(d.join(contract)).unwrap(),
+                std::fs::read(d.join(fisco)).unwrap(),
+                "{contract}"
+            );
+        }
         let id = read_id(&d.join("sm_ssl.nodeid"));
         assert_eq!(id.len(), 128, "{id}");
         assert_eq!(id, openssl_node_id(&d.join("sm_ssl.key")), "node{i}");

@@ -4,10 +4,12 @@
 //! `node.key` (PKCS#8), `node.crt`, `ca.crt`, `node.nodeid` (the NodeId hex, as FISCO BCOS
 //! writes it) and `config.toml` (listen on `127.0.0.1:(base_port+i)`, every other node a peer).
 //!
-//! SM2 nodes (国密) get FISCO BCOS 3.x's names instead (`build_chain.sh -s`): `sm_ca.crt`,
+//! SM2 nodes (国密) also get FISCO BCOS 3.x's names (`build_chain.sh -s`): `sm_ca.crt`,
 //! `sm_ssl.key`, `sm_ssl.crt` (issued by the CA directly), the encryption pair `sm_enssl.key`,
 //! `sm_enssl.crt` (a second SM2 key; keyAgreement, keyEncipherment, dataEncipherment) and
-//! `sm_ssl.nodeid`; their `config.toml` names all five.
+//! `sm_ssl.nodeid`; their `config.toml` names the FISCO files. The contract's names are written
+//! beside them with the same contents, so tools that read `node.nodeid` or `node.key` work for
+//! every key type.
 
 use std::{
     fs,
@@ -181,6 +183,18 @@ pub fn gen_certs(opts: &GenOptions) -> Result<Vec<GeneratedNode>, GenCertsError>
             format!("{}\n", key.node_id()).as_bytes(),
             false,
         )?;
+        if files.enc.is_some() {
+            // The contract's names too (CLI contract: every node directory has them).
+            let contract = NodeFiles::in_dir(&dir, KeyType::Secp256k1);
+            for (from, to) in [
+                (&files.cert, &contract.cert),
+                (&files.ca, &contract.ca),
+                (&files.node_id, &contract.node_id),
+            ] {
+                copy(from, to, false)?;
+            }
+            copy(&files.key, &contract.key, true)?;
+        }
         if let Some((enc_key_file, enc_cert_file)) = &files.enc {
             // The encryption pair: a key of its own, certified by the same CA.
             let enc_key = NodeKey::generate(KeyType::Sm2)?;
@@ -236,6 +250,15 @@ fn mkdir(dir: &Path) -> Result<(), GenCertsError> {
 
 /// Writes a new file; secrets are created readable by the owner only (never world-readable,
 /// not even briefly).
+/// Writes `to` with the contents of `from`, written just before (`secret`: owner-only).
+fn copy(from: &Path, to: &Path, secret: bool) -> Result<(), GenCertsError> {
+    let data = fs::read(from).map_err(|source| GenCertsError::Io {
+        path: from.display().to_string(),
+        source,
+    })?;
+    write(to, &data, secret)
+}
+
 fn write(path: &Path, data: &[u8], secret: bool) -> Result<(), GenCertsError> {
     use std::io::Write as _;
     let io = |source| GenCertsError::Io {
