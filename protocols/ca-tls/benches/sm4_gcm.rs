@@ -112,7 +112,11 @@ fn main() {
     );
     let mut figures = vec![("sm4_gcm_soft_mb_per_s".to_owned(), soft)];
     let mut fast = soft;
-    for backend in [Sm4Backend::AesNi, Sm4Backend::Avx2Gfni] {
+    for backend in [
+        Sm4Backend::AesNi,
+        Sm4Backend::Avx2Gfni,
+        Sm4Backend::Avx512Gfni,
+    ] {
         if let Some(cipher) = FastSm4::with_backend(&KEY, backend) {
             let mb = measure(
                 &format!("SM4-GCM, FastSm4 {backend:?}"),
@@ -125,11 +129,16 @@ fn main() {
             }
         }
     }
-    for backend in [Sm4Backend::Soft, Sm4Backend::AesNi, Sm4Backend::Avx2Gfni] {
+    for backend in [
+        Sm4Backend::Soft,
+        Sm4Backend::AesNi,
+        Sm4Backend::Avx2Gfni,
+        Sm4Backend::Avx512Gfni,
+    ] {
         if let Some(cipher) = FastSm4::with_backend(&KEY, backend) {
             let mut blocks = vec![sm4::cipher::Block::<FastSm4>::default(); RECORD / 16];
             let mb = rate(budget / 2, || cipher.encrypt_blocks(black_box(&mut blocks)));
-            println!("SM4 blocks only, {backend:<10?}       {mb:>8.1} MB/s");
+            println!("SM4 blocks only, {backend:<12?}     {mb:>8.1} MB/s");
         }
     }
     let ring = measure(
