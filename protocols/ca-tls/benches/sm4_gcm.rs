@@ -13,6 +13,7 @@ use std::{
 
 use aes_gcm::{AeadInOut as _, AesGcm, KeyInit as _, aead::consts::U12};
 use bcos_p2p_ca_tls::sm::{FastSm4, Sm4Backend};
+use ghash::{GHash, universal_hash::UniversalHash as _};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sm4::cipher::BlockCipherEncrypt as _;
 
@@ -141,6 +142,13 @@ fn main() {
             println!("SM4 blocks only, {backend:<12?}     {mb:>8.1} MB/s");
         }
     }
+    let mut ghash = GHash::new(&KEY.into());
+    let record = vec![0x5au8; RECORD];
+    let ghash_mb = rate(budget / 2, || {
+        ghash.update_padded(black_box(&record));
+        black_box(&ghash);
+    });
+    println!("GHASH only                       {ghash_mb:>8.1} MB/s");
     let ring = measure(
         "AES-128-GCM, ring",
         &LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &KEY).expect("key")),
