@@ -34,7 +34,7 @@ fn blocks_of(bytes: &[u8]) -> Vec<Block<FastSm4>> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::{Sm4Backend, sm4_avx512::Avx512Token, sm4_fast::SBOX, sm4_x86::*};
+    use super::super::{sm4_avx512::Avx512Token, sm4_fast::SBOX, sm4_x86::*};
 
     /// On x86_64 CI and development machines the SIMD back ends must not be skipped
     /// silently: a CPU with AVX2 must also report AES-NI (every such CPU has it).
@@ -78,21 +78,19 @@ mod x86 {
         }
     }
 
-    /// Whether the CPU has what the AVX-512 back end needs.
-    fn has_avx512_gfni() -> bool {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("gfni")
-    }
-
     /// The AVX-512 back end is neither skipped on a CPU that has its instructions (with a
     /// compiler that has the intrinsics) nor passed over by detection.
     #[rustversion::since(1.89)]
     #[test]
     fn avx512_backend_is_chosen_where_the_cpu_has_it() {
-        assert_eq!(Avx512Token::detect().is_some(), has_avx512_gfni());
-        assert_eq!(Sm4Backend::Avx512Gfni.is_supported(), has_avx512_gfni());
-        if has_avx512_gfni() {
+        use super::Sm4Backend;
+
+        let has_avx512_gfni = std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("gfni");
+        assert_eq!(Avx512Token::detect().is_some(), has_avx512_gfni);
+        assert_eq!(Sm4Backend::Avx512Gfni.is_supported(), has_avx512_gfni);
+        if has_avx512_gfni {
             assert_eq!(Sm4Backend::detect(), Sm4Backend::Avx512Gfni);
         }
     }
