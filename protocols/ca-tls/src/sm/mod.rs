@@ -28,8 +28,11 @@ mod hash;
 mod kx;
 mod sign;
 mod sm4_fast;
-// The one place of the crate with `unsafe`: the SIMD intrinsics of SM4, each call behind a
+// The only places of the crate with `unsafe`: the SIMD intrinsics of SM4, each call behind a
 // run-time CPU feature check.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod sm4_avx512;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod sm4_x86;

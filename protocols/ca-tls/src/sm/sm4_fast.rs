@@ -4,7 +4,7 @@
 use core::fmt;
 
 #[cfg(target_arch = "x86_64")]
-use super::sm4_x86 as x86;
+use super::{sm4_avx512 as x512, sm4_x86 as x86};
 
 use sm4::cipher::{
     AlgorithmName, BlockCipherDecClosure, BlockCipherDecrypt, BlockCipherEncClosure,
@@ -58,6 +58,8 @@ fn expand_key(key: &[u8; 16]) -> [u32; 32] {
 /// The implementation a [`FastSm4`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sm4Backend {
+    /// AVX-512 (F, BW) and GFNI: 64 blocks per call on 512-bit registers.
+    Avx512Gfni,
     /// AVX2 and GFNI: 32 blocks per call, the S-box in two affine instructions.
     Avx2Gfni,
     /// AES-NI and SSSE3: 16 blocks per call, the S-box through `AESENCLAST`.
@@ -82,6 +84,8 @@ impl Sm4Backend {
 #[derive(Clone, Copy, Debug)]
 enum Engine {
     #[cfg(target_arch = "x86_64")]
+    Avx512(x512::Avx512Token),
+    #[cfg(target_arch = "x86_64")]
     Gfni(x86::GfniToken),
     #[cfg(target_arch = "x86_64")]
     AesNi(x86::AesNiToken),
@@ -91,15 +95,21 @@ enum Engine {
 impl Engine {
     /// The fastest engine of this CPU.
     fn detect() -> Self {
-        [Sm4Backend::Avx2Gfni, Sm4Backend::AesNi]
-            .into_iter()
-            .find_map(Self::of)
-            .unwrap_or(Self::Soft)
+        [
+            Sm4Backend::Avx512Gfni,
+            Sm4Backend::Avx2Gfni,
+            Sm4Backend::AesNi,
+        ]
+        .into_iter()
+        .find_map(Self::of)
+        .unwrap_or(Self::Soft)
     }
 
     /// The engine of `backend`, if this CPU runs it.
     fn of(backend: Sm4Backend) -> Option<Self> {
         match backend {
+            #[cfg(target_arch = "x86_64")]
+            Sm4Backend::Avx512Gfni => x512::Avx512Token::detect().map(Self::Avx512),
             #[cfg(target_arch = "x86_64")]
             Sm4Backend::Avx2Gfni => x86::GfniToken::detect().map(Self::Gfni),
             #[cfg(target_arch = "x86_64")]
@@ -113,6 +123,8 @@ impl Engine {
     fn backend(self) -> Sm4Backend {
         match self {
             #[cfg(target_arch = "x86_64")]
+            Self::Avx512(_) => Sm4Backend::Avx512Gfni,
+            #[cfg(target_arch = "x86_64")]
             Self::Gfni(_) => Sm4Backend::Avx2Gfni,
             #[cfg(target_arch = "x86_64")]
             Self::AesNi(_) => Sm4Backend::AesNi,
@@ -122,7 +134,7 @@ impl Engine {
 }
 
 /// The SM4 block cipher for counter-mode use: a RustCrypto block cipher whose encryption
-/// backend handles 32 (AVX2 + GFNI) or 16 (AES-NI + SSSE3) blocks at once on x86_64 CPUs that
+/// backend handles 64 (AVX-512 + GFNI), 32 (AVX2 + GFNI) or 16 (AES-NI + SSSE3) blocks at once on x86_64 CPUs that
 /// have the instructions, detected when the key is set; elsewhere, and for decryption, it is
 /// the `sm4` crate.
 #[derive(Clone)]
@@ -173,6 +185,11 @@ impl BlockCipherEncrypt for FastSm4 {
     fn encrypt_with_backend(&self, f: impl BlockCipherEncClosure<BlockSize = Self::BlockSize>) {
         match self.engine {
             #[cfg(target_arch = "x86_64")]
+            Engine::Avx512(token) => f.call(&backends::Avx512 {
+                token,
+                rk: &self.rk,
+            }),
+            #[cfg(target_arch = "x86_64")]
             Engine::Gfni(token) => f.call(&backends::Gfni {
                 token,
                 rk: &self.rk,
@@ -210,10 +227,10 @@ impl fmt::Debug for FastSm4 {
 mod backends {
     use sm4::cipher::{
         Block, BlockCipherEncBackend, BlockSizeUser, InOut, InOutBuf, ParBlocks, ParBlocksSizeUser,
-        consts::{U16, U32},
+        consts::{U16, U32, U64},
     };
 
-    use super::{FastSm4, x86};
+    use super::{FastSm4, x86, x512};
 
     /// Runs `kernel` on a copy of `blocks` (at most `N` of them; the kernel is told how
     /// many) and writes the result back.
@@ -266,6 +283,14 @@ mod backends {
             }
         };
     }
+
+    /// The AVX-512 + GFNI backend: 64 blocks per call.
+    pub(super) struct Avx512<'a> {
+        pub(super) token: x512::Avx512Token,
+        pub(super) rk: &'a [u32; 32],
+    }
+
+    backend!(Avx512, U64, encrypt64);
 
     /// The AVX2 + GFNI backend: 32 blocks per call.
     pub(super) struct Gfni<'a> {

@@ -129,12 +129,12 @@ const UNSHIFT_ROT: [[u8; 16]; 4] = [
 const ROT: [[u8; 16]; 3] = [rotate_mask(1), rotate_mask(2), rotate_mask(3)];
 
 /// `PSHUFB` mask that byte-swaps every 32-bit lane (SM4 words are big-endian).
-const BSWAP32: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12];
+pub(super) const BSWAP32: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12];
 
 /// A 16-byte table as a register.
 #[target_feature(enable = "sse2")]
 #[inline]
-fn xmm(t: [u8; 16]) -> __m128i {
+pub(super) fn xmm(t: [u8; 16]) -> __m128i {
     let b = t.map(|v| v as i8);
     _mm_setr_epi8(
         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
