@@ -216,14 +216,97 @@ struct Answer {
 }
 
 /// The four node processes and everything their events have said so far.
-struct Net {
+/// One process per host, each inside its host's namespace: their stdins, their stdout lines
+/// (with when each came), and their exit; killed when dropped.
+struct Processes {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
+    /// Each process's stdout lines, then `None` when it closes.
+    events: Receiver<(usize, Instant, Option<String>)>,
+}
+
+impl Processes {
+    /// Starts `commands` (their stderr already set) with piped stdin and stdout.
+    fn spawn(commands: impl IntoIterator<Item = Command>) -> Processes {
+        let (tx, events) = mpsc::channel();
+        let mut processes = Processes {
+            children: Vec::new(),
+            stdins: Vec::new(),
+            events,
+        };
+        for (i, mut command) in commands.into_iter().enumerate() {
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+            processes.stdins.push(child.stdin.take().expect("piped"));
+            let tx = tx.clone();
+            let out = child.stdout.take().expect("piped");
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send((i, Instant::now(), Some(line))).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send((i, Instant::now(), None));
+            });
+            processes.children.push(child);
+        }
+        processes
+    }
+
+    fn send(&mut self, i: usize, command: &str) {
+        writeln!(self.stdins[i], "{command}").expect("process reads stdin");
+        self.stdins[i].flush().expect("flush");
+    }
+
+    /// The next line printed before `deadline`: (process, when, the line or `None` at its end).
+    fn next(&self, deadline: Instant) -> Option<(usize, Instant, Option<String>)> {
+        self.events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
+    }
+
+    /// Why process `i` closed its stdout: whether it has exited, and how.
+    fn exit_of(&mut self, i: usize) -> String {
+        format!("exited: {:?}", self.children[i].try_wait())
+    }
+
+    /// Sends each process `quit` and waits (15 s at most) for all to exit successfully;
+    /// `name` names process i in the assertions.
+    fn quit(&mut self, name: impl Fn(usize) -> String) {
+        for i in 0..self.children.len() {
+            self.send(i, "quit");
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (i, child) in self.children.iter_mut().enumerate() {
+            loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    assert!(status.success(), "{} exit status {status}", name(i));
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} did not quit", name(i));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Net {
+    processes: Processes,
     ids: Vec<String>,
     /// Each node's libp2p PeerId, as the configs name them (routed addresses carry these).
     peer_ids: Vec<String>,
-    /// Each node's stdout lines, then `None` when it closes.
-    events: Receiver<(usize, Instant, Option<String>)>,
     /// Per node: the next response id (ids count requests from 1) and requests not answered.
     next_id: Vec<u64>,
     open: Vec<HashMap<u64, Request>>,
@@ -243,13 +326,29 @@ struct Net {
 impl Net {
     /// Starts one `run --json` per host, inside its namespace.
     fn start(harness: &Harness, chain: &Path, logs: &Path, peer_ids: Vec<String>) -> Net {
-        let (tx, events) = mpsc::channel();
-        let mut net = Net {
-            children: Vec::new(),
-            stdins: Vec::new(),
-            ids: Vec::new(),
+        let mut commands = Vec::new();
+        let mut ids = Vec::new();
+        for (i, ns) in harness.namespaces.iter().enumerate() {
+            let dir = chain.join(format!("node{i}"));
+            ids.push(
+                std::fs::read_to_string(dir.join("node.nodeid"))
+                    .expect("node.nodeid")
+                    .trim()
+                    .to_string(),
+            );
+            let log = std::fs::File::create(logs.join(format!("node{i}.log"))).expect("log");
+            let mut command = Command::new("ip");
+            command
+                .args(["netns", "exec", ns, BIN, "run", "--json", "--config"])
+                .arg(dir.join("config.toml"))
+                .env("RUST_LOG", "info,bcos_p2p::connection=debug")
+                .stderr(log);
+            commands.push(command);
+        }
+        Net {
+            processes: Processes::spawn(commands),
+            ids,
             peer_ids,
-            events,
             next_id: vec![1; HOSTS],
             open: vec![HashMap::new(); HOSTS],
             answers: Vec::new(),
@@ -259,44 +358,11 @@ impl Net {
             broadcasts: vec![HashMap::new(); HOSTS],
             peers: vec![None; HOSTS],
             ready: vec![false; HOSTS],
-        };
-        for (i, ns) in harness.namespaces.iter().enumerate() {
-            let dir = chain.join(format!("node{i}"));
-            net.ids.push(
-                std::fs::read_to_string(dir.join("node.nodeid"))
-                    .expect("node.nodeid")
-                    .trim()
-                    .to_string(),
-            );
-            let log = std::fs::File::create(logs.join(format!("node{i}.log"))).expect("log");
-            let mut child = Command::new("ip")
-                .args(["netns", "exec", ns, BIN, "run", "--json", "--config"])
-                .arg(dir.join("config.toml"))
-                .env("RUST_LOG", "info,bcos_p2p::connection=debug")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(log)
-                .spawn()
-                .expect("ip netns exec bcos-p2p");
-            net.stdins.push(child.stdin.take().expect("piped"));
-            let tx = tx.clone();
-            let out = child.stdout.take().expect("piped");
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send((i, Instant::now(), Some(line))).is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.send((i, Instant::now(), None));
-            });
-            net.children.push(child);
         }
-        net
     }
 
     fn send(&mut self, i: usize, command: &str) {
-        writeln!(self.stdins[i], "{command}").expect("node reads stdin");
-        self.stdins[i].flush().expect("flush");
+        self.processes.send(i, command);
     }
 
     fn index(&self, id: &Value) -> usize {
@@ -308,15 +374,9 @@ impl Net {
 
     /// Takes in every event printed until `until`.
     fn pump(&mut self, until: Instant) {
-        while let Ok((i, at, line)) = self
-            .events
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-        {
+        while let Some((i, at, line)) = self.processes.next(until) {
             let Some(line) = line else {
-                panic!(
-                    "node {i} closed its stdout (exited: {:?})",
-                    self.children[i].try_wait()
-                );
+                panic!("node {i} closed its stdout ({})", self.processes.exit_of(i));
             };
             let v: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("node {i} printed non-JSON `{line}`: {e}"));
@@ -558,29 +618,7 @@ impl Net {
     }
 
     fn quit(&mut self) {
-        for i in 0..HOSTS {
-            self.send(i, "quit");
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for (i, child) in self.children.iter_mut().enumerate() {
-            loop {
-                if let Some(status) = child.try_wait().expect("wait") {
-                    assert!(status.success(), "node {i} exit status {status}");
-                    break;
-                }
-                assert!(Instant::now() < deadline, "node {i} did not quit");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.processes.quit(|i| format!("node {i}"));
     }
 }
 

@@ -21,16 +21,14 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    io::{BufRead as _, BufReader, Write as _},
     path::Path,
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc::{self, Receiver},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
 
-use super::{HOSTS, Harness, Logs, configure, env_number, percentile, secs, skip};
+use super::{HOSTS, Harness, Logs, Processes, configure, env_number, percentile, secs, skip};
 
 const TRAFFIC_BIN: &str = env!("CARGO_BIN_EXE_bcos-p2p-traffic");
 
@@ -162,10 +160,7 @@ fn write_config(path: &Path, i: usize, extra: &str) {
 
 /// The four bcos-p2p-traffic processes and what they printed.
 struct Hosts {
-    children: Vec<Child>,
-    stdins: Vec<ChildStdin>,
-    /// Each host's stdout lines, then `None` when it closes.
-    events: Receiver<(usize, Option<String>)>,
+    processes: Processes,
     ids: Vec<Option<String>>,
     connected: Vec<HashSet<String>>,
     reports: Vec<Option<Value>>,
@@ -173,48 +168,29 @@ struct Hosts {
 
 impl Hosts {
     fn start(harness: &Harness, chain: &Path, logs: &Path, measure_ms: u64) -> Hosts {
-        let (tx, events) = mpsc::channel();
-        let mut hosts = Hosts {
-            children: Vec::new(),
-            stdins: Vec::new(),
-            events,
-            ids: vec![None; HOSTS],
-            connected: vec![HashSet::new(); HOSTS],
-            reports: vec![None; HOSTS],
-        };
-        for (i, ns) in harness.namespaces.iter().enumerate() {
+        let commands = harness.namespaces.iter().enumerate().map(|(i, ns)| {
             let log = std::fs::File::create(logs.join(format!("node{i}.log"))).expect("log");
-            let mut child = Command::new("ip")
+            let mut command = Command::new("ip");
+            command
                 .args(["netns", "exec", ns, TRAFFIC_BIN, "--config"])
                 .arg(chain.join(format!("node{i}/config.toml")))
                 .args(["--warmup-ms", &WARMUP_MS.to_string()])
                 .args(["--measure-ms", &measure_ms.to_string()])
                 .args(["--consensus-per-s", &CONSENSUS_PER_S.to_string()])
                 .args(["--tx-per-s", &TX_PER_S.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(log)
-                .spawn()
-                .expect("ip netns exec bcos-p2p-traffic");
-            hosts.stdins.push(child.stdin.take().expect("piped"));
-            let out = child.stdout.take().expect("piped");
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send((i, Some(line))).is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.send((i, None));
-            });
-            hosts.children.push(child);
+                .stderr(log);
+            command
+        });
+        Hosts {
+            processes: Processes::spawn(commands),
+            ids: vec![None; HOSTS],
+            connected: vec![HashSet::new(); HOSTS],
+            reports: vec![None; HOSTS],
         }
-        hosts
     }
 
     fn send(&mut self, i: usize, command: &str) {
-        writeln!(self.stdins[i], "{command}").expect("host reads stdin");
-        self.stdins[i].flush().expect("flush");
+        self.processes.send(i, command);
     }
 
     /// Takes in what the hosts print until `done` holds (returns how long it took); panics
@@ -223,16 +199,15 @@ impl Hosts {
         let start = Instant::now();
         let deadline = start + wait;
         while !done(self) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "{what}: not within {wait:?}");
-            let Ok((i, line)) = self.events.recv_timeout(left) else {
+            assert!(Instant::now() < deadline, "{what}: not within {wait:?}");
+            let Some((i, _, line)) = self.processes.next(deadline) else {
                 continue;
             };
             let Some(line) = line else {
                 panic!(
-                    "host {} closed its stdout (exited: {:?}); see its log",
+                    "host {} closed its stdout ({}); see its log",
                     i + 1,
-                    self.children[i].try_wait()
+                    self.processes.exit_of(i)
                 );
             };
             let v: Value = serde_json::from_str(&line)
@@ -254,29 +229,7 @@ impl Hosts {
     }
 
     fn quit(&mut self) {
-        for i in 0..HOSTS {
-            self.send(i, "quit");
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for (i, child) in self.children.iter_mut().enumerate() {
-            loop {
-                if let Some(status) = child.try_wait().expect("wait") {
-                    assert!(status.success(), "host {} exit status {status}", i + 1);
-                    break;
-                }
-                assert!(Instant::now() < deadline, "host {} did not quit", i + 1);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.processes.quit(|i| format!("host {}", i + 1));
     }
 }
 
