@@ -157,7 +157,7 @@ fn sm2_node_signatures_agree_with_openssl() {
     assert_eq!(key.key_type(), KeyType::Sm2);
     assert_eq!(
         key.node_id().to_string(),
-        openssl_node_id(dir, "sm_ssl.key")
+        common::openssl_ec_node_id(dir, "sm_ssl.key")
     );
     let verifier = key.node_id().verifier();
     let theirs = std::fs::read(dir.join("openssl.sig")).unwrap();
@@ -185,17 +185,6 @@ fn sm2_node_signatures_agree_with_openssl() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-}
-
-/// FISCO's NodeId of an SM2 key file: the point `openssl ec -text` prints, without `04`.
-fn openssl_node_id(dir: &Path, key: &str) -> String {
-    let out = sh(
-        dir,
-        &format!(
-            "openssl ec -text -noout -in {key} 2>/dev/null | sed -n '/^pub:/,/^ASN1/p' | grep -v 'pub:\\|ASN1' | tr -d ' :\\n'"
-        ),
-    );
-    out[2..].to_string()
 }
 
 /// An SM chain made with the openssl CLI as FISCO BCOS's chain builders make it: an SM2 CA
@@ -276,7 +265,7 @@ fn load_sm(dir: &Path, v2: bool, i: usize) -> (NodeKey, ca_tls::Config) {
     assert_eq!(t.check_chain(t.local_chain()).as_ref(), Ok(k.node_id()));
     assert_eq!(
         k.node_id().to_string(),
-        openssl_node_id(&n, key),
+        common::openssl_ec_node_id(&n, key),
         "node{i}: NodeId differs from openssl's"
     );
     (k, t)

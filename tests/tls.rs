@@ -82,13 +82,7 @@ mod fisco {
             let out = sh(dir, &format!("openssl rsa -noout -modulus -in {key}"));
             out.trim().trim_start_matches("Modulus=").to_lowercase()
         } else {
-            let out = sh(
-                dir,
-                &format!(
-                    "openssl ec -text -noout -in {key} 2>/dev/null | sed -n '/^pub:/,/^ASN1/p' | grep -v 'pub:\\|ASN1' | tr -d ' :\\n'"
-                ),
-            );
-            out[2..].to_string()
+            common::openssl_ec_node_id(dir, key)
         }
     }
 

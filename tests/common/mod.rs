@@ -168,6 +168,18 @@ pub fn sh(dir: &Path, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// FISCO BCOS's NodeId of an EC key file in `dir`: the point `openssl ec -text` prints,
+/// without its `04` prefix.
+pub fn openssl_ec_node_id(dir: &Path, key: &str) -> String {
+    let out = sh(
+        dir,
+        &format!(
+            "openssl ec -text -noout -in {key} 2>/dev/null | sed -n '/^pub:/,/^ASN1/p' | grep -v 'pub:\\|ASN1' | tr -d ' :\\n'"
+        ),
+    );
+    out[2..].to_string()
+}
+
 /// Panics with install advice when the `openssl` CLI is missing (CI installs it).
 pub fn require_openssl() {
     let ok = Command::new("openssl")

@@ -104,10 +104,6 @@ const VERDICT_ACCEPTED: u8 = 0x01;
 
 struct Shared {
     provider: Arc<CryptoProvider>,
-    /// Whether this node runs the 国密 profile (an SM2 node key).
-    sm: bool,
-    /// The signature algorithms of this node's profile.
-    algorithms: &'static WebPkiSupportedAlgorithms,
     certified: Arc<CertifiedKey>,
     anchors: Arc<Vec<TrustAnchor<'static>>>,
     local_node_id: NodeId,
@@ -176,15 +172,15 @@ impl Config {
         if anchors.is_empty() {
             return Err(ConfigError::NoCertificate("ca.crt".into()));
         }
-        let sm = schemes::is_sm(key.key_type());
-        let algorithms = crypto::algorithms(key.key_type());
-        if let Err(refusal) = verify::self_check(&chain, &anchors, algorithms) {
+        if let Err(refusal) =
+            verify::self_check(&chain, &anchors, crypto::algorithms(key.key_type()))
+        {
             tracing::warn!(%refusal, "peers will refuse this node's own certificate chain");
         }
 
         // An SM2 node speaks the 国密 profile only (RFC 8998), every other node the standard
         // suites only: the two never share a handshake (see `protocol_info`).
-        let provider = Arc::new(if sm {
+        let provider = Arc::new(if schemes::is_sm(key.key_type()) {
             sm::provider()
         } else {
             rustls::crypto::ring::default_provider()
@@ -198,8 +194,6 @@ impl Config {
         Ok(Config {
             shared: Arc::new(Shared {
                 provider,
-                sm,
-                algorithms,
                 certified,
                 anchors,
                 local_node_id: key.node_id().clone(),
@@ -296,7 +290,7 @@ impl Config {
             chain,
             &self.shared.anchors,
             &self.shared.revocation,
-            self.shared.algorithms,
+            self.algorithms(),
         )
     }
 
@@ -306,7 +300,7 @@ impl Config {
             anchors: self.shared.anchors.clone(),
             access: self.shared.access.clone(),
             revocation: self.shared.revocation.clone(),
-            algorithms: self.shared.algorithms,
+            algorithms: self.algorithms(),
             outcome: outcome.clone(),
         });
         (v, outcome)
@@ -427,7 +421,7 @@ impl UpgradeInfo for Config {
 impl Config {
     /// The protocol id of this node's profile.
     fn own_protocol(&self) -> &'static str {
-        if self.shared.sm {
+        if self.is_sm() {
             SM_PROTOCOL_NAME
         } else {
             PROTOCOL_NAME
@@ -436,7 +430,7 @@ impl Config {
 
     /// The other profile's id, listed only to refuse its nodes with a clear reason.
     fn other_protocol(&self) -> &'static str {
-        if self.shared.sm {
+        if self.is_sm() {
             PROTOCOL_NAME
         } else {
             SM_PROTOCOL_NAME
@@ -445,7 +439,7 @@ impl Config {
 
     /// Why a node of the other profile is refused, as this node says it.
     fn profile_refusal(&self) -> Refusal {
-        if self.shared.sm {
+        if self.is_sm() {
             Refusal::SmRequired
         } else {
             Refusal::SmUnsupported
@@ -465,7 +459,12 @@ impl Config {
 
     /// Whether the shared config's profile is 国密 (an SM2 node key).
     pub fn is_sm(&self) -> bool {
-        self.shared.sm
+        schemes::is_sm(self.shared.local_node_id.key_type())
+    }
+
+    /// The signature algorithms of this node's profile.
+    fn algorithms(&self) -> &'static WebPkiSupportedAlgorithms {
+        crypto::algorithms(self.shared.local_node_id.key_type())
     }
 }
 

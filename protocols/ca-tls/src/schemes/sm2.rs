@@ -44,10 +44,10 @@ pub(crate) static SCHEME: Scheme = Scheme {
 };
 
 fn certified_key(_: &SubjectPublicKeyInfoOwned, key_bits: &[u8]) -> Result<NodeId, Refusal> {
-    let point = sm::parse_key_share(key_bits)
+    // `04‖X‖Y` on the curve once this passes, so the NodeId is the bytes after `04`.
+    sm::parse_key_share(key_bits)
         .map_err(|_| Refusal::BadCertificate("SM2 key: not an uncompressed point on SM2".into()))?;
-    let uncompressed = sm2::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&point, false);
-    NodeId::from_bytes(KeyType::Sm2, &uncompressed.as_bytes()[1..])
+    NodeId::from_bytes(KeyType::Sm2, &key_bits[1..])
         .map_err(|e| Refusal::BadCertificate(format!("SM2 key: {e}")))
 }
 
@@ -83,13 +83,13 @@ impl DynSignatureAlgorithmIdentifier for CertSigner {
 impl signature::Signer<DerSignature> for CertSigner {
     fn try_sign(&self, message: &[u8]) -> signature::Result<DerSignature> {
         let signature: sm2::dsa::Signature = signature::Signer::try_sign(&self.0, message)?;
-        DerSignature::from_bytes(&sm::signature_to_der(&signature))
+        Ok(signature.to_der())
     }
 }
 
 fn sign(builder: CertificateBuilder<Profile>, issuer: &NodeKey) -> Result<Certificate, GenError> {
     let secret = sm2::SecretKey::from_pkcs8_der(issuer.pkcs8_der()).map_err(gen_err)?;
-    let key = SigningKey::new(bcos_p2p_core::SM2_DEFAULT_DISTID, &secret).map_err(gen_err)?;
+    let key = SigningKey::new(sm::CERT_DISTID, &secret).map_err(gen_err)?;
     builder
         .build::<_, DerSignature>(&CertSigner(key))
         .map_err(gen_err)

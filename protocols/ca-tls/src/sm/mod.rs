@@ -71,18 +71,14 @@ pub const CURVE_SM2: NamedGroup = NamedGroup::Unknown(0x0029);
 /// The `sm2sig_sm3` TLS 1.3 signature scheme (RFC 8998 §2).
 pub const SM2SIG_SM3: SignatureScheme = SignatureScheme::Unknown(0x0708);
 
-/// The distinguishing identifier of SM2 signatures in certificates and CRLs: the GM/T 0009
-/// default, which OpenSSL applies with `-sigopt distid:1234567812345678`.
-pub const CERT_DISTID: &str = "1234567812345678";
+/// The distinguishing identifier of SM2 signatures in certificates and CRLs (core's: node keys
+/// sign with it too); `id-ecPublicKey`; the SM2 recommended curve.
+pub use bcos_p2p_core::{
+    OID_EC_PUBLIC_KEY, OID_SM2 as OID_SM2_CURVE, SM2_DEFAULT_DISTID as CERT_DISTID,
+};
 
 /// The distinguishing identifier of TLS 1.3 CertificateVerify signatures (RFC 8998 §3.2.1).
 pub const TLS13_DISTID: &str = "TLSv1.3+GM+Cipher+Suite";
-
-/// `id-ecPublicKey` (1.2.840.10045.2.1), the SubjectPublicKeyInfo algorithm of SM2 keys.
-pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-
-/// The SM2 recommended curve (1.2.156.10197.1.301), the `namedCurve` parameter of SM2 keys.
-pub const OID_SM2_CURVE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
 
 /// SM3 (1.2.156.10197.1.401).
 pub const OID_SM3: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.401");

@@ -23,7 +23,7 @@ use sm2::{
         signature::{Signer as _, Verifier as _},
     },
     elliptic_curve::sec1::ToSec1Point as _,
-    pkcs8::DecodePrivateKey as _,
+    pkcs8::{DecodePrivateKey as _, EncodePublicKey as _},
 };
 
 use super::{
@@ -31,8 +31,6 @@ use super::{
     TLS13_DISTID,
 };
 
-/// Length of an uncompressed SM2 point.
-const POINT_LEN: usize = 65;
 /// Length of an SM2 scalar.
 const SCALAR_LEN: usize = 32;
 
@@ -83,11 +81,11 @@ impl SignatureVerificationAlgorithm for Sm2Sm3Verifier {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), InvalidSignature> {
-        if public_key.len() != POINT_LEN || public_key.first() != Some(&0x04) {
-            return Err(InvalidSignature);
-        }
-        let key =
-            VerifyingKey::from_sec1_bytes(self.distid, public_key).map_err(|_| InvalidSignature)?;
+        // Uncompressed points on SM2 only, as key shares are.
+        let key = super::parse_key_share(public_key)
+            .ok()
+            .and_then(|key| VerifyingKey::new(self.distid, key).ok())
+            .ok_or(InvalidSignature)?;
         let signature = signature_from_der(signature)?;
         key.verify(message, &signature)
             .map_err(|_| InvalidSignature)
@@ -145,33 +143,7 @@ fn der_scalar(input: &[u8]) -> Result<([u8; SCALAR_LEN], &[u8]), InvalidSignatur
 
 /// Encodes a signature as DER `SEQUENCE { r INTEGER, s INTEGER }`, as OpenSSL writes it.
 pub fn signature_to_der(signature: &Signature) -> Vec<u8> {
-    let r = der_uint(&signature.r_bytes());
-    let s = der_uint(&signature.s_bytes());
-    let mut out = Vec::with_capacity(2 + r.len() + s.len());
-    out.push(0x30);
-    // At most 2 × 35 bytes: the short length form always fits.
-    out.push((r.len() + s.len()) as u8);
-    out.extend_from_slice(&r);
-    out.extend_from_slice(&s);
-    out
-}
-
-/// A DER INTEGER of the big-endian unsigned `value` (at most 32 bytes).
-fn der_uint(value: &[u8]) -> Vec<u8> {
-    let start = value
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(value.len() - 1);
-    let value = &value[start..];
-    let pad = value[0] & 0x80 != 0;
-    let mut out = Vec::with_capacity(3 + value.len());
-    out.push(0x02);
-    out.push((value.len() + usize::from(pad)) as u8);
-    if pad {
-        out.push(0);
-    }
-    out.extend_from_slice(value);
-    out
+    signature.to_der().as_bytes().to_vec()
 }
 
 /// Why an SM2 private key could not be used.
@@ -210,12 +182,11 @@ impl Sm2SigningKey {
     pub fn from_secret_key(secret: &SecretKey) -> Result<Self, Sm2KeyError> {
         let tls = DsaSigningKey::new(TLS13_DISTID, secret)
             .map_err(|_| Sm2KeyError::DistId(TLS13_DISTID.len()))?;
-        let point = tls.verifying_key().to_sec1_point(false);
-        let mut spki = Vec::with_capacity(91);
-        spki.extend_from_slice(&[0x30, 0x59, 0x30, 0x13]);
-        spki.extend_from_slice(&SM2_PUBLIC_KEY_ALG_ID);
-        spki.extend_from_slice(&[0x03, 0x42, 0x00]);
-        spki.extend_from_slice(point.as_bytes());
+        let spki = secret
+            .public_key()
+            .to_public_key_der()
+            .map_err(|e| Sm2KeyError::Pkcs8(e.to_string()))?
+            .into_vec();
         Ok(Self {
             tls: Arc::new(tls),
             spki,
