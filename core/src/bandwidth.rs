@@ -245,20 +245,26 @@ impl RequestLimits {
     /// Whether a request for `module` may be handled now (counting a refusal when not); the
     /// clock is read only for a limited module.
     pub fn admit(&self, module: u16) -> bool {
-        !self.modules.contains_key(&module) || self.admit_at(module, Instant::now())
+        self.modules
+            .get(&module)
+            .is_none_or(|bucket| self.take_one(module, bucket, Instant::now()))
     }
 
     /// [`RequestLimits::admit`] at `now`.
     pub fn admit_at(&self, module: u16, now: Instant) -> bool {
-        match self.modules.get(&module) {
-            None => true,
-            Some(bucket) if bucket.try_take_one(now) => true,
-            Some(_) => {
-                let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-                *refused.entry(module).or_default() += 1;
-                false
-            }
+        self.modules
+            .get(&module)
+            .is_none_or(|bucket| self.take_one(module, bucket, now))
+    }
+
+    /// Takes one request from `module`'s bucket, or counts a refusal.
+    fn take_one(&self, module: u16, bucket: &Bucket, now: Instant) -> bool {
+        if bucket.try_take_one(now) {
+            return true;
         }
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        *refused.entry(module).or_default() += 1;
+        false
     }
 
     /// Requests refused so far, per limited module, sorted by module.

@@ -24,11 +24,10 @@ use libp2p_swarm::{ConnectionId, NotifyHandler, StreamProtocol, ToSwarm};
 
 use crate::{
     framed::FrameCodec,
-    stream_pair::{CloseReason, PairProtocol, Policy, StreamPair, Streams, Traffic},
+    stream_pair::{
+        CloseReason, MAX_OPEN_FAILURES, PairProtocol, Policy, StreamPair, Streams, Traffic,
+    },
 };
-
-/// Consecutive failures to (re)open the outbound stream before the link gives up on it.
-const MAX_OPEN_FAILURES: u8 = 3;
 
 /// Turns a frame body into a protocol message, or says why it is malformed.
 pub type DecodeFn<T> = fn(Bytes) -> Result<T, String>;

@@ -176,6 +176,10 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Consecutive failures to (re)open an outbound stream before a protocol that gives up
+/// ([`Policy::give_up_after`]) usually does.
+pub const MAX_OPEN_FAILURES: u8 = 3;
+
 /// What the engine does differently per protocol.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {

@@ -314,27 +314,19 @@ async fn run_traffic(
     let spans = (warmup, measure);
     let tokio_start = tokio::time::Instant::from_std(start);
     let mut tasks = tokio::task::JoinSet::new();
-    let (consensus, tx) = (
-        (args.consensus_per_s, args.consensus_bytes),
-        (args.tx_per_s, args.tx_bytes),
-    );
-    let t = &traffic;
-    tasks.spawn(periodic(
-        t.clone(),
-        Class::Consensus,
-        consensus.0,
-        consensus.1,
-        tokio_start,
-        spans,
-    ));
-    tasks.spawn(periodic(
-        t.clone(),
-        Class::Tx,
-        tx.0,
-        tx.1,
-        tokio_start,
-        spans,
-    ));
+    for (class, per_s, size) in [
+        (Class::Consensus, args.consensus_per_s, args.consensus_bytes),
+        (Class::Tx, args.tx_per_s, args.tx_bytes),
+    ] {
+        tasks.spawn(periodic(
+            traffic.clone(),
+            class,
+            per_s,
+            size,
+            tokio_start,
+            spans,
+        ));
+    }
     for peer in 0..traffic.peers.len() {
         for _ in 0..args.blocks_outstanding {
             tasks.spawn(blocks(traffic.clone(), peer, window));

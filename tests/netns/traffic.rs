@@ -263,6 +263,7 @@ fn machine_cpu() -> Option<CpuTimes> {
 }
 
 /// One class's figures over all hosts.
+#[derive(Default)]
 struct ClassSum {
     sent: u64,
     ok: u64,
@@ -274,15 +275,7 @@ struct ClassSum {
 }
 
 fn class_sum(reports: &[Value], class: &str) -> ClassSum {
-    let mut sum = ClassSum {
-        sent: 0,
-        ok: 0,
-        failed: 0,
-        wrong: 0,
-        unanswered: 0,
-        errors: BTreeMap::new(),
-        ms: Vec::new(),
-    };
+    let mut sum = ClassSum::default();
     for r in reports {
         let c = &r["classes"][class];
         let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{class}.{k}: {c}"));

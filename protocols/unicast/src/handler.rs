@@ -18,7 +18,8 @@ use bytes::Bytes;
 use libp2p_swarm::StreamProtocol;
 
 use bcos_p2p_core::stream_pair::{
-    CloseReason, PairProtocol, Policy, StreamPair, Streams, Traffic as FrameTraffic,
+    CloseReason, MAX_OPEN_FAILURES, PairProtocol, Policy, StreamPair, Streams,
+    Traffic as FrameTraffic,
 };
 
 use bcos_p2p_core::bandwidth::Bucket;
@@ -225,7 +226,7 @@ impl PairProtocol for Requests {
     fn policy(&self) -> Policy {
         Policy {
             open_at_once: false,
-            give_up_after: self.urgent.then_some(3),
+            give_up_after: self.urgent.then_some(MAX_OPEN_FAILURES),
             answers: true,
         }
     }
@@ -270,9 +271,7 @@ impl PairProtocol for Requests {
         if self.refused
             && let Command::Send(frame) = command
         {
-            if let Frame::Request { id, .. } = &frame {
-                self.queued.remove(id);
-            }
+            // Nothing is queued once refused (`unsupported` emptied it).
             self.events.push_back(HandlerEvent::NoUrgent(vec![frame]));
             return;
         }
@@ -513,20 +512,14 @@ impl PairProtocol for Requests {
     /// given from now on, goes back to the behaviour for the main pair.
     fn unsupported(&mut self) {
         self.refused = true;
+        self.queued.clear();
+        let cancelled = std::mem::take(&mut self.cancelled);
         let frames: Vec<Frame> = self
             .requests_out
             .take_unstarted()
             .into_iter()
-            .filter(|f| match f {
-                Frame::Request { id, .. } => {
-                    self.queued.remove(id);
-                    !self.cancelled.remove(id)
-                }
-                _ => true,
-            })
+            .filter(|f| !matches!(f, Frame::Request { id, .. } if cancelled.contains(id)))
             .collect();
-        self.queued.clear();
-        self.cancelled.clear();
         self.events.push_back(HandlerEvent::NoUrgent(frames));
     }
 

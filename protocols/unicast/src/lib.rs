@@ -604,9 +604,7 @@ impl Behaviour {
     }
 
     /// Fails every pending request sent on `connection`.
-    /// With `cancel`, also tells the handler (whose queue may still receive them) not to send
-    /// them later.
-    fn fail_connection(&mut self, peer: PeerId, connection: ConnectionId, cancel: bool) {
+    fn fail_connection(&mut self, connection: ConnectionId) {
         let ids: Vec<u64> = self
             .pending
             .iter()
@@ -615,9 +613,6 @@ impl Behaviour {
             .collect();
         for id in ids {
             self.finish(id, Err(UnicastError::ConnectionClosed));
-            if cancel {
-                self.cancel(peer, connection, id);
-            }
         }
     }
 
@@ -702,7 +697,7 @@ impl NetworkBehaviour for Behaviour {
                     }
                 }
                 self.routed.used.remove(&connection_id);
-                self.fail_connection(peer_id, connection_id, false);
+                self.fail_connection(connection_id);
             }
             _ => {}
         }

@@ -361,32 +361,27 @@ impl Outgoing {
         Piece::Frame(wire, take, !l.queue.is_empty())
     }
 
-    /// Takes the messages not started yet (the rest is dropped), as they were queued.
+    /// Takes the messages not started yet (the rest is dropped), as they were queued; the
+    /// accounting is [`Outgoing::clear`]'s.
     pub(crate) fn take_unstarted(&mut self) -> Vec<crate::codec::Frame> {
-        use crate::codec::Frame;
-        let mut out = Vec::new();
-        for lane in self.lanes.values_mut() {
-            for m in lane.queue.drain(..) {
-                lane.traffic.queue(m.data.len(), false);
-                if m.kind == KIND_ONEWAY {
-                    self.backlog.done(m.queued_len);
-                }
-                if m.started || m.flags != 0 {
-                    continue;
-                }
-                out.push(match m.kind {
-                    crate::codec::KIND_REQUEST => Frame::Request {
-                        id: m.id,
-                        module: m.module,
-                        payload: m.data,
-                    },
-                    _ => Frame::Oneway {
-                        module: m.module,
-                        payload: m.data,
-                    },
-                });
-            }
-        }
+        use crate::codec::{Frame, KIND_REQUEST};
+        let out = self
+            .lanes
+            .values()
+            .flat_map(|lane| &lane.queue)
+            .filter(|m| !m.started && m.flags == 0)
+            .map(|m| match m.kind {
+                KIND_REQUEST => Frame::Request {
+                    id: m.id,
+                    module: m.module,
+                    payload: m.data.clone(),
+                },
+                _ => Frame::Oneway {
+                    module: m.module,
+                    payload: m.data.clone(),
+                },
+            })
+            .collect();
         self.clear();
         out
     }
