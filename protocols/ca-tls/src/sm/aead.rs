@@ -1,11 +1,7 @@
 //! SM4-GCM (RFC 8998 §3.1: SM4 in GCM mode, 128-bit key, 12-byte nonce, 16-byte tag) as the
 //! TLS 1.3 record protection of `TLS_SM4_GCM_SM3`, and the suite itself.
 
-use super::{TLS_SM4_GCM_SM3, hash, sm4_fast::FastSm4};
-use aes_gcm::{
-    AeadInOut as _, AesGcm, KeyInit as _,
-    aead::{Nonce, Tag, consts::U12},
-};
+use super::{TLS_SM4_GCM_SM3, gcm::Sm4GcmKey, hash};
 use rustls::{
     ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, SupportedCipherSuite,
     Tls13CipherSuite,
@@ -18,11 +14,6 @@ use rustls::{
         },
     },
 };
-
-/// SM4-GCM with the 96-bit nonce of TLS 1.3; SM4 runs on the fastest SIMD back end of the
-/// CPU (see [`FastSm4`]), GHASH on PCLMULQDQ when the CPU has it (the `polyval` crate
-/// detects it at run time).
-type Sm4GcmCipher = AesGcm<FastSm4, U12>;
 
 /// SM4 key length in bytes.
 const KEY_LEN: usize = 16;
@@ -56,8 +47,10 @@ pub static SM4_GCM: &dyn Tls13AeadAlgorithm = &Sm4Gcm;
 impl Sm4Gcm {
     /// The keyed cipher, or `None` when `key` is not 16 bytes (rustls always passes
     /// [`Tls13AeadAlgorithm::key_len`] bytes).
-    fn cipher(key: &AeadKey) -> Option<Sm4GcmCipher> {
-        Sm4GcmCipher::new_from_slice(key.as_ref()).ok()
+    fn cipher(key: &AeadKey) -> Option<Sm4GcmKey> {
+        <&[u8; KEY_LEN]>::try_from(key.as_ref())
+            .ok()
+            .map(Sm4GcmKey::new)
     }
 }
 
@@ -92,17 +85,17 @@ impl Tls13AeadAlgorithm for Sm4Gcm {
 }
 
 /// The per-record nonce of TLS 1.3 (RFC 8446 §5.3): the IV XOR the padded sequence number.
-fn nonce(iv: &Iv, seq: u64) -> Nonce<Sm4GcmCipher> {
-    Nonce::<Sm4GcmCipher>::from(TlsNonce::new(iv, seq).0)
+fn nonce(iv: &Iv, seq: u64) -> [u8; 12] {
+    TlsNonce::new(iv, seq).0
 }
 
 struct Sm4GcmEncrypter {
-    cipher: Sm4GcmCipher,
+    cipher: Sm4GcmKey,
     iv: Iv,
 }
 
 struct Sm4GcmDecrypter {
-    cipher: Sm4GcmCipher,
+    cipher: Sm4GcmKey,
     iv: Iv,
 }
 
@@ -123,7 +116,7 @@ impl MessageEncrypter for Sm4GcmEncrypter {
         let aad = make_tls13_aad(total_len);
         let tag = self
             .cipher
-            .encrypt_inout_detached(&nonce(&self.iv, seq), &aad, payload.as_mut().into())
+            .seal(&nonce(&self.iv, seq), &aad, payload.as_mut())
             .map_err(|_| Error::EncryptError)?;
         payload.extend_from_slice(&tag);
 
@@ -153,9 +146,9 @@ impl MessageDecrypter for Sm4GcmDecrypter {
         };
         let aad = make_tls13_aad(payload.len());
         let (ciphertext, tag) = payload.split_at_mut(plain_len);
-        let tag = Tag::<Sm4GcmCipher>::try_from(&*tag).map_err(|_| Error::DecryptError)?;
+        let tag = <[u8; TAG_LEN]>::try_from(&*tag).map_err(|_| Error::DecryptError)?;
         self.cipher
-            .decrypt_inout_detached(&nonce(&self.iv, seq), &aad, ciphertext.into(), &tag)
+            .open(&nonce(&self.iv, seq), &aad, ciphertext, &tag)
             .map_err(|_| Error::DecryptError)?;
         payload.truncate(plain_len);
         msg.into_tls13_unpadded_message()
@@ -192,15 +185,8 @@ impl MessageDecrypter for Unkeyed {
 /// SM4-GCM with an explicit key and nonce, for known-answer tests.
 #[cfg(test)]
 pub(super) fn seal(key: &[u8; 16], nonce: &[u8; 12], aad: &[u8], plain: &[u8]) -> Vec<u8> {
-    let cipher = Sm4GcmCipher::new_from_slice(key).unwrap();
     let mut buf = plain.to_vec();
-    let tag = cipher
-        .encrypt_inout_detached(
-            &Nonce::<Sm4GcmCipher>::from(*nonce),
-            aad,
-            buf.as_mut_slice().into(),
-        )
-        .unwrap();
+    let tag = Sm4GcmKey::new(key).seal(nonce, aad, &mut buf).unwrap();
     buf.extend_from_slice(&tag);
     buf
 }
@@ -212,7 +198,7 @@ pub(super) fn record_pair(
     key: [u8; 16],
     iv: [u8; 12],
 ) -> (Box<dyn MessageEncrypter>, Box<dyn MessageDecrypter>) {
-    let cipher = Sm4GcmCipher::new_from_slice(&key).unwrap();
+    let cipher = Sm4GcmKey::new(&key);
     (
         Box::new(Sm4GcmEncrypter {
             cipher: cipher.clone(),

@@ -24,12 +24,16 @@
 //! ```
 
 mod aead;
+mod gcm;
 mod hash;
 mod kx;
 mod sign;
 mod sm4_fast;
-// The only places of the crate with `unsafe`: the SIMD intrinsics of SM4, each call behind a
-// run-time CPU feature check.
+// The only places of the crate with `unsafe`: the SIMD intrinsics of SM4 and SM4-GCM, each
+// call behind a run-time CPU feature check.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod gcm_avx512;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod sm4_avx512;
@@ -54,6 +58,7 @@ use rustls::{
 };
 
 pub use aead::{SM4_GCM, Sm4Gcm, TLS13_SM4_GCM_SM3};
+pub use gcm::{GcmError, Sm4GcmKey};
 pub use hash::{HKDF_SM3, HMAC_SM3, HmacSm3, SM3, Sm3Hash};
 pub use kx::{CURVE_SM2_KX, CurveSm2, parse_key_share};
 pub use sign::{

@@ -35,7 +35,7 @@ pub(super) const SBOX: [u8; 256] = [
 const FK: [u32; 4] = [0xa3b1_bac6, 0x56aa_3350, 0x677d_9197, 0xb270_22dc];
 
 /// The round keys of `key` (GB/T 32907-2016 §7.3); `CK[i]` has bytes `7·(4i + j) mod 256`.
-fn expand_key(key: &[u8; 16]) -> [u32; 32] {
+pub(super) fn expand_key(key: &[u8; 16]) -> [u32; 32] {
     let mut k = [0u32; 4];
     for (w, (chunk, fk)) in k.iter_mut().zip(key.chunks_exact(4).zip(FK)) {
         *w = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ fk;

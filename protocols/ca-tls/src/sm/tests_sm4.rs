@@ -6,7 +6,7 @@ use aes_gcm::{AeadInOut as _, AesGcm, aead::consts::U12};
 use proptest::prelude::*;
 use sm4::cipher::{Block, BlockCipherDecrypt as _, BlockCipherEncrypt as _, KeyInit as _};
 
-use super::{FastSm4, Sm4Backend};
+use super::{FastSm4, Sm4Backend, Sm4GcmKey};
 
 /// Every back end this CPU runs, the portable one last.
 fn backends() -> Vec<Sm4Backend> {
@@ -257,6 +257,21 @@ fn key_init_detects_the_backend() {
     assert_eq!(cipher.backend(), Sm4Backend::Soft);
 }
 
+/// The one-pass AVX-512 SM4-GCM runs wherever the CPU has its instructions, so the
+/// differential tests below exercise it on such machines.
+#[rustversion::since(1.89)]
+#[test]
+fn sm4_gcm_key_is_wide_where_the_cpu_has_the_instructions() {
+    #[cfg(target_arch = "x86_64")]
+    let expected = Sm4Backend::Avx512Gfni.is_supported()
+        && std::is_x86_feature_detected!("vpclmulqdq")
+        && std::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(not(target_arch = "x86_64"))]
+    let expected = false;
+    assert_eq!(Sm4GcmKey::new(&[3; 16]).is_wide(), expected);
+    assert!(!Sm4GcmKey::generic(&[3; 16]).is_wide());
+}
+
 proptest! {
     /// Random keys and runs of 1..=140 blocks (full and partial parallel batches): every back
     /// end agrees with the `sm4` crate, in place and buffer to buffer.
@@ -305,6 +320,51 @@ proptest! {
             gcm.decrypt_inout_detached(&nonce.into(), &aad, got.as_mut_slice().into(), &tag)
                 .unwrap();
             prop_assert_eq!(&got, &plain, "{:?} open", backend);
+        }
+    }
+
+    /// [`Sm4GcmKey`] (the one-pass kernel where the CPU has it) seals exactly as `aes-gcm`
+    /// over the `sm4` crate, for additional data and messages that end inside a block, a
+    /// GHASH group of sixteen blocks and a 1 KiB chunk, up to a full TLS record and more; it
+    /// opens what it sealed, and refuses any flipped bit of data, additional data or tag
+    /// without touching the buffer.
+    #[test]
+    fn sm4_gcm_key_agrees_with_the_sm4_crate(
+        key in any::<[u8; 16]>(),
+        nonce in any::<[u8; 12]>(),
+        aad in proptest::collection::vec(any::<u8>(), 0..600),
+        plain in proptest::collection::vec(any::<u8>(), 0..=17 * 1024 + 40),
+        flip in any::<(usize, u8)>(),
+    ) {
+        let soft = AesGcm::<sm4::Sm4, U12>::new(&key.into());
+        let mut want = plain.clone();
+        let want_tag: [u8; 16] = soft
+            .encrypt_inout_detached(&nonce.into(), &aad, want.as_mut_slice().into())
+            .unwrap()
+            .into();
+        for gcm in [Sm4GcmKey::new(&key), Sm4GcmKey::generic(&key)] {
+            let mut got = plain.clone();
+            let tag = gcm.seal(&nonce, &aad, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{:?}", gcm);
+            prop_assert_eq!(tag, want_tag, "{:?}", gcm);
+
+            let bit = 1u8 << (flip.1 % 8);
+            let total = got.len() + aad.len() + 16;
+            let at = flip.0 % total;
+            let (mut bad, mut bad_aad, mut bad_tag) = (got.clone(), aad.clone(), tag);
+            if at < got.len() {
+                bad[at] ^= bit;
+            } else if at < got.len() + aad.len() {
+                bad_aad[at - got.len()] ^= bit;
+            } else {
+                bad_tag[at - got.len() - aad.len()] ^= bit;
+            }
+            let before = bad.clone();
+            prop_assert!(gcm.open(&nonce, &bad_aad, &mut bad, &bad_tag).is_err(), "{:?}", gcm);
+            prop_assert_eq!(&bad, &before, "{:?} changed the buffer", gcm);
+
+            gcm.open(&nonce, &aad, &mut got, &tag).unwrap();
+            prop_assert_eq!(&got, &plain, "{:?} open", gcm);
         }
     }
 }
