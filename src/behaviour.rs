@@ -214,6 +214,23 @@ impl Behaviour {
     }
 }
 
+/// Unsent bytes a node connection's socket holds at most (Linux's `TCP_NOTSENT_LOWAT`); the
+/// rest waits in yamux, where the streams take turns. Without it the kernel takes up to its
+/// send buffer (4 MiB by default) of whatever stream wrote first, and every stream's next frame
+/// (a consensus message behind a block transfer) waits for all of it to leave. Bytes in flight
+/// are not limited by this, so throughput over long links is not either.
+pub const TCP_NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Applies [`TCP_NOTSENT_LOWAT`] to a node connection's socket; a failure is logged and the
+/// connection kept (the kernel's default then applies).
+fn tune_socket(stream: tcp::tokio::TcpStream) -> tcp::tokio::TcpStream {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(&stream.0).set_tcp_notsent_lowat(TCP_NOTSENT_LOWAT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
+    stream
+}
+
 /// What libp2p's connection timeout adds to the CA-TLS handshake timeout (TCP connect,
 /// protocol negotiation and the muxer).
 const CONNECT_MARGIN: Duration = Duration::from_secs(5);
@@ -230,7 +247,7 @@ pub fn build_swarm(
 }
 
 /// Like [`build_swarm`], with your own behaviour (embedding bcos-p2p in a larger node): TCP
-/// (nodelay), `security`, yamux ([`mux`]: 64 KiB send frames), routed connections through
+/// (nodelay, [`TCP_NOTSENT_LOWAT`]), `security`, yamux ([`mux`]: 64 KiB send frames), routed connections through
 /// relays under the same handshake, DNS, and `behaviour`.
 ///
 /// The swarm's PeerId is the node key's ([`NodeKey::peer_id`]). It is built from that PeerId,
@@ -242,6 +259,7 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
 ) -> Result<Swarm<B>, BuildError> {
     let security = security.for_node_key(key)?;
     let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .map(|stream, _| tune_socket(stream))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(security.clone())
         .multiplex(mux::Config::default())
@@ -263,4 +281,31 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
     let config = swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(Duration::from_secs(u64::MAX));
     Ok(Swarm::new(transport, behaviour(key), key.peer_id(), config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node connection's socket gets the low-water mark (on Linux, where the option exists).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn node_sockets_get_the_notsent_low_water_mark() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (dialed, (accepted, _)) = (dialed.unwrap(), accepted.unwrap());
+        for stream in [dialed, accepted] {
+            // Whatever the system's default, the socket starts elsewhere.
+            let sock = socket2::SockRef::from(&stream);
+            sock.set_tcp_notsent_lowat(TCP_NOTSENT_LOWAT * 8).unwrap();
+            assert_eq!(sock.tcp_notsent_lowat().unwrap(), TCP_NOTSENT_LOWAT * 8);
+            let tuned = tune_socket(tcp::tokio::TcpStream(stream));
+            let after = socket2::SockRef::from(&tuned.0)
+                .tcp_notsent_lowat()
+                .unwrap();
+            assert_eq!(after, TCP_NOTSENT_LOWAT);
+        }
+    }
 }
