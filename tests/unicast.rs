@@ -511,3 +511,97 @@ async fn another_peer_cannot_answer_our_request() {
     assert_eq!(got, (victim, Ok(Bytes::from_static(b"real"))));
     attacker_task.abort();
 }
+
+/// A peer that speaks only `/bcos/unicast/1.0.0` refuses the urgent stream pair. A burst of
+/// one-way messages for a high-priority module, handed to that pair before the refusal is
+/// known, reaches the peer on the main pair all the same, and once all are written the
+/// connection holds none of them: it takes another `max_in_flight` of them at once.
+#[tokio::test]
+async fn oneways_moved_off_a_refused_urgent_pair_leave_no_backlog() {
+    const BURST: usize = 1000;
+    let ca = ca();
+    let (_, mut a) = unicast_node(&ca, |c| {
+        c.max_in_flight = BURST;
+        c.traffic.priorities.insert(ECHO, unicast::Priority::High);
+    });
+    // The old peer: a 1.0 stream and nothing else (the urgent protocol is refused).
+    let (key, tls) = node(&ca, KeyType::Secp256k1, Period::days(1));
+    let ib = key.node_id().clone();
+    let mut b = build_swarm_with(&key, &tls, |_| libp2p_stream::Behaviour::new()).unwrap();
+    let mut incoming = b
+        .behaviour()
+        .new_control()
+        .accept(unicast::PROTOCOL_1_0)
+        .unwrap();
+    common::dial(&mut a, &mut b).await.0.peer();
+    let b_task = tokio::spawn(async move {
+        loop {
+            b.select_next_some().await;
+        }
+    });
+    let (to_test, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        let (_, stream) = incoming.next().await.unwrap();
+        let mut frames = asynchronous_codec::FramedRead::new(
+            stream,
+            unicast::codec::Codec::new(unicast::Config::default().max_frame_size),
+        );
+        while let Some(Ok(wire)) = frames.next().await {
+            if let unicast::codec::Wire::Start {
+                kind: unicast::codec::KIND_ONEWAY,
+                module: ECHO,
+                data,
+                ..
+            } = wire
+            {
+                let _ = to_test.send(u32::from_be_bytes(data[..4].try_into().unwrap()));
+            }
+        }
+    });
+    // Sends `BURST` numbered one-way messages from `first` (all routed before A's swarm runs,
+    // so the first burst goes to the urgent pair, partly after it was refused); returns how
+    // many were accepted.
+    let burst = |a: &mut Node, first: u32| {
+        (first..first + BURST as u32)
+            .filter(|i| {
+                a.behaviour_mut()
+                    .send_oneway(&ib, ECHO, Bytes::from(i.to_be_bytes().to_vec()))
+                    .is_ok()
+            })
+            .count()
+    };
+    // Drives A until the peer has each message numbered in `range` once.
+    async fn delivered(
+        a: &mut Node,
+        received: &mut tokio::sync::mpsc::UnboundedReceiver<u32>,
+        range: std::ops::Range<u32>,
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        tokio::time::timeout(TIMEOUT, async {
+            while seen.len() < range.len() {
+                tokio::select! {
+                    _ = a.select_next_some() => {}
+                    Some(i) = received.recv() => {
+                        assert!(range.contains(&i) && seen.insert(i), "message {i} unexpected");
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("only {} of {range:?} arrived", seen.len()));
+    }
+    let n = BURST as u32;
+    assert_eq!(burst(&mut a, 0), BURST);
+    delivered(&mut a, &mut received, 0..n).await;
+    let again = burst(&mut a, n);
+    assert_eq!(
+        again,
+        BURST,
+        "all {BURST} delivered, yet the connection took only {again} of {BURST} more one-way \
+         messages (the rest refused as busy): its one-way backlog is off by {}",
+        BURST - again
+    );
+    delivered(&mut a, &mut received, n..2 * n).await;
+    reader.abort();
+    b_task.abort();
+}

@@ -115,7 +115,8 @@ pub enum HandlerEvent {
     /// (these ids) are lost.
     OutboundFailed(CloseReason, Vec<u64>),
     /// The peer does not speak the urgent protocol: messages given to that stream pair, to be
-    /// sent on the main one instead.
+    /// sent on the main one instead (one-way messages among them still counted in the
+    /// connection's backlog).
     NoUrgent(Vec<Frame>),
     /// The peer's stream was closed because the peer broke the protocol on it
     /// ([`CloseReason::is_violation`]).
@@ -271,7 +272,8 @@ impl PairProtocol for Requests {
         if self.refused
             && let Command::Send(frame) = command
         {
-            // Nothing is queued once refused (`unsupported` emptied it).
+            // Nothing is queued once refused (`unsupported` emptied it). A one-way message
+            // goes back still counted in the backlog, as `unsupported`'s do.
             self.events.push_back(HandlerEvent::NoUrgent(vec![frame]));
             return;
         }

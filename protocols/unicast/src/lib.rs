@@ -753,13 +753,7 @@ impl NetworkBehaviour for Behaviour {
                     }
                 }
             }
-            HandlerEvent::NoUrgent(frames) => {
-                tracing::debug!(%peer, "peer does not speak the urgent unicast protocol");
-                self.no_urgent.insert(connection);
-                for frame in frames {
-                    self.notify(peer, connection, Command::Send(frame));
-                }
-            }
+            HandlerEvent::NoUrgent(frames) => self.urgent_refused(peer, connection, frames),
             HandlerEvent::Request {
                 id,
                 stream,

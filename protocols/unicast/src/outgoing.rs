@@ -361,27 +361,33 @@ impl Outgoing {
         Piece::Frame(wire, take, !l.queue.is_empty())
     }
 
-    /// Takes the messages not started yet (the rest is dropped), as they were queued; the
-    /// accounting is [`Outgoing::clear`]'s.
+    /// Takes the messages not started yet, as they were queued, for the connection's other
+    /// pair, and drops the rest ([`Outgoing::clear`]). The one-way messages taken stay in the
+    /// backlog: they are still the connection's to send, and the pair that writes them counts
+    /// them out.
     pub(crate) fn take_unstarted(&mut self) -> Vec<crate::codec::Frame> {
         use crate::codec::{Frame, KIND_REQUEST};
-        let out = self
-            .lanes
-            .values()
-            .flat_map(|lane| &lane.queue)
-            .filter(|m| !m.started && m.flags == 0)
-            .map(|m| match m.kind {
-                KIND_REQUEST => Frame::Request {
-                    id: m.id,
-                    module: m.module,
-                    payload: m.data.clone(),
-                },
-                _ => Frame::Oneway {
-                    module: m.module,
-                    payload: m.data.clone(),
-                },
-            })
-            .collect();
+        let mut out = Vec::new();
+        for lane in self.lanes.values_mut() {
+            lane.queue.retain(|m| {
+                if m.started || m.flags != 0 {
+                    return true;
+                }
+                lane.traffic.queue(m.data.len(), false);
+                out.push(match m.kind {
+                    KIND_REQUEST => Frame::Request {
+                        id: m.id,
+                        module: m.module,
+                        payload: m.data.clone(),
+                    },
+                    _ => Frame::Oneway {
+                        module: m.module,
+                        payload: m.data.clone(),
+                    },
+                });
+                false
+            });
+        }
         self.clear();
         out
     }
@@ -438,7 +444,7 @@ mod tests {
     use bcos_p2p_core::bandwidth::Rates;
 
     use super::*;
-    use crate::codec::{KIND_REQUEST, KIND_RESPONSE};
+    use crate::codec::{Frame, KIND_REQUEST, KIND_RESPONSE};
 
     fn outgoing(priorities: &[(u16, Priority)], limits: Arc<Limits>) -> Outgoing {
         let traffic = Traffic {
@@ -583,6 +589,37 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(id_of(&out[0]), 7);
         assert!(limits.throttled().total() > Duration::ZERO);
+    }
+
+    /// What the urgent pair hands the main pair stays in the connection's backlog until the
+    /// main pair writes it; a message dropped half-sent is counted out.
+    #[test]
+    fn messages_taken_for_the_other_pair_stay_in_the_backlog() {
+        let traffic = Traffic::default();
+        let backlog = Arc::new(Backlog::default());
+        let pair = || {
+            let mut o = Outgoing::new(&traffic, Arc::default(), backlog.clone(), None);
+            o.set_version(Version::V1_1);
+            o
+        };
+        let (mut urgent, mut main) = (pair(), pair());
+        for (module, size) in [(1, 200_000), (2, 100), (2, 50)] {
+            backlog.add(size);
+            urgent.push(KIND_ONEWAY, 0, module, module, noise(size, size as u64));
+        }
+        let half = drain(&mut urgent, 1);
+        assert!(matches!(half[0], Wire::Start { module: 1, .. }));
+        let taken = urgent.take_unstarted();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(backlog.get(), (2, 150));
+        for frame in taken {
+            let Frame::Oneway { module, payload } = frame else {
+                panic!("{frame:?}");
+            };
+            main.push(KIND_ONEWAY, 0, module, module, payload);
+        }
+        assert_eq!(drain(&mut main, 10).len(), 2);
+        assert_eq!(backlog.get(), (0, 0));
     }
 
     #[test]
