@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use bcos_p2p_core::stream_pair::CloseReason;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::{
     codec::{FLAG_ZSTD, Frame, Wire, message},
@@ -13,14 +13,30 @@ use crate::{
     traffic::Compression,
 };
 
+/// A message in parts, copied together as its parts come: the copy and the page faults of a
+/// large message are spread over its parts instead of stalling the connection (every stream
+/// on it, the urgent pair's too) for the whole message at its last part.
 #[derive(Debug)]
 struct Partial {
     kind: u8,
     module: u16,
     flags: u8,
     total: usize,
-    got: usize,
-    parts: Vec<Bytes>,
+    /// What came so far. Capacity grows with what came (doubling, never past `total`), so a
+    /// peer that declares a large message and sends little makes us hold little.
+    whole: Vec<u8>,
+}
+
+impl Partial {
+    fn append(&mut self, data: &[u8]) {
+        let spare = self.whole.capacity() - self.whole.len();
+        if spare < data.len() {
+            let room = self.total - self.whole.len();
+            let grow = self.whole.len().max(data.len()).min(room);
+            self.whole.reserve_exact(grow);
+        }
+        self.whole.extend_from_slice(data);
+    }
 }
 
 /// The receiving side of one unicast stream.
@@ -84,17 +100,15 @@ impl Incoming {
                     )));
                 }
                 self.declared += total;
-                self.partial.insert(
-                    id,
-                    Partial {
-                        kind,
-                        module,
-                        flags,
-                        total,
-                        got: data.len(),
-                        parts: vec![data],
-                    },
-                );
+                let mut partial = Partial {
+                    kind,
+                    module,
+                    flags,
+                    total,
+                    whole: Vec::new(),
+                };
+                partial.append(&data);
+                self.partial.insert(id, partial);
                 Ok(None)
             }
             Wire::More { id, data } => {
@@ -103,24 +117,19 @@ impl Incoming {
                         "continuation of message {id}, which is not in parts"
                     )));
                 };
-                if p.got + data.len() > p.total {
+                if p.whole.len() + data.len() > p.total {
                     return Err(malformed(format!(
                         "message {id} longer than the {} bytes it declared",
                         p.total
                     )));
                 }
-                p.got += data.len();
-                p.parts.push(data);
-                if p.got < p.total {
+                p.append(&data);
+                if p.whole.len() < p.total {
                     return Ok(None);
                 }
                 let p = self.partial.remove(&id).expect("present");
                 self.declared -= p.total;
-                let mut whole = BytesMut::with_capacity(p.total);
-                for part in &p.parts {
-                    whole.extend_from_slice(part);
-                }
-                self.finish(p.kind, id, p.module, p.flags, whole.freeze())
+                self.finish(p.kind, id, p.module, p.flags, Bytes::from(p.whole))
                     .map(Some)
             }
         }
@@ -190,6 +199,51 @@ mod tests {
         );
         let (f, _) = i.take(more(2, b"w")).unwrap().unwrap();
         assert!(matches!(f, Frame::Request { id: 2, payload, .. } if payload == "xyzw"));
+        assert!(i.partial.is_empty() && i.declared == 0);
+    }
+
+    /// A message is copied together as its parts come, and what is held grows with what came:
+    /// a peer declaring 16 MiB and sending 64 KiB parts makes us hold at most twice what it
+    /// sent (never the declared size up front), and the whole comes back byte for byte.
+    #[test]
+    fn parts_are_joined_as_they_come_and_hold_what_came() {
+        const TOTAL: usize = 16 << 20;
+        const PART: usize = 64 << 10;
+        let mut i = Incoming::new(TOTAL);
+        let byte = |k: usize| (k % 251) as u8;
+        let part = |n: usize| Bytes::from((n * PART..(n + 1) * PART).map(byte).collect::<Vec<_>>());
+        let mut w = start(7, TOTAL as u32, &[]);
+        if let Wire::Start { data, .. } = &mut w {
+            *data = part(0);
+        }
+        assert!(i.take(w).unwrap().is_none());
+        for n in 1..TOTAL / PART - 1 {
+            assert!(
+                i.take(Wire::More {
+                    id: 7,
+                    data: part(n)
+                })
+                .unwrap()
+                .is_none()
+            );
+            let p = &i.partial[&7];
+            assert_eq!(p.whole.len(), (n + 1) * PART, "copied in as it came");
+            assert!(
+                p.whole.capacity() <= 2 * p.whole.len(),
+                "{} held",
+                p.whole.capacity()
+            );
+        }
+        let last = Wire::More {
+            id: 7,
+            data: part(TOTAL / PART - 1),
+        };
+        let (f, len) = i.take(last).unwrap().unwrap();
+        assert_eq!(len, TOTAL);
+        let Frame::Request { payload, .. } = f else {
+            panic!("a request");
+        };
+        assert!(payload.iter().enumerate().all(|(k, b)| *b == byte(k)));
         assert!(i.partial.is_empty() && i.declared == 0);
     }
 
