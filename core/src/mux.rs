@@ -7,6 +7,10 @@
 //! the same `yamux` crate under the same protocol name, `/yamux/1.0.0`, with 64 KiB send frames
 //! by default; what goes on the wire stays plain yamux.
 //!
+//! The receive windows of a connection's streams grow together by at most
+//! [`DEFAULT_WINDOW_GROWTH`] beyond yamux's first 256 KiB each (yamux alone lets them reach
+//! 1 GiB), which bounds how much of one stream can queue ahead of another's next frame.
+//!
 //! Inbound streams that arrive while the swarm is not asking for them are held, at most
 //! [`MAX_PENDING_INBOUND`]; more are dropped (which resets them), so a peer cannot grow the queue.
 
@@ -33,6 +37,24 @@ pub const MIN_FRAME_SIZE: usize = 1024;
 /// The largest send frame size [`Config::set_frame_size`] accepts: the largest body rust-yamux
 /// reads.
 pub const MAX_FRAME_SIZE: usize = 1024 * 1024;
+/// How far yamux may grow the receive windows of a connection's streams, together, beyond
+/// the 256 KiB each starts with: [`Config::default`]'s [`Config::set_window_growth`].
+///
+/// yamux doubles a stream's window whenever the sender used half of it within two round
+/// trips, up to the connection's limit (1 GiB by default). Round trips measured under load
+/// include the queue itself, so on a fast link with a busy receiver a bulk stream's window
+/// keeps growing, and so does the queue of bytes in the receiver's socket that every other
+/// stream's next frame waits behind (a consensus message behind a block transfer). 8 MiB
+/// keeps that queue short and still fills 1 Gbit/s at 60 ms round trip on one stream
+/// (window / RTT); raise it for longer, faster links.
+pub const DEFAULT_WINDOW_GROWTH: usize = 8 * 1024 * 1024;
+/// The window every yamux stream starts with.
+const STREAM_WINDOW: usize = yamux::DEFAULT_CREDIT as usize;
+/// yamux's default stream limit per connection.
+const YAMUX_MAX_STREAMS: usize = 512;
+/// yamux's default receive window limit per connection.
+const YAMUX_CONNECTION_WINDOW: usize = 1024 * 1024 * 1024;
+
 /// Inbound streams held for the swarm at most; rust-yamux peers stop opening streams at 256
 /// unacknowledged ones, so only a misbehaving peer meets this bound.
 pub const MAX_PENDING_INBOUND: usize = 256;
@@ -42,6 +64,8 @@ pub const MAX_PENDING_INBOUND: usize = 256;
 pub struct Config {
     inner: yamux::Config,
     frame_size: usize,
+    max_num_streams: usize,
+    window_growth: Option<usize>,
 }
 
 impl Default for Config {
@@ -49,8 +73,11 @@ impl Default for Config {
         let mut config = Config {
             inner: yamux::Config::default(),
             frame_size: 0,
+            max_num_streams: YAMUX_MAX_STREAMS,
+            window_growth: None,
         };
         config.set_frame_size(DEFAULT_FRAME_SIZE);
+        config.set_window_growth(Some(DEFAULT_WINDOW_GROWTH));
         config
     }
 }
@@ -72,8 +99,37 @@ impl Config {
 
     /// Sets the maximum number of streams open at once on a connection (yamux's default: 512).
     pub fn set_max_num_streams(&mut self, streams: usize) -> &mut Self {
-        self.inner.set_max_num_streams(streams);
+        self.max_num_streams = streams;
+        self.apply_windows();
         self
+    }
+
+    /// Sets how far the receive windows of a connection's streams may grow together beyond
+    /// their first 256 KiB ([`DEFAULT_WINDOW_GROWTH`]); `None`: as far as yamux's own limit
+    /// (1 GiB for the connection).
+    pub fn set_window_growth(&mut self, bytes: Option<usize>) -> &mut Self {
+        self.window_growth = bytes;
+        self.apply_windows();
+        self
+    }
+
+    /// The growth set by [`Self::set_window_growth`].
+    pub fn window_growth(&self) -> Option<usize> {
+        self.window_growth
+    }
+
+    /// Hands the stream count and the connection's receive window to yamux, which checks the
+    /// window against the count on every change: unbounded first, then the count, then the
+    /// window.
+    fn apply_windows(&mut self) {
+        let streams = self.max_num_streams;
+        let window = match self.window_growth {
+            Some(growth) => streams.saturating_mul(STREAM_WINDOW).saturating_add(growth),
+            None => YAMUX_CONNECTION_WINDOW.max(streams.saturating_mul(STREAM_WINDOW)),
+        };
+        self.inner.set_max_connection_receive_window(None);
+        self.inner.set_max_num_streams(streams);
+        self.inner.set_max_connection_receive_window(Some(window));
     }
 
     fn connection<C>(self, io: C, mode: yamux::Mode) -> Muxer<C>

@@ -12,7 +12,8 @@ use std::{
 };
 
 use bcos_p2p_core::mux::{
-    Config, DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE, MAX_PENDING_INBOUND, MIN_FRAME_SIZE, Muxer,
+    Config, DEFAULT_FRAME_SIZE, DEFAULT_WINDOW_GROWTH, MAX_FRAME_SIZE, MAX_PENDING_INBOUND,
+    MIN_FRAME_SIZE, Muxer,
 };
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use libp2p_core::{
@@ -279,4 +280,91 @@ async fn holds_at_most_max_pending_inbound_streams_and_resets_the_rest() {
         reset, expected,
         "exactly the streams beyond the bound were reset"
     );
+}
+
+/// The largest credit our side (receiving, with `config`) grants stream 1 in one window
+/// update while a stock yamux sender pushes `len` bytes as fast as it may and we read them
+/// as they come. yamux sends an update once half the window is used, for the used part plus
+/// any growth, so the largest update is at most the stream's largest window: the most the
+/// sender can have in flight, in our socket and buffers, ahead of our reader.
+async fn largest_grant(config: Config, len: usize) -> u32 {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let tap = Tap {
+        inner: a.compat(),
+        written: written.clone(),
+    };
+    let mut ours = config.upgrade_inbound(tap, "/yamux/1.0.0").await.unwrap();
+    let mut stock =
+        yamux::Connection::new(b.compat(), yamux::Config::default(), yamux::Mode::Client);
+    let mut out = poll_fn(|cx| stock.poll_new_outbound(cx)).await.unwrap();
+    let stock_driver = tokio::spawn(async move {
+        while let Some(Ok(_)) = poll_fn(|cx| stock.poll_next_inbound(cx)).await {}
+    });
+    let sender = tokio::spawn(async move {
+        let chunk = vec![0x5au8; 1024 * 1024];
+        for _ in 0..len / chunk.len() {
+            out.write_all(&chunk).await.unwrap();
+        }
+        out.close().await.unwrap();
+    });
+    let mut stream = poll_fn(|cx| {
+        let _ = Pin::new(&mut ours).poll(cx);
+        Pin::new(&mut ours).poll_inbound(cx)
+    })
+    .await
+    .unwrap();
+    let driver = tokio::spawn(async move {
+        poll_fn(|cx| Pin::new(&mut ours).poll(cx)).await.ok();
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await.unwrap() {
+                0 => break,
+                n => got += n,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("read everything in time");
+    assert_eq!(got, len);
+    sender.await.unwrap();
+    driver.abort();
+    stock_driver.abort();
+    let written = written.lock().unwrap().clone();
+    frames(&written)
+        .into_iter()
+        .filter(|&(kind, _, stream, _)| kind == WINDOW_UPDATE && stream == 1)
+        .map(|(_, _, _, length)| length)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A bulk stream's window grows at most by the configured growth, so another stream's frame
+/// never waits behind more than that of it in the receiver's socket; by default 8 MiB.
+#[tokio::test]
+async fn stream_windows_grow_at_most_by_the_configured_growth() {
+    assert_eq!(
+        Config::default().window_growth(),
+        Some(DEFAULT_WINDOW_GROWTH)
+    );
+    let start = yamux::DEFAULT_CREDIT;
+    for growth in [1024 * 1024u32, DEFAULT_WINDOW_GROWTH as u32] {
+        let mut config = Config::default();
+        config.set_window_growth(Some(growth as usize));
+        // Without the bound this load grows the window past 6 MiB here.
+        let grant = largest_grant(config, 96 * 1024 * 1024).await;
+        assert!(
+            grant <= start + growth,
+            "granted {grant} at once with growth {growth}"
+        );
+        assert!(grant >= start / 2, "window updates seen ({grant})");
+    }
+    // No bound: yamux's own 1 GiB for the connection.
+    let mut open = Config::default();
+    open.set_window_growth(None).set_max_num_streams(64);
+    assert_eq!(open.window_growth(), None);
 }
