@@ -243,7 +243,11 @@ pub fn build_swarm(
     security: &impl SecurityMode,
     config: &Config,
 ) -> Result<Swarm<Behaviour>, BuildError> {
-    build_swarm_with(key, security, |_| Behaviour::new(key, security, config))
+    let mut mux = mux::Config::default();
+    mux.set_window_growth(Some(config.traffic.stream_window_growth));
+    build_swarm_muxed(key, security, mux, |_| {
+        Behaviour::new(key, security, config)
+    })
 }
 
 /// Like [`build_swarm`], with your own behaviour (embedding bcos-p2p in a larger node): TCP
@@ -257,18 +261,28 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
     security: &impl SecurityMode,
     behaviour: impl FnOnce(&NodeKey) -> B,
 ) -> Result<Swarm<B>, BuildError> {
+    build_swarm_muxed(key, security, mux::Config::default(), behaviour)
+}
+
+/// Like [`build_swarm_with`], with the muxer's settings given (frame size, stream windows).
+pub fn build_swarm_muxed<B: NetworkBehaviour>(
+    key: &NodeKey,
+    security: &impl SecurityMode,
+    mux: mux::Config,
+    behaviour: impl FnOnce(&NodeKey) -> B,
+) -> Result<Swarm<B>, BuildError> {
     let security = security.for_node_key(key)?;
     let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .map(|stream, _| tune_socket(stream))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(security.clone())
-        .multiplex(mux::Config::default())
+        .multiplex(mux.clone())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // Routed connections: circuits through relays, under the same handshake and muxer.
     let routed = route::Transport::new(security.route_link().clone())
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(security.clone())
-        .multiplex(mux::Config::default())
+        .multiplex(mux)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let transport = direct
         .or_transport(routed)

@@ -59,7 +59,16 @@ pub struct Traffic {
     /// counted. The key [`ALL_MODULES`] (`"*"`) gives the rate of every served module not
     /// listed (FISCO's `incoming_module_msg_type_qps_limit`). Default none.
     pub incoming_requests_per_s: BTreeMap<String, u32>,
+    /// How far the receive windows of a connection's yamux streams may grow together beyond
+    /// their first 256 KiB each, in bytes (0–1073741824). What one stream can have in flight
+    /// is at most 256 KiB plus this: enough for window ÷ round trip of throughput on one
+    /// stream, and the most of it another stream's next frame can wait behind at a busy
+    /// receiver. Default 8 MiB (1 Gbit/s at a 60 ms round trip); raise it for long fast links.
+    pub stream_window_growth: usize,
 }
+
+/// The largest `stream_window_growth`: yamux's own connection window.
+pub const MAX_STREAM_WINDOW_GROWTH: usize = 1 << 30;
 
 impl Default for Traffic {
     fn default() -> Self {
@@ -83,6 +92,7 @@ impl Default for Traffic {
             module_bytes_per_s: BTreeMap::new(),
             exempt_modules: vec![PBFT, RAFT, TXS_SYNC, CONS_TXS_SYNC],
             incoming_requests_per_s: BTreeMap::new(),
+            stream_window_growth: crate::mux::DEFAULT_WINDOW_GROWTH,
         }
     }
 }
@@ -109,6 +119,12 @@ impl Traffic {
                 self.chunk_size,
                 unicast::traffic::MIN_CHUNK_SIZE,
                 unicast::traffic::MAX_CHUNK_SIZE
+            ));
+        }
+        if self.stream_window_growth > MAX_STREAM_WINDOW_GROWTH {
+            out.push(format!(
+                "[traffic] stream_window_growth: {} is not within 0..={MAX_STREAM_WINDOW_GROWTH}",
+                self.stream_window_growth
             ));
         }
         if !(1..=50).contains(&self.min_share_percent) {
@@ -209,6 +225,7 @@ mod tests {
     fn defaults_follow_fisco_and_map_onto_unicast() {
         let t = Traffic::default();
         assert!(t.problems().is_empty());
+        assert_eq!(t.stream_window_growth, crate::mux::DEFAULT_WINDOW_GROWTH);
         let u = t.unicast(t.limits(), &[1]);
         assert_eq!(u.priority(PBFT), Priority::High);
         assert_eq!(u.priority(BLOCK_SYNC), Priority::Low);
@@ -225,11 +242,13 @@ mod tests {
             priorities = { "1000" = "urgent", "x" = "low" }
             module_bytes_per_s = { "70000" = 5 }
             incoming_requests_per_s = { "2001" = 10 }
+            stream_window_growth = 1073741825
             "#,
         )
         .unwrap();
         let p = t.problems();
-        assert_eq!(p.len(), 5, "{p:#?}");
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(p.iter().any(|l| l.contains("stream_window_growth")));
         assert!(p.iter().any(|l| l.contains("urgent")));
         assert!(p.iter().any(|l| l.contains("`70000`")));
     }

@@ -17,6 +17,8 @@
 //! Settings, from the environment: `BCOS_NETNS_BACKEND` (as for the fault test),
 //! `BCOS_NETNS_TRAFFIC_RATE_MBIT` (100), `BCOS_NETNS_TRAFFIC_S` (the measured time, 20),
 //! `BCOS_NETNS_TRAFFIC_TOML` (appended to every node's config, after [`EXTRA_TOML`]),
+//! `BCOS_NETNS_TRAFFIC_TOTAL_BYTES_PER_S` (the nodes' `[traffic] total_bytes_per_s`, an
+//! operator's outgoing limit below the link rate; 0, the default, is none),
 //! `BCOS_NETNS_KEEP_LOGS`.
 
 use std::{
@@ -147,6 +149,17 @@ fn write_config(path: &Path, i: usize, extra: &str) {
             "gen-certs' config changed shape: {text}"
         );
         text = text.replace(from, &to);
+    }
+    let total = env_number("BCOS_NETNS_TRAFFIC_TOTAL_BYTES_PER_S", 0);
+    if total > 0 {
+        assert!(
+            text.contains("total_bytes_per_s = 0\n"),
+            "gen-certs' config changed shape"
+        );
+        text = text.replace(
+            "total_bytes_per_s = 0\n",
+            &format!("total_bytes_per_s = {total}\n"),
+        );
     }
     for more in [EXTRA_TOML[i], extra] {
         if !more.is_empty() {
