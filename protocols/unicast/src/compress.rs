@@ -1,9 +1,10 @@
 //! zstd for 1.1 messages: compress what is worth it, and decompress without letting a peer
 //! choose how much memory that takes.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::OnceLock};
 
 use bytes::Bytes;
+use futures::{channel::oneshot, executor::ThreadPool};
 use zstd::bulk::{Compressor, Decompressor};
 
 use crate::traffic::Compression;
@@ -14,6 +15,34 @@ const WORTH_IT: f64 = 0.9;
 /// as they are without trying (doubling per failure from 1): incompressible traffic (already
 /// compressed or encrypted data) costs one attempt now and then, not one per message.
 const MAX_SKIP: u32 = 64;
+
+/// Payloads at least this large are compressed on [`pool`], off the connection's task: at
+/// zstd level 1's few hundred MB/s, 256 KiB is under a millisecond, and a 32 MiB block is
+/// tens of milliseconds during which nothing else of the connection would move.
+pub(crate) const OFFLOAD_BYTES: usize = 256 * 1024;
+
+/// A compression running on [`pool`]: the compressed bytes, or `None` if zstd failed.
+pub(crate) type Pending = oneshot::Receiver<Option<Vec<u8>>>;
+
+/// The threads that compress large payloads, shared by all connections of the process: as
+/// many as the machine has cores, at most four, started on first use. A thread pool of the
+/// `futures` crate (already the async toolkit here) rather than one of our own. `None` if the
+/// threads could not be started.
+fn pool() -> Option<&'static ThreadPool> {
+    static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        ThreadPool::builder()
+            .pool_size(threads)
+            .name_prefix("bcos-p2p-zstd-")
+            .create()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no compression threads; compressing inline"),
+            )
+            .ok()
+    })
+    .as_ref()
+}
 
 /// Per-module memory of how compression went.
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,25 +80,70 @@ impl Zstd {
     /// `payload` compressed, when compression is on, the payload is at least the threshold,
     /// and the result is worth sending instead; `None`: send it as it is.
     pub(crate) fn compress(&mut self, module: u16, payload: &[u8]) -> Option<Bytes> {
-        if !self.settings.enabled || payload.len() < self.settings.threshold.max(1) {
-            return None;
-        }
-        let luck = self.luck.entry(module).or_default();
-        if luck.skip_next > 0 {
-            luck.skip_next -= 1;
+        if !self.should_try(module, payload.len()) {
             return None;
         }
         if self.compressor.is_none() {
             self.compressor = Compressor::new(self.settings.level).ok();
         }
-        let compressed = self.compressor.as_mut()?.compress(payload).ok()?;
-        if (compressed.len() as f64) <= payload.len() as f64 * WORTH_IT {
-            *luck = Luck::default();
-            Some(Bytes::from(compressed))
-        } else {
-            luck.backoff = (luck.backoff.max(1) * 2).min(MAX_SKIP);
-            luck.skip_next = luck.backoff;
-            None
+        let compressed = self.compressor.as_mut()?.compress(payload).ok();
+        self.judge(module, payload.len(), compressed)
+    }
+
+    /// Starts compressing `payload` on [`pool`] when [`Self::compress`] would try it: for
+    /// large payloads, whose compression would hold up the connection (every stream on it)
+    /// for milliseconds. Give the outcome to [`Self::judge`].
+    pub(crate) fn offload(&mut self, module: u16, payload: &Bytes) -> Option<Pending> {
+        if !self.should_try(module, payload.len()) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let (payload, level) = (payload.clone(), self.settings.level);
+        let job = move || {
+            // The receiver is gone when the message was dropped meanwhile.
+            let _ = tx.send(zstd::bulk::compress(&payload, level).ok());
+        };
+        match pool() {
+            Some(pool) => pool.spawn_ok(async move { job() }),
+            // No threads could be started: compress here, as for small payloads.
+            None => job(),
+        }
+        Some(rx)
+    }
+
+    /// Whether to try compressing a payload of `len` bytes of `module` now (counting down the
+    /// module's skips after payloads that did not compress).
+    fn should_try(&mut self, module: u16, len: usize) -> bool {
+        if !self.settings.enabled || len < self.settings.threshold.max(1) {
+            return false;
+        }
+        let luck = self.luck.entry(module).or_default();
+        if luck.skip_next > 0 {
+            luck.skip_next -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// What to send for a payload of `raw` bytes given its compressed form (`None`: it
+    /// failed): the compressed bytes when they are worth it; remembers how it went.
+    pub(crate) fn judge(
+        &mut self,
+        module: u16,
+        raw: usize,
+        compressed: Option<Vec<u8>>,
+    ) -> Option<Bytes> {
+        let luck = self.luck.entry(module).or_default();
+        match compressed {
+            Some(c) if (c.len() as f64) <= raw as f64 * WORTH_IT => {
+                *luck = Luck::default();
+                Some(Bytes::from(c))
+            }
+            _ => {
+                luck.backoff = (luck.backoff.max(1) * 2).min(MAX_SKIP);
+                luck.skip_next = luck.backoff;
+                None
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
-    task::Context,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -17,7 +17,7 @@ use futures_timer::Delay;
 
 use crate::{
     codec::{FLAG_ZSTD, KIND_ERROR, KIND_ONEWAY, Version, Wire},
-    compress::Zstd,
+    compress::{self, OFFLOAD_BYTES, Zstd},
     counters::{Backlog, Counters, ModuleTraffic},
     traffic::{Priority, Traffic},
 };
@@ -45,6 +45,19 @@ struct Message {
     partial: bool,
     /// The payload's length as queued (the behaviour's backlog counts it so).
     queued_len: usize,
+    /// Where compressing it stands.
+    squeeze: Squeeze,
+}
+
+/// Where compressing a message stands.
+#[derive(Debug)]
+enum Squeeze {
+    /// Not decided yet.
+    Untried,
+    /// Compressing on the compression threads (large payloads).
+    Running(compress::Pending),
+    /// Decided: `data` and `flags` are what goes.
+    Done,
 }
 
 #[derive(Debug)]
@@ -172,6 +185,7 @@ impl Outgoing {
             sent: 0,
             started: false,
             partial: false,
+            squeeze: Squeeze::Untried,
         });
     }
 
@@ -240,11 +254,11 @@ impl Outgoing {
                     }
                     continue;
                 }
-                match self.piece(lane, now) {
+                match self.piece(lane, now, cx) {
                     Piece::Empty => {
                         self.lanes.remove(&lane);
                     }
-                    Piece::Blocked => self.ready[class].push_back(lane),
+                    Piece::Blocked | Piece::Compressing => self.ready[class].push_back(lane),
                     Piece::Frame(wire, len, more) => {
                         if more {
                             self.ready[class].push_back(lane);
@@ -289,8 +303,9 @@ impl Outgoing {
         }
     }
 
-    /// The next part of the first message of `lane`.
-    fn piece(&mut self, lane: u16, now: Instant) -> Piece {
+    /// The next part of the first message of `lane`; wakes `cx` when a compression it waits
+    /// for ends.
+    fn piece(&mut self, lane: u16, now: Instant, cx: &mut Context<'_>) -> Piece {
         let version = self.version;
         let Some(l) = self.lanes.get_mut(&lane) else {
             return Piece::Empty;
@@ -305,7 +320,24 @@ impl Outgoing {
         if !m.started {
             if version == Version::V1_1 && m.kind != KIND_ERROR && m.flags == 0 {
                 let raw = m.data.len();
-                if let Some(compressed) = self.zstd.compress(lane, &m.data) {
+                let mut compressed = None;
+                if let Squeeze::Untried = m.squeeze {
+                    m.squeeze = Squeeze::Done;
+                    if raw < OFFLOAD_BYTES {
+                        compressed = self.zstd.compress(lane, &m.data);
+                    } else if let Some(job) = self.zstd.offload(lane, &m.data) {
+                        m.squeeze = Squeeze::Running(job);
+                    }
+                }
+                if let Squeeze::Running(job) = &mut m.squeeze {
+                    // Other modules go meanwhile; this one keeps its order behind it.
+                    let Poll::Ready(outcome) = job.poll_unpin(cx) else {
+                        return Piece::Compressing;
+                    };
+                    m.squeeze = Squeeze::Done;
+                    compressed = self.zstd.judge(lane, raw, outcome.ok().flatten());
+                }
+                if let Some(compressed) = compressed {
                     l.traffic.compressed(raw, compressed.len());
                     m.data = compressed;
                     m.flags = FLAG_ZSTD;
@@ -421,6 +453,8 @@ enum Piece {
     Empty,
     /// Its next message is in parts and the bound on messages in parts is reached.
     Blocked,
+    /// Its next message is being compressed.
+    Compressing,
     /// A frame of `len` payload bytes; whether the lane has more.
     Frame(Wire, usize, bool),
 }
@@ -493,11 +527,24 @@ mod tests {
         )
     }
 
+    /// The next frame, once there is one: waits (boundedly) for a compression running on the
+    /// compression threads.
+    fn first(o: &mut Outgoing) -> Wire {
+        for _ in 0..500 {
+            if let Some(w) = drain(o, 1).pop() {
+                return w;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no frame within 5 s");
+    }
+
     #[test]
     fn a_small_message_waits_behind_at_most_one_chunk_of_a_big_one() {
         let mut o = outgoing(&[], Limits::none());
         o.push(KIND_REQUEST, 1, 2, 2, noise(1 << 20, 1));
-        assert!(matches!(drain(&mut o, 1)[0], Wire::Start { id: 1, .. }));
+        // (Its compression is tried on the compression threads first, and does not pay.)
+        assert!(matches!(first(&mut o), Wire::Start { id: 1, .. }));
         o.push(KIND_REQUEST, 2, 1, 1, noise(1000, 2));
         let next = drain(&mut o, 2);
         // Module 1 takes its turn after at most one more chunk of module 2.
@@ -644,5 +691,34 @@ mod tests {
         old.push(KIND_ONEWAY, 0, 4, 4, text.clone());
         let out = drain(&mut old, 10);
         assert!(matches!(&out[0], Wire::Start { flags: 0, data, .. } if data.len() == text.len()));
+    }
+
+    /// A large message is compressed off the connection's task: another module's message
+    /// queued after it goes first instead of waiting for the compression, and the large one
+    /// follows compressed once its compression ends.
+    #[test]
+    fn large_messages_compress_while_other_modules_go() {
+        let mut o = outgoing(&[], Limits::none());
+        let block = Bytes::from(br#"{"tx":"0xabc","from":"0x1","to":"0x2"},"#.repeat(200_000));
+        assert!(block.len() >= OFFLOAD_BYTES);
+        o.push(KIND_ONEWAY, 0, 4, 4, block.clone());
+        o.push(KIND_ONEWAY, 0, 5, 5, noise(100, 1));
+        let small = drain(&mut o, 1);
+        assert!(
+            matches!(&small[..], [Wire::Start { module: 5, .. }]),
+            "the small message goes first: {small:?}"
+        );
+        match first(&mut o) {
+            Wire::Start {
+                module: 4,
+                flags,
+                total,
+                ..
+            } => {
+                assert_eq!(flags, FLAG_ZSTD);
+                assert!((total as usize) < block.len() / 10);
+            }
+            other => panic!("the block, compressed: {other:?}"),
+        }
     }
 }
