@@ -1,7 +1,13 @@
 //! zstd for 1.1 messages: compress what is worth it, and decompress without letting a peer
 //! choose how much memory that takes.
 
-use std::{collections::HashMap, sync::OnceLock};
+use std::{
+    collections::HashMap,
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use bytes::Bytes;
 use futures::{channel::oneshot, executor::ThreadPool};
@@ -16,32 +22,121 @@ const WORTH_IT: f64 = 0.9;
 /// compressed or encrypted data) costs one attempt now and then, not one per message.
 const MAX_SKIP: u32 = 64;
 
-/// Payloads at least this large are compressed on [`pool`], off the connection's task: at
+/// Payloads at least this large are compressed on [`Pools`], off the connection's task: at
 /// zstd level 1's few hundred MB/s, 256 KiB is under a millisecond, and a 32 MiB block is
 /// tens of milliseconds during which nothing else of the connection would move.
 pub(crate) const OFFLOAD_BYTES: usize = 256 * 1024;
 
-/// A compression running on [`pool`]: the compressed bytes, or `None` if zstd failed.
+/// Jobs waiting or running on one set of compression threads at most. A job holds the
+/// payload it shares with its message (no copy) until it runs; the cap bounds what many
+/// connections sending large messages at once can queue, and past it a payload goes as it is
+/// rather than wait behind seconds of other connections' blocks.
+pub(crate) const MAX_JOBS: usize = 256;
+
+/// A compression running on [`Pools`]: the compressed bytes, or `None` if zstd failed.
 pub(crate) type Pending = oneshot::Receiver<Option<Vec<u8>>>;
 
-/// The threads that compress large payloads, shared by all connections of the process: as
-/// many as the machine has cores, at most four, started on first use. A thread pool of the
-/// `futures` crate (already the async toolkit here) rather than one of our own. `None` if the
-/// threads could not be started.
-fn pool() -> Option<&'static ThreadPool> {
-    static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        ThreadPool::builder()
-            .pool_size(threads)
-            .name_prefix("bcos-p2p-zstd-")
+/// Threads that compress large payloads, and how many jobs they were given and have not
+/// finished.
+pub(crate) struct Pool {
+    threads: Option<ThreadPool>,
+    jobs: AtomicUsize,
+}
+
+impl Pool {
+    /// `threads` threads named `name`…, started now. Without threads (they could not be
+    /// started) jobs run on the caller.
+    fn new(threads: usize, name: &str) -> Self {
+        let threads = ThreadPool::builder()
+            .pool_size(threads.max(1))
+            .name_prefix(name)
             .create()
             .inspect_err(
                 |e| tracing::warn!(error = %e, "no compression threads; compressing inline"),
             )
-            .ok()
-    })
-    .as_ref()
+            .ok();
+        Pool {
+            threads,
+            jobs: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `job` on the threads, unless [`MAX_JOBS`] are there already (then `false`). A job
+    /// whose message was dropped before its turn (`tx` closed) is skipped.
+    fn spawn(
+        &'static self,
+        tx: oneshot::Sender<Option<Vec<u8>>>,
+        job: impl FnOnce() -> Option<Vec<u8>> + Send + 'static,
+    ) -> bool {
+        if self.jobs.fetch_add(1, Ordering::Relaxed) >= MAX_JOBS {
+            self.jobs.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let run = move || {
+            if !tx.is_canceled() {
+                let _ = tx.send(job());
+            }
+            self.jobs.fetch_sub(1, Ordering::Relaxed);
+        };
+        match &self.threads {
+            Some(threads) => threads.spawn_ok(async move { run() }),
+            None => run(),
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+impl Pool {
+    /// Jobs given and not finished.
+    pub(crate) fn jobs(&self) -> usize {
+        self.jobs.load(Ordering::Relaxed)
+    }
+
+    /// Occupies one of the threads until the returned sender is dropped (or 10 s pass); the
+    /// receiver tells when the thread is free again, and must be kept until then (a job whose
+    /// receiver is gone does not run).
+    pub(crate) fn hold(&'static self) -> (std::sync::mpsc::Sender<()>, Pending) {
+        let (hold, wait) = std::sync::mpsc::channel::<()>();
+        let (tx, rx) = oneshot::channel();
+        assert!(self.spawn(tx, move || {
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
+            None
+        }));
+        (hold, rx)
+    }
+}
+
+/// The compression threads of the process, shared by all connections: one set for messages of
+/// high-priority modules and one for the rest, so that a consensus message never waits for
+/// the threads behind other connections' blocks. Each has as many threads as the machine has
+/// cores, at most four (two for the high-priority set), started on first use. Thread pools of
+/// the `futures` crate (already the async toolkit here) rather than ones of our own.
+pub(crate) struct Pools {
+    urgent: Pool,
+    bulk: Pool,
+}
+
+impl Pools {
+    pub(crate) fn new(urgent_threads: usize, bulk_threads: usize) -> Self {
+        Pools {
+            urgent: Pool::new(urgent_threads, "bcos-p2p-zstd-high-"),
+            bulk: Pool::new(bulk_threads, "bcos-p2p-zstd-"),
+        }
+    }
+
+    pub(crate) fn shared() -> &'static Pools {
+        static POOLS: OnceLock<Pools> = OnceLock::new();
+        POOLS.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Pools::new(cores.min(2), cores.min(4))
+        })
+    }
+
+    /// The set for high-priority modules (`urgent`) or for the others.
+    pub(crate) fn pool(&self, urgent: bool) -> &Pool {
+        if urgent { &self.urgent } else { &self.bulk }
+    }
 }
 
 /// Per-module memory of how compression went.
@@ -57,6 +152,7 @@ pub(crate) struct Zstd {
     compressor: Option<Compressor<'static>>,
     decompressor: Option<Decompressor<'static>>,
     luck: HashMap<u16, Luck>,
+    pools: &'static Pools,
 }
 
 impl std::fmt::Debug for Zstd {
@@ -69,11 +165,17 @@ impl std::fmt::Debug for Zstd {
 
 impl Zstd {
     pub(crate) fn new(settings: Compression) -> Self {
+        Self::with_pools(settings, Pools::shared())
+    }
+
+    /// Large payloads compressed on `pools` instead of the process's.
+    pub(crate) fn with_pools(settings: Compression, pools: &'static Pools) -> Self {
         Zstd {
             settings,
             compressor: None,
             decompressor: None,
             luck: HashMap::new(),
+            pools,
         }
     }
 
@@ -90,23 +192,29 @@ impl Zstd {
         self.judge(module, payload.len(), compressed)
     }
 
-    /// Starts compressing `payload` on [`pool`] when [`Self::compress`] would try it: for
-    /// large payloads, whose compression would hold up the connection (every stream on it)
-    /// for milliseconds. Give the outcome to [`Self::judge`].
-    pub(crate) fn offload(&mut self, module: u16, payload: &Bytes) -> Option<Pending> {
+    /// Starts compressing `payload` on [`Pools`] (the high-priority set when `urgent`) when
+    /// [`Self::compress`] would try it: for large payloads, whose compression would hold up
+    /// the connection (every stream on it) for milliseconds. Give the outcome to
+    /// [`Self::judge`]. `None`: send it as it is (not worth trying, or the threads have
+    /// [`MAX_JOBS`] already).
+    pub(crate) fn offload(
+        &mut self,
+        module: u16,
+        payload: &Bytes,
+        urgent: bool,
+    ) -> Option<Pending> {
         if !self.should_try(module, payload.len()) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
         let (payload, level) = (payload.clone(), self.settings.level);
-        let job = move || {
-            // The receiver is gone when the message was dropped meanwhile.
-            let _ = tx.send(zstd::bulk::compress(&payload, level).ok());
-        };
-        match pool() {
-            Some(pool) => pool.spawn_ok(async move { job() }),
-            // No threads could be started: compress here, as for small payloads.
-            None => job(),
+        let job = move || zstd::bulk::compress(&payload, level).ok();
+        if !self.pools.pool(urgent).spawn(tx, job) {
+            tracing::debug!(
+                module,
+                "compression threads busy: sending a payload as it is"
+            );
+            return None;
         }
         Some(rx)
     }
@@ -243,6 +351,85 @@ mod tests {
         assert!(z.decompress(&two, 1 << 20).is_err());
         assert!(z.decompress(b"not zstd at all", 1 << 20).is_err());
         assert!(z.decompress(&[], 1 << 20).is_err());
+    }
+
+    /// Waits (at most 10 s) for `rx`'s outcome.
+    fn outcome(mut rx: Pending) -> Option<Option<Vec<u8>>> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            match rx.try_recv() {
+                Ok(Some(out)) => return Some(out),
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn high_priority_payloads_do_not_wait_for_the_bulk_threads_and_jobs_are_capped() {
+        let pools: &'static Pools = Box::leak(Box::new(Pools::new(1, 1)));
+        let mut z = Zstd::with_pools(Compression::default(), pools);
+        let text = Bytes::from(br#"{"tx":"0xabc","from":"0x1","value":1}"#.repeat(30_000));
+        let (hold, blocker) = pools.bulk.hold();
+        // The bulk thread is busy: a high-priority payload is compressed all the same.
+        let job = z.offload(1000, &text, true).expect("tried");
+        let compressed = outcome(job).expect("done while the bulk thread is held");
+        let compressed = z.judge(1000, text.len(), compressed).expect("worth it");
+        assert_eq!(z.decompress(&compressed, text.len()).unwrap(), text);
+        // Bulk jobs queue up to the cap; past it a payload goes as it is, and the module is
+        // not penalised for that (its next payload is tried again).
+        let queued: Vec<Pending> = (1..MAX_JOBS)
+            .map(|_| z.offload(2, &text, false).expect("queued"))
+            .collect();
+        assert_eq!(pools.bulk.jobs(), MAX_JOBS);
+        assert!(z.offload(2, &text, false).is_none());
+        assert_eq!(z.luck.get(&2).map_or(0, |l| l.skip_next), 0);
+        assert_eq!(pools.urgent.jobs(), 0);
+        // Messages dropped meanwhile: their jobs end without compressing.
+        drop(queued);
+        drop(hold);
+        assert_eq!(outcome(blocker), Some(None));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pools.bulk.jobs() > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(pools.bulk.jobs(), 0);
+        assert!(z.offload(2, &text, false).is_some(), "room again");
+    }
+
+    #[test]
+    fn jobs_of_dropped_messages_do_not_run() {
+        let pools: &'static Pools = Box::leak(Box::new(Pools::new(1, 1)));
+        let (hold, blocker) = pools.bulk.hold();
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut kept = Vec::new();
+        for i in 0..10 {
+            let (tx, rx) = oneshot::channel();
+            let ran = ran.clone();
+            assert!(pools.bulk.spawn(tx, move || {
+                ran.fetch_add(1, Ordering::Relaxed);
+                Some(Vec::new())
+            }));
+            if i % 2 == 0 {
+                kept.push(rx);
+            }
+        }
+        drop(hold);
+        assert_eq!(outcome(blocker), Some(None));
+        for rx in kept {
+            assert_eq!(outcome(rx), Some(Some(Vec::new())));
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pools.bulk.jobs() > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(pools.bulk.jobs(), 0);
+        assert_eq!(
+            ran.load(Ordering::Relaxed),
+            5,
+            "only the kept messages' jobs ran"
+        );
     }
 
     proptest! {

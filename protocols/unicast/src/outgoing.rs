@@ -283,8 +283,9 @@ impl Outgoing {
                 }
             }
         }
-        // Otherwise nothing waits but messages in parts beyond the bound, and a message in
-        // parts is always ready (it goes unless a limit holds it, which arms the delay above).
+        // Otherwise what waits is held by the bound on messages in parts (a message in parts
+        // is always ready: it goes unless a limit holds it, which arms the delay above) or by a
+        // compression, whose end wakes the stream.
         None
     }
 
@@ -307,6 +308,7 @@ impl Outgoing {
     /// for ends.
     fn piece(&mut self, lane: u16, now: Instant, cx: &mut Context<'_>) -> Piece {
         let version = self.version;
+        let urgent = self.priorities.get(&lane) == Some(&Priority::High);
         let Some(l) = self.lanes.get_mut(&lane) else {
             return Piece::Empty;
         };
@@ -325,7 +327,7 @@ impl Outgoing {
                     m.squeeze = Squeeze::Done;
                     if raw < OFFLOAD_BYTES {
                         compressed = self.zstd.compress(lane, &m.data);
-                    } else if let Some(job) = self.zstd.offload(lane, &m.data) {
+                    } else if let Some(job) = self.zstd.offload(lane, &m.data, urgent) {
                         m.squeeze = Squeeze::Running(job);
                     }
                 }
@@ -400,21 +402,36 @@ impl Outgoing {
     pub(crate) fn take_unstarted(&mut self) -> Vec<crate::codec::Frame> {
         use crate::codec::{Frame, KIND_REQUEST};
         let mut out = Vec::new();
+        let zstd = &mut self.zstd;
         for lane in self.lanes.values_mut() {
             lane.queue.retain(|m| {
-                if m.started || m.flags != 0 {
+                if m.started {
                     return true;
                 }
+                // Compressed here but not started: the other pair gets the payload as it was
+                // queued (it decides on compression for itself). Our own frame always inflates;
+                // were it not to, the message stays and is dropped below as if started.
+                let payload = if m.flags & FLAG_ZSTD != 0 {
+                    match zstd.decompress(&m.data, m.queued_len) {
+                        Ok(payload) => payload,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot hand over a compressed message");
+                            return true;
+                        }
+                    }
+                } else {
+                    m.data.clone()
+                };
                 lane.traffic.queue(m.data.len(), false);
                 out.push(match m.kind {
                     KIND_REQUEST => Frame::Request {
                         id: m.id,
                         module: m.module,
-                        payload: m.data.clone(),
+                        payload,
                     },
                     _ => Frame::Oneway {
                         module: m.module,
-                        payload: m.data.clone(),
+                        payload,
                     },
                 });
                 false
@@ -478,7 +495,11 @@ mod tests {
     use bcos_p2p_core::bandwidth::Rates;
 
     use super::*;
-    use crate::codec::{Frame, KIND_REQUEST, KIND_RESPONSE};
+    use crate::{
+        codec::{Frame, KIND_REQUEST, KIND_RESPONSE},
+        compress::Pools,
+        traffic::Compression,
+    };
 
     fn outgoing(priorities: &[(u16, Priority)], limits: Arc<Limits>) -> Outgoing {
         let traffic = Traffic {
@@ -669,6 +690,49 @@ mod tests {
         assert_eq!(backlog.get(), (0, 0));
     }
 
+    /// A request compressed and then held by the bound on messages in parts is handed to
+    /// the other pair whole, as it was queued, instead of being dropped unanswered.
+    #[test]
+    fn compressed_messages_not_started_are_handed_over_as_queued() {
+        let mut urgent = outgoing(&[], Limits::none());
+        // Half noise, half text: compresses to about half, still more than one chunk.
+        let payload = |seed: u64| {
+            let mut data = noise(100 * 1024, seed).to_vec();
+            data.extend(b"block ".repeat(100 * 1024 / 6));
+            Bytes::from(data)
+        };
+        for module in 1..=MAX_PARTIAL as u16 + 1 {
+            urgent.push(
+                KIND_REQUEST,
+                u64::from(module),
+                module,
+                module,
+                payload(module.into()),
+            );
+        }
+        let out = drain(&mut urgent, MAX_PARTIAL + 1);
+        let started: HashSet<u64> = out.iter().map(id_of).collect();
+        assert_eq!(
+            started.len(),
+            MAX_PARTIAL,
+            "the bound holds the last one back"
+        );
+        let last = MAX_PARTIAL as u64 + 1;
+        assert!(!started.contains(&last));
+        let taken = urgent.take_unstarted();
+        assert_eq!(taken.len(), 1, "{taken:?}");
+        let Frame::Request {
+            id,
+            module,
+            payload: p,
+        } = &taken[0]
+        else {
+            panic!("{:?}", taken[0]);
+        };
+        assert_eq!((*id, u64::from(*module)), (last, last));
+        assert_eq!(p, &payload(last));
+    }
+
     #[test]
     fn compressible_messages_go_compressed_on_1_1_and_whole_on_1_0() {
         let mut o = outgoing(&[], Limits::none());
@@ -698,7 +762,12 @@ mod tests {
     /// follows compressed once its compression ends.
     #[test]
     fn large_messages_compress_while_other_modules_go() {
+        // Compression threads of the test's own, one held busy until the small message went:
+        // how fast the block compresses does not decide what the test sees.
+        let pools: &'static Pools = Box::leak(Box::new(Pools::new(1, 1)));
+        let (hold, _held) = pools.pool(false).hold();
         let mut o = outgoing(&[], Limits::none());
+        o.zstd = Zstd::with_pools(Compression::default(), pools);
         let block = Bytes::from(br#"{"tx":"0xabc","from":"0x1","to":"0x2"},"#.repeat(200_000));
         assert!(block.len() >= OFFLOAD_BYTES);
         o.push(KIND_ONEWAY, 0, 4, 4, block.clone());
@@ -708,6 +777,7 @@ mod tests {
             matches!(&small[..], [Wire::Start { module: 5, .. }]),
             "the small message goes first: {small:?}"
         );
+        drop(hold);
         match first(&mut o) {
             Wire::Start {
                 module: 4,
