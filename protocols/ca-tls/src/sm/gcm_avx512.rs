@@ -1,5 +1,6 @@
-//! SM4-GCM in one pass on AVX-512: the SM4 counter blocks on the GFNI kernel of
-//! [`super::sm4_avx512`], GHASH on VPCLMULQDQ, sixteen blocks per reduction.
+//! SM4-GCM on AVX-512: the SM4 counter blocks on the GFNI kernel of [`super::sm4_avx512`],
+//! GHASH on VPCLMULQDQ, sixteen blocks per reduction. Sealing encrypts and hashes in one pass
+//! over the data; opening hashes the ciphertext and checks the tag first, then decrypts.
 //!
 //! GHASH is computed as POLYVAL (RFC 8452 Appendix A): with `H' = mulX(ByteReverse(H))`,
 //! `GHASH(H, X…) = ByteReverse(POLYVAL(H', ByteReverse(X)…))`. POLYVAL's field keeps the
@@ -69,7 +70,7 @@ mod imp {
                 } else {
                     0
                 };
-            // SAFETY: PCLMULQDQ was detected above.
+            // SAFETY: PCLMULQDQ was detected above, and AVX-512 F, which implies SSSE3.
             let powers = unsafe { powers(hp) };
             Some(Self { sm4, rk, powers })
         }
