@@ -527,6 +527,16 @@ async fn valid_streams_with_a_huge_length_prefix_or_bad_cbor() {
     };
     // 64 MiB of zeros in a few KiB: inflates past the 32 MiB message limit.
     let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 1).unwrap();
+    // 1.2 MB that inflates off the connection's task: its header is sound, its checksum not.
+    let corrupt = {
+        let mut c = zstd::bulk::Compressor::new(1).unwrap();
+        c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .unwrap();
+        let mut data = c.compress(&b"block ".repeat(200_000)).unwrap();
+        let n = data.len();
+        data[n - 1] ^= 0xff;
+        data
+    };
     let mut continuation = varint(10);
     continuation.extend([4, 0, 0, 0, 0, 0, 0, 0, 9, 0xaa]);
     let cases: Vec<(&str, libp2p::StreamProtocol, Vec<u8>)> = vec![
@@ -534,6 +544,11 @@ async fn valid_streams_with_a_huge_length_prefix_or_bad_cbor() {
             "unicast 1.1 decompression bomb",
             bcos_p2p::unicast::PROTOCOL_NAME,
             start(1, 1, 1, bomb.len() as u32, &bomb),
+        ),
+        (
+            "unicast 1.1 large payload that does not inflate",
+            bcos_p2p::unicast::PROTOCOL_NAME,
+            start(1, 1, 1, corrupt.len() as u32, &corrupt),
         ),
         (
             "unicast 1.1 continuation of no message",

@@ -281,8 +281,27 @@ pub trait PairProtocol: Send + 'static {
     fn keep_alive(&self) -> bool {
         false
     }
+    /// Work the protocol runs off the connection's task (it wakes `cx` when some ends), polled
+    /// before the streams; answers to write on the peer's stream go to `answers`. What it
+    /// returns closes the streams it names.
+    fn poll_work(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _answers: &mut VecDeque<OutFrame<Self>>,
+    ) -> WorkFailed {
+        WorkFailed::default()
+    }
     /// The next event for the behaviour.
     fn next_event(&mut self) -> Option<Self::Event>;
+}
+
+/// Streams that [`PairProtocol::poll_work`] found broken, and why.
+#[derive(Debug, Default)]
+pub struct WorkFailed {
+    /// The peer's stream closes.
+    pub inbound: Option<CloseReason>,
+    /// Our outbound stream fails.
+    pub outbound: Option<CloseReason>,
 }
 
 enum Outbound<C> {
@@ -430,6 +449,28 @@ impl<P: PairProtocol> StreamPair<P> {
             .range(start..)
             .fold(0usize, |sum, f| sum.saturating_add(P::write_len(f)));
         streams.answer_bytes = base.saturating_add(added);
+    }
+
+    /// Polls the protocol's own work ([`PairProtocol::poll_work`]); true if it queued answers.
+    fn poll_work(&mut self, cx: &mut Context<'_>) -> bool {
+        let before = self.streams.to_answer.len();
+        let failed = self.protocol.poll_work(cx, &mut self.streams.to_answer);
+        if self.streams.inbound.is_none() {
+            // Answers go on the peer's stream only (see `Streams::answer`).
+            self.streams.to_answer.clear();
+        }
+        self.count_answers(before);
+        if let Some(reason) = failed.outbound
+            && matches!(self.streams.outbound, Outbound::Open(_))
+        {
+            self.outbound_failed(reason);
+        }
+        if let Some(reason) = failed.inbound
+            && self.streams.inbound.is_some()
+        {
+            self.close_inbound(reason);
+        }
+        self.streams.to_answer.len() > before
     }
 
     /// Drives the outbound stream: writes queued frames, flushes, reads what the peer wrote.
@@ -635,8 +676,14 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
                 protocol: self.listen_protocol(),
             });
         }
+        self.poll_work(cx);
         self.poll_outbound(cx);
         self.poll_inbound(cx);
+        // Again for work that reading started (so that its end wakes us); answers it queued
+        // are written on the next poll, asked for now.
+        if self.poll_work(cx) {
+            cx.waker().wake_by_ref();
+        }
         match self.protocol.next_event() {
             Some(e) => Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(e)),
             None => Poll::Pending,

@@ -36,6 +36,9 @@ pub(crate) const MAX_JOBS: usize = 256;
 /// A compression running on [`Pools`]: the compressed bytes, or `None` if zstd failed.
 pub(crate) type Pending = oneshot::Receiver<Option<Vec<u8>>>;
 
+/// A decompression running on [`Pools`]: the payload, or why the peer's frame is bad.
+pub(crate) type Inflating = oneshot::Receiver<Result<Bytes, String>>;
+
 /// Threads that compress large payloads, and how many jobs they were given and have not
 /// finished.
 pub(crate) struct Pool {
@@ -63,10 +66,10 @@ impl Pool {
 
     /// Runs `job` on the threads, unless [`MAX_JOBS`] are there already (then `false`). A job
     /// whose message was dropped before its turn (`tx` closed) is skipped.
-    fn spawn(
+    fn spawn<T: Send + 'static>(
         &'static self,
-        tx: oneshot::Sender<Option<Vec<u8>>>,
-        job: impl FnOnce() -> Option<Vec<u8>> + Send + 'static,
+        tx: oneshot::Sender<T>,
+        job: impl FnOnce() -> T + Send + 'static,
     ) -> bool {
         if self.jobs.fetch_add(1, Ordering::Relaxed) >= MAX_JOBS {
             self.jobs.fetch_sub(1, Ordering::Relaxed);
@@ -109,7 +112,7 @@ impl Pool {
 
 /// The compression threads of the process, shared by all connections: one set for messages of
 /// high-priority modules and one for the rest, so that a consensus message never waits for
-/// the threads behind other connections' blocks. Each has as many threads as the machine has
+/// the threads behind other connections' blocks. They decompress large payloads too. Each has as many threads as the machine has
 /// cores, at most four (two for the high-priority set), started on first use. Thread pools of
 /// the `futures` crate (already the async toolkit here) rather than ones of our own.
 pub(crate) struct Pools {
@@ -260,35 +263,73 @@ impl Zstd {
     /// without a declared size, trailing data, or output larger than declared are errors, and
     /// none of them allocates more than `limit`.
     pub(crate) fn decompress(&mut self, data: &[u8], limit: usize) -> Result<Bytes, String> {
-        let size = match zstd::zstd_safe::get_frame_content_size(data) {
-            Ok(Some(size)) => size,
-            Ok(None) => return Err("compressed payload without a content size".into()),
-            Err(_) => return Err("compressed payload is not a zstd frame".into()),
-        };
-        if size > limit as u64 {
-            return Err(format!(
-                "compressed payload inflates to {size} bytes, over the limit of {limit}"
-            ));
-        }
-        match zstd::zstd_safe::find_frame_compressed_size(data) {
-            Ok(n) if n == data.len() => {}
-            _ => return Err("compressed payload is not exactly one zstd frame".into()),
-        }
+        let size = inflated_size(data, limit)?;
         if self.decompressor.is_none() {
             self.decompressor = Some(Decompressor::new().map_err(|e| e.to_string())?);
         }
-        let decompressor = self.decompressor.as_mut().expect("set above");
-        let mut out = Vec::with_capacity(size as usize);
-        let n = decompressor
-            .decompress_to_buffer(data, &mut out)
-            .map_err(|e| format!("bad compressed payload: {e}"))?;
-        if n as u64 != size {
-            return Err(format!(
-                "compressed payload inflated to {n} bytes, not the {size} it declared"
-            ));
-        }
-        Ok(Bytes::from(out))
+        inflate(self.decompressor.as_mut().expect("set above"), data, size)
     }
+
+    /// Starts decompressing `data` (as [`Self::decompress`] would) on [`Pools`] (the
+    /// high-priority set when `urgent`) when it inflates to [`OFFLOAD_BYTES`] or more: such a
+    /// payload would hold up the connection for milliseconds. `Ok(None)`: decompress it here
+    /// (small, or the threads have [`MAX_JOBS`] already). The frame's header is checked first,
+    /// so a bomb is refused here and never reaches the threads.
+    pub(crate) fn offload_decompress(
+        &mut self,
+        data: &Bytes,
+        limit: usize,
+        urgent: bool,
+    ) -> Result<Option<Inflating>, String> {
+        let size = inflated_size(data, limit)?;
+        if size < OFFLOAD_BYTES {
+            return Ok(None);
+        }
+        let (tx, rx) = oneshot::channel();
+        let data = data.clone();
+        let job = move || {
+            let mut decompressor = Decompressor::new().map_err(|e| e.to_string())?;
+            inflate(&mut decompressor, &data, size)
+        };
+        if !self.pools.pool(urgent).spawn(tx, job) {
+            tracing::debug!("compression threads busy: decompressing on the connection's task");
+            return Ok(None);
+        }
+        Ok(Some(rx))
+    }
+}
+
+/// The size a compressed payload declares it inflates to, if it is exactly one zstd frame with
+/// its content size declared and that size is at most `limit`.
+fn inflated_size(data: &[u8], limit: usize) -> Result<usize, String> {
+    let size = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err("compressed payload without a content size".into()),
+        Err(_) => return Err("compressed payload is not a zstd frame".into()),
+    };
+    if size > limit as u64 {
+        return Err(format!(
+            "compressed payload inflates to {size} bytes, over the limit of {limit}"
+        ));
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(data) {
+        Ok(n) if n == data.len() => Ok(size as usize),
+        _ => Err("compressed payload is not exactly one zstd frame".into()),
+    }
+}
+
+/// `data` inflated into exactly `size` bytes (allocated once), or why it does not.
+fn inflate(decompressor: &mut Decompressor<'_>, data: &[u8], size: usize) -> Result<Bytes, String> {
+    let mut out = Vec::with_capacity(size);
+    let n = decompressor
+        .decompress_to_buffer(data, &mut out)
+        .map_err(|e| format!("bad compressed payload: {e}"))?;
+    if n != size {
+        return Err(format!(
+            "compressed payload inflated to {n} bytes, not the {size} it declared"
+        ));
+    }
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use libp2p_swarm::StreamProtocol;
 
 use bcos_p2p_core::stream_pair::{
     CloseReason, MAX_OPEN_FAILURES, PairProtocol, Policy, StreamPair, Streams,
-    Traffic as FrameTraffic,
+    Traffic as FrameTraffic, WorkFailed,
 };
 
 use bcos_p2p_core::bandwidth::Bucket;
@@ -185,14 +185,122 @@ impl Requests {
                 bucket.clone(),
             ),
             answers_out: Outgoing::new(&settings.traffic, counters, Arc::default(), bucket),
-            replies_in: Incoming::new(settings.max_frame),
-            requests_in: Incoming::new(settings.max_frame),
+            replies_in: Incoming::new(settings.max_frame, urgent),
+            requests_in: Incoming::new(settings.max_frame, urgent),
             settings,
             events: VecDeque::new(),
             module_traffic: HashMap::new(),
             urgent,
             refused: false,
         }
+    }
+
+    /// A request or one-way message from the peer, whole and decompressed.
+    fn on_request(
+        &mut self,
+        frame: Frame,
+        wire_len: usize,
+        answers: &mut VecDeque<Wire>,
+    ) -> Result<(), CloseReason> {
+        let error = |id, reason: &str| {
+            Wire::whole(Frame::Error {
+                id,
+                reason: reason.into(),
+            })
+        };
+        match frame {
+            Frame::Request {
+                id,
+                module,
+                payload,
+            } => {
+                if self
+                    .inbound_pending
+                    .contains_key(&(self.inbound_stream, id))
+                {
+                    // Ids are unique among a stream's requests in flight: a second request with
+                    // a pending id would overwrite the first's place in the caps (an empty
+                    // payload again and again would escape the count and byte limits).
+                    return Err(CloseReason::Malformed(format!(
+                        "request id {id} reused while the first is still pending"
+                    )));
+                }
+                if !self.settings.modules.contains(&module) {
+                    let counters = &self.settings.counters;
+                    counters.count(Direction::Inbound, Outcome::UnknownModule);
+                    answers.push_back(error(id, &format!("no handler for module {module}")));
+                    return Ok(());
+                }
+                let traffic = self.module_traffic(module);
+                traffic.received(wire_len);
+                let counters = &self.settings.counters;
+                // The answers refused here count as the module's, as the requester counts them.
+                if !self.settings.traffic.request_limits.admit(module) {
+                    counters.count(Direction::Inbound, Outcome::RateLimited);
+                    traffic.sent(RATE_LIMITED.len());
+                    answers.push_back(error(id, RATE_LIMITED));
+                } else if self.inbound_pending.len() >= self.settings.max_inbound_pending
+                    || self.inbound_pending_bytes + payload.len()
+                        > self.settings.max_inbound_pending_bytes
+                {
+                    counters.count(Direction::Inbound, Outcome::Busy);
+                    traffic.sent(BUSY.len());
+                    answers.push_back(error(id, BUSY));
+                } else {
+                    tracing::trace!(id, module, size = payload.len(), "unicast request received");
+                    self.inbound_pending
+                        .insert((self.inbound_stream, id), (payload.len(), module));
+                    self.inbound_pending_bytes += payload.len();
+                    self.events.push_back(HandlerEvent::Request {
+                        id,
+                        stream: self.inbound_stream,
+                        module,
+                        payload,
+                    });
+                }
+            }
+            Frame::Oneway { module, payload } => {
+                if !self.settings.modules.contains(&module) {
+                    tracing::debug!(
+                        module,
+                        "dropping a oneway message for a module we do not serve"
+                    );
+                } else if !self.settings.traffic.request_limits.admit(module) {
+                    self.settings
+                        .counters
+                        .count(Direction::Inbound, Outcome::RateLimited);
+                    tracing::debug!(module, "dropping a oneway message over the rate limit");
+                } else {
+                    self.module_traffic(module).received(wire_len);
+                    self.events
+                        .push_back(HandlerEvent::Oneway { module, payload });
+                }
+            }
+            other => {
+                return Err(CloseReason::Unexpected(format!(
+                    "{other:?} on the inbound stream"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// An answer to one of our requests, whole and decompressed.
+    fn on_answer(&mut self, frame: Frame, wire_len: usize) -> Result<(), CloseReason> {
+        let (id, result) = match frame {
+            Frame::Response { id, payload } => (id, Ok(payload)),
+            Frame::Error { id, reason } => (id, Err(reason)),
+            other => {
+                return Err(CloseReason::Unexpected(format!(
+                    "{other:?} on the outbound stream"
+                )));
+            }
+        };
+        if let Some(module) = self.awaiting.remove(&id) {
+            self.module_traffic(module).received(wire_len);
+        }
+        self.events.push_back(HandlerEvent::Response { id, result });
+        Ok(())
     }
 
     /// The counters of `module`, from the connection's own map (the shared one takes a lock).
@@ -370,88 +478,10 @@ impl PairProtocol for Requests {
     }
 
     fn on_inbound(&mut self, wire: Wire, answers: &mut VecDeque<Wire>) -> Result<(), CloseReason> {
-        let Some((frame, wire_len)) = self.requests_in.take(wire)? else {
-            return Ok(());
-        };
-        let error = |id, reason: &str| {
-            Wire::whole(Frame::Error {
-                id,
-                reason: reason.into(),
-            })
-        };
-        match frame {
-            Frame::Request {
-                id,
-                module,
-                payload,
-            } => {
-                if self
-                    .inbound_pending
-                    .contains_key(&(self.inbound_stream, id))
-                {
-                    // Ids are unique among a stream's requests in flight: a second request with
-                    // a pending id would overwrite the first's place in the caps (an empty
-                    // payload again and again would escape the count and byte limits).
-                    return Err(CloseReason::Malformed(format!(
-                        "request id {id} reused while the first is still pending"
-                    )));
-                }
-                if !self.settings.modules.contains(&module) {
-                    let counters = &self.settings.counters;
-                    counters.count(Direction::Inbound, Outcome::UnknownModule);
-                    answers.push_back(error(id, &format!("no handler for module {module}")));
-                    return Ok(());
-                }
-                let traffic = self.module_traffic(module);
-                traffic.received(wire_len);
-                let counters = &self.settings.counters;
-                // The answers refused here count as the module's, as the requester counts them.
-                if !self.settings.traffic.request_limits.admit(module) {
-                    counters.count(Direction::Inbound, Outcome::RateLimited);
-                    traffic.sent(RATE_LIMITED.len());
-                    answers.push_back(error(id, RATE_LIMITED));
-                } else if self.inbound_pending.len() >= self.settings.max_inbound_pending
-                    || self.inbound_pending_bytes + payload.len()
-                        > self.settings.max_inbound_pending_bytes
-                {
-                    counters.count(Direction::Inbound, Outcome::Busy);
-                    traffic.sent(BUSY.len());
-                    answers.push_back(error(id, BUSY));
-                } else {
-                    tracing::trace!(id, module, size = payload.len(), "unicast request received");
-                    self.inbound_pending
-                        .insert((self.inbound_stream, id), (payload.len(), module));
-                    self.inbound_pending_bytes += payload.len();
-                    self.events.push_back(HandlerEvent::Request {
-                        id,
-                        stream: self.inbound_stream,
-                        module,
-                        payload,
-                    });
-                }
-            }
-            Frame::Oneway { module, payload } => {
-                if !self.settings.modules.contains(&module) {
-                    tracing::debug!(
-                        module,
-                        "dropping a oneway message for a module we do not serve"
-                    );
-                } else if !self.settings.traffic.request_limits.admit(module) {
-                    self.settings
-                        .counters
-                        .count(Direction::Inbound, Outcome::RateLimited);
-                    tracing::debug!(module, "dropping a oneway message over the rate limit");
-                } else {
-                    self.module_traffic(module).received(wire_len);
-                    self.events
-                        .push_back(HandlerEvent::Oneway { module, payload });
-                }
-            }
-            other => {
-                return Err(CloseReason::Unexpected(format!(
-                    "{other:?} on the inbound stream"
-                )));
-            }
+        self.requests_in.take(wire)?;
+        while let Some(message) = self.requests_in.next(None) {
+            let (frame, wire_len) = message?;
+            self.on_request(frame, wire_len, answers)?;
         }
         Ok(())
     }
@@ -459,23 +489,30 @@ impl PairProtocol for Requests {
     /// Responses to our requests.
     fn on_reply(&mut self, wire: Wire) -> Result<(), CloseReason> {
         self.traffic().received(wire.data_len());
-        let Some((frame, wire_len)) = self.replies_in.take(wire)? else {
-            return Ok(());
-        };
-        let (id, result) = match frame {
-            Frame::Response { id, payload } => (id, Ok(payload)),
-            Frame::Error { id, reason } => (id, Err(reason)),
-            other => {
-                return Err(CloseReason::Unexpected(format!(
-                    "{other:?} on the outbound stream"
-                )));
-            }
-        };
-        if let Some(module) = self.awaiting.remove(&id) {
-            self.module_traffic(module).received(wire_len);
+        self.replies_in.take(wire)?;
+        while let Some(message) = self.replies_in.next(None) {
+            let (frame, wire_len) = message?;
+            self.on_answer(frame, wire_len)?;
         }
-        self.events.push_back(HandlerEvent::Response { id, result });
         Ok(())
+    }
+
+    /// Messages whose decompression ended.
+    fn poll_work(&mut self, cx: &mut Context<'_>, answers: &mut VecDeque<Wire>) -> WorkFailed {
+        let mut failed = WorkFailed::default();
+        while let Some(message) = self.requests_in.next(Some(cx)) {
+            if let Err(reason) = message.and_then(|(f, len)| self.on_request(f, len, answers)) {
+                failed.inbound = Some(reason);
+                break;
+            }
+        }
+        while let Some(message) = self.replies_in.next(Some(cx)) {
+            if let Err(reason) = message.and_then(|(f, len)| self.on_answer(f, len)) {
+                failed.outbound = Some(reason);
+                break;
+            }
+        }
+        failed
     }
 
     /// Stop reading while answers pile up: the answers not yet written and the requests being
@@ -492,11 +529,13 @@ impl PairProtocol for Requests {
     fn outbound_opened(&mut self, version: &StreamProtocol) {
         self.requests_out
             .set_version(self.settings.version(version));
-        self.replies_in = Incoming::new(self.settings.max_frame);
+        self.replies_in = Incoming::new(self.settings.max_frame, self.urgent);
     }
 
     fn outbound_failed(&mut self, reason: CloseReason, given_up: bool) {
         tracing::debug!(%reason, "unicast outbound stream failed");
+        // Answers still decompressing were the failed stream's.
+        self.replies_in = Incoming::new(self.settings.max_frame, self.urgent);
         let mut lost: Vec<u64> = self.awaiting.drain().map(|(id, _)| id).collect();
         if given_up {
             // The urgent pair after repeated failures: what is queued goes on the main pair.
@@ -533,13 +572,13 @@ impl PairProtocol for Requests {
         }
         self.answers_out.clear();
         self.answers_out.set_version(self.settings.version(version));
-        self.requests_in = Incoming::new(self.settings.max_frame);
+        self.requests_in = Incoming::new(self.settings.max_frame, self.urgent);
         self.inbound_stream += 1;
     }
 
     fn inbound_closed(&mut self, reason: CloseReason) {
         self.answers_out.clear();
-        self.requests_in = Incoming::new(self.settings.max_frame);
+        self.requests_in = Incoming::new(self.settings.max_frame, self.urgent);
         if reason.is_violation() {
             self.events.push_back(HandlerEvent::InboundViolation);
         }
@@ -554,6 +593,7 @@ impl PairProtocol for Requests {
         !self.awaiting.is_empty()
             || !self.inbound_pending.is_empty()
             || !self.answers_out.is_empty()
+            || self.requests_in.holds()
     }
 
     fn next_event(&mut self) -> Option<HandlerEvent> {
