@@ -58,6 +58,23 @@ fn receive(mut events: Events, seen: Arc<Seen>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// A stream of `protocol` to `b` from a member of `ca` that is not a node of ours (a swarm
+/// of its own, to abort when done).
+async fn raw_stream(
+    ca: &CertificateAuthority,
+    b: &Node,
+    protocol: libp2p::StreamProtocol,
+) -> (libp2p::Stream, tokio::task::JoinHandle<()>) {
+    let (key, tls) = common::node(ca, KeyType::Secp256k1, Period::days(1));
+    let addr = b.listen_addrs()[0].clone();
+    let (stream, swarm) =
+        common::raw_stream_as(&key, &tls, addr, b.node_id().to_peer_id(), protocol.clone()).await;
+    (
+        stream.unwrap_or_else(|| panic!("a {protocol} stream opens")),
+        swarm,
+    )
+}
+
 /// Two connected nodes: `a` sends, `b` (serving `modules`) receives into the returned record.
 async fn pair(
     modules: &[u16],
@@ -371,6 +388,59 @@ async fn compressible_payloads_go_compressed_and_arrive_whole() {
     task.abort();
 }
 
+/// A peer sends a compressed 16 MB block and then a small message of the same module, and
+/// closes its stream at once: both arrive, in order, though the block was still being
+/// decompressed (off the connection's task) when the stream ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_completed_before_the_peer_closes_its_stream_arrive() {
+    use futures::AsyncWriteExt as _;
+    let ca = ca();
+    let (b, b_events) = start_node(&ca, &[], |c| c.unicast.modules = vec![1, 3]).await;
+    let seen = Arc::new(Seen::default());
+    let task = receive(b_events, seen.clone());
+    let (mut stream, swarm) = raw_stream(&ca, &b, bcos_p2p::unicast::PROTOCOL_NAME).await;
+    // A 1.1 one-way message whole in its first frame: kind 1, id, module 3, flags, total.
+    let oneway = |id: u64, flags: u8, data: &[u8]| {
+        let mut body = vec![1u8];
+        body.extend(id.to_be_bytes());
+        body.extend(3u16.to_be_bytes());
+        body.push(flags);
+        body.extend((data.len() as u32).to_be_bytes());
+        body.extend_from_slice(data);
+        let mut frame = common::varint(body.len() as u64);
+        frame.extend(body);
+        frame
+    };
+    let block = br#"{"tx":"0xabc","from":"0x1","to":"0x2"},"#.repeat(400_000);
+    let compressed = zstd::bulk::compress(&block, 1).unwrap();
+    let frames = [
+        oneway(1 << 63, 1, &compressed),
+        oneway((1 << 63) + 1, 0, b"after"),
+    ]
+    .concat();
+    stream.write_all(&frames).await.unwrap();
+    stream.close().await.unwrap();
+    let arrived = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let arrivals: Vec<(u16, usize)> = (seen.arrivals.lock().unwrap().iter())
+                .map(|(m, len, _)| (*m, *len))
+                .collect();
+            if arrivals.len() >= 2 {
+                return arrivals;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        arrived.expect("both messages arrive"),
+        [(3, block.len()), (3, 5)],
+        "in order"
+    );
+    swarm.abort();
+    task.abort();
+}
+
 /// A peer that speaks only unicast 1.0 (here: a raw stream) still gets its requests answered,
 /// uncompressed, by a node that prefers 1.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,16 +449,7 @@ async fn a_peer_that_speaks_only_1_0_still_talks() {
     let ca = ca();
     let (b, b_events) = start_node(&ca, &[], |_| {}).await;
     let task = receive(b_events, Arc::default());
-    let (key, tls) = common::node(&ca, KeyType::Secp256k1, Period::days(1));
-    let (stream, swarm) = common::raw_stream_as(
-        &key,
-        &tls,
-        b.listen_addrs()[0].clone(),
-        b.node_id().to_peer_id(),
-        bcos_p2p::unicast::PROTOCOL_1_0,
-    )
-    .await;
-    let mut stream = stream.expect("a 1.0 stream opens");
+    let (mut stream, swarm) = raw_stream(&ca, &b, bcos_p2p::unicast::PROTOCOL_1_0).await;
     let text = b"compress me please ".repeat(1000);
     stream
         .write_all(&common::frames::unicast_request(7, 1, &text))

@@ -32,7 +32,7 @@ use crate::{
     counters::{Backlog, ModuleTraffic},
     incoming::Incoming,
     outgoing::Outgoing,
-    traffic::Traffic,
+    traffic::{Priority, Traffic},
 };
 
 /// What the handler needs from the behaviour's configuration.
@@ -144,9 +144,11 @@ pub struct Requests {
     /// What we send on our stream, and the answers we owe on the peer's, in order of priority.
     requests_out: Outgoing,
     answers_out: Outgoing,
-    /// Messages in parts on each stream.
+    /// Messages in parts, or decompressing, on each stream.
     replies_in: Incoming,
     requests_in: Incoming,
+    /// Our high-priority modules.
+    high: Arc<HashSet<u16>>,
     events: VecDeque<HandlerEvent>,
     /// Counters of the modules this connection carried (only served or awaited modules).
     module_traffic: HashMap<u16, Arc<ModuleTraffic>>,
@@ -171,6 +173,11 @@ impl Requests {
         bucket: Option<Arc<Bucket>>,
     ) -> Self {
         let counters = settings.counters.clone();
+        let high: HashSet<u16> = (settings.traffic.priorities.iter())
+            .filter(|(_, p)| **p == Priority::High)
+            .map(|(m, _)| *m)
+            .collect();
+        let high = Arc::new(high);
         Requests {
             queued: HashSet::new(),
             cancelled: HashSet::new(),
@@ -185,8 +192,9 @@ impl Requests {
                 bucket.clone(),
             ),
             answers_out: Outgoing::new(&settings.traffic, counters, Arc::default(), bucket),
-            replies_in: Incoming::new(settings.max_frame, urgent),
-            requests_in: Incoming::new(settings.max_frame, urgent),
+            replies_in: Incoming::new(settings.max_frame, high.clone()),
+            requests_in: Incoming::new(settings.max_frame, high.clone()),
+            high,
             settings,
             events: VecDeque::new(),
             module_traffic: HashMap::new(),
@@ -301,6 +309,25 @@ impl Requests {
         }
         self.events.push_back(HandlerEvent::Response { id, result });
         Ok(())
+    }
+
+    /// The peer's stream is gone (or replaced): the messages completed on it and still held
+    /// (decompressing, or waiting behind one that is) are handed on as they would have been;
+    /// answers to them have nowhere to go. Then its reading state is dropped.
+    fn flush_requests_in(&mut self) {
+        self.requests_in.settle();
+        let mut nowhere = VecDeque::new();
+        while let Some(message) = self.requests_in.next(None) {
+            if let Err(reason) = message.and_then(|(f, len)| self.on_request(f, len, &mut nowhere))
+            {
+                tracing::info!(%reason, "a message of the peer's closed unicast stream was bad");
+                if reason.is_violation() {
+                    self.events.push_back(HandlerEvent::InboundViolation);
+                }
+                break;
+            }
+        }
+        self.requests_in = Incoming::new(self.settings.max_frame, self.high.clone());
     }
 
     /// The counters of `module`, from the connection's own map (the shared one takes a lock).
@@ -435,6 +462,7 @@ impl PairProtocol for Requests {
                     // it can be larger than the requests were: a peer that does not read them
                     // loses the stream (and the answers) rather than have them pile up.
                     self.answers_out.clear();
+                    self.flush_requests_in();
                     if streams.close_inbound() {
                         tracing::info!(
                             queued,
@@ -529,13 +557,13 @@ impl PairProtocol for Requests {
     fn outbound_opened(&mut self, version: &StreamProtocol) {
         self.requests_out
             .set_version(self.settings.version(version));
-        self.replies_in = Incoming::new(self.settings.max_frame, self.urgent);
+        self.replies_in = Incoming::new(self.settings.max_frame, self.high.clone());
     }
 
     fn outbound_failed(&mut self, reason: CloseReason, given_up: bool) {
         tracing::debug!(%reason, "unicast outbound stream failed");
         // Answers still decompressing were the failed stream's.
-        self.replies_in = Incoming::new(self.settings.max_frame, self.urgent);
+        self.replies_in = Incoming::new(self.settings.max_frame, self.high.clone());
         let mut lost: Vec<u64> = self.awaiting.drain().map(|(id, _)| id).collect();
         if given_up {
             // The urgent pair after repeated failures: what is queued goes on the main pair.
@@ -572,13 +600,13 @@ impl PairProtocol for Requests {
         }
         self.answers_out.clear();
         self.answers_out.set_version(self.settings.version(version));
-        self.requests_in = Incoming::new(self.settings.max_frame, self.urgent);
+        self.flush_requests_in();
         self.inbound_stream += 1;
     }
 
     fn inbound_closed(&mut self, reason: CloseReason) {
         self.answers_out.clear();
-        self.requests_in = Incoming::new(self.settings.max_frame, self.urgent);
+        self.flush_requests_in();
         if reason.is_violation() {
             self.events.push_back(HandlerEvent::InboundViolation);
         }

@@ -2,7 +2,8 @@
 //! decompressed, within bounds a peer cannot stretch (see SPEC.md, "Parts").
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -30,7 +31,8 @@ struct Held {
     /// by id) as soon as they are ready.
     order: Option<u16>,
     wire_len: usize,
-    /// Its payload's size once decompressed.
+    /// What it holds, for the bound: its payload, or while decompressing, the compressed
+    /// bytes and what they inflate to.
     size: usize,
     state: HeldState,
 }
@@ -86,8 +88,9 @@ pub(crate) struct Incoming {
     partial: HashMap<u64, Partial>,
     declared: usize,
     zstd: Zstd,
-    /// The stream of high-priority modules (their decompressions go to their own threads).
-    urgent: bool,
+    /// The modules whose payloads decompress on the high-priority threads (ours: whichever
+    /// stream a peer sends them on).
+    high: Arc<HashSet<u16>>,
     held: VecDeque<Held>,
     held_bytes: usize,
 }
@@ -97,16 +100,16 @@ fn malformed(why: String) -> CloseReason {
 }
 
 impl Incoming {
-    /// Messages of up to `max_message` bytes (before and after decompression); `urgent`: the
-    /// urgent pair's stream.
-    pub(crate) fn new(max_message: usize, urgent: bool) -> Self {
+    /// Messages of up to `max_message` bytes (before and after decompression); `high`: the
+    /// high-priority modules.
+    pub(crate) fn new(max_message: usize, high: Arc<HashSet<u16>>) -> Self {
         Incoming {
             max_message,
             partial: HashMap::new(),
             declared: 0,
             // Settings only matter for compressing; any decompress.
             zstd: Zstd::new(Compression::default()),
-            urgent,
+            high,
             held: VecDeque::new(),
             held_bytes: 0,
         }
@@ -135,7 +138,7 @@ impl Incoming {
     ) -> Option<Result<(Frame, usize), CloseReason>> {
         self.collect(cx, false);
         // The first message ready whose module has none before it.
-        let mut blocked: Vec<u16> = Vec::new();
+        let mut blocked = HashSet::new();
         let mut at = None;
         for (k, h) in self.held.iter().enumerate() {
             let free = h.order.is_none_or(|m| !blocked.contains(&m));
@@ -144,7 +147,7 @@ impl Incoming {
                 break;
             }
             if let Some(m) = h.order {
-                blocked.push(m);
+                blocked.insert(m);
             }
         }
         let h = self.held.remove(at?)?;
@@ -159,7 +162,7 @@ impl Incoming {
     /// Finishes the decompressions running here, on the connection's task: what is held is
     /// then at most what one message adds, whatever the threads are busy with (a job whose
     /// result is dropped does not run).
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         self.collect(None, true);
     }
 
@@ -309,16 +312,18 @@ impl Incoming {
         let payload = if flags & FLAG_ZSTD != 0 {
             let started = self
                 .zstd
-                .offload_decompress(&data, self.max_message, self.urgent)
+                .offload_decompress(&data, self.max_message, self.high.contains(&module))
                 .map_err(malformed)?;
             if let Some(job) = started {
                 let order = matches!(kind, KIND_REQUEST | KIND_ONEWAY).then_some(module);
                 // The size was checked against the limit; the frame's kind is checked when
                 // it is made, after.
+                // Counted with the compressed bytes: the header's size is the peer's word.
                 let size = zstd::zstd_safe::get_frame_content_size(&data)
                     .ok()
                     .flatten()
-                    .map_or(0, |n| n as usize);
+                    .map_or(0, |n| n as usize)
+                    .saturating_add(data.len());
                 self.hold(Held {
                     order,
                     wire_len,
@@ -382,7 +387,7 @@ mod tests {
 
     #[test]
     fn parts_interleave_and_come_back_whole() {
-        let mut i = Incoming::new(1000, false);
+        let mut i = Incoming::new(1000, Arc::default());
         assert!(take(&mut i, start(1, 6, b"abc")).unwrap().is_none());
         assert!(take(&mut i, start(2, 4, b"xy")).unwrap().is_none());
         let (f, _) = take(&mut i, start(3, 1, b"!")).unwrap().unwrap();
@@ -410,7 +415,7 @@ mod tests {
     fn parts_are_joined_as_they_come_and_hold_what_came() {
         const TOTAL: usize = 16 << 20;
         const PART: usize = 64 << 10;
-        let mut i = Incoming::new(TOTAL, false);
+        let mut i = Incoming::new(TOTAL, Arc::default());
         let byte = |k: usize| (k % 251) as u8;
         let part = |n: usize| Bytes::from((n * PART..(n + 1) * PART).map(byte).collect::<Vec<_>>());
         let mut w = start(7, TOTAL as u32, &[]);
@@ -474,7 +479,7 @@ mod tests {
             ],
         ];
         for (n, case) in cases.into_iter().enumerate() {
-            let mut i = Incoming::new(1000, false);
+            let mut i = Incoming::new(1000, Arc::default());
             let last = case.len() - 1;
             for (k, w) in case.into_iter().enumerate() {
                 let r = take(&mut i, w);
@@ -489,19 +494,19 @@ mod tests {
 
     #[test]
     fn declared_lengths_beyond_the_bound_close_the_stream() {
-        let mut i = Incoming::new(usize::MAX, false);
+        let mut i = Incoming::new(usize::MAX, Arc::default());
         let big = u32::try_from(PARTIAL_BYTES / 2 + 1).unwrap();
         assert!(take(&mut i, start(1, big, b"a")).unwrap().is_none());
         assert!(take(&mut i, start(2, big, b"a")).is_err());
         // A single message may be as long as a message may be.
-        let mut i = Incoming::new(usize::MAX, false);
+        let mut i = Incoming::new(usize::MAX, Arc::default());
         assert!(take(&mut i, start(1, u32::MAX, b"a")).unwrap().is_none());
     }
 
     #[test]
     fn a_decompression_bomb_closes_the_stream() {
         let bomb = zstd::bulk::compress(&vec![0u8; 4 << 20], 1).unwrap();
-        let mut i = Incoming::new(1 << 20, false);
+        let mut i = Incoming::new(1 << 20, Arc::default());
         let r = take(
             &mut i,
             Wire::Start {
@@ -555,8 +560,8 @@ mod tests {
         }
     }
 
-    /// An incoming stream decompressing on compression threads of its own, whose one thread
-    /// is held busy until the returned sender is dropped.
+    /// An incoming stream decompressing on compression threads of its own, whose one bulk
+    /// thread is held busy until the returned sender is dropped; module 7 is high-priority.
     fn held_incoming() -> (
         Incoming,
         std::sync::mpsc::Sender<()>,
@@ -565,9 +570,29 @@ mod tests {
         use crate::compress::Pools;
         let pools: &'static Pools = Box::leak(Box::new(Pools::new(1, 1)));
         let (hold, held) = pools.pool(false).hold();
-        let mut i = Incoming::new(64 << 20, false);
+        let mut i = Incoming::new(64 << 20, Arc::new(HashSet::from([7])));
         i.zstd = Zstd::with_pools(Compression::default(), pools);
         (i, hold, held)
+    }
+
+    /// A high-priority module's payload decompresses on the high-priority threads while the
+    /// others are busy.
+    #[test]
+    fn high_priority_payloads_decompress_on_their_own_threads() {
+        let (mut i, _hold, _held) = held_incoming();
+        let block = b"consensus ".repeat(100_000);
+        i.take(zstd_frame(KIND_REQUEST, 1, 5, &block)).unwrap();
+        i.take(zstd_frame(KIND_REQUEST, 2, 7, &block)).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let got = loop {
+            if let Some(m) = i.next(None) {
+                break m.unwrap().0;
+            }
+            assert!(std::time::Instant::now() < until, "module 7 waited");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!(id_of(&got), 2, "module 7 first; module 5's thread is held");
+        assert!(i.next(None).is_none());
     }
 
     /// A large compressed request decompresses off the caller while the messages of other
@@ -579,6 +604,8 @@ mod tests {
         let block = br#"{"tx":"0xabc","from":"0x1","to":"0x2"},"#.repeat(30_000);
         assert!(block.len() >= crate::compress::OFFLOAD_BYTES);
         i.take(zstd_frame(KIND_REQUEST, 1, 4, &block)).unwrap();
+        // Held: what it inflates to, and the compressed bytes (the header is the peer's word).
+        assert!(i.held_bytes > block.len());
         i.take(plain(KIND_REQUEST, 2, 5)).unwrap();
         i.take(plain(KIND_REQUEST, 3, 4)).unwrap();
         i.take(plain(crate::codec::KIND_RESPONSE, 9, 0)).unwrap();
