@@ -282,8 +282,8 @@ pub trait PairProtocol: Send + 'static {
         false
     }
     /// Work the protocol runs off the connection's task (it wakes `cx` when some ends), polled
-    /// before the streams; answers to write on the peer's stream go to `answers`. What it
-    /// returns closes the streams it names.
+    /// after the streams (so that work reading started is polled too); answers to write on the
+    /// peer's stream go to `answers`. What it returns closes the streams it names.
     fn poll_work(
         &mut self,
         _cx: &mut Context<'_>,
@@ -676,11 +676,10 @@ impl<P: PairProtocol> ConnectionHandler for StreamPair<P> {
                 protocol: self.listen_protocol(),
             });
         }
-        self.poll_work(cx);
         self.poll_outbound(cx);
         self.poll_inbound(cx);
-        // Again for work that reading started (so that its end wakes us); answers it queued
-        // are written on the next poll, asked for now.
+        // After reading, so that the end of work it started wakes us; answers it queued are
+        // written on the next poll, asked for now.
         if self.poll_work(cx) {
             cx.waker().wake_by_ref();
         }

@@ -112,9 +112,10 @@ impl Pool {
 
 /// The compression threads of the process, shared by all connections: one set for messages of
 /// high-priority modules and one for the rest, so that a consensus message never waits for
-/// the threads behind other connections' blocks. They decompress large payloads too. Each has as many threads as the machine has
-/// cores, at most four (two for the high-priority set), started on first use. Thread pools of
-/// the `futures` crate (already the async toolkit here) rather than ones of our own.
+/// the threads behind other connections' blocks. They decompress large payloads too. Each set
+/// has as many threads as the machine has cores, at most four (two for the high-priority set),
+/// started on first use. Thread pools of the `futures` crate (already the async toolkit here)
+/// rather than ones of our own.
 pub(crate) struct Pools {
     urgent: Pool,
     bulk: Pool,
@@ -273,14 +274,15 @@ impl Zstd {
     /// Starts decompressing `data` (as [`Self::decompress`] would) on [`Pools`] (the
     /// high-priority set when `urgent`) when it inflates to [`OFFLOAD_BYTES`] or more: such a
     /// payload would hold up the connection for milliseconds. `Ok(None)`: decompress it here
-    /// (small, or the threads have [`MAX_JOBS`] already). The frame's header is checked first,
-    /// so a bomb is refused here and never reaches the threads.
+    /// (small, or the threads have [`MAX_JOBS`] already); else the job and the size the frame
+    /// declares. The frame's header is checked first, so a bomb is refused here and never
+    /// reaches the threads.
     pub(crate) fn offload_decompress(
         &mut self,
         data: &Bytes,
         limit: usize,
         urgent: bool,
-    ) -> Result<Option<Inflating>, String> {
+    ) -> Result<Option<(Inflating, usize)>, String> {
         let size = inflated_size(data, limit)?;
         if size < OFFLOAD_BYTES {
             return Ok(None);
@@ -295,7 +297,7 @@ impl Zstd {
             tracing::debug!("compression threads busy: decompressing on the connection's task");
             return Ok(None);
         }
-        Ok(Some(rx))
+        Ok(Some((rx, size)))
     }
 }
 

@@ -314,20 +314,14 @@ impl Incoming {
                 .zstd
                 .offload_decompress(&data, self.max_message, self.high.contains(&module))
                 .map_err(malformed)?;
-            if let Some(job) = started {
+            if let Some((job, inflated)) = started {
+                // The frame's kind is checked when the frame is made, after.
                 let order = matches!(kind, KIND_REQUEST | KIND_ONEWAY).then_some(module);
-                // The size was checked against the limit; the frame's kind is checked when
-                // it is made, after.
-                // Counted with the compressed bytes: the header's size is the peer's word.
-                let size = zstd::zstd_safe::get_frame_content_size(&data)
-                    .ok()
-                    .flatten()
-                    .map_or(0, |n| n as usize)
-                    .saturating_add(data.len());
                 self.hold(Held {
                     order,
                     wire_len,
-                    size,
+                    // Counted with the compressed bytes: the declared size is the peer's word.
+                    size: inflated.saturating_add(data.len()),
                     state: HeldState::Inflating {
                         kind,
                         id,
