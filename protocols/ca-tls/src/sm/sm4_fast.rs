@@ -62,6 +62,12 @@ pub enum Sm4Backend {
     Avx512Gfni,
     /// AVX2 and GFNI: 32 blocks per call, the S-box in two affine instructions.
     Avx2Gfni,
+    /// AVX2 and VAES (with AES-NI): 32 blocks per call, the S-box through one 256-bit
+    /// `VAESENCLAST` between nibble-table affine maps.
+    VaesAvx2,
+    /// AVX2 and AES-NI: 32 blocks per call, as [`Self::VaesAvx2`] with `AESENCLAST` on each
+    /// 128-bit half.
+    Avx2AesNi,
     /// AES-NI and SSSE3: 16 blocks per call, the S-box through `AESENCLAST`.
     AesNi,
     /// The portable `sm4` crate, one block at a time.
@@ -69,6 +75,16 @@ pub enum Sm4Backend {
 }
 
 impl Sm4Backend {
+    /// Every back end, fastest first: the order in which [`Self::detect`] tries them.
+    pub const ALL: [Self; 6] = [
+        Self::Avx512Gfni,
+        Self::Avx2Gfni,
+        Self::VaesAvx2,
+        Self::Avx2AesNi,
+        Self::AesNi,
+        Self::Soft,
+    ];
+
     /// The fastest back end this CPU supports.
     pub fn detect() -> Self {
         Engine::detect().backend()
@@ -88,6 +104,10 @@ enum Engine {
     #[cfg(target_arch = "x86_64")]
     Gfni(x86::GfniToken),
     #[cfg(target_arch = "x86_64")]
+    Vaes(x86::VaesToken),
+    #[cfg(target_arch = "x86_64")]
+    Avx2AesNi(x86::Avx2AesNiToken),
+    #[cfg(target_arch = "x86_64")]
     AesNi(x86::AesNiToken),
     Soft,
 }
@@ -95,14 +115,10 @@ enum Engine {
 impl Engine {
     /// The fastest engine of this CPU.
     fn detect() -> Self {
-        [
-            Sm4Backend::Avx512Gfni,
-            Sm4Backend::Avx2Gfni,
-            Sm4Backend::AesNi,
-        ]
-        .into_iter()
-        .find_map(Self::of)
-        .unwrap_or(Self::Soft)
+        Sm4Backend::ALL
+            .into_iter()
+            .find_map(Self::of)
+            .unwrap_or(Self::Soft)
     }
 
     /// The engine of `backend`, if this CPU runs it.
@@ -112,6 +128,10 @@ impl Engine {
             Sm4Backend::Avx512Gfni => x512::Avx512Token::detect().map(Self::Avx512),
             #[cfg(target_arch = "x86_64")]
             Sm4Backend::Avx2Gfni => x86::GfniToken::detect().map(Self::Gfni),
+            #[cfg(target_arch = "x86_64")]
+            Sm4Backend::VaesAvx2 => x86::VaesToken::detect().map(Self::Vaes),
+            #[cfg(target_arch = "x86_64")]
+            Sm4Backend::Avx2AesNi => x86::Avx2AesNiToken::detect().map(Self::Avx2AesNi),
             #[cfg(target_arch = "x86_64")]
             Sm4Backend::AesNi => x86::AesNiToken::detect().map(Self::AesNi),
             Sm4Backend::Soft => Some(Self::Soft),
@@ -127,6 +147,10 @@ impl Engine {
             #[cfg(target_arch = "x86_64")]
             Self::Gfni(_) => Sm4Backend::Avx2Gfni,
             #[cfg(target_arch = "x86_64")]
+            Self::Vaes(_) => Sm4Backend::VaesAvx2,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2AesNi(_) => Sm4Backend::Avx2AesNi,
+            #[cfg(target_arch = "x86_64")]
             Self::AesNi(_) => Sm4Backend::AesNi,
             Self::Soft => Sm4Backend::Soft,
         }
@@ -134,9 +158,9 @@ impl Engine {
 }
 
 /// The SM4 block cipher for counter-mode use: a RustCrypto block cipher whose encryption
-/// backend handles 64 (AVX-512 + GFNI), 32 (AVX2 + GFNI) or 16 (AES-NI + SSSE3) blocks at once on x86_64 CPUs that
-/// have the instructions, detected when the key is set; elsewhere, and for decryption, it is
-/// the `sm4` crate.
+/// backend handles 64 (AVX-512 + GFNI), 32 (AVX2 with GFNI, VAES or AES-NI) or 16 (AES-NI +
+/// SSSE3) blocks at once on x86_64 CPUs that have the instructions, detected when the key is
+/// set; elsewhere, and for decryption, it is the `sm4` crate.
 #[derive(Clone)]
 pub struct FastSm4 {
     /// The portable cipher: the fallback, and the decryption direction.
@@ -191,6 +215,16 @@ impl BlockCipherEncrypt for FastSm4 {
             }),
             #[cfg(target_arch = "x86_64")]
             Engine::Gfni(token) => f.call(&backends::Gfni {
+                token,
+                rk: &self.rk,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Engine::Vaes(token) => f.call(&backends::Vaes {
+                token,
+                rk: &self.rk,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Engine::Avx2AesNi(token) => f.call(&backends::Avx2AesNi {
                 token,
                 rk: &self.rk,
             }),
@@ -299,6 +333,22 @@ mod backends {
     }
 
     backend!(Gfni, U32, encrypt32);
+
+    /// The AVX2 + VAES backend: 32 blocks per call.
+    pub(super) struct Vaes<'a> {
+        pub(super) token: x86::VaesToken,
+        pub(super) rk: &'a [u32; 32],
+    }
+
+    backend!(Vaes, U32, encrypt32);
+
+    /// The AVX2 + AES-NI backend: 32 blocks per call.
+    pub(super) struct Avx2AesNi<'a> {
+        pub(super) token: x86::Avx2AesNiToken,
+        pub(super) rk: &'a [u32; 32],
+    }
+
+    backend!(Avx2AesNi, U32, encrypt32);
 
     /// The AES-NI + SSSE3 backend: 16 blocks per call.
     pub(super) struct AesNi<'a> {

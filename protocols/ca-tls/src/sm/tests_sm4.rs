@@ -1,24 +1,22 @@
 //! Tests of [`FastSm4`]: the S-box of each SIMD back end against the SM4 S-box for every
-//! input, the derivation of their affine maps, the GB/T 32907 vector on every back end, and
-//! differential tests against the `sm4` crate (blocks and SM4-GCM).
+//! input, the derivation of their affine maps, the GB/T 32907 and RFC 8998 vectors on every
+//! back end, and differential tests against the `sm4` crate (blocks and SM4-GCM).
 
 use aes_gcm::{AeadInOut as _, AesGcm, aead::consts::U12};
 use proptest::prelude::*;
 use sm4::cipher::{Block, BlockCipherDecrypt as _, BlockCipherEncrypt as _, KeyInit as _};
 
-use super::{FastSm4, Sm4Backend, Sm4GcmKey};
+use super::{
+    FastSm4, Sm4Backend, Sm4GcmKey,
+    tests_kat::{A1_AAD, A1_CIPHER, A1_IV, A1_KEY, A1_PLAIN, A1_TAG, hex},
+};
 
 /// Every back end this CPU runs, the portable one last.
 fn backends() -> Vec<Sm4Backend> {
-    [
-        Sm4Backend::Avx512Gfni,
-        Sm4Backend::Avx2Gfni,
-        Sm4Backend::AesNi,
-        Sm4Backend::Soft,
-    ]
-    .into_iter()
-    .filter(|b| b.is_supported())
-    .collect()
+    Sm4Backend::ALL
+        .into_iter()
+        .filter(|b| b.is_supported())
+        .collect()
 }
 
 fn sm4_soft(key: &[u8; 16]) -> sm4::Sm4 {
@@ -76,6 +74,54 @@ mod x86 {
                 assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through GFNI");
             }
         }
+    }
+
+    /// Both 128-bit lanes of the AVX2 kernels see every input (the lanes go through
+    /// AESENCLAST separately without VAES).
+    fn both_lanes(hi: u8) -> [u8; 32] {
+        core::array::from_fn(|i| hi * 16 + (i % 16) as u8)
+    }
+
+    #[test]
+    fn avx2_aesni_sbox_equals_sm4_sbox_for_all_256_inputs() {
+        let Some(token) = require(Avx2AesNiToken::detect(), "AVX2 + AES-NI") else {
+            return;
+        };
+        for hi in 0..16u8 {
+            let input = both_lanes(hi);
+            let out = token.sbox32(input);
+            for (x, y) in input.iter().zip(out) {
+                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through 2×AESENCLAST");
+            }
+        }
+    }
+
+    #[test]
+    fn vaes_sbox_equals_sm4_sbox_for_all_256_inputs() {
+        let Some(token) = VaesToken::detect() else {
+            eprintln!("AVX2 + VAES not available: skipped");
+            return;
+        };
+        for hi in 0..16u8 {
+            let input = both_lanes(hi);
+            let out = token.sbox32(input);
+            for (x, y) in input.iter().zip(out) {
+                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through VAESENCLAST");
+            }
+        }
+    }
+
+    /// The AVX2 + VAES back end is not skipped on a CPU that has its instructions (with a
+    /// compiler that has the intrinsic), nor the AVX2 + AES-NI one on any AVX2 CPU.
+    #[rustversion::since(1.89)]
+    #[test]
+    fn aes_avx2_backends_run_where_the_cpu_has_them() {
+        use super::Sm4Backend;
+
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        let vaes = avx2 && std::is_x86_feature_detected!("vaes");
+        assert_eq!(Sm4Backend::VaesAvx2.is_supported(), vaes);
+        assert_eq!(Sm4Backend::Avx2AesNi.is_supported(), avx2);
     }
 
     /// The AVX-512 back end is neither skipped on a CPU that has its instructions (with a
@@ -244,6 +290,44 @@ fn gbt32907_vector_on_every_backend() {
                 "{backend:?} ×{n}"
             );
         }
+    }
+}
+
+/// Every run length a call of the AVX2 kernels sees, 0..=32 blocks of distinct data (and one
+/// more than a call), on every back end, equals the `sm4` crate.
+#[test]
+fn every_run_length_up_to_a_batch_equals_the_sm4_crate() {
+    let key = *b"SM4 run lengths!";
+    let data: Vec<u8> = (0..33 * 16).map(|i| (i * 131 + 7) as u8).collect();
+    for n in 0..=33 {
+        let mut want = blocks_of(&data[..16 * n]);
+        sm4_soft(&key).encrypt_blocks(&mut want);
+        for backend in backends() {
+            let cipher = FastSm4::with_backend(&key, backend).unwrap();
+            let mut got = blocks_of(&data[..16 * n]);
+            cipher.encrypt_blocks(&mut got);
+            assert_eq!(got, want, "{backend:?} ×{n}");
+        }
+    }
+}
+
+/// RFC 8998 Appendix A.1 (SM4-GCM) through `aes-gcm` over every back end.
+#[test]
+fn sm4_gcm_rfc8998_a1_on_every_backend() {
+    let key: [u8; 16] = hex(A1_KEY).try_into().unwrap();
+    let nonce: [u8; 12] = hex(A1_IV).try_into().unwrap();
+    let (aad, plain) = (hex(A1_AAD), hex(A1_PLAIN));
+    for backend in backends() {
+        let gcm = AesGcm::<FastSm4, U12>::from(FastSm4::with_backend(&key, backend).unwrap());
+        let mut buf = plain.clone();
+        let tag = gcm
+            .encrypt_inout_detached(&nonce.into(), &aad, buf.as_mut_slice().into())
+            .unwrap();
+        assert_eq!(buf, hex(A1_CIPHER), "{backend:?}");
+        assert_eq!(tag.as_slice(), hex(A1_TAG), "{backend:?}");
+        gcm.decrypt_inout_detached(&nonce.into(), &aad, buf.as_mut_slice().into(), &tag)
+            .unwrap();
+        assert_eq!(buf, plain, "{backend:?} open");
     }
 }
 
