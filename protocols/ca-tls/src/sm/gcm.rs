@@ -5,14 +5,19 @@ use aes_gcm::{AeadInOut as _, AesGcm, KeyInit as _, aead::consts::U12};
 
 use super::sm4_fast::FastSm4;
 #[cfg(target_arch = "x86_64")]
-use super::{gcm_avx512::WideGcm, sm4_fast::expand_key};
+use super::{
+    gcm_avx512::WideGcm,
+    sm4_fast::{Sm4Backend, expand_key},
+};
 
 /// SM4-GCM under one key (16-byte key, 12-byte nonce, 16-byte tag; NIST SP 800-38D over
 /// SM4, as RFC 8998 §3.1 asks).
 ///
 /// On x86_64 CPUs with AVX-512 (F, BW), GFNI and VPCLMULQDQ it is one pass per 1 KiB of
 /// data: 64 counter blocks through the SM4 kernel, then GHASH of the same bytes on 512-bit
-/// carry-less multiplies. Elsewhere it is `aes-gcm`'s GCM over [`FastSm4`].
+/// carry-less multiplies (unless `BCOS_P2P_SM4_BACKEND` caps SM4 below `avx512-gfni`: see
+/// [`Sm4Backend::cap`](super::Sm4Backend::cap)). Elsewhere it is `aes-gcm`'s GCM over
+/// [`FastSm4`].
 #[derive(Clone)]
 pub struct Sm4GcmKey {
     imp: Imp,
@@ -31,10 +36,13 @@ enum Imp {
 pub struct GcmError;
 
 impl Sm4GcmKey {
-    /// The cipher under `key`, on the fastest implementation of this CPU.
+    /// The cipher under `key`, on the fastest implementation of this CPU that
+    /// [`Sm4Backend::cap`](super::Sm4Backend::cap) allows.
     pub fn new(key: &[u8; 16]) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if let Some(wide) = WideGcm::new(expand_key(key)) {
+        if Sm4Backend::Avx512Gfni.is_allowed()
+            && let Some(wide) = WideGcm::new(expand_key(key))
+        {
             return Self {
                 imp: Imp::Wide(Box::new(wide)),
             };

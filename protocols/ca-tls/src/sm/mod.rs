@@ -65,7 +65,7 @@ pub use sign::{
     SM2_SM3, SM2_SM3_NULL_PARAMS, SM2_SM3_TLS13, Sm2KeyError, Sm2SigningKey, Sm2Sm3Verifier,
     signature_from_der, signature_to_der,
 };
-pub use sm4_fast::{FastSm4, Sm4Backend};
+pub use sm4_fast::{FastSm4, SM4_BACKEND_ENV, Sm4Backend};
 
 /// `TLS_SM4_GCM_SM3` (RFC 8998 §2), the only cipher suite of [`provider()`].
 pub const TLS_SM4_GCM_SM3: CipherSuite = CipherSuite::Unknown(0x00C6);

@@ -2,6 +2,7 @@
 //! the RustCrypto `cipher` traits so that `AesGcm<FastSm4, U12>` is SM4-GCM.
 
 use core::fmt;
+use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
 use super::{sm4_avx512 as x512, sm4_x86 as x86};
@@ -74,6 +75,9 @@ pub enum Sm4Backend {
     Soft,
 }
 
+/// The environment variable that caps [`Sm4Backend::detect`]: see [`Sm4Backend::cap`].
+pub const SM4_BACKEND_ENV: &str = "BCOS_P2P_SM4_BACKEND";
+
 impl Sm4Backend {
     /// Every back end, fastest first: the order in which [`Self::detect`] tries them.
     pub const ALL: [Self; 6] = [
@@ -85,20 +89,99 @@ impl Sm4Backend {
         Self::Soft,
     ];
 
-    /// The fastest back end this CPU supports.
+    /// The fastest back end this CPU supports, at or below the cap of
+    /// [`SM4_BACKEND_ENV`] when it is set.
     pub fn detect() -> Self {
         Engine::detect().backend()
     }
 
-    /// Whether this CPU can run the back end.
+    /// Whether this CPU can run the back end (whatever the cap: [`FastSm4::with_backend`]
+    /// runs any back end the CPU supports).
     pub fn is_supported(self) -> bool {
         Engine::of(self).is_some()
     }
+
+    /// The back end's name in [`SM4_BACKEND_ENV`]: `avx512-gfni`, `avx2-gfni`, `vaes-avx2`,
+    /// `avx2-aesni`, `aesni` or `soft`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512Gfni => "avx512-gfni",
+            Self::Avx2Gfni => "avx2-gfni",
+            Self::VaesAvx2 => "vaes-avx2",
+            Self::Avx2AesNi => "avx2-aesni",
+            Self::AesNi => "aesni",
+            Self::Soft => "soft",
+        }
+    }
+
+    /// The back end of a [`Self::name`] (ASCII case and surrounding blanks ignored).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let name = name.trim();
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The cap that [`SM4_BACKEND_ENV`] sets, read once per process: with
+    /// `BCOS_P2P_SM4_BACKEND=<name>`, [`Self::detect`] (and so [`FastSm4`]'s `KeyInit` and
+    /// the record layer) picks the fastest back end this CPU runs that is not faster than
+    /// the named one in the order of [`Self::ALL`]; the one-pass AVX-512 SM4-GCM runs only
+    /// under a cap of `avx512-gfni`. Like `OPENSSL_ia32cap`, it lets an operator keep the
+    /// process off instructions that misbehave on a CPU, and lets the slower paths be
+    /// measured on a CPU that has the faster ones. Unset or empty: no cap. An unknown name
+    /// is ignored with a warning.
+    pub fn cap() -> Option<Self> {
+        static CAP: OnceLock<Option<Sm4Backend>> = OnceLock::new();
+        *CAP.get_or_init(read_cap)
+    }
+
+    /// Whether the cap of [`SM4_BACKEND_ENV`] allows this back end.
+    pub fn is_allowed(self) -> bool {
+        allowed_under(Self::cap(), self)
+    }
+}
+
+/// The cap of [`SM4_BACKEND_ENV`] in this process's environment, logged (an unknown name
+/// as a warning).
+fn read_cap() -> Option<Sm4Backend> {
+    let value = std::env::var_os(SM4_BACKEND_ENV).map(|v| v.to_string_lossy().into_owned());
+    match parse_cap(value.as_deref()) {
+        Ok(Some(cap)) => {
+            tracing::info!(cap = cap.name(), "{SM4_BACKEND_ENV}: SM4 back end capped");
+            Some(cap)
+        }
+        Ok(None) => None,
+        Err(unknown) => {
+            let names = Sm4Backend::ALL.map(Sm4Backend::name).join(", ");
+            tracing::warn!(
+                value = unknown,
+                names,
+                "{SM4_BACKEND_ENV}: unknown SM4 back end ignored"
+            );
+            None
+        }
+    }
+}
+
+/// The cap a value of [`SM4_BACKEND_ENV`] sets: `Ok(None)` when unset or blank, `Err` with
+/// the value when it names no back end.
+pub(super) fn parse_cap(value: Option<&str>) -> Result<Option<Sm4Backend>, &str> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => Sm4Backend::from_name(v).map(Some).ok_or(v),
+    }
+}
+
+/// Whether `backend` is at or below `cap` in the order of [`Sm4Backend::ALL`].
+pub(super) fn allowed_under(cap: Option<Sm4Backend>, backend: Sm4Backend) -> bool {
+    let rank = |b| Sm4Backend::ALL.iter().position(|&x| x == b);
+    cap.is_none_or(|cap| rank(backend) >= rank(cap))
 }
 
 /// A back end together with the proof that the CPU runs it.
 #[derive(Clone, Copy, Debug)]
-enum Engine {
+pub(super) enum Engine {
     #[cfg(target_arch = "x86_64")]
     Avx512(x512::Avx512Token),
     #[cfg(target_arch = "x86_64")]
@@ -113,10 +196,16 @@ enum Engine {
 }
 
 impl Engine {
-    /// The fastest engine of this CPU.
+    /// The fastest engine of this CPU that the cap allows.
     fn detect() -> Self {
+        Self::best_under(Sm4Backend::cap())
+    }
+
+    /// The fastest engine of this CPU at or below `cap`.
+    pub(super) fn best_under(cap: Option<Sm4Backend>) -> Self {
         Sm4Backend::ALL
             .into_iter()
+            .filter(|&b| allowed_under(cap, b))
             .find_map(Self::of)
             .unwrap_or(Self::Soft)
     }
@@ -140,7 +229,7 @@ impl Engine {
         }
     }
 
-    fn backend(self) -> Sm4Backend {
+    pub(super) fn backend(self) -> Sm4Backend {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx512(_) => Sm4Backend::Avx512Gfni,
@@ -160,7 +249,7 @@ impl Engine {
 /// The SM4 block cipher for counter-mode use: a RustCrypto block cipher whose encryption
 /// backend handles 64 (AVX-512 + GFNI), 32 (AVX2 with GFNI, VAES or AES-NI) or 16 (AES-NI +
 /// SSSE3) blocks at once on x86_64 CPUs that have the instructions, detected when the key is
-/// set; elsewhere, and for decryption, it is the `sm4` crate.
+/// set (see [`Sm4Backend::detect`]); elsewhere, and for decryption, it is the `sm4` crate.
 #[derive(Clone)]
 pub struct FastSm4 {
     /// The portable cipher: the fallback, and the decryption direction.

@@ -1,6 +1,7 @@
 //! Tests of [`FastSm4`]: the S-box of each SIMD back end against the SM4 S-box for every
 //! input, the derivation of their affine maps, the GB/T 32907 and RFC 8998 vectors on every
-//! back end, and differential tests against the `sm4` crate (blocks and SM4-GCM).
+//! back end, differential tests against the `sm4` crate (blocks and SM4-GCM), and the cap of
+//! `BCOS_P2P_SM4_BACKEND`.
 
 use aes_gcm::{AeadInOut as _, AesGcm, aead::consts::U12};
 use proptest::prelude::*;
@@ -8,6 +9,7 @@ use sm4::cipher::{Block, BlockCipherDecrypt as _, BlockCipherEncrypt as _, KeyIn
 
 use super::{
     FastSm4, Sm4Backend, Sm4GcmKey,
+    sm4_fast::{Engine, allowed_under, parse_cap},
     tests_kat::{A1_AAD, A1_CIPHER, A1_IV, A1_KEY, A1_PLAIN, A1_TAG, hex},
 };
 
@@ -136,7 +138,7 @@ mod x86 {
             && std::is_x86_feature_detected!("gfni");
         assert_eq!(Avx512Token::detect().is_some(), has_avx512_gfni);
         assert_eq!(Sm4Backend::Avx512Gfni.is_supported(), has_avx512_gfni);
-        if has_avx512_gfni {
+        if has_avx512_gfni && Sm4Backend::Avx512Gfni.is_allowed() {
             assert_eq!(Sm4Backend::detect(), Sm4Backend::Avx512Gfni);
         }
     }
@@ -331,6 +333,46 @@ fn sm4_gcm_rfc8998_a1_on_every_backend() {
     }
 }
 
+/// `BCOS_P2P_SM4_BACKEND`: names round-trip, blanks mean no cap, unknown names are
+/// reported, and a cap leaves detection the fastest back end of this CPU not above it.
+#[test]
+fn backend_cap_parses_and_caps_detection() {
+    use Sm4Backend as B;
+
+    for b in B::ALL {
+        assert_eq!(B::from_name(b.name()), Some(b));
+        assert_eq!(parse_cap(Some(b.name())), Ok(Some(b)));
+    }
+    assert_eq!(parse_cap(Some(" AVX2-AESNI\n")), Ok(Some(B::Avx2AesNi)));
+    assert_eq!(parse_cap(None), Ok(None));
+    assert_eq!(parse_cap(Some("")), Ok(None));
+    assert_eq!(parse_cap(Some("  ")), Ok(None));
+    assert_eq!(parse_cap(Some("avx2")), Err("avx2"));
+    assert_eq!(parse_cap(Some("aes-ni")), Err("aes-ni"));
+
+    assert!(allowed_under(None, B::Avx512Gfni));
+    assert!(allowed_under(Some(B::Avx2AesNi), B::Avx2AesNi));
+    assert!(allowed_under(Some(B::Avx2AesNi), B::AesNi));
+    assert!(allowed_under(Some(B::Avx2AesNi), B::Soft));
+    assert!(!allowed_under(Some(B::Avx2AesNi), B::VaesAvx2));
+    assert!(!allowed_under(Some(B::Avx2AesNi), B::Avx512Gfni));
+    assert!(!allowed_under(Some(B::Soft), B::AesNi));
+
+    assert_eq!(Engine::best_under(None).backend(), backends()[0]);
+    for cap in B::ALL {
+        let want = B::ALL
+            .into_iter()
+            .skip_while(|&b| b != cap)
+            .find(|b| b.is_supported());
+        assert_eq!(
+            Some(Engine::best_under(Some(cap)).backend()),
+            want,
+            "{cap:?}"
+        );
+    }
+    assert_eq!(Engine::best_under(Some(B::Soft)).backend(), B::Soft);
+}
+
 /// `KeyInit` picks the fastest back end of the CPU.
 #[test]
 fn key_init_detects_the_backend() {
@@ -341,13 +383,15 @@ fn key_init_detects_the_backend() {
     assert_eq!(cipher.backend(), Sm4Backend::Soft);
 }
 
-/// The one-pass AVX-512 SM4-GCM runs wherever the CPU has its instructions, so the
-/// differential tests below exercise it on such machines.
+/// The one-pass AVX-512 SM4-GCM runs wherever the CPU has its instructions (and
+/// `BCOS_P2P_SM4_BACKEND` does not cap it away), so the differential tests below exercise it
+/// on such machines.
 #[rustversion::since(1.89)]
 #[test]
 fn sm4_gcm_key_is_wide_where_the_cpu_has_the_instructions() {
     #[cfg(target_arch = "x86_64")]
     let expected = Sm4Backend::Avx512Gfni.is_supported()
+        && Sm4Backend::Avx512Gfni.is_allowed()
         && std::is_x86_feature_detected!("vpclmulqdq")
         && std::is_x86_feature_detected!("pclmulqdq");
     #[cfg(not(target_arch = "x86_64"))]
