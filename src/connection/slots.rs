@@ -9,8 +9,11 @@
 //! - **Pending incoming**: connections from an address of a configured peer (same IP group as
 //!   [`super::ip_rate::group`]: IPv4, or the IPv6 /64; peers configured by DNS name have no
 //!   address to match before the handshake) count in a pool of their own of
-//!   [`RESERVED_PENDING_PER_PEER`] per configured peer (at least [`MIN_RESERVED_PENDING`]);
-//!   all others count against `max_pending_incoming`.
+//!   [`RESERVED_PENDING_PER_PEER`] per configured peer (at least [`MIN_RESERVED_PENDING`]),
+//!   and past it against `max_pending_incoming` like everyone else's (the reservation adds
+//!   slots for configured peers; it never leaves them fewer than strangers have, as when many
+//!   nodes on one host reach a node that lists only some of them); all others count against
+//!   `max_pending_incoming`.
 //! - **Established**: strangers hold at most `max_established` minus one slot per configured
 //!   peer not connected yet; a configured peer (its NodeId or PeerId known to the target, or
 //!   its address) is admitted while the total is under `max_established`.
@@ -81,8 +84,10 @@ impl std::error::Error for LimitExceeded {}
 pub(super) struct Slots {
     max_pending: Option<u32>,
     max_established: Option<u32>,
-    /// Pending incoming connections, and whether each is from a configured peer's address.
+    /// Pending incoming connections, and whether each holds a reserved slot (one from a
+    /// configured peer's address while that pool had room).
     pending: HashMap<ConnectionId, bool>,
+    /// How many of `pending` hold reserved slots.
     pending_configured: u32,
     /// Established connections (the limit counts them all; only the verdict depends on
     /// whether the new one is a configured peer's).
@@ -98,8 +103,10 @@ impl Slots {
         }
     }
 
-    /// Counts the pending incoming connection `id` (from a configured peer's address or not)
-    /// unless its pool is full; `configured_peers`: how many peers are configured.
+    /// Counts the pending incoming connection `id` unless no pool it may use has room: one
+    /// from a configured peer's address takes a reserved slot, or else a slot of
+    /// `max_pending_incoming`; any other only the latter. `configured_peers`: how many peers
+    /// are configured.
     pub(super) fn admit_pending(
         &mut self,
         id: ConnectionId,
@@ -109,27 +116,34 @@ impl Slots {
         if self.pending.contains_key(&id) {
             return Ok(());
         }
-        let (count, limit, kind) = if configured {
+        let mut refused = None;
+        if configured {
             let reserved = u32::try_from(configured_peers)
                 .unwrap_or(u32::MAX)
                 .saturating_mul(RESERVED_PENDING_PER_PEER)
                 .max(MIN_RESERVED_PENDING);
-            let count = self.pending_configured;
-            (count, Some(reserved), LimitKind::ReservedPendingIncoming)
-        } else {
-            let count = self.pending_strangers();
-            (count, self.max_pending, LimitKind::PendingIncoming)
-        };
-        if let Some(limit) = limit.filter(|l| count >= *l) {
-            return Err(LimitExceeded { limit, kind });
+            if self.pending_configured < reserved {
+                self.pending.insert(id, true);
+                self.pending_configured += 1;
+                return Ok(());
+            }
+            refused = Some(LimitExceeded {
+                limit: reserved,
+                kind: LimitKind::ReservedPendingIncoming,
+            });
         }
-        self.pending.insert(id, configured);
-        if configured {
-            self.pending_configured += 1;
+        if let Some(limit) = self.max_pending.filter(|l| self.pending_strangers() >= *l) {
+            return Err(refused.unwrap_or(LimitExceeded {
+                limit,
+                kind: LimitKind::PendingIncoming,
+            }));
         }
+        self.pending.insert(id, false);
         Ok(())
     }
 
+    /// Pending incoming connections in the `max_pending_incoming` pool: strangers', and
+    /// configured peers' addresses' past their reserved slots.
     fn pending_strangers(&self) -> u32 {
         let all = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
         all.saturating_sub(self.pending_configured)
@@ -227,5 +241,45 @@ mod tests {
         assert!(s.admit_established(true, 1).is_ok());
         // A verdict never followed by the connection holds no slot.
         assert!(s.admit_established(true, 1).is_ok());
+    }
+
+    #[test]
+    fn configured_addresses_past_their_reserve_take_the_common_slots() {
+        // Many nodes on one host: a node that lists one of them sees every other's
+        // connection come from a configured peer's address.
+        let mut s = Slots::new(Some(20), None);
+        let id = ConnectionId::new_unchecked;
+        for n in 0..16 {
+            assert!(s.admit_pending(id(n), true, 1).is_ok(), "{n}");
+        }
+        // The reserve (16) is full: the next ones take the 20 common slots, no fewer than
+        // strangers get.
+        for n in 16..36 {
+            assert!(s.admit_pending(id(n), true, 1).is_ok(), "{n}");
+        }
+        let full = s.admit_pending(id(36), true, 1).unwrap_err();
+        assert_eq!(
+            (full.limit, full.kind),
+            (16, LimitKind::ReservedPendingIncoming)
+        );
+        let stranger = s.admit_pending(id(37), false, 1).unwrap_err();
+        assert_eq!(
+            (stranger.limit, stranger.kind),
+            (20, LimitKind::PendingIncoming)
+        );
+        // A common slot freed goes to whoever comes next; a reserved one only to a configured
+        // peer's address.
+        s.release_pending(id(20));
+        assert!(s.admit_pending(id(37), false, 1).is_ok());
+        s.release_pending(id(3));
+        assert!(s.admit_pending(id(38), false, 1).is_err());
+        assert!(s.admit_pending(id(39), true, 1).is_ok());
+        assert_eq!(s.pending.len(), 36);
+        assert_eq!(s.pending_configured, 16);
+        // Without a common limit, the overflow is unbounded as strangers' is.
+        let mut open = Slots::new(None, None);
+        for n in 0..100 {
+            assert!(open.admit_pending(id(n), true, 1).is_ok());
+        }
     }
 }
