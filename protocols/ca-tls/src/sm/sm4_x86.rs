@@ -338,6 +338,53 @@ fn store_group8(words: [__m256i; 4], chunk: &mut [[u8; 16]]) {
     }
 }
 
+/// Defines `$token`, the proof that the CPU has `$features` (made only by its `detect`, from
+/// the run-time checks `$detect`), whose `encrypt32` runs `$encrypt::<G>` (`8·G` blocks, as
+/// few groups of eight as cover the blocks asked for) and, for tests, `sbox32` runs `$sbox32`:
+/// the token of each AVX2 back end.
+macro_rules! avx2_token {
+    ($features:literal, $token:ident, $detect:expr, $encrypt:ident, $sbox32:ident) => {
+        /// Proof that this CPU has the instructions of this back end: only
+        /// [`Self::detect`] makes one.
+        #[derive(Clone, Copy, Debug)]
+        pub(in super::super) struct $token(());
+
+        impl $token {
+            /// A token if the CPU has the instructions.
+            pub(in super::super) fn detect() -> Option<Self> {
+                ($detect).then_some(Self(()))
+            }
+
+            /// Encrypts the first `n` of 32 blocks in place (the others are scratch), with as
+            /// few groups of eight as cover them.
+            pub(in super::super) fn encrypt32(
+                self,
+                rk: &[u32; 32],
+                blocks: &mut [[u8; 16]; 32],
+                n: usize,
+            ) {
+                // SAFETY: `self` exists only when the CPU reported `$features` (`detect`),
+                // the target features of `$encrypt`.
+                unsafe {
+                    match n {
+                        0..=8 => $encrypt::<1>(rk, &mut blocks[..8]),
+                        9..=16 => $encrypt::<2>(rk, &mut blocks[..16]),
+                        17..=24 => $encrypt::<3>(rk, &mut blocks[..24]),
+                        _ => $encrypt::<4>(rk, blocks),
+                    }
+                }
+            }
+
+            /// The SM4 S-box on 32 bytes through this back end (for tests).
+            #[cfg(test)]
+            pub(in super::super) fn sbox32(self, input: [u8; 32]) -> [u8; 32] {
+                // SAFETY: as in `encrypt32`.
+                unsafe { $sbox32(input) }
+            }
+        }
+    };
+}
+
 /// The AVX2 kernel around the AESENCLAST S-box: the AES-NI path of this module on 256-bit
 /// registers, eight blocks per group. `$aes` is `AESENCLAST` with a zero round key on both
 /// 128-bit lanes and `$features` the target features it needs, AVX2 among them. Defines
@@ -350,8 +397,12 @@ fn store_group8(words: [__m256i; 4], chunk: &mut [[u8; 16]]) {
 /// Intel Xeon where this was measured, but a batch of 48 does not divide the power-of-two
 /// runs of a TLS record, and `ctr` (under `aes-gcm`) encrypts what is left after the last
 /// full batch one block at a time, which cost more than the wider batch gained.
+///
+/// Also defines `$token` ([`avx2_token!`]) over the kernel.
 macro_rules! avx2_aes_kernel {
-    ($features:literal, $aes:ident) => {
+    ($features:literal, $aes:ident, $token:ident, $detect:expr) => {
+        avx2_token!($features, $token, $detect, encrypt, sbox32);
+
         /// The SM4 S-box on 32 bytes, each lane left in ShiftRows order: `PRE` per nibble,
         /// the AES S-box, `POST` per nibble (as the AES-NI path, on both lanes at once).
         #[target_feature(enable = $features)]
@@ -429,45 +480,6 @@ pub(super) use avx2_aesni::Avx2AesNiToken;
 mod avx2_aesni {
     use super::*;
 
-    /// Proof that this CPU has AVX2 and AES-NI: only [`Self::detect`] makes one.
-    #[derive(Clone, Copy, Debug)]
-    pub(in super::super) struct Avx2AesNiToken(());
-
-    impl Avx2AesNiToken {
-        /// A token if the CPU has the instructions.
-        pub(in super::super) fn detect() -> Option<Self> {
-            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("aes"))
-                .then_some(Self(()))
-        }
-
-        /// Encrypts the first `n` of 32 blocks in place (the others are scratch), with as
-        /// few groups of eight as cover them.
-        pub(in super::super) fn encrypt32(
-            self,
-            rk: &[u32; 32],
-            blocks: &mut [[u8; 16]; 32],
-            n: usize,
-        ) {
-            // SAFETY: `self` exists only when the CPU reported AVX2 and AES-NI (`detect`), the
-            // target features of `encrypt`.
-            unsafe {
-                match n {
-                    0..=8 => encrypt::<1>(rk, &mut blocks[..8]),
-                    9..=16 => encrypt::<2>(rk, &mut blocks[..16]),
-                    17..=24 => encrypt::<3>(rk, &mut blocks[..24]),
-                    _ => encrypt::<4>(rk, blocks),
-                }
-            }
-        }
-
-        /// The SM4 S-box on 32 bytes through 128-bit AESENCLAST (for tests).
-        #[cfg(test)]
-        pub(in super::super) fn sbox32(self, input: [u8; 32]) -> [u8; 32] {
-            // SAFETY: as in `encrypt32`.
-            unsafe { sbox32(input) }
-        }
-    }
-
     /// `AESENCLAST` with a zero round key on each 128-bit lane, one lane at a time.
     #[target_feature(enable = "avx2,aes")]
     #[inline]
@@ -478,7 +490,12 @@ mod avx2_aesni {
         _mm256_set_m128i(hi, lo)
     }
 
-    avx2_aes_kernel!("avx2,aes", aesenclast);
+    avx2_aes_kernel!(
+        "avx2,aes",
+        aesenclast,
+        Avx2AesNiToken,
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("aes")
+    );
 }
 
 pub(super) use vaes::VaesToken;
@@ -492,47 +509,6 @@ pub(super) use vaes::VaesToken;
 mod vaes {
     use super::*;
 
-    /// Proof that this CPU has AVX2, AES-NI and VAES: only [`Self::detect`] makes one.
-    #[derive(Clone, Copy, Debug)]
-    pub(in super::super) struct VaesToken(());
-
-    impl VaesToken {
-        /// A token if the CPU has the instructions.
-        pub(in super::super) fn detect() -> Option<Self> {
-            (std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("aes")
-                && std::is_x86_feature_detected!("vaes"))
-            .then_some(Self(()))
-        }
-
-        /// Encrypts the first `n` of 32 blocks in place (the others are scratch), with as
-        /// few groups of eight as cover them.
-        pub(in super::super) fn encrypt32(
-            self,
-            rk: &[u32; 32],
-            blocks: &mut [[u8; 16]; 32],
-            n: usize,
-        ) {
-            // SAFETY: `self` exists only when the CPU reported AVX2, AES-NI and VAES
-            // (`detect`), the target features of `encrypt`.
-            unsafe {
-                match n {
-                    0..=8 => encrypt::<1>(rk, &mut blocks[..8]),
-                    9..=16 => encrypt::<2>(rk, &mut blocks[..16]),
-                    17..=24 => encrypt::<3>(rk, &mut blocks[..24]),
-                    _ => encrypt::<4>(rk, blocks),
-                }
-            }
-        }
-
-        /// The SM4 S-box on 32 bytes through VAESENCLAST (for tests).
-        #[cfg(test)]
-        pub(in super::super) fn sbox32(self, input: [u8; 32]) -> [u8; 32] {
-            // SAFETY: as in `encrypt32`.
-            unsafe { sbox32(input) }
-        }
-    }
-
     /// `AESENCLAST` with a zero round key on both 128-bit lanes in one instruction.
     #[target_feature(enable = "avx2,aes,vaes")]
     #[inline]
@@ -540,7 +516,14 @@ mod vaes {
         _mm256_aesenclast_epi128(z, _mm256_setzero_si256())
     }
 
-    avx2_aes_kernel!("avx2,aes,vaes", aesenclast);
+    avx2_aes_kernel!(
+        "avx2,aes,vaes",
+        aesenclast,
+        VaesToken,
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("aes")
+            && std::is_x86_feature_detected!("vaes")
+    );
 }
 
 /// The AVX2 + VAES back end on a compiler without its intrinsics: never available.
@@ -580,43 +563,13 @@ pub(super) use gfni::GfniToken;
 mod gfni {
     use super::*;
 
-    /// Proof that this CPU has AVX2 and GFNI: only [`Self::detect`] makes one.
-    #[derive(Clone, Copy, Debug)]
-    pub(in super::super) struct GfniToken(());
-
-    impl GfniToken {
-        /// A token if the CPU has the instructions.
-        pub(in super::super) fn detect() -> Option<Self> {
-            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("gfni"))
-                .then_some(Self(()))
-        }
-
-        /// Encrypts the first `n` of 32 blocks in place (the others are scratch), with as
-        /// few groups of eight as cover them.
-        pub(in super::super) fn encrypt32(
-            self,
-            rk: &[u32; 32],
-            blocks: &mut [[u8; 16]; 32],
-            n: usize,
-        ) {
-            // SAFETY: `self` exists only when the CPU reported AVX2 and GFNI (`detect`), the
-            // target features of `encrypt_gfni`.
-            unsafe {
-                match n {
-                    0..=8 => encrypt_gfni::<1>(rk, &mut blocks[..8]),
-                    9..=16 => encrypt_gfni::<2>(rk, &mut blocks[..16]),
-                    _ => encrypt_gfni::<4>(rk, blocks),
-                }
-            }
-        }
-
-        /// The SM4 S-box on 32 bytes through GF2P8AFFINE(INV)QB (for tests).
-        #[cfg(test)]
-        pub(in super::super) fn sbox32(self, input: [u8; 32]) -> [u8; 32] {
-            // SAFETY: as in `encrypt32`.
-            unsafe { sbox32_gfni(input) }
-        }
-    }
+    avx2_token!(
+        "avx2,gfni",
+        GfniToken,
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("gfni"),
+        encrypt_gfni,
+        sbox32_gfni
+    );
 
     /// The SM4 S-box on 32 bytes with GFNI: PRE as an affine map, then inversion in the AES
     /// field and POST in one instruction.
