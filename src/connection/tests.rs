@@ -63,12 +63,17 @@ fn new_inbound_connections_are_limited_per_address_except_configured_peers() {
         matches!(reason, Refusal::RateLimited { ip, unreported: 0 } if ip.to_string() == "10.0.0.1")
     );
     // Other addresses have their own budget; a configured peer's address has none, only the
-    // configured peers' pool of pending slots (at least 16).
+    // configured peers' pool of pending slots (at least 16) and, past it, the common pool
+    // (`max_pending_incoming`, 256) that strangers use, three of whose slots are taken.
     assert!(pending(&mut b, "/ip4/10.0.0.2/tcp/5000").is_ok());
     for port in 0..16 {
         assert!(pending(&mut b, &format!("/ip4/10.0.0.9/tcp/{port}")).is_ok());
     }
-    let full = pending(&mut b, "/ip4/10.0.0.9/tcp/16").unwrap_err();
+    let common = (16..1000)
+        .take_while(|port| pending(&mut b, &format!("/ip4/10.0.0.9/tcp/{port}")).is_ok())
+        .count();
+    assert_eq!(common, 256 - 3);
+    let full = pending(&mut b, "/ip4/10.0.0.9/tcp/1000").unwrap_err();
     let cause = full.downcast_ref::<super::LimitExceeded>().copied();
     assert_eq!(
         cause.map(|e| (e.limit, e.kind)),
