@@ -32,7 +32,7 @@ use crate::{
     counters::{Backlog, ModuleTraffic},
     incoming::Incoming,
     outgoing::Outgoing,
-    traffic::{Priority, Traffic},
+    traffic::Traffic,
 };
 
 /// What the handler needs from the behaviour's configuration.
@@ -48,9 +48,17 @@ pub(crate) struct Settings {
     pub modules: HashSet<u16>,
     pub counters: Arc<Counters>,
     pub traffic: Traffic,
+    /// Our high-priority modules (`traffic.priorities`): their payloads decompress on the
+    /// high-priority threads, whichever stream a peer sends them on.
+    pub high: Arc<HashSet<u16>>,
 }
 
 impl Settings {
+    /// The reading state of a new stream.
+    fn incoming(&self) -> Incoming {
+        Incoming::new(self.max_frame, self.high.clone())
+    }
+
     fn version(&self, protocol: &StreamProtocol) -> Version {
         if *protocol == self.protocol || *protocol == self.urgent {
             Version::V1_1
@@ -147,8 +155,6 @@ pub struct Requests {
     /// Messages in parts, or decompressing, on each stream.
     replies_in: Incoming,
     requests_in: Incoming,
-    /// Our high-priority modules.
-    high: Arc<HashSet<u16>>,
     events: VecDeque<HandlerEvent>,
     /// Counters of the modules this connection carried (only served or awaited modules).
     module_traffic: HashMap<u16, Arc<ModuleTraffic>>,
@@ -173,11 +179,6 @@ impl Requests {
         bucket: Option<Arc<Bucket>>,
     ) -> Self {
         let counters = settings.counters.clone();
-        let high: HashSet<u16> = (settings.traffic.priorities.iter())
-            .filter(|(_, p)| **p == Priority::High)
-            .map(|(m, _)| *m)
-            .collect();
-        let high = Arc::new(high);
         Requests {
             queued: HashSet::new(),
             cancelled: HashSet::new(),
@@ -192,9 +193,8 @@ impl Requests {
                 bucket.clone(),
             ),
             answers_out: Outgoing::new(&settings.traffic, counters, Arc::default(), bucket),
-            replies_in: Incoming::new(settings.max_frame, high.clone()),
-            requests_in: Incoming::new(settings.max_frame, high.clone()),
-            high,
+            replies_in: settings.incoming(),
+            requests_in: settings.incoming(),
             settings,
             events: VecDeque::new(),
             module_traffic: HashMap::new(),
@@ -327,7 +327,7 @@ impl Requests {
                 break;
             }
         }
-        self.requests_in = Incoming::new(self.settings.max_frame, self.high.clone());
+        self.requests_in = self.settings.incoming();
     }
 
     /// The counters of `module`, from the connection's own map (the shared one takes a lock).
@@ -557,13 +557,13 @@ impl PairProtocol for Requests {
     fn outbound_opened(&mut self, version: &StreamProtocol) {
         self.requests_out
             .set_version(self.settings.version(version));
-        self.replies_in = Incoming::new(self.settings.max_frame, self.high.clone());
+        self.replies_in = self.settings.incoming();
     }
 
     fn outbound_failed(&mut self, reason: CloseReason, given_up: bool) {
         tracing::debug!(%reason, "unicast outbound stream failed");
         // Answers still decompressing were the failed stream's.
-        self.replies_in = Incoming::new(self.settings.max_frame, self.high.clone());
+        self.replies_in = self.settings.incoming();
         let mut lost: Vec<u64> = self.awaiting.drain().map(|(id, _)| id).collect();
         if given_up {
             // The urgent pair after repeated failures: what is queued goes on the main pair.

@@ -292,6 +292,12 @@ impl Behaviour {
             modules: config.modules.clone(),
             counters: Arc::default(),
             traffic: config.traffic.clone(),
+            high: Arc::new(
+                (config.traffic.priorities.iter())
+                    .filter(|(_, p)| **p == traffic::Priority::High)
+                    .map(|(m, _)| *m)
+                    .collect(),
+            ),
         });
         Behaviour {
             config,
