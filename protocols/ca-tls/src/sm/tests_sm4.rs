@@ -57,9 +57,7 @@ mod x86 {
         for hi in 0..16u8 {
             let input: [u8; 16] = core::array::from_fn(|i| hi * 16 + i as u8);
             let out = token.sbox16(input);
-            for (x, y) in input.iter().zip(out) {
-                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through AESENCLAST");
-            }
+            assert_sbox(&input, &out, "AESENCLAST");
         }
     }
 
@@ -72,9 +70,14 @@ mod x86 {
         for half in 0..8u8 {
             let input: [u8; 32] = core::array::from_fn(|i| half * 32 + i as u8);
             let out = token.sbox32(input);
-            for (x, y) in input.iter().zip(out) {
-                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through GFNI");
-            }
+            assert_sbox(&input, &out, "GFNI");
+        }
+    }
+
+    /// `out[i]` is `S(input[i])` for every byte, computed `via` a kernel.
+    fn assert_sbox(input: &[u8], out: &[u8], via: &str) {
+        for (x, y) in input.iter().zip(out) {
+            assert_eq!(*y, SBOX[usize::from(*x)], "S({x:#04x}) through {via}");
         }
     }
 
@@ -92,9 +95,7 @@ mod x86 {
         for hi in 0..16u8 {
             let input = both_lanes(hi);
             let out = token.sbox32(input);
-            for (x, y) in input.iter().zip(out) {
-                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through 2×AESENCLAST");
-            }
+            assert_sbox(&input, &out, "2×AESENCLAST");
         }
     }
 
@@ -107,9 +108,7 @@ mod x86 {
         for hi in 0..16u8 {
             let input = both_lanes(hi);
             let out = token.sbox32(input);
-            for (x, y) in input.iter().zip(out) {
-                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through VAESENCLAST");
-            }
+            assert_sbox(&input, &out, "VAESENCLAST");
         }
     }
 
@@ -152,9 +151,7 @@ mod x86 {
         for quarter in 0..4u8 {
             let input: [u8; 64] = core::array::from_fn(|i| quarter * 64 + i as u8);
             let out = token.sbox64(input);
-            for (x, y) in input.iter().zip(out) {
-                assert_eq!(y, SBOX[usize::from(*x)], "S({x:#04x}) through AVX-512 GFNI");
-            }
+            assert_sbox(&input, &out, "AVX-512 GFNI");
         }
     }
 
