@@ -4,7 +4,11 @@
 //!
 //! The seqs travel beside the link-state records: each node multicasts its
 //! `(incarnation, seq)` on the reserved topic [`STATUS_TOPIC`], which every node subscribes
-//! to, when its status changes and every [`REANNOUNCE`] (so nodes that join later learn it).
+//! to, when its status changes; and again, at most every [`REANNOUNCE`], when a node has
+//! become reachable since its last announcement (a node joining, a partition healing) or one
+//! has restarted, so that they learn it. A network whose membership holds still repeats its
+//! seqs only every [`REANNOUNCE_IDLE`]: a periodic announcement would cost every link of a
+//! full mesh a frame per node per period, the one idle cost that grows with the network.
 //! The message is a status protocol frame (`/bcos/status` SPEC): an `Announce`, or, when the
 //! whole status encodes in at most [`INLINE_MAX`] bytes (a block height and hash, the usual
 //! case), the `Status` itself, so nobody needs to fetch it. A flood message is signed by its
@@ -15,7 +19,7 @@
 //! [`FETCH_EVERY`], and at most [`MAX_FETCHING`] routed dials at once.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -40,8 +44,12 @@ pub const STATUS_TOPIC: &str = "/bcos/status-seq";
 /// The prefix of reserved topic names.
 pub const RESERVED_PREFIX: &str = "/bcos/";
 
-/// How often a node announces its seq network-wide even when it does not change.
+/// The least time between two announcements of an unchanged seq, made because nodes joined.
 pub const REANNOUNCE: Duration = Duration::from_secs(30);
+
+/// How often a node announces its unchanged seq when no node joined (a backstop for an
+/// announcement lost on the way, e.g. with a link failing under it).
+pub const REANNOUNCE_IDLE: Duration = Duration::from_secs(300);
 
 /// The least time between two fetches of one node's status.
 pub const FETCH_EVERY: Duration = Duration::from_secs(5);
@@ -79,8 +87,40 @@ pub(crate) struct NetworkStatus {
     known: HashMap<NodeId, Arc<Status>>,
     /// When each node's status was last fetched.
     fetched: HashMap<NodeId, Instant>,
+    /// When this node announces its own seq.
+    schedule: Schedule,
+}
+
+/// When this node announces its own seq network-wide (see the module's documentation).
+#[derive(Debug, Default)]
+struct Schedule {
     /// When this node last announced, and what.
-    last_announce: Option<(Instant, (u64, u64))>,
+    last: Option<(Instant, (u64, u64))>,
+    /// The nodes reachable at the last announcement, less those that became unreachable or
+    /// restarted since: the nodes that have it.
+    told: HashSet<NodeId>,
+}
+
+impl Schedule {
+    /// Whether to announce `pair` at `now` with `reachable` reachable; `force`: the status
+    /// was just set.
+    fn due(&self, now: Instant, pair: (u64, u64), reachable: &[NodeId], force: bool) -> bool {
+        let Some((at, last)) = self.last else {
+            return true;
+        };
+        if force || last != pair {
+            return true;
+        }
+        let since = now.saturating_duration_since(at);
+        since >= REANNOUNCE_IDLE
+            || (since >= REANNOUNCE && reachable.iter().any(|n| !self.told.contains(n)))
+    }
+
+    /// `pair` was announced at `now`, to the nodes `reachable` then.
+    fn announced(&mut self, now: Instant, pair: (u64, u64), reachable: &[NodeId]) {
+        self.last = Some((now, pair));
+        self.told = reachable.iter().cloned().collect();
+    }
 }
 
 /// A node's status as this node knows it network-wide.
@@ -99,26 +139,28 @@ impl NetworkStatus {
     pub fn new(swarm: &Swarm<Behaviour>) -> Self {
         let local = swarm.behaviour().status.local();
         NetworkStatus {
-            last_announce: Some((Instant::now(), (local.incarnation(), local.seq()))),
+            schedule: Schedule {
+                last: Some((Instant::now(), (local.incarnation(), local.seq()))),
+                told: HashSet::new(),
+            },
             ..NetworkStatus::default()
         }
     }
 
-    /// Announces this node's status seq if it changed or [`REANNOUNCE`] passed.
+    /// Announces this node's status seq when [`Schedule::due`] says so (`force`: the status
+    /// was just set).
     pub fn announce(&mut self, swarm: &mut Swarm<Behaviour>, force: bool) {
         let b = swarm.behaviour_mut();
+        let reachable = b.flood.reachable();
         let local = b.status.local();
         let pair = (local.incarnation(), local.seq());
-        let due = match self.last_announce {
-            None => true,
-            Some((at, last)) => force || last != pair || at.elapsed() >= REANNOUNCE,
-        };
-        if !due {
+        let now = Instant::now();
+        if !self.schedule.due(now, pair, &reachable, force) {
             return;
         }
         let announcement = encode(local);
         match b.flood.multicast(STATUS_TOPIC, announcement) {
-            Ok(_) => self.last_announce = Some((Instant::now(), pair)),
+            Ok(_) => self.schedule.announced(now, pair, &reachable),
             Err(e) => tracing::debug!(error = %e, "status seq not announced"),
         }
     }
@@ -131,6 +173,13 @@ impl NetworkStatus {
         origin: NodeId,
         payload: Bytes,
     ) {
+        if self.take(&origin, payload) {
+            self.fetch(swarm, &origin);
+        }
+    }
+
+    /// Records an announcement from `origin`; true if its status is to be fetched.
+    fn take(&mut self, origin: &NodeId, payload: Bytes) -> bool {
         let (pair, whole) = match Message::decode(payload) {
             Ok(Message::Announce { incarnation, seq }) => ((incarnation, seq), None),
             Ok(Message::Status(s)) if s.check(INLINE_MAX).is_ok() => {
@@ -138,11 +187,16 @@ impl NetworkStatus {
             }
             Ok(_) | Err(_) => {
                 tracing::debug!(%origin, "malformed status announcement");
-                return;
+                return false;
             }
         };
-        if self.announced.get(&origin).is_some_and(|old| *old >= pair) {
-            return;
+        let old = self.announced.get(origin).copied();
+        if old.is_some_and(|old| old >= pair) {
+            return false;
+        }
+        if old.is_some_and(|(incarnation, _)| incarnation != pair.0) {
+            // It restarted, forgetting the seqs it had: it is told ours again.
+            self.schedule.told.remove(origin);
         }
         self.announced.insert(origin.clone(), pair);
         if let Some(status) = whole {
@@ -150,18 +204,15 @@ impl NetworkStatus {
             // unless a newer one came over a connection meanwhile.
             let newer_held = self
                 .known
-                .get(&origin)
+                .get(origin)
                 .is_some_and(|s| (s.incarnation(), s.seq()) >= pair);
             if !newer_held {
-                self.known.insert(origin, Arc::new(status));
+                self.known.insert(origin.clone(), Arc::new(status));
             }
-            return;
+            return false;
         }
-        let held = self.known.get(&origin).map(|s| (s.incarnation(), s.seq()));
-        if held.is_some_and(|h| h >= pair) {
-            return;
-        }
-        self.fetch(swarm, &origin);
+        let held = self.known.get(origin).map(|s| (s.incarnation(), s.seq()));
+        held.is_none_or(|h| h < pair)
     }
 
     /// Opens a routed connection to `node` (its status comes with it), within the bounds.
@@ -207,6 +258,8 @@ impl NetworkStatus {
         self.announced.retain(|n, _| keep.contains(n));
         self.known.retain(|n, _| keep.contains(n));
         self.fetched.retain(|n, _| keep.contains(n));
+        // One that comes back is told our seq again.
+        self.schedule.told.retain(|n| keep.contains(n));
     }
 
     /// What is known of `node`.
@@ -240,5 +293,61 @@ mod tests {
         );
         assert!(is_reserved(STATUS_TOPIC));
         assert!(!is_reserved("blocks"));
+    }
+
+    fn nodes(n: usize) -> Vec<NodeId> {
+        (0..n)
+            .map(|_| {
+                crate::NodeKey::generate(crate::KeyType::Secp256k1)
+                    .unwrap()
+                    .node_id()
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// An unchanged seq is announced again only when a node joined (at most every
+    /// `REANNOUNCE`) or every `REANNOUNCE_IDLE`; a change goes at once.
+    #[test]
+    fn an_unchanged_seq_is_announced_again_when_nodes_join_not_on_a_timer() {
+        let ids = nodes(3);
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        assert!(s.due(t0, (1, 1), &[], false), "never announced");
+        s.announced(t0, (1, 1), &ids[..2]);
+        let later = |secs| t0 + Duration::from_secs(secs);
+        // Nobody joined: quiet past REANNOUNCE, until the idle backstop.
+        assert!(!s.due(later(31), (1, 1), &ids[..2], false));
+        assert!(!s.due(later(299), (1, 1), &ids[..1], false), "a node left");
+        assert!(s.due(later(300), (1, 1), &ids[..2], false));
+        // A node joined: announced once REANNOUNCE has passed since the last announcement.
+        assert!(!s.due(later(29), (1, 1), &ids, false));
+        assert!(s.due(later(30), (1, 1), &ids, false));
+        // A change, or a status just set, goes at once.
+        assert!(s.due(later(1), (1, 2), &ids[..2], false));
+        assert!(s.due(later(1), (1, 1), &ids[..2], true));
+        s.announced(later(30), (1, 1), &ids);
+        assert!(!s.due(later(70), (1, 1), &ids, false), "all told");
+    }
+
+    /// A node that became unreachable, or restarted, is told again as one that joined.
+    #[test]
+    fn nodes_that_come_back_or_restart_are_told_again() {
+        let ids = nodes(2);
+        let t0 = Instant::now();
+        let at = t0 + REANNOUNCE;
+        let mut n = NetworkStatus::default();
+        n.schedule.announced(t0, (1, 1), &ids);
+        assert!(!n.schedule.due(at, (1, 1), &ids, false));
+        n.prune(&ids[..1]);
+        assert!(n.schedule.due(at, (1, 1), &ids, false), "came back");
+        n.schedule.announced(t0, (1, 1), &ids);
+        let status = |incarnation, seq| Message::Status(Status::new(incarnation, seq)).encode();
+        // A later seq of the same run changes nothing; another incarnation is a restart.
+        assert!(!n.take(&ids[1], status(5, 2)), "inline: nothing to fetch");
+        assert!(!n.take(&ids[1], status(5, 3)));
+        assert!(!n.schedule.due(at, (1, 1), &ids, false));
+        assert!(!n.take(&ids[1], status(6, 1)));
+        assert!(n.schedule.due(at, (1, 1), &ids, false), "restarted");
     }
 }
