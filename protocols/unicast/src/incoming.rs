@@ -15,6 +15,7 @@ use crate::{
     codec::{FLAG_ZSTD, Frame, KIND_ONEWAY, KIND_REQUEST, Wire, message},
     compress::{Inflating, Zstd},
     outgoing::{MAX_PARTIAL, PARTIAL_BYTES},
+    recycle,
     traffic::Compression,
 };
 
@@ -73,7 +74,18 @@ impl Partial {
         if spare < data.len() {
             let room = self.total - self.whole.len();
             let grow = self.whole.len().max(data.len()).min(room);
-            self.whole.reserve_exact(grow);
+            // Past the size whose buffers are kept, a kept one for the whole message, if any:
+            // its pages are already in place (memory held anyway, whatever the peer sends).
+            let kept = (self.whole.len() + grow >= recycle::MIN)
+                .then(|| recycle::take(self.total))
+                .flatten();
+            match kept {
+                Some(mut buf) => {
+                    buf.extend_from_slice(&self.whole);
+                    self.whole = buf;
+                }
+                None => self.whole.reserve_exact(grow),
+            }
         }
         self.whole.extend_from_slice(data);
     }
@@ -295,7 +307,7 @@ impl Incoming {
                 }
                 let p = self.partial.remove(&id).expect("present");
                 self.declared -= p.total;
-                self.finish(p.kind, id, p.module, p.flags, Bytes::from(p.whole))
+                self.finish(p.kind, id, p.module, p.flags, recycle::bytes(p.whole))
             }
         }
     }

@@ -34,6 +34,7 @@ mod handler;
 mod incoming;
 mod outgoing;
 mod pairs;
+mod recycle;
 mod routed;
 pub mod traffic;
 
