@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{channel::oneshot, executor::ThreadPool};
 use zstd::bulk::{Compressor, Decompressor};
 
-use crate::traffic::Compression;
+use crate::{recycle, traffic::Compression};
 
 /// A compressed payload is sent only when it is at most this fraction of the original.
 const WORTH_IT: f64 = 0.9;
@@ -320,9 +320,11 @@ fn inflated_size(data: &[u8], limit: usize) -> Result<usize, String> {
     }
 }
 
-/// `data` inflated into exactly `size` bytes (allocated once), or why it does not.
+/// `data` inflated into exactly `size` bytes (allocated once, or in a kept buffer:
+/// [`recycle`]), or why it does not. A kept buffer may be larger than `size`: a frame that
+/// inflates past it fills no more than that buffer, already held, and is refused the same.
 fn inflate(decompressor: &mut Decompressor<'_>, data: &[u8], size: usize) -> Result<Bytes, String> {
-    let mut out = Vec::with_capacity(size);
+    let mut out = recycle::take(size).unwrap_or_else(|| Vec::with_capacity(size));
     let n = decompressor
         .decompress_to_buffer(data, &mut out)
         .map_err(|e| format!("bad compressed payload: {e}"))?;
@@ -331,7 +333,7 @@ fn inflate(decompressor: &mut Decompressor<'_>, data: &[u8], size: usize) -> Res
             "compressed payload inflated to {n} bytes, not the {size} it declared"
         ));
     }
-    Ok(Bytes::from(out))
+    Ok(recycle::bytes(out))
 }
 
 #[cfg(test)]
@@ -394,6 +396,28 @@ mod tests {
         assert!(z.decompress(&two, 1 << 20).is_err());
         assert!(z.decompress(b"not zstd at all", 1 << 20).is_err());
         assert!(z.decompress(&[], 1 << 20).is_err());
+    }
+
+    /// A large payload inflates into a buffer larger than it, as a kept one may be, written
+    /// over from the start (what an earlier message left there never shows).
+    #[test]
+    fn large_payloads_inflate_into_kept_buffers() {
+        let text: Vec<u8> = br#"{"tx":"0xabc","from":"0x1","value":1}"#
+            .iter()
+            .copied()
+            .cycle()
+            .take(recycle::MIN + 3)
+            .collect();
+        let packed = zstd::bulk::compress(&text, 1).unwrap();
+        let mut stale = vec![0xAAu8; 2 * recycle::MIN];
+        stale.clear();
+        let mut d = Decompressor::new().unwrap();
+        let n = d.decompress_to_buffer(&packed[..], &mut stale).unwrap();
+        assert_eq!((n, &stale[..]), (text.len(), &text[..]));
+        let out = inflate(&mut d, &packed, text.len()).unwrap();
+        assert_eq!(&out[..], &text[..]);
+        // A payload longer than it declares is refused, whichever buffer it lands in.
+        assert!(inflate(&mut d, &packed, text.len() - 1).is_err());
     }
 
     /// Waits (at most 10 s) for `rx`'s outcome.

@@ -6,7 +6,8 @@
 //! application drops the message. For a stream of 32 MiB blocks that was a third of the
 //! receiving node's time. Here the buffer of a delivered message comes back when the last
 //! `Bytes` of it is dropped, and the next large message is joined in it, its pages already
-//! in place. What is kept is bounded ([`MAX_KEPT`] buffers, [`MAX_KEPT_BYTES`] in all); past
+//! in place. Large payloads that arrive compressed are inflated into such buffers too. What
+//! is kept is bounded ([`MAX_KEPT`] buffers, [`MAX_KEPT_BYTES`] in all); past
 //! that a buffer is freed as before.
 
 use std::sync::Mutex;
