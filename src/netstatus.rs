@@ -147,20 +147,33 @@ impl NetworkStatus {
         }
     }
 
+    /// The periodic upkeep: announces this node's seq when [`Schedule::due`] says so, and
+    /// forgets the nodes no longer reachable ([`Self::prune`]).
+    pub fn tick(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let reachable = swarm.behaviour_mut().flood.reachable();
+        self.announce(swarm, &reachable, false);
+        self.prune(&reachable);
+    }
+
+    /// Announces this node's status seq, just set.
+    pub fn status_set(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let reachable = swarm.behaviour_mut().flood.reachable();
+        self.announce(swarm, &reachable, true);
+    }
+
     /// Announces this node's status seq when [`Schedule::due`] says so (`force`: the status
-    /// was just set).
-    pub fn announce(&mut self, swarm: &mut Swarm<Behaviour>, force: bool) {
+    /// was just set), with `reachable` reachable.
+    fn announce(&mut self, swarm: &mut Swarm<Behaviour>, reachable: &[NodeId], force: bool) {
         let b = swarm.behaviour_mut();
-        let reachable = b.flood.reachable();
         let local = b.status.local();
         let pair = (local.incarnation(), local.seq());
         let now = Instant::now();
-        if !self.schedule.due(now, pair, &reachable, force) {
+        if !self.schedule.due(now, pair, reachable, force) {
             return;
         }
         let announcement = encode(local);
         match b.flood.multicast(STATUS_TOPIC, announcement) {
-            Ok(_) => self.schedule.announced(now, pair, &reachable),
+            Ok(_) => self.schedule.announced(now, pair, reachable),
             Err(e) => tracing::debug!(error = %e, "status seq not announced"),
         }
     }
@@ -253,7 +266,7 @@ impl NetworkStatus {
     }
 
     /// Forgets the nodes that are no longer reachable (and bounds every table by that).
-    pub fn prune(&mut self, reachable: &[NodeId]) {
+    fn prune(&mut self, reachable: &[NodeId]) {
         let keep: std::collections::HashSet<&NodeId> = reachable.iter().collect();
         self.announced.retain(|n, _| keep.contains(n));
         self.known.retain(|n, _| keep.contains(n));

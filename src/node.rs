@@ -709,11 +709,7 @@ impl Runner {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = self.network_tick.tick() => {
-                    self.network.announce(&mut self.swarm, false);
-                    let reachable = self.swarm.behaviour_mut().flood.reachable();
-                    self.network.prune(&reachable);
-                }
+                _ = self.network_tick.tick() => self.network.tick(&mut self.swarm),
                 _ = self.sampler.tick(), if self.metrics.is_some() => {
                     if let Some(m) = &self.metrics {
                         m.sample(self.swarm.behaviour());
@@ -823,7 +819,7 @@ impl Runner {
             Command::SetStatus(payload, reply) => {
                 let result = b.status.set_status(payload).map_err(NodeError::from);
                 if result.is_ok() {
-                    self.network.announce(&mut self.swarm, true);
+                    self.network.status_set(&mut self.swarm);
                 }
                 let _ = reply.send(result);
             }

@@ -74,12 +74,9 @@ impl Partial {
         if spare < data.len() {
             let room = self.total - self.whole.len();
             let grow = self.whole.len().max(data.len()).min(room);
-            // Past the size whose buffers are kept, a kept one for the whole message, if any:
-            // its pages are already in place (memory held anyway, whatever the peer sends).
-            let kept = (self.whole.len() + grow >= recycle::MIN)
-                .then(|| recycle::take(self.total))
-                .flatten();
-            match kept {
+            // For a message whose buffer would be kept, a kept one for all of it, if any: its
+            // pages are already in place (memory held anyway, whatever the peer sends).
+            match recycle::take(self.total) {
                 Some(mut buf) => {
                     buf.extend_from_slice(&self.whole);
                     self.whole = buf;
