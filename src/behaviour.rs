@@ -24,8 +24,8 @@ pub use crate::config::{flood_config, route_config, status_config, unicast_confi
 /// Why a swarm could not be built: see [`crate::security::BuildError`].
 pub use crate::security::BuildError;
 use crate::{
-    NodeKey, boxed::Boxed, config::Config, connection, flood, mux, route, security::SecurityMode,
-    status, unicast,
+    NodeKey, boxed::Boxed, config::Config, connection, flood, mux, paced, route,
+    security::SecurityMode, status, unicast,
 };
 
 /// The identify protocol version string of bcos-p2p nodes.
@@ -245,8 +245,14 @@ pub fn build_swarm(
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let mut mux = mux::Config::default();
     mux.set_window_growth(Some(config.traffic.stream_window_growth));
-    build_swarm_muxed(key, security, mux, |_| {
-        Behaviour::new(key, security, config)
+    let pacing = paced::Pacing::new(Duration::from_millis(
+        config.traffic.queue_delay_target_ms.into(),
+    ));
+    let paces = pacing.paces();
+    build_swarm_muxed(key, security, mux, pacing, |_| {
+        let mut behaviour = Behaviour::new(key, security, config);
+        behaviour.unicast.set_path_paces(paces);
+        behaviour
     })
 }
 
@@ -261,19 +267,28 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
     security: &impl SecurityMode,
     behaviour: impl FnOnce(&NodeKey) -> B,
 ) -> Result<Swarm<B>, BuildError> {
-    build_swarm_muxed(key, security, mux::Config::default(), behaviour)
+    build_swarm_muxed(
+        key,
+        security,
+        mux::Config::default(),
+        paced::Pacing::new(Duration::ZERO),
+        behaviour,
+    )
 }
 
-/// Like [`build_swarm_with`], with the muxer's settings given (frame size, stream windows).
+/// Like [`build_swarm_with`], with the muxer's settings given (frame size, stream windows)
+/// and how TCP connections watch their paths' queues ([`paced`]: give
+/// [`paced::Pacing::paces`] to [`unicast::Behaviour::set_path_paces`] to pace by them).
 pub fn build_swarm_muxed<B: NetworkBehaviour>(
     key: &NodeKey,
     security: &impl SecurityMode,
     mux: mux::Config,
+    pacing: paced::Pacing,
     behaviour: impl FnOnce(&NodeKey) -> B,
 ) -> Result<Swarm<B>, BuildError> {
     let security = security.for_node_key(key)?;
     let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-        .map(|stream, _| tune_socket(stream))
+        .map(move |stream, _| pacing.watch(tune_socket(stream)))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(security.clone())
         .multiplex(mux.clone())

@@ -58,6 +58,7 @@ pub mod metrics;
 pub mod netstatus;
 pub mod node;
 pub mod open;
+pub mod paced;
 pub mod security;
 pub mod view;
 

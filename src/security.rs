@@ -39,8 +39,8 @@ pub enum BuildError {
 }
 
 /// The socket a security handshake runs on in a bcos-p2p swarm: TCP (tokio) after
-/// multistream-select.
-pub type Socket = Negotiated<libp2p::tcp::tokio::TcpStream>;
+/// multistream-select, paced ([`crate::paced`]).
+pub type Socket = Negotiated<crate::paced::Paced<libp2p::tcp::tokio::TcpStream>>;
 
 /// The socket of a routed connection's handshake: a circuit through relays (its first hop's
 /// route stream) after multistream-select.

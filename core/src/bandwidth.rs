@@ -10,12 +10,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use libp2p_core::{Multiaddr, multiaddr::Protocol};
 
 /// The longest a bucket lets its owner wait in one go: waits are re-checked at least this often.
 const MAX_WAIT: Duration = Duration::from_secs(1);
@@ -215,9 +218,115 @@ impl Limits {
         }
     }
 
+    /// Whether `module` passes every limit.
+    pub fn exempt(&self, module: u16) -> bool {
+        self.rates.exempt.contains(&module)
+    }
+
     /// Time spent waiting for these limits.
     pub fn throttled(&self) -> &Throttled {
         &self.throttled
+    }
+}
+
+/// The smallest burst of a [`PathPace`]: what goes at once after a pause.
+const PATH_BURST: f64 = 64.0 * 1024.0;
+
+/// The rate one connection's network path takes now, set from the connection's socket (the
+/// queuing delay it measures, see bcos-p2p's `paced`) and kept by unicast, as a bucket that
+/// may go into debt like [`Bucket`]. Without a rate nothing waits. Exempt modules pass it, as
+/// they pass every limit.
+#[derive(Debug, Default)]
+pub struct PathPace {
+    /// The rate (bytes/s), the tokens, and when they were counted.
+    state: Mutex<(Option<f64>, f64, Option<Instant>)>,
+}
+
+impl PathPace {
+    /// Sets the rate in bytes per second (`None`: no limit).
+    pub fn set_rate(&self, rate: Option<f64>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = rate.filter(|r| r.is_finite() && *r >= 1.0);
+        if state.0.is_none() && rate.is_some() {
+            // Pacing starts without credit: a burst of at most what a refill gives.
+            state.1 = 0.0;
+            state.2 = None;
+        }
+        state.0 = rate;
+    }
+
+    /// The rate in bytes per second (`None`: no limit).
+    pub fn rate(&self) -> Option<f64> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    fn refill(state: &mut (Option<f64>, f64, Option<Instant>), now: Instant) -> Option<f64> {
+        let rate = state.0?;
+        let elapsed = state
+            .2
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        state.1 = (state.1 + elapsed * rate).min(PATH_BURST.max(rate * 0.005));
+        state.2 = Some(state.2.map_or(now, |at| now.max(at)));
+        Some(rate)
+    }
+
+    /// How long until what waits may go (zero: now, or no rate).
+    pub fn wait(&self, now: Instant) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(rate) = Self::refill(&mut state, now) else {
+            return Duration::ZERO;
+        };
+        wait_for(state.1, rate)
+    }
+
+    /// Takes `n` bytes, into debt if need be (at most ten seconds' worth).
+    pub fn take(&self, n: usize, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rate) = Self::refill(&mut state, now) {
+            state.1 = (state.1 - n as f64).max(-10.0 * rate - PATH_BURST);
+        }
+    }
+}
+
+/// The [`PathPace`]s of a swarm's TCP connections, by the peer's socket address: the
+/// transport makes one per socket, and unicast takes it for the connection when the swarm
+/// reports the connection established. Only live paces are kept (a socket that never became
+/// a connection drops its own).
+#[derive(Debug, Default)]
+pub struct PathPaces {
+    open: Mutex<HashMap<SocketAddr, Weak<PathPace>>>,
+}
+
+impl PathPaces {
+    /// A new pace for the socket to `remote`, held here until [`PathPaces::take`]: the socket
+    /// keeps the returned handle.
+    pub fn register(&self, remote: SocketAddr) -> Arc<PathPace> {
+        let pace = Arc::new(PathPace::default());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, p| p.strong_count() > 0);
+        open.insert(remote, Arc::downgrade(&pace));
+        pace
+    }
+
+    /// The pace of the connection whose peer is at `remote` (`/ip4|ip6/…/tcp/…`), once.
+    pub fn take(&self, remote: &Multiaddr) -> Option<Arc<PathPace>> {
+        let addr = socket_addr(remote)?;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&addr)?.upgrade()
+    }
+}
+
+/// The IP address and TCP port a multiaddr starts with.
+fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut parts = addr.iter();
+    let ip = match parts.next()? {
+        Protocol::Ip4(ip) => std::net::IpAddr::V4(ip),
+        Protocol::Ip6(ip) => std::net::IpAddr::V6(ip),
+        _ => return None,
+    };
+    match parts.next()? {
+        Protocol::Tcp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
     }
 }
 
@@ -279,6 +388,59 @@ impl RequestLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_pace_without_a_rate_never_waits_and_with_one_keeps_it() {
+        let p = PathPace::default();
+        let start = Instant::now();
+        p.take(10 << 20, start);
+        assert_eq!(p.wait(start), Duration::ZERO);
+        p.set_rate(Some(1_000_000.0));
+        // Starts without credit beyond one refill; 5 s of 64 KiB pieces sent whenever allowed
+        // come to the rate.
+        let (mut now, mut sent) = (start, 0usize);
+        let end = start + Duration::from_secs(5);
+        while now < end {
+            let wait = p.wait(now);
+            if wait.is_zero() {
+                p.take(64 * 1024, now);
+                sent += 64 * 1024;
+            } else {
+                now += wait;
+            }
+        }
+        let rate = sent as f64 / 5.0;
+        assert!((0.98e6..=1.03e6).contains(&rate), "{rate}");
+        p.set_rate(None);
+        assert_eq!(p.wait(now), Duration::ZERO);
+        // Nonsense rates are no rate.
+        p.set_rate(Some(f64::NAN));
+        assert_eq!(p.rate(), None);
+    }
+
+    #[test]
+    fn path_paces_are_found_once_by_the_peer_address_and_only_while_alive() {
+        let paces = PathPaces::default();
+        let remote: SocketAddr = "10.0.0.2:30300".parse().unwrap();
+        let kept = paces.register(remote);
+        let dropped = paces.register("10.0.0.3:1".parse().unwrap());
+        drop(dropped);
+        let addr: Multiaddr = "/ip4/10.0.0.2/tcp/30300".parse().unwrap();
+        let taken = paces.take(&addr).expect("registered");
+        assert!(Arc::ptr_eq(&taken, &kept));
+        assert!(paces.take(&addr).is_none(), "once");
+        assert!(
+            paces
+                .take(&"/ip4/10.0.0.3/tcp/1".parse().unwrap())
+                .is_none()
+        );
+        assert!(paces.take(&"/dns4/x/tcp/1".parse().unwrap()).is_none());
+        // Dead entries go when the next registers.
+        let _live = paces.register("10.0.0.4:1".parse().unwrap());
+        let open = paces.open.lock().unwrap();
+        assert_eq!(open.len(), 1);
+        assert!(open.contains_key(&"10.0.0.4:1".parse().unwrap()));
+    }
 
     #[test]
     fn a_bucket_in_debt_waits_for_exactly_its_debt() {

@@ -65,7 +65,15 @@ pub struct Traffic {
     /// stream, and the most of it another stream's next frame can wait behind at a busy
     /// receiver. Default 8 MiB (1 Gbit/s at a 60 ms round trip); raise it for long fast links.
     pub stream_window_growth: usize,
+    /// Queuing delay on the network path, in milliseconds, above which a connection paces
+    /// what it sends at the rate the path delivers, so that the path's queue (a router's or
+    /// a shaper's buffer) stays short and a consensus message does not wait in it behind
+    /// block data (see [`crate::paced`]). 0: never paced (plain TCP). 1–1000. Default 10.
+    pub queue_delay_target_ms: u32,
 }
+
+/// The largest `queue_delay_target_ms`.
+pub const MAX_QUEUE_DELAY_TARGET_MS: u32 = 1000;
 
 /// The largest `stream_window_growth`: yamux's own connection window.
 pub const MAX_STREAM_WINDOW_GROWTH: usize = 1 << 30;
@@ -93,6 +101,7 @@ impl Default for Traffic {
             exempt_modules: vec![PBFT, RAFT, TXS_SYNC, CONS_TXS_SYNC],
             incoming_requests_per_s: BTreeMap::new(),
             stream_window_growth: crate::mux::DEFAULT_WINDOW_GROWTH,
+            queue_delay_target_ms: crate::paced::DEFAULT_QUEUE_DELAY_TARGET.as_millis() as u32,
         }
     }
 }
@@ -125,6 +134,12 @@ impl Traffic {
             out.push(format!(
                 "[traffic] stream_window_growth: {} is not within 0..={MAX_STREAM_WINDOW_GROWTH}",
                 self.stream_window_growth
+            ));
+        }
+        if self.queue_delay_target_ms > MAX_QUEUE_DELAY_TARGET_MS {
+            out.push(format!(
+                "[traffic] queue_delay_target_ms: {} is not within 0..={MAX_QUEUE_DELAY_TARGET_MS}",
+                self.queue_delay_target_ms
             ));
         }
         if !(1..=50).contains(&self.min_share_percent) {
@@ -226,6 +241,7 @@ mod tests {
         let t = Traffic::default();
         assert!(t.problems().is_empty());
         assert_eq!(t.stream_window_growth, crate::mux::DEFAULT_WINDOW_GROWTH);
+        assert_eq!(t.queue_delay_target_ms, 5);
         let u = t.unicast(t.limits(), &[1]);
         assert_eq!(u.priority(PBFT), Priority::High);
         assert_eq!(u.priority(BLOCK_SYNC), Priority::Low);
@@ -243,12 +259,14 @@ mod tests {
             module_bytes_per_s = { "70000" = 5 }
             incoming_requests_per_s = { "2001" = 10 }
             stream_window_growth = 1073741825
+            queue_delay_target_ms = 1001
             "#,
         )
         .unwrap();
         let p = t.problems();
-        assert_eq!(p.len(), 6, "{p:#?}");
+        assert_eq!(p.len(), 7, "{p:#?}");
         assert!(p.iter().any(|l| l.contains("stream_window_growth")));
+        assert!(p.iter().any(|l| l.contains("queue_delay_target_ms")));
         assert!(p.iter().any(|l| l.contains("urgent")));
         assert!(p.iter().any(|l| l.contains("`70000`")));
     }

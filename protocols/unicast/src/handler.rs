@@ -22,8 +22,6 @@ use bcos_p2p_core::stream_pair::{
     Traffic as FrameTraffic, WorkFailed,
 };
 
-use bcos_p2p_core::bandwidth::Bucket;
-
 use crate::{
     Counters, Direction, Outcome,
     codec::{
@@ -31,7 +29,7 @@ use crate::{
     },
     counters::{Backlog, ModuleTraffic},
     incoming::Incoming,
-    outgoing::Outgoing,
+    outgoing::{ConnectionLimits, Outgoing},
     traffic::Traffic,
 };
 
@@ -170,13 +168,13 @@ pub(crate) const URGENT_STREAMS: u64 = 1 << 63;
 
 impl Requests {
     /// `backlog`: the behaviour's count of the one-way messages it handed this connection;
-    /// `urgent`: the pair for high-priority modules; `bucket`: the connection's bandwidth bucket
+    /// `urgent`: the pair for high-priority modules; `connection`: the connection's own limits
     /// (shared by both pairs).
     pub(crate) fn new(
         settings: Arc<Settings>,
         backlog: Arc<Backlog>,
         urgent: bool,
-        bucket: Option<Arc<Bucket>>,
+        connection: ConnectionLimits,
     ) -> Self {
         let counters = settings.counters.clone();
         Requests {
@@ -190,9 +188,9 @@ impl Requests {
                 &settings.traffic,
                 counters.clone(),
                 backlog,
-                bucket.clone(),
+                connection.clone(),
             ),
-            answers_out: Outgoing::new(&settings.traffic, counters, Arc::default(), bucket),
+            answers_out: Outgoing::new(&settings.traffic, counters, Arc::default(), connection),
             replies_in: settings.incoming(),
             requests_in: settings.incoming(),
             settings,

@@ -46,7 +46,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::{Heard, NodeId, NodeIdBook, Offence, Offences, PrimaryConnections};
+use bcos_p2p_core::{
+    Heard, NodeId, NodeIdBook, Offence, Offences, PrimaryConnections, bandwidth::PathPaces,
+};
 use bytes::Bytes;
 use codec::{Frame, HEADER_LEN};
 pub use counters::{Counters, Direction, ModuleStats, Outcome};
@@ -274,6 +276,8 @@ pub struct Behaviour {
     offences: Offences,
     /// Where each connection's last frame is marked ([`Behaviour::set_heard`]).
     heard: Option<Heard>,
+    /// The rates the connections' paths take ([`Behaviour::set_path_paces`]).
+    path_paces: Option<Arc<PathPaces>>,
     /// Routed connections, and what waits for them (`routed.rs`).
     routed: routed::Routed,
     idle_timer: futures_timer::Delay,
@@ -318,6 +322,7 @@ impl Behaviour {
             events: VecDeque::new(),
             offences: Offences::default(),
             heard: None,
+            path_paces: None,
             routed: routed::Routed::default(),
             idle_timer: futures_timer::Delay::new(routed::IDLE_CHECK),
         }
@@ -328,6 +333,15 @@ impl Behaviour {
     /// Default: nothing is marked.
     pub fn set_heard(&mut self, heard: Heard) {
         self.heard = Some(heard);
+    }
+
+    /// Paces each connection's modules (exempt ones aside) at the rate `paces` holds for it
+    /// (by the peer's address): the rate the connection's socket finds its network path takes
+    /// without a queue building up (bcos-p2p's `paced`). What waits then waits in unicast's
+    /// queues, where priority classes take turns, and not in the path's queue, where a
+    /// consensus message would wait behind block data. Default: no pacing.
+    pub fn set_path_paces(&mut self, paces: Arc<PathPaces>) {
+        self.path_paces = Some(paces);
     }
 
     /// Reports what peers do wrong to `offences` (the connection manager's handle, which may
@@ -658,20 +672,20 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         _: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(connection))
+        Ok(self.new_handler(connection, remote))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         connection: ConnectionId,
         _: PeerId,
-        _: &Multiaddr,
+        addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(connection))
+        Ok(self.new_handler(connection, addr))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {

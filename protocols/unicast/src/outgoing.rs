@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::bandwidth::{Bucket, Limits};
+use bcos_p2p_core::bandwidth::{Bucket, Limits, PathPace};
 use bytes::Bytes;
 use futures::FutureExt as _;
 use futures_timer::Delay;
@@ -60,6 +60,15 @@ enum Squeeze {
     Done,
 }
 
+/// A connection's own limits, shared by its stream pairs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectionLimits {
+    /// The operator's limit per connection.
+    pub(crate) bucket: Option<Arc<Bucket>>,
+    /// The rate the connection's network path takes now (see `PathPace`).
+    pub(crate) path: Option<Arc<PathPace>>,
+}
+
 #[derive(Debug)]
 struct Lane {
     queue: VecDeque<Message>,
@@ -75,6 +84,7 @@ pub(crate) struct Outgoing {
     priorities: HashMap<u16, Priority>,
     limits: Arc<Limits>,
     connection_bucket: Option<Arc<Bucket>>,
+    path: Option<Arc<PathPace>>,
     counters: Arc<Counters>,
     lanes: HashMap<u16, Lane>,
     /// Modules with something to send, per class, in turn order.
@@ -99,7 +109,7 @@ impl Outgoing {
         traffic: &Traffic,
         counters: Arc<Counters>,
         backlog: Arc<Backlog>,
-        connection_bucket: Option<Arc<Bucket>>,
+        connection: ConnectionLimits,
     ) -> Self {
         let share = f64::from(traffic.min_share_percent.clamp(1, 50)) / 100.0;
         Outgoing {
@@ -109,7 +119,8 @@ impl Outgoing {
             ),
             share: share / (1.0 - share),
             priorities: traffic.priorities.clone(),
-            connection_bucket,
+            connection_bucket: connection.bucket,
+            path: connection.path,
             limits: traffic.limits.clone(),
             counters,
             lanes: HashMap::new(),
@@ -244,9 +255,7 @@ impl Outgoing {
             for _ in 0..self.ready[class].len() {
                 let lane = self.ready[class].pop_front().expect("counted");
                 self.skip_cancelled(lane, cancelled);
-                let wait = self
-                    .limits
-                    .wait(lane, self.connection_bucket.as_deref(), now);
+                let wait = self.wait(lane, now);
                 if !wait.is_zero() {
                     self.ready[class].push_back(lane);
                     if shortest.is_none_or(|(w, _)| wait < w) {
@@ -287,6 +296,17 @@ impl Outgoing {
         // is always ready: it goes unless a limit holds it, which arms the delay above) or by a
         // compression, whose end wakes the stream.
         None
+    }
+
+    /// How long `lane` must wait for the limits and the path's rate (exempt modules: never).
+    fn wait(&self, lane: u16, now: Instant) -> Duration {
+        let limits = self
+            .limits
+            .wait(lane, self.connection_bucket.as_deref(), now);
+        match self.path.as_ref().filter(|_| !self.limits.exempt(lane)) {
+            Some(path) => limits.max(path.wait(now)),
+            None => limits,
+        }
     }
 
     /// Credits lower classes waiting behind `class` for `len` bytes it sent, or spends the
@@ -377,6 +397,9 @@ impl Outgoing {
         m.sent += take;
         self.limits
             .take(lane, self.connection_bucket.as_deref(), take, now);
+        if let Some(path) = self.path.as_ref().filter(|_| !self.limits.exempt(lane)) {
+            path.take(take, now);
+        }
         if m.sent < m.data.len() {
             return Piece::Frame(wire, take, true);
         }
@@ -508,7 +531,8 @@ mod tests {
             ..Traffic::default()
         };
         let bucket = traffic.limits.connection_bucket().map(Arc::new);
-        let mut o = Outgoing::new(&traffic, Arc::default(), Arc::default(), bucket);
+        let connection = ConnectionLimits { bucket, path: None };
+        let mut o = Outgoing::new(&traffic, Arc::default(), Arc::default(), connection);
         o.set_version(Version::V1_1);
         o
     }
@@ -659,6 +683,38 @@ mod tests {
         assert!(limits.throttled().total() > Duration::ZERO);
     }
 
+    /// The rate the path takes holds the modules it covers the way a limit does; exempt ones
+    /// pass, and with no rate set nothing waits.
+    #[test]
+    fn the_path_rate_holds_what_it_covers_and_exempt_modules_pass() {
+        let limits = Limits::new(
+            Rates {
+                exempt: [1].into(),
+                ..Rates::default()
+            },
+            65536,
+        );
+        let mut o = outgoing(&[], limits);
+        let path = Arc::new(PathPace::default());
+        o.path = Some(path.clone());
+        o.push(KIND_REQUEST, 1, 2, 2, noise(200_000, 1));
+        assert_eq!(drain(&mut o, 10).len(), 4, "no rate: every chunk goes");
+        path.set_rate(Some(100_000.0));
+        o.push(KIND_REQUEST, 2, 2, 2, noise(200_000, 2));
+        // Paced from no credit: one chunk into debt, then the rest waits.
+        assert_eq!(drain(&mut o, 10).len(), 1);
+        o.push(KIND_RESPONSE, 7, 0, 1, noise(500, 3));
+        let out = drain(&mut o, 10);
+        assert_eq!(out.len(), 1, "the exempt module goes");
+        assert_eq!(id_of(&out[0]), 7);
+        path.set_rate(None);
+        assert_eq!(
+            drain(&mut o, 10).len(),
+            3,
+            "the rest, once the rate is gone"
+        );
+    }
+
     /// What the urgent pair hands the main pair stays in the connection's backlog until the
     /// main pair writes it; a message dropped half-sent is counted out.
     #[test]
@@ -666,7 +722,12 @@ mod tests {
         let traffic = Traffic::default();
         let backlog = Arc::new(Backlog::default());
         let pair = || {
-            let mut o = Outgoing::new(&traffic, Arc::default(), backlog.clone(), None);
+            let mut o = Outgoing::new(
+                &traffic,
+                Arc::default(),
+                backlog.clone(),
+                ConnectionLimits::default(),
+            );
             o.set_version(Version::V1_1);
             o
         };

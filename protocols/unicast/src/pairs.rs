@@ -1,6 +1,7 @@
 //! The two stream pairs of a connection (main and urgent) and which one a command goes to.
 
 use either::Either;
+use libp2p_core::Multiaddr;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{ConnectionHandler as _, ConnectionId, NotifyHandler, ToSwarm};
 use std::sync::Arc;
@@ -9,25 +10,34 @@ use crate::{
     Behaviour, PairHandlers, Priority,
     codec::Frame,
     handler::{self, Command, Handler, Requests},
+    outgoing::ConnectionLimits,
 };
 
 impl Behaviour {
-    /// The handler of a new connection: the main stream pair and the urgent one.
-    pub(crate) fn new_handler(&mut self, connection: ConnectionId) -> PairHandlers {
+    /// The handler of a new connection to a peer at `remote`: the main stream pair and the
+    /// urgent one.
+    pub(crate) fn new_handler(
+        &mut self,
+        connection: ConnectionId,
+        remote: &Multiaddr,
+    ) -> PairHandlers {
         let backlog = self.backlogs.entry(connection).or_default().clone();
-        let bucket = self
-            .settings
-            .traffic
-            .limits
-            .connection_bucket()
-            .map(Arc::new);
+        let limits = ConnectionLimits {
+            bucket: self
+                .settings
+                .traffic
+                .limits
+                .connection_bucket()
+                .map(Arc::new),
+            path: self.path_paces.as_ref().and_then(|p| p.take(remote)),
+        };
         let heard = self.heard.as_ref().map(|h| h.cell(connection));
         let pair = |urgent| {
             Handler::new(Requests::new(
                 self.settings.clone(),
                 backlog.clone(),
                 urgent,
-                bucket.clone(),
+                limits.clone(),
             ))
             .hearing(heard.clone())
         };
