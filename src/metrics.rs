@@ -16,7 +16,8 @@
 //! | `unicast_requests_total` | `direction`, `outcome` | how requests ended (see [`unicast::Outcome`]) |
 //! | `module_messages_total`, `module_payload_bytes_total` | `module` (id), `direction` (`in`/`out`) | unicast messages of each module, and their payload bytes as on the wire (compressed when they were) |
 //! | `module_queued_bytes` | `module` | payload bytes waiting to be sent now, all connections |
-//! | `module_throttled_seconds_total` | `module` | time the module's messages waited for `[traffic]` bandwidth limits |
+//! | `module_throttled_seconds_total` | `module` | time the module's messages waited for `[traffic]` bandwidth limits and path pacing |
+//! | `path_pacing_started_total`, `path_paced_connections` | | times a connection started pacing because a queue formed on its path (`[traffic] queue_delay_target_ms`), and the connections pacing now |
 //! | `module_rate_limited_total` | `module` | peers' requests and one-way messages refused by `[traffic] incoming_requests_per_s` |
 //! | `module_compression_raw_bytes_total`, `module_compression_compressed_bytes_total` | `module` | payloads sent compressed: bytes before and after |
 //! | `module_compression_ratio` | `module` | compressed over raw bytes of those payloads (1: none compressed) |
@@ -49,7 +50,7 @@ use std::{
 };
 
 use bcos_p2p_core::{
-    bandwidth::{Limits, RequestLimits},
+    bandwidth::{Limits, PathPaces, RequestLimits},
     stream_pair::Traffic,
 };
 use libp2p::swarm::SwarmEvent;
@@ -148,6 +149,7 @@ impl Metrics {
             unicast: behaviour.unicast.counters(),
             limits: behaviour.unicast.traffic_limits(),
             request_limits: behaviour.unicast.request_limits(),
+            paces: behaviour.unicast.path_paces(),
             flood: behaviour.flood.traffic(),
             status: behaviour.status.traffic(),
             route: behaviour.route.stats(),
@@ -247,6 +249,8 @@ struct ProtocolCollector {
     unicast: Arc<unicast::Counters>,
     limits: Arc<Limits>,
     request_limits: Arc<RequestLimits>,
+    /// Path pacing, when the swarm paces (`crate::paced`).
+    paces: Option<Arc<PathPaces>>,
     flood: Arc<Traffic>,
     status: Arc<Traffic>,
     route: Arc<route::Stats>,
@@ -310,6 +314,23 @@ impl Collector for ProtocolCollector {
             requests,
         )?;
         self.encode_modules(&mut encoder)?;
+        let paces = self.paces.as_deref();
+        let metric = encoder.encode_descriptor(
+            "path_pacing_started",
+            "Times a connection started pacing its unicast traffic because a queue formed on \
+             its network path ([traffic] queue_delay_target_ms)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(paces.map_or(0, PathPaces::started)).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "path_paced_connections",
+            "Connections pacing their unicast traffic now",
+            None,
+            MetricType::Gauge,
+        )?;
+        let now = paces.map_or(0, PathPaces::pacing_now);
+        ConstGauge::new(i64::try_from(now).unwrap_or(i64::MAX)).encode(metric)?;
 
         let totals = self.offences.totals();
         counters(
@@ -565,7 +586,8 @@ impl ProtocolCollector {
         counters(
             encoder,
             "module_throttled",
-            "Time a module's messages waited for the outgoing bandwidth limits ([traffic])",
+            "Time a module's messages waited for the outgoing bandwidth limits and path pacing \
+             ([traffic])",
             Some(&Unit::Seconds),
             per_module(&rows, |row| row.throttled.as_secs_f64()),
         )?;

@@ -283,7 +283,14 @@ impl Pacing {
             .filter(|_| !self.target.is_zero())
             .and_then(|_| stream.0.peer_addr().ok())
             .map(|remote| self.paces.register(remote));
-        Paced::new(stream, fd, self.target, pace, self.peak.clone())
+        Paced::new(
+            stream,
+            fd,
+            self.target,
+            pace,
+            self.peak.clone(),
+            self.paces.clone(),
+        )
     }
 }
 
@@ -296,6 +303,8 @@ pub struct Paced<S> {
     control: Option<Control>,
     pace: Option<Arc<PathPace>>,
     node_peak: Arc<Mutex<Peak>>,
+    /// Where the node counts its paced connections.
+    paces: Arc<PathPaces>,
     sampled: Option<Instant>,
 }
 
@@ -316,6 +325,7 @@ impl<S> Paced<S> {
         target: Duration,
         pace: Option<Arc<PathPace>>,
         node_peak: Arc<Mutex<Peak>>,
+        paces: Arc<PathPaces>,
     ) -> Self {
         let on = fd.is_some() && pace.is_some() && !target.is_zero();
         Paced {
@@ -324,15 +334,16 @@ impl<S> Paced<S> {
             control: on.then(|| Control::new(target)),
             pace: pace.filter(|_| on),
             node_peak,
+            paces,
             sampled: None,
         }
     }
 
-    /// Reads the socket into the controller when a sample is due, and passes the rate on.
+    /// Reads the socket into the controller when a sample is due.
     fn sample(&mut self) {
-        let (Some(control), Some(pace)) = (self.control.as_mut(), self.pace.as_ref()) else {
+        if self.control.is_none() {
             return;
-        };
+        }
         let now = Instant::now();
         if self
             .sampled
@@ -343,13 +354,34 @@ impl<S> Paced<S> {
         self.sampled = Some(now);
         #[cfg(target_os = "linux")]
         if let Some(sample) = self.fd.and_then(|fd| tcp_info::read(fd, now)) {
-            let node_peak = self
-                .node_peak
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .update(control.peak(), now);
-            control.sample(sample, node_peak);
-            pace.set_rate(control.rate());
+            self.apply(sample);
+        }
+    }
+
+    /// Takes `sample` into the controller and passes the rate on to the connection's pace
+    /// (and the node's count of paced connections).
+    fn apply(&mut self, sample: Sample) {
+        let (Some(control), Some(pace)) = (self.control.as_mut(), self.pace.as_ref()) else {
+            return;
+        };
+        let node_peak = self
+            .node_peak
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(control.peak(), sample.at);
+        let was = control.rate().is_some();
+        control.sample(sample, node_peak);
+        pace.set_rate(control.rate());
+        if control.rate().is_some() != was {
+            self.paces.count(!was);
+        }
+    }
+}
+
+impl<S> Drop for Paced<S> {
+    fn drop(&mut self) {
+        if self.control.as_ref().is_some_and(|c| c.rate().is_some()) {
+            self.paces.count(false);
         }
     }
 }
@@ -515,6 +547,61 @@ mod tests {
             );
         }
         assert_eq!(c.rate(), None);
+    }
+
+    #[test]
+    fn the_node_counts_the_connections_that_pace() {
+        let pacing = Pacing::new(10 * MS);
+        let connection = |port: u16| {
+            let pace = pacing
+                .paces
+                .register(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            // Never read: samples are applied by hand.
+            Paced::new(
+                (),
+                Some(-1),
+                10 * MS,
+                Some(pace),
+                pacing.peak.clone(),
+                pacing.paces.clone(),
+            )
+        };
+        let t0 = Instant::now();
+        // Busy samples 10 ms apart, 12.5 MB/s acknowledged, behind a 40 ms queue.
+        let sample = |i: u32| Sample {
+            at: t0 + 10 * MS * i,
+            rtt: 42 * MS,
+            min_rtt: 2 * MS,
+            bytes_acked: 125_000 * u64::from(i),
+            busy: true,
+        };
+        let counts = || (pacing.paces.started(), pacing.paces.pacing_now());
+        let mut a = connection(1);
+        a.apply(sample(0));
+        assert_eq!(counts(), (0, 0), "one sample is no rate yet");
+        a.apply(sample(1));
+        assert_eq!(counts(), (1, 1), "the queue starts pacing");
+        // The queue stays whatever the rate: the connection gives up, and is no longer paced.
+        let mut i = 2;
+        while a.control.as_ref().is_some_and(|c| c.rate().is_some()) && i < 1000 {
+            a.apply(sample(i));
+            i += 1;
+        }
+        assert!(i < 1000, "gave up");
+        assert_eq!(counts(), (1, 0));
+        // A connection that closes while pacing is counted out too.
+        let mut b = connection(2);
+        b.apply(sample(0));
+        b.apply(sample(1));
+        assert_eq!(counts(), (2, 1));
+        drop(b);
+        assert_eq!(counts(), (2, 0));
+        drop(a);
+        assert_eq!(
+            counts(),
+            (2, 0),
+            "a connection not pacing is not counted out again"
+        );
     }
 
     #[test]

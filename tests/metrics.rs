@@ -296,6 +296,14 @@ fn run_serves_metrics_that_follow_the_traffic() {
     assert!(s1.get(&traffic("frames_total", "unicast", "in")) >= REQUESTS as f64);
     assert!(s1.get(&traffic("frames_total", "flood", "in")) >= BROADCASTS as f64);
     assert!(s1.get("bcos_p2p_status_queries_received_total") >= 1.0);
+    // Path pacing is on by default and loopback has no queue to pace for.
+    for series in [
+        "bcos_p2p_path_pacing_started_total",
+        "bcos_p2p_path_paced_connections",
+    ] {
+        assert!(s1.has(series), "{series}");
+        assert_eq!(s1.get(series), 0.0, "{series}");
+    }
 
     // Bad scrapes: an error or a close each, and the endpoint keeps serving.
     let garbage = exchange(n0.metrics, b"\x16\x03\x01\x00\xffnot http at all\r\n\r\n");

@@ -295,9 +295,30 @@ impl PathPace {
 #[derive(Debug, Default)]
 pub struct PathPaces {
     open: Mutex<HashMap<SocketAddr, Weak<PathPace>>>,
+    /// Times a connection started pacing, and stopped (or closed while pacing).
+    started: AtomicU64,
+    stopped: AtomicU64,
 }
 
 impl PathPaces {
+    /// Counts a connection that starts (`true`) or stops (`false`) pacing.
+    pub fn count(&self, pacing: bool) {
+        let counter = if pacing { &self.started } else { &self.stopped };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times a connection started pacing (metrics).
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// How many connections pace now (metrics).
+    pub fn pacing_now(&self) -> u64 {
+        // `stopped` first: a start between the two loads must not make it look higher.
+        let stopped = self.stopped.load(Ordering::Relaxed);
+        self.started().saturating_sub(stopped)
+    }
+
     /// A new pace for the socket to `remote`, held here until [`PathPaces::take`]: the socket
     /// keeps the returned handle.
     pub fn register(&self, remote: SocketAddr) -> Arc<PathPace> {

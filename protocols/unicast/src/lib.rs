@@ -344,6 +344,12 @@ impl Behaviour {
         self.path_paces = Some(paces);
     }
 
+    /// The paces given to [`Behaviour::set_path_paces`], if any (for metrics: how many
+    /// connections pace).
+    pub fn path_paces(&self) -> Option<Arc<PathPaces>> {
+        self.path_paces.clone()
+    }
+
     /// Reports what peers do wrong to `offences` (the connection manager's handle, which may
     /// ban them): malformed frames, and answers to requests never sent on their connection.
     /// Default: a handle nobody reads.
