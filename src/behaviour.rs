@@ -287,11 +287,26 @@ pub fn build_swarm_muxed<B: NetworkBehaviour>(
     behaviour: impl FnOnce(&NodeKey) -> B,
 ) -> Result<Swarm<B>, BuildError> {
     let security = security.for_node_key(key)?;
+    let paces = pacing.paces();
+    let direct_mux = mux.clone();
     let direct = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .map(move |stream, _| pacing.watch(tune_socket(stream)))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(security.clone())
-        .multiplex(mux.clone())
+        .multiplex_ext(move |peer, endpoint| {
+            // Inside the DNS transport, so the address the socket reached: the socket's pace
+            // is bound to the peer now authenticated (unicast finds it by the peer when the
+            // swarm names the connection by a DNS name), and the muxer's windows are fitted
+            // to the path's round trip.
+            let mut mux = direct_mux.clone();
+            let rtt = paces
+                .bind(*peer, endpoint.get_remote_address())
+                .and_then(|pace| pace.base_rtt());
+            if let Some(rtt) = rtt {
+                mux.fit_to_round_trip(rtt);
+            }
+            mux
+        })
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // Routed connections: circuits through relays, under the same handshake and muxer.
     let routed = route::Transport::new(security.route_link().clone())

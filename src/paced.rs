@@ -270,7 +270,9 @@ impl Pacing {
         self.paces.clone()
     }
 
-    /// `stream`, watched: its pace registered under the peer's address.
+    /// `stream`, watched: its pace registered under the peer's address, with the round trip
+    /// its connection took (for the muxer's windows, `build_swarm_muxed`), paced if the
+    /// target is not zero.
     pub fn watch(
         &self,
         stream: libp2p::tcp::tokio::TcpStream,
@@ -279,10 +281,18 @@ impl Pacing {
         let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream.0));
         #[cfg(not(target_os = "linux"))]
         let fd = None;
-        let pace = fd
-            .filter(|_| !self.target.is_zero())
-            .and_then(|_| stream.0.peer_addr().ok())
+        let pace = stream
+            .0
+            .peer_addr()
+            .ok()
             .map(|remote| self.paces.register(remote));
+        #[cfg(target_os = "linux")]
+        if let (Some(fd), Some(pace)) = (fd, &pace) {
+            // The handshake's round trip, before anything queues.
+            if let Some(sample) = tcp_info::read(fd, Instant::now()) {
+                pace.set_base_rtt(sample.min_rtt);
+            }
+        }
         Paced::new(
             stream,
             fd,
@@ -317,8 +327,8 @@ impl<S> std::fmt::Debug for Paced<S> {
 }
 
 impl<S> Paced<S> {
-    /// `inner` on the socket `fd` (`None`: not a socket), setting `pace` to keep the queuing
-    /// delay under `target` (zero, or no pace: never paced).
+    /// `inner` on the socket `fd` (`None`: not a socket), holding `pace` and setting it to
+    /// keep the queuing delay under `target` (zero, or no pace: never paced).
     fn new(
         inner: S,
         fd: Option<i32>,
@@ -332,7 +342,9 @@ impl<S> Paced<S> {
             inner,
             fd: fd.filter(|_| on),
             control: on.then(|| Control::new(target)),
-            pace: pace.filter(|_| on),
+            // Kept whether paced or not: while the socket lives, the transport and unicast
+            // find its pace (and base round trip).
+            pace,
             node_peak,
             paces,
             sampled: None,
@@ -727,8 +739,13 @@ mod tests {
             .unwrap();
         let pace = pacing
             .paces()
-            .take(&remote)
+            .take(&libp2p::PeerId::random(), &remote)
             .expect("registered by the peer's address");
+        #[cfg(target_os = "linux")]
+        assert!(
+            pace.base_rtt().is_some_and(|rtt| rtt > Duration::ZERO),
+            "the handshake's round trip"
+        );
         let data = vec![5u8; 1 << 20];
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; 1 << 20];

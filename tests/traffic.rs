@@ -472,3 +472,31 @@ async fn a_peer_that_speaks_only_1_0_still_talks() {
     swarm.abort();
     task.abort();
 }
+
+/// A connection this node dialled by a DNS name takes its socket's path pace (the swarm names
+/// it by the name, the socket knows the address; the transport binds the pace to the peer), as
+/// one dialled by address does and as the listener's side does, so that pacing and the
+/// muxer's windows fitted to the round trip reach it.
+#[tokio::test]
+async fn connections_dialled_by_dns_name_take_their_path_pace() {
+    use bcos_p2p::behaviour::{Behaviour, build_swarm};
+    let ca = ca();
+    for host in ["/ip4/127.0.0.1", "/dns4/localhost"] {
+        let (ka, ta) = common::node(&ca, KeyType::Secp256k1, Period::days(1));
+        let (kb, tb) = common::node(&ca, KeyType::Secp256k1, Period::days(1));
+        let mut a = build_swarm(&ka, &ta, &Config::default()).unwrap();
+        let mut b = build_swarm(&kb, &tb, &Config::default()).unwrap();
+        let waiting = |s: &libp2p::Swarm<Behaviour>| {
+            s.behaviour()
+                .unicast
+                .path_paces()
+                .expect("build_swarm paces")
+                .waiting()
+        };
+        let (sa, sb) = common::dial_at(&mut a, &mut b, host).await;
+        assert_eq!(sa.peer(), *b.local_peer_id(), "{host}");
+        assert_eq!(sb.peer(), *a.local_peer_id(), "{host}");
+        assert_eq!(waiting(&a), 0, "{host}: the dialler's pace was not taken");
+        assert_eq!(waiting(&b), 0, "{host}: the listener's pace was not taken");
+    }
+}

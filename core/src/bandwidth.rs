@@ -19,6 +19,7 @@ use std::{
 };
 
 use libp2p_core::{Multiaddr, multiaddr::Protocol};
+use libp2p_identity::PeerId;
 
 /// The longest a bucket lets its owner wait in one go: waits are re-checked at least this often.
 const MAX_WAIT: Duration = Duration::from_secs(1);
@@ -240,9 +241,26 @@ const PATH_BURST: f64 = 64.0 * 1024.0;
 pub struct PathPace {
     /// The rate (bytes/s), the tokens, and when they were counted.
     state: Mutex<(Option<f64>, f64, Option<Instant>)>,
+    /// The path's round trip without a queue, in microseconds, as the socket measured it
+    /// when it connected (0: unknown).
+    base_rtt_us: AtomicU64,
 }
 
 impl PathPace {
+    /// Records the path's round trip without a queue (the socket's smallest so far).
+    pub fn set_base_rtt(&self, rtt: Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        self.base_rtt_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The path's round trip without a queue, when the socket measured it.
+    pub fn base_rtt(&self) -> Option<Duration> {
+        match self.base_rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
     /// Sets the rate in bytes per second (`None`: no limit).
     pub fn set_rate(&self, rate: Option<f64>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -288,16 +306,35 @@ impl PathPace {
     }
 }
 
-/// The [`PathPace`]s of a swarm's TCP connections, by the peer's socket address: the
-/// transport makes one per socket, and unicast takes it for the connection when the swarm
-/// reports the connection established. Only live paces are kept (a socket that never became
-/// a connection drops its own).
+/// The [`PathPace`]s of a swarm's TCP connections: the transport makes one per socket
+/// ([`PathPaces::register`], by the peer's socket address), binds it to the peer once the
+/// handshake names it ([`PathPaces::bind`]), and unicast takes it for the connection when the
+/// swarm reports the connection established ([`PathPaces::take`]). Only live paces are kept (a
+/// socket that never became a connection drops its own).
 #[derive(Debug, Default)]
 pub struct PathPaces {
-    open: Mutex<HashMap<SocketAddr, Weak<PathPace>>>,
+    open: Mutex<Open>,
     /// Times a connection started pacing, and stopped (or closed while pacing).
     started: AtomicU64,
     stopped: AtomicU64,
+}
+
+/// The paces not taken yet: by socket address, and those bound to their peer.
+#[derive(Debug, Default)]
+struct Open {
+    by_addr: HashMap<SocketAddr, Weak<PathPace>>,
+    by_peer: HashMap<PeerId, Vec<(SocketAddr, Weak<PathPace>)>>,
+}
+
+impl Open {
+    /// Forgets the paces whose sockets are gone.
+    fn prune(&mut self) {
+        self.by_addr.retain(|_, p| p.strong_count() > 0);
+        self.by_peer.retain(|_, paces| {
+            paces.retain(|(_, p)| p.strong_count() > 0);
+            !paces.is_empty()
+        });
+    }
 }
 
 impl PathPaces {
@@ -319,21 +356,60 @@ impl PathPaces {
         self.started().saturating_sub(stopped)
     }
 
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Paces of live sockets not taken by a connection yet (sockets in their handshake, or
+    /// connections unicast never learnt of).
+    pub fn waiting(&self) -> usize {
+        let mut open = self.open();
+        open.prune();
+        open.by_addr.len() + open.by_peer.values().map(Vec::len).sum::<usize>()
+    }
+
     /// A new pace for the socket to `remote`, held here until [`PathPaces::take`]: the socket
     /// keeps the returned handle.
     pub fn register(&self, remote: SocketAddr) -> Arc<PathPace> {
         let pace = Arc::new(PathPace::default());
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|_, p| p.strong_count() > 0);
-        open.insert(remote, Arc::downgrade(&pace));
+        let mut open = self.open();
+        open.prune();
+        open.by_addr.insert(remote, Arc::downgrade(&pace));
         pace
     }
 
-    /// The pace of the connection whose peer is at `remote` (`/ip4|ip6/…/tcp/…`), once.
-    pub fn take(&self, remote: &Multiaddr) -> Option<Arc<PathPace>> {
+    /// Binds the pace of the socket to `remote` (`/ip4|ip6/…/tcp/…`, as the transport saw it)
+    /// to `peer`, whom the handshake on it authenticated; returns it. A connection dialled by
+    /// a DNS name is then found by its peer, though the swarm reports it by the name.
+    pub fn bind(&self, peer: PeerId, remote: &Multiaddr) -> Option<Arc<PathPace>> {
         let addr = socket_addr(remote)?;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.remove(&addr)?.upgrade()
+        let mut open = self.open();
+        let weak = open.by_addr.remove(&addr)?;
+        let pace = weak.upgrade()?;
+        open.by_peer.entry(peer).or_default().push((addr, weak));
+        Some(pace)
+    }
+
+    /// The pace of the connection to `peer` at `remote`, once: the one bound at that socket
+    /// address; for a `remote` that is a DNS name, the one bound to `peer` first; a pace never
+    /// bound is found by its socket address.
+    pub fn take(&self, peer: &PeerId, remote: &Multiaddr) -> Option<Arc<PathPace>> {
+        let addr = socket_addr(remote);
+        let mut open = self.open();
+        if let Some(bound) = open.by_peer.get_mut(peer) {
+            let at = match addr {
+                Some(addr) => bound.iter().position(|(a, _)| *a == addr),
+                None => (!bound.is_empty()).then_some(0),
+            };
+            if let Some(at) = at {
+                let (_, weak) = bound.remove(at);
+                if bound.is_empty() {
+                    open.by_peer.remove(peer);
+                }
+                return weak.upgrade();
+            }
+        }
+        open.by_addr.remove(&addr?)?.upgrade()
     }
 }
 
@@ -442,25 +518,69 @@ mod tests {
     #[test]
     fn path_paces_are_found_once_by_the_peer_address_and_only_while_alive() {
         let paces = PathPaces::default();
+        let peer = PeerId::random();
         let remote: SocketAddr = "10.0.0.2:30300".parse().unwrap();
         let kept = paces.register(remote);
         let dropped = paces.register("10.0.0.3:1".parse().unwrap());
         drop(dropped);
         let addr: Multiaddr = "/ip4/10.0.0.2/tcp/30300".parse().unwrap();
-        let taken = paces.take(&addr).expect("registered");
+        let taken = paces.take(&peer, &addr).expect("registered");
         assert!(Arc::ptr_eq(&taken, &kept));
-        assert!(paces.take(&addr).is_none(), "once");
+        assert!(paces.take(&peer, &addr).is_none(), "once");
+        let gone: Multiaddr = "/ip4/10.0.0.3/tcp/1".parse().unwrap();
+        assert!(paces.take(&peer, &gone).is_none());
         assert!(
             paces
-                .take(&"/ip4/10.0.0.3/tcp/1".parse().unwrap())
+                .take(&peer, &"/dns4/x/tcp/1".parse().unwrap())
                 .is_none()
         );
-        assert!(paces.take(&"/dns4/x/tcp/1".parse().unwrap()).is_none());
         // Dead entries go when the next registers.
         let _live = paces.register("10.0.0.4:1".parse().unwrap());
         let open = paces.open.lock().unwrap();
-        assert_eq!(open.len(), 1);
-        assert!(open.contains_key(&"10.0.0.4:1".parse().unwrap()));
+        assert_eq!(open.by_addr.len(), 1);
+        assert!(open.by_addr.contains_key(&"10.0.0.4:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bound_paces_are_found_by_their_peer_even_under_a_dns_name() {
+        let paces = PathPaces::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let to_a1 = paces.register("10.0.0.2:30300".parse().unwrap());
+        let to_a2 = paces.register("10.0.0.2:30301".parse().unwrap());
+        let to_b = paces.register("10.0.0.3:30300".parse().unwrap());
+        to_a1.set_base_rtt(Duration::from_micros(1500));
+        let ip = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        // The transport binds each socket as its handshake ends, by the address it reached.
+        let bound = paces.bind(a, &ip("/ip4/10.0.0.2/tcp/30300")).unwrap();
+        assert_eq!(bound.base_rtt(), Some(Duration::from_micros(1500)));
+        assert!(paces.bind(a, &ip("/ip4/10.0.0.2/tcp/30301")).is_some());
+        assert!(paces.bind(b, &ip("/ip4/10.0.0.3/tcp/30300")).is_some());
+        assert!(
+            paces.bind(b, &ip("/ip4/10.0.0.9/tcp/1")).is_none(),
+            "never registered"
+        );
+        // The swarm reports a's second connection by its socket address, b's by a DNS name.
+        let taken = paces.take(&a, &ip("/ip4/10.0.0.2/tcp/30301")).unwrap();
+        assert!(Arc::ptr_eq(&taken, &to_a2));
+        let taken = paces.take(&b, &ip("/dns4/b.example/tcp/30300")).unwrap();
+        assert!(Arc::ptr_eq(&taken, &to_b));
+        assert!(
+            paces.take(&b, &ip("/dns4/b.example/tcp/30300")).is_none(),
+            "once"
+        );
+        // Not another peer's, whatever the address.
+        assert!(paces.take(&b, &ip("/ip4/10.0.0.2/tcp/30300")).is_none());
+        let taken = paces.take(&a, &ip("/dns4/a.example/tcp/30300")).unwrap();
+        assert!(Arc::ptr_eq(&taken, &to_a1));
+        // A bound pace whose socket closed is not handed out, and goes at the next register.
+        let to_c = paces.register("10.0.0.5:1".parse().unwrap());
+        let c = PeerId::random();
+        paces.bind(c, &ip("/ip4/10.0.0.5/tcp/1")).unwrap();
+        drop(to_c);
+        let _next = paces.register("10.0.0.6:1".parse().unwrap());
+        assert!(paces.open.lock().unwrap().by_peer.is_empty());
+        assert!(paces.take(&c, &ip("/dns4/c.example/tcp/1")).is_none());
+        assert_eq!(paces.waiting(), 1, "the last registered");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::{
 };
 
 use bcos_p2p_core::mux::{
-    Config, DEFAULT_FRAME_SIZE, DEFAULT_WINDOW_GROWTH, MAX_FRAME_SIZE, MAX_PENDING_INBOUND,
-    MIN_FRAME_SIZE, Muxer,
+    Config, DEFAULT_FRAME_SIZE, DEFAULT_WINDOW_GROWTH, FULL_GROWTH_RTT, MAX_FRAME_SIZE,
+    MAX_PENDING_INBOUND, MIN_FRAME_SIZE, MIN_WINDOW_GROWTH, Muxer,
 };
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use libp2p_core::{
@@ -367,4 +367,28 @@ async fn stream_windows_grow_at_most_by_the_configured_growth() {
     let mut open = Config::default();
     open.set_window_growth(None).set_max_num_streams(64);
     assert_eq!(open.window_growth(), None);
+}
+
+#[test]
+fn window_growth_is_fitted_to_the_round_trip() {
+    let fitted = |growth: Option<usize>, rtt_ms: f64| {
+        let mut config = Config::default();
+        config.set_window_growth(growth);
+        config.fit_to_round_trip(Duration::from_secs_f64(rtt_ms / 1000.0));
+        config.window_growth()
+    };
+    let full = Some(DEFAULT_WINDOW_GROWTH);
+    // Loopback and a LAN: the floor; half the full round trip: half; longer: all of it.
+    assert_eq!(fitted(full, 0.05), Some(MIN_WINDOW_GROWTH));
+    assert_eq!(fitted(full, 5.0), Some(MIN_WINDOW_GROWTH));
+    assert_eq!(
+        fitted(full, FULL_GROWTH_RTT.as_secs_f64() * 500.0),
+        Some(DEFAULT_WINDOW_GROWTH / 2)
+    );
+    assert_eq!(fitted(full, 60.0), full);
+    assert_eq!(fitted(full, 250.0), full);
+    // Never above what was set, and no bound stays no bound.
+    assert_eq!(fitted(Some(64 * 1024), 0.05), Some(64 * 1024));
+    assert_eq!(fitted(Some(0), 100.0), Some(0));
+    assert_eq!(fitted(None, 0.05), None);
 }

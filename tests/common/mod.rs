@@ -63,8 +63,17 @@ pub async fn dial<A: NetworkBehaviour, B: NetworkBehaviour>(
     a: &mut Swarm<A>,
     b: &mut Swarm<B>,
 ) -> (Side, Side) {
+    dial_at(a, b, "/ip4/127.0.0.1").await
+}
+
+/// [`dial`] by `host` (`/ip4/127.0.0.1`, `/dns4/localhost`, …) and the port `b` listens on.
+pub async fn dial_at<A: NetworkBehaviour, B: NetworkBehaviour>(
+    a: &mut Swarm<A>,
+    b: &mut Swarm<B>,
+    host: &str,
+) -> (Side, Side) {
     let port = listen_port(b).await;
-    let addr: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let addr: libp2p::Multiaddr = format!("{host}/tcp/{port}").parse().unwrap();
     a.dial(addr).unwrap();
     let (mut sa, mut sb) = (None, None);
     tokio::time::timeout(TIMEOUT, async {

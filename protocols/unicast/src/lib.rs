@@ -676,22 +676,22 @@ impl NetworkBehaviour for Behaviour {
     fn handle_established_inbound_connection(
         &mut self,
         connection: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         _: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(connection, remote))
+        Ok(self.new_handler(connection, peer, remote))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         connection: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(connection, addr))
+        Ok(self.new_handler(connection, peer, addr))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {

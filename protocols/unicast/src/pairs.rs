@@ -14,11 +14,12 @@ use crate::{
 };
 
 impl Behaviour {
-    /// The handler of a new connection to a peer at `remote`: the main stream pair and the
+    /// The handler of a new connection to `peer` at `remote`: the main stream pair and the
     /// urgent one.
     pub(crate) fn new_handler(
         &mut self,
         connection: ConnectionId,
+        peer: PeerId,
         remote: &Multiaddr,
     ) -> PairHandlers {
         let backlog = self.backlogs.entry(connection).or_default().clone();
@@ -29,7 +30,7 @@ impl Behaviour {
                 .limits
                 .connection_bucket()
                 .map(Arc::new),
-            path: self.path_paces.as_ref().and_then(|p| p.take(remote)),
+            path: self.path_paces.as_ref().and_then(|p| p.take(&peer, remote)),
         };
         let heard = self.heard.as_ref().map(|h| h.cell(connection));
         let pair = |urgent| {
