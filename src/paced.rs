@@ -8,11 +8,14 @@
 //! connection are many milliseconds too; every message of every class waits in both, each
 //! way. Like LEDBAT (RFC 6817), a [`Paced`] stream (the transport wraps every TCP socket in
 //! one) watches the queuing delay its socket sees: the kernel's smoothed round trip less the
-//! smallest it has measured (`TCP_INFO`). Above
-//! [`Traffic::queue_delay_target_ms`](crate::config::Traffic), it sets the connection's
-//! [`PathPace`] to 3/4 of the rate the path delivers until the queue drains, then to that
-//! rate, 10 % above it while the delay stays under half the target, so that it finds more
-//! room when the path has it. Unicast keeps that rate the way it keeps an operator's limit:
+//! smallest it has measured (`TCP_INFO`), the least of it over [`WINDOW`] (a standing queue,
+//! as CoDel judges one, not a burst passing). Above
+//! [`Traffic::queue_delay_target_ms`](crate::config::Traffic) it sets the connection's
+//! [`PathPace`] to the rate the path delivers, then lowers it while the queue stands (by
+//! [`DECREASE`], in proportion to the excess) and raises it while it does not (by a share of
+//! the node's peak rate, the same step for every connection, so that connections sharing a
+//! hop converge to fair shares), so that it finds more room when the path has it ([`Control`]).
+//! Unicast keeps that rate the way it keeps an operator's limit:
 //! what waits, waits in its queues, where the classes take their turns (an exempt consensus
 //! module goes at once), and not in the socket or the path, where they cannot.
 //!
@@ -44,19 +47,19 @@ pub const WINDOW: Duration = Duration::from_millis(100);
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 /// While the queue is above the target by the target or more: the share of the rate taken
 /// off per second (proportionally when less): 5 % per 10 ms sample.
-const DECREASE: f64 = 5.0;
+pub const DECREASE: f64 = 5.0;
 /// While the queue is at most the target: the share of the node's peak delivery rate (the
 /// highest of its connections') added per second. The same step for every connection,
 /// added, not multiplied, so that connections sharing a bottleneck converge to equal shares
 /// (AIMD); and it does not shrink near the target, so that the rate keeps moving around it
 /// (a rate that settled would keep whatever share it had).
-const INCREASE: f64 = 0.1;
+pub const INCREASE: f64 = 0.1;
 /// The weight of one sample in the delivery rate's moving average (about 50 ms).
-const SMOOTH: f64 = 0.2;
+pub const SMOOTH: f64 = 0.2;
 /// How long a peak delivery rate takes to halve when nothing reaches it again.
-const PEAK_HALF_LIFE: f64 = 60.0;
+pub const PEAK_HALF_LIFE: f64 = 60.0;
 /// The rate never runs further ahead of the peak delivery rate than this.
-const HEADROOM: f64 = 1.5;
+pub const HEADROOM: f64 = 1.5;
 /// Pacing never goes below this many bytes per second.
 pub const MIN_RATE: f64 = 128.0 * 1024.0;
 /// A queue above the target this long while pacing cut its rate to a quarter is not the

@@ -397,6 +397,7 @@ impl PathPaces {
         let addr = socket_addr(remote);
         let mut open = self.open();
         if let Some(bound) = open.by_peer.get_mut(peer) {
+            bound.retain(|(_, p)| p.strong_count() > 0);
             let at = match addr {
                 Some(addr) => bound.iter().position(|(a, _)| *a == addr),
                 None => (!bound.is_empty()).then_some(0),
@@ -407,6 +408,9 @@ impl PathPaces {
                     open.by_peer.remove(peer);
                 }
                 return weak.upgrade();
+            }
+            if bound.is_empty() {
+                open.by_peer.remove(peer);
             }
         }
         open.by_addr.remove(&addr?)?.upgrade()

@@ -64,11 +64,14 @@ pub struct Traffic {
     /// is at most 256 KiB plus this: enough for window ÷ round trip of throughput on one
     /// stream, and the most of it another stream's next frame can wait behind at a busy
     /// receiver. Default 8 MiB (1 Gbit/s at a 60 ms round trip); raise it for long fast links.
+    /// A connection whose TCP handshake took a shorter round trip than 60 ms gets that share
+    /// of it, at least 1 MiB ([`crate::mux::Config::fit_to_round_trip`]).
     pub stream_window_growth: usize,
     /// Queuing delay on the network path, in milliseconds, above which a connection paces
     /// what it sends at the rate the path delivers, so that the path's queue (a router's or
     /// a shaper's buffer) stays short and a consensus message does not wait in it behind
-    /// block data (see [`crate::paced`]). 0: never paced (plain TCP). 1–1000. Default 10.
+    /// block data (see [`crate::paced`]). 0: never paced (plain TCP); at most 1000.
+    /// Default 5.
     pub queue_delay_target_ms: u32,
 }
 
