@@ -737,6 +737,17 @@ mod tests {
         let mut client = pacing.watch(libp2p::tcp::tokio::TcpStream(client));
         let mut server = Pacing::new(Duration::ZERO).watch(libp2p::tcp::tokio::TcpStream(server));
         assert!(server.control.is_none(), "a zero target paces nothing");
+        // Paced or not, a socket's pace knows the handshake's round trip (the muxer's windows
+        // are fitted to it), on the accepting side too.
+        #[cfg(target_os = "linux")]
+        assert!(
+            server
+                .pace
+                .as_ref()
+                .and_then(|p| p.base_rtt())
+                .is_some_and(|rtt| rtt > Duration::ZERO),
+            "the accepted socket's round trip"
+        );
         let remote: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", addr.port())
             .parse()
             .unwrap();
