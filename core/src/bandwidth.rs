@@ -392,7 +392,7 @@ impl PathPaces {
 
     /// The pace of the connection to `peer` at `remote`, once: the one bound at that socket
     /// address; for a `remote` that is a DNS name, the one bound to `peer` first; a pace never
-    /// bound is found by its socket address.
+    /// bound is found by its socket address. None for other addresses (routed connections).
     pub fn take(&self, peer: &PeerId, remote: &Multiaddr) -> Option<Arc<PathPace>> {
         let addr = socket_addr(remote);
         let mut open = self.open();
@@ -400,7 +400,9 @@ impl PathPaces {
             bound.retain(|(_, p)| p.strong_count() > 0);
             let at = match addr {
                 Some(addr) => bound.iter().position(|(a, _)| *a == addr),
-                None => (!bound.is_empty()).then_some(0),
+                None if is_dns(remote) => (!bound.is_empty()).then_some(0),
+                // Not a socket's address (a routed connection's): no pace of a socket.
+                None => None,
             };
             if let Some(at) = at {
                 let (_, weak) = bound.remove(at);
@@ -415,6 +417,14 @@ impl PathPaces {
         }
         open.by_addr.remove(&addr?)?.upgrade()
     }
+}
+
+/// Whether `addr` starts with a DNS name.
+fn is_dns(addr: &Multiaddr) -> bool {
+    matches!(
+        addr.iter().next(),
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_))
+    )
 }
 
 /// The IP address and TCP port a multiaddr starts with.
@@ -574,6 +584,8 @@ mod tests {
         );
         // Not another peer's, whatever the address.
         assert!(paces.take(&b, &ip("/ip4/10.0.0.2/tcp/30300")).is_none());
+        // Nor a socket's pace for a connection through a relay.
+        assert!(paces.take(&a, &ip("/p2p-circuit")).is_none());
         let taken = paces.take(&a, &ip("/dns4/a.example/tcp/30300")).unwrap();
         assert!(Arc::ptr_eq(&taken, &to_a1));
         // A bound pace whose socket closed is not handed out, and goes at the next register.
