@@ -24,12 +24,37 @@ use libp2p_identity::PeerId;
 /// The longest a bucket lets its owner wait in one go: waits are re-checked at least this often.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// The tokens of a bucket that may go into debt, and when they were counted: what
+/// [`Bucket`] and [`PathPace`] share.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tokens {
+    held: f64,
+    at: Option<Instant>,
+}
+
+impl Tokens {
+    /// Adds what `rate` gave since they were counted, up to `burst`.
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let elapsed = self
+            .at
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        self.held = (self.held + elapsed * rate).min(burst);
+        self.at = Some(self.at.map_or(now, |at| now.max(at)));
+    }
+
+    /// Takes `n`, into debt if need be: at most ten seconds' worth (and a burst), whatever
+    /// the caller does.
+    fn take(&mut self, n: usize, rate: f64, burst: f64) {
+        self.held = (self.held - n as f64).max(-10.0 * rate - burst);
+    }
+}
+
 /// A token bucket of units (bytes, or requests) per second that may go into debt.
 #[derive(Debug)]
 pub struct Bucket {
     rate: f64,
     burst: f64,
-    state: Mutex<(f64, Instant)>,
+    state: Mutex<Tokens>,
 }
 
 impl Bucket {
@@ -39,37 +64,35 @@ impl Bucket {
         Bucket {
             rate: rate.max(1) as f64,
             burst,
-            state: Mutex::new((burst, Instant::now())),
+            state: Mutex::new(Tokens {
+                held: burst,
+                at: Some(Instant::now()),
+            }),
         }
     }
 
-    fn refill(&self, state: &mut (f64, Instant), now: Instant) {
-        let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
-        state.0 = (state.0 + elapsed * self.rate).min(self.burst);
-        state.1 = now.max(state.1);
+    /// The tokens, refilled to `now`.
+    fn tokens(&self, now: Instant) -> std::sync::MutexGuard<'_, Tokens> {
+        let mut tokens = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.refill(self.rate, self.burst, now);
+        tokens
     }
 
     /// How long until the bucket is out of debt (zero: it is now).
     pub fn wait(&self, now: Instant) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.refill(&mut state, now);
-        wait_for(state.0, self.rate)
+        wait_for(self.tokens(now).held, self.rate)
     }
 
     /// Takes `n` units, into debt if need be (call when [`Bucket::wait`] is zero).
     pub fn take(&self, n: usize, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.refill(&mut state, now);
-        // Bounded debt: at most ten seconds' worth, whatever the caller does.
-        state.0 = (state.0 - n as f64).max(-10.0 * self.rate - self.burst);
+        self.tokens(now).take(n, self.rate, self.burst);
     }
 
     /// Takes one unit if the bucket holds one (no debt): for counting requests.
     pub fn try_take_one(&self, now: Instant) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.refill(&mut state, now);
-        if state.0 >= 1.0 {
-            state.0 -= 1.0;
+        let mut tokens = self.tokens(now);
+        if tokens.held >= 1.0 {
+            tokens.held -= 1.0;
             true
         } else {
             false
@@ -239,8 +262,8 @@ const PATH_BURST: f64 = 64.0 * 1024.0;
 /// they pass every limit.
 #[derive(Debug, Default)]
 pub struct PathPace {
-    /// The rate (bytes/s), the tokens, and when they were counted.
-    state: Mutex<(Option<f64>, f64, Option<Instant>)>,
+    /// The rate (bytes/s), and the tokens.
+    state: Mutex<(Option<f64>, Tokens)>,
     /// The path's round trip without a queue, in microseconds, as the socket measured it
     /// when it connected (0: unknown).
     base_rtt_us: AtomicU64,
@@ -267,8 +290,7 @@ impl PathPace {
         let rate = rate.filter(|r| r.is_finite() && *r >= 1.0);
         if state.0.is_none() && rate.is_some() {
             // Pacing starts without credit: a burst of at most what a refill gives.
-            state.1 = 0.0;
-            state.2 = None;
+            state.1 = Tokens::default();
         }
         state.0 = rate;
     }
@@ -278,30 +300,27 @@ impl PathPace {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    fn refill(state: &mut (Option<f64>, f64, Option<Instant>), now: Instant) -> Option<f64> {
-        let rate = state.0?;
-        let elapsed = state
-            .2
-            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
-        state.1 = (state.1 + elapsed * rate).min(PATH_BURST.max(rate * 0.005));
-        state.2 = Some(state.2.map_or(now, |at| now.max(at)));
-        Some(rate)
+    /// The burst at `rate`: [`PATH_BURST`], or 5 ms of the rate when that is more.
+    fn burst(rate: f64) -> f64 {
+        PATH_BURST.max(rate * 0.005)
     }
 
     /// How long until what waits may go (zero: now, or no rate).
     pub fn wait(&self, now: Instant) -> Duration {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(rate) = Self::refill(&mut state, now) else {
+        let Some(rate) = state.0 else {
             return Duration::ZERO;
         };
-        wait_for(state.1, rate)
+        state.1.refill(rate, Self::burst(rate), now);
+        wait_for(state.1.held, rate)
     }
 
     /// Takes `n` bytes, into debt if need be (at most ten seconds' worth).
     pub fn take(&self, n: usize, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rate) = Self::refill(&mut state, now) {
-            state.1 = (state.1 - n as f64).max(-10.0 * rate - PATH_BURST);
+        if let Some(rate) = state.0 {
+            state.1.refill(rate, Self::burst(rate), now);
+            state.1.take(n, rate, Self::burst(rate));
         }
     }
 }
