@@ -316,14 +316,6 @@ impl Collector for ProtocolCollector {
         self.encode_modules(&mut encoder)?;
         let paces = self.paces.as_deref();
         let metric = encoder.encode_descriptor(
-            "path_pacing_started",
-            "Times a connection started pacing its unicast traffic because a queue formed on \
-             its network path ([traffic] queue_delay_target_ms)",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(paces.map_or(0, PathPaces::started)).encode(metric)?;
-        let metric = encoder.encode_descriptor(
             "path_paced_connections",
             "Connections pacing their unicast traffic now",
             None,
@@ -343,7 +335,13 @@ impl Collector for ProtocolCollector {
         )?;
 
         let Sampled { flood, status } = *self.sampled.lock().unwrap_or_else(|p| p.into_inner());
-        let single: [(&str, &str, u64); 24] = [
+        let single: [(&str, &str, u64); 25] = [
+            (
+                "path_pacing_started",
+                "Times a connection started pacing its unicast traffic because a queue formed on \
+                 its network path ([traffic] queue_delay_target_ms)",
+                paces.map_or(0, PathPaces::started),
+            ),
             (
                 "flood_published",
                 "Multicasts and broadcasts this node sent",

@@ -138,7 +138,6 @@ impl Control {
     /// `rate` raised for `secs` without a queue (by [`INCREASE`] of the node's peak), within
     /// the bounds.
     fn raised(&self, rate: f64, node_peak: f64, secs: f64) -> f64 {
-        let secs = secs.min(0.1);
         (rate + INCREASE * node_peak.max(self.peak.value) * secs)
             .min(self.peak.value * HEADROOM)
             .max(MIN_RATE)
@@ -174,6 +173,8 @@ impl Control {
             return;
         }
         let acked = s.bytes_acked.saturating_sub(acked) as f64 / secs;
+        // A step of the rate counts at most 100 ms, however long since the last sample.
+        let step = secs.min(0.1);
         if self.delivered == 0.0 {
             self.delivered = acked;
         } else {
@@ -187,7 +188,7 @@ impl Control {
         if !s.busy {
             // Nothing to judge a queue by; a paced connection with little in flight has room.
             if let Some(rate) = self.rate {
-                self.rate = Some(self.raised(rate, node_peak, secs));
+                self.rate = Some(self.raised(rate, node_peak, step));
             }
             return;
         }
@@ -199,30 +200,24 @@ impl Control {
             }
             return;
         };
-        let over = ((queue.as_secs_f64() - self.target.as_secs_f64()) / self.target.as_secs_f64())
-            .clamp(-1.0, 1.0);
-        let secs = secs.min(0.1);
-        let next = if over > 0.0 {
-            (rate * (1.0 - DECREASE * over * secs)).max(MIN_RATE)
-        } else {
-            self.raised(rate, node_peak, secs)
-        };
-        if queue > self.target {
-            let (since, then) = *self.above.get_or_insert((s.at, rate));
-            if s.at.saturating_duration_since(since) >= GIVE_UP
-                && next <= (then / 4.0).max(MIN_RATE)
-            {
-                tracing::debug!(
-                    ?queue,
-                    "the path's queue stays without our traffic: not pacing"
-                );
-                self.rate = None;
-                self.above = None;
-                self.hold_off_until = Some(s.at + HOLD_OFF);
-                return;
-            }
-        } else {
+        if queue <= self.target {
             self.above = None;
+            self.rate = Some(self.raised(rate, node_peak, step));
+            return;
+        }
+        let over = ((queue.as_secs_f64() - self.target.as_secs_f64()) / self.target.as_secs_f64())
+            .min(1.0);
+        let next = (rate * (1.0 - DECREASE * over * step)).max(MIN_RATE);
+        let (since, then) = *self.above.get_or_insert((s.at, rate));
+        if s.at.saturating_duration_since(since) >= GIVE_UP && next <= (then / 4.0).max(MIN_RATE) {
+            tracing::debug!(
+                ?queue,
+                "the path's queue stays without our traffic: not pacing"
+            );
+            self.rate = None;
+            self.above = None;
+            self.hold_off_until = Some(s.at + HOLD_OFF);
+            return;
         }
         self.rate = Some(next);
     }

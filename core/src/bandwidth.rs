@@ -210,47 +210,73 @@ impl Limits {
     }
 
     /// Whether `module` is limited at all (not exempt, and some limit applies to it).
-    pub fn limits(&self, module: u16, connection: Option<&Bucket>) -> bool {
+    pub fn limits(&self, module: u16, connection: &ConnectionLimits) -> bool {
         !self.rates.exempt.contains(&module)
-            && (self.total.is_some() || connection.is_some() || self.modules.contains_key(&module))
+            && (self.total.is_some()
+                || connection.bucket.is_some()
+                || connection.path.is_some()
+                || self.modules.contains_key(&module))
     }
 
-    /// How long `module` must wait before it may send on a connection with bucket `connection`
-    /// (zero: now). Exempt modules never wait.
-    pub fn wait(&self, module: u16, connection: Option<&Bucket>, now: Instant) -> Duration {
-        if self.rates.exempt.contains(&module) {
-            return Duration::ZERO;
-        }
-        [self.total.as_ref(), connection, self.modules.get(&module)]
-            .into_iter()
-            .flatten()
+    /// The buckets that cover `module` (none when it is exempt).
+    fn covering<'a>(
+        &'a self,
+        module: u16,
+        connection: &'a ConnectionLimits,
+    ) -> impl Iterator<Item = &'a Bucket> {
+        let exempt = self.rates.exempt.contains(&module);
+        [
+            self.total.as_ref(),
+            connection.bucket.as_deref(),
+            self.modules.get(&module),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(move |_| !exempt)
+    }
+
+    /// How long `module` must wait before it may send on a connection with `connection`'s
+    /// limits (zero: now). Exempt modules never wait.
+    pub fn wait(&self, module: u16, connection: &ConnectionLimits, now: Instant) -> Duration {
+        let path = connection
+            .path
+            .as_ref()
+            .filter(|_| !self.rates.exempt.contains(&module))
+            .map(|p| p.wait(now));
+        self.covering(module, connection)
             .map(|b| b.wait(now))
+            .chain(path)
             .max()
             .unwrap_or(Duration::ZERO)
     }
 
-    /// Takes `bytes` of `module` from every bucket that covers it.
-    pub fn take(&self, module: u16, connection: Option<&Bucket>, bytes: usize, now: Instant) {
+    /// Takes `bytes` of `module` from every bucket (and path pace) that covers it.
+    pub fn take(&self, module: u16, connection: &ConnectionLimits, bytes: usize, now: Instant) {
         if self.rates.exempt.contains(&module) {
             return;
         }
-        for bucket in [self.total.as_ref(), connection, self.modules.get(&module)]
-            .into_iter()
-            .flatten()
-        {
+        for bucket in self.covering(module, connection) {
             bucket.take(bytes, now);
         }
-    }
-
-    /// Whether `module` passes every limit.
-    pub fn exempt(&self, module: u16) -> bool {
-        self.rates.exempt.contains(&module)
+        if let Some(path) = &connection.path {
+            path.take(bytes, now);
+        }
     }
 
     /// Time spent waiting for these limits.
     pub fn throttled(&self) -> &Throttled {
         &self.throttled
     }
+}
+
+/// A connection's own limits, shared by its streams: the operator's per-connection bucket and
+/// the rate its network path takes now.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionLimits {
+    /// The operator's limit per connection ([`Limits::connection_bucket`]).
+    pub bucket: Option<Arc<Bucket>>,
+    /// The rate the connection's network path takes now ([`PathPace`]).
+    pub path: Option<Arc<PathPace>>,
 }
 
 /// The smallest burst of a [`PathPace`]: what goes at once after a pause.
@@ -415,7 +441,7 @@ impl PathPaces {
     pub fn take(&self, peer: &PeerId, remote: &Multiaddr) -> Option<Arc<PathPace>> {
         let addr = socket_addr(remote);
         let mut open = self.open();
-        if let Some(bound) = open.by_peer.get_mut(peer) {
+        let bound = open.by_peer.get_mut(peer).and_then(|bound| {
             bound.retain(|(_, p)| p.strong_count() > 0);
             let at = match addr {
                 Some(addr) => bound.iter().position(|(a, _)| *a == addr),
@@ -423,18 +449,15 @@ impl PathPaces {
                 // Not a socket's address (a routed connection's): no pace of a socket.
                 None => None,
             };
-            if let Some(at) = at {
-                let (_, weak) = bound.remove(at);
-                if bound.is_empty() {
-                    open.by_peer.remove(peer);
-                }
-                return weak.upgrade();
-            }
-            if bound.is_empty() {
-                open.by_peer.remove(peer);
-            }
+            at.map(|at| bound.remove(at).1)
+        });
+        if open.by_peer.get(peer).is_some_and(Vec::is_empty) {
+            open.by_peer.remove(peer);
         }
-        open.by_addr.remove(&addr?)?.upgrade()
+        match bound {
+            Some(weak) => weak.upgrade(),
+            None => open.by_addr.remove(&addr?)?.upgrade(),
+        }
     }
 }
 
@@ -650,13 +673,14 @@ mod tests {
             64 * 1024,
         );
         let (mut now, mut sent) = (start, 0usize);
+        let none = ConnectionLimits::default();
         for _ in 0..1_000_000 {
             if now >= start + Duration::from_secs(5) {
                 break;
             }
-            let wait = limits.wait(7, None, now);
+            let wait = limits.wait(7, &none, now);
             if wait.is_zero() {
-                limits.take(7, None, 65536, now);
+                limits.take(7, &none, 65536, now);
                 sent += 65536;
             } else {
                 now += wait;
@@ -677,13 +701,14 @@ mod tests {
             },
             1000,
         );
-        limits.take(1000, None, 1 << 20, now);
-        assert_eq!(limits.wait(1000, None, now), Duration::ZERO);
-        assert_eq!(limits.wait(2000, None, now), Duration::ZERO);
-        limits.take(2000, None, 5000, now);
-        assert!(limits.wait(2000, None, now) > Duration::ZERO);
-        assert_eq!(limits.wait(1000, None, now), Duration::ZERO);
-        assert!(!limits.limits(1000, None) && limits.limits(2000, None));
+        let none = ConnectionLimits::default();
+        limits.take(1000, &none, 1 << 20, now);
+        assert_eq!(limits.wait(1000, &none, now), Duration::ZERO);
+        assert_eq!(limits.wait(2000, &none, now), Duration::ZERO);
+        limits.take(2000, &none, 5000, now);
+        assert!(limits.wait(2000, &none, now) > Duration::ZERO);
+        assert_eq!(limits.wait(1000, &none, now), Duration::ZERO);
+        assert!(!limits.limits(1000, &none) && limits.limits(2000, &none));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::{
 use bytes::Bytes;
 use libp2p_swarm::StreamProtocol;
 
+use bcos_p2p_core::bandwidth::ConnectionLimits;
 use bcos_p2p_core::stream_pair::{
     CloseReason, MAX_OPEN_FAILURES, PairProtocol, Policy, StreamPair, Streams,
     Traffic as FrameTraffic, WorkFailed,
@@ -29,7 +30,7 @@ use crate::{
     },
     counters::{Backlog, ModuleTraffic},
     incoming::Incoming,
-    outgoing::{ConnectionLimits, Outgoing},
+    outgoing::Outgoing,
     traffic::Traffic,
 };
 

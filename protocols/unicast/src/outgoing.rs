@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bcos_p2p_core::bandwidth::{Bucket, Limits, PathPace};
+use bcos_p2p_core::bandwidth::{ConnectionLimits, Limits};
 use bytes::Bytes;
 use futures::FutureExt as _;
 use futures_timer::Delay;
@@ -60,15 +60,6 @@ enum Squeeze {
     Done,
 }
 
-/// A connection's own limits, shared by its stream pairs.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ConnectionLimits {
-    /// The operator's limit per connection.
-    pub(crate) bucket: Option<Arc<Bucket>>,
-    /// The rate the connection's network path takes now (see `PathPace`).
-    pub(crate) path: Option<Arc<PathPace>>,
-}
-
 #[derive(Debug)]
 struct Lane {
     queue: VecDeque<Message>,
@@ -83,8 +74,8 @@ pub(crate) struct Outgoing {
     share: f64,
     priorities: HashMap<u16, Priority>,
     limits: Arc<Limits>,
-    connection_bucket: Option<Arc<Bucket>>,
-    path: Option<Arc<PathPace>>,
+    /// The connection's own limits, shared by its stream pairs.
+    connection: ConnectionLimits,
     counters: Arc<Counters>,
     lanes: HashMap<u16, Lane>,
     /// Modules with something to send, per class, in turn order.
@@ -119,8 +110,7 @@ impl Outgoing {
             ),
             share: share / (1.0 - share),
             priorities: traffic.priorities.clone(),
-            connection_bucket: connection.bucket,
-            path: connection.path,
+            connection,
             limits: traffic.limits.clone(),
             counters,
             lanes: HashMap::new(),
@@ -255,7 +245,7 @@ impl Outgoing {
             for _ in 0..self.ready[class].len() {
                 let lane = self.ready[class].pop_front().expect("counted");
                 self.skip_cancelled(lane, cancelled);
-                let wait = self.wait(lane, now);
+                let wait = self.limits.wait(lane, &self.connection, now);
                 if !wait.is_zero() {
                     self.ready[class].push_back(lane);
                     if shortest.is_none_or(|(w, _)| wait < w) {
@@ -296,17 +286,6 @@ impl Outgoing {
         // is always ready: it goes unless a limit holds it, which arms the delay above) or by a
         // compression, whose end wakes the stream.
         None
-    }
-
-    /// How long `lane` must wait for the limits and the path's rate (exempt modules: never).
-    fn wait(&self, lane: u16, now: Instant) -> Duration {
-        let limits = self
-            .limits
-            .wait(lane, self.connection_bucket.as_deref(), now);
-        match self.path.as_ref().filter(|_| !self.limits.exempt(lane)) {
-            Some(path) => limits.max(path.wait(now)),
-            None => limits,
-        }
     }
 
     /// Credits lower classes waiting behind `class` for `len` bytes it sent, or spends the
@@ -395,11 +374,7 @@ impl Outgoing {
         };
         m.started = true;
         m.sent += take;
-        self.limits
-            .take(lane, self.connection_bucket.as_deref(), take, now);
-        if let Some(path) = self.path.as_ref().filter(|_| !self.limits.exempt(lane)) {
-            path.take(take, now);
-        }
+        self.limits.take(lane, &self.connection, take, now);
         if m.sent < m.data.len() {
             return Piece::Frame(wire, take, true);
         }
@@ -695,8 +670,8 @@ mod tests {
             65536,
         );
         let mut o = outgoing(&[], limits);
-        let path = Arc::new(PathPace::default());
-        o.path = Some(path.clone());
+        let path = Arc::new(bcos_p2p_core::bandwidth::PathPace::default());
+        o.connection.path = Some(path.clone());
         o.push(KIND_REQUEST, 1, 2, 2, noise(200_000, 1));
         assert_eq!(drain(&mut o, 10).len(), 4, "no rate: every chunk goes");
         path.set_rate(Some(100_000.0));

@@ -6,11 +6,12 @@ use libp2p_identity::PeerId;
 use libp2p_swarm::{ConnectionHandler as _, ConnectionId, NotifyHandler, ToSwarm};
 use std::sync::Arc;
 
+use bcos_p2p_core::bandwidth::ConnectionLimits;
+
 use crate::{
     Behaviour, PairHandlers, Priority,
     codec::Frame,
     handler::{self, Command, Handler, Requests},
-    outgoing::ConnectionLimits,
 };
 
 impl Behaviour {
