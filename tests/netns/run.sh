@@ -31,7 +31,8 @@
 # `userspace` does the same with TAP devices and tests/netns/switch.py, for kernels built
 # without sch_netem. `bridge` is the veth/bridge topology with no delay or loss (to check the
 # topology itself, or to cap links with nothing else). `auto` (the default) takes netem when
-# the kernel has it (and sch_tbf, with --rate-mbit), else userspace.
+# the kernel has it (and sch_tbf, with --rate-mbit); else, for capped links with no delay and no
+# loss asked, bridge (the kernel's tbf does all there is to do); else userspace.
 # `block` works the same on every backend: it changes routes in the hosts' namespaces only.
 # Its routes go with the namespaces on exit.
 #
@@ -137,6 +138,8 @@ userspace_works() { command -v python3 >/dev/null 2>&1 && [ -c /dev/net/tun ]; }
 
 if [ "$backend" = auto ]; then
   if command -v tc >/dev/null 2>&1 && netem_works && tbf_works; then backend=netem
+  elif [ "$rate_mbit" != 0 ] && [ "$delay_ms" = 0 ] && awk -v p="$loss_pct" 'BEGIN { exit !(p == 0) }' \
+    && tbf_works; then backend=bridge
   elif userspace_works; then backend=userspace
   else skip "the kernel has no tc netem (sch_netem), or no tc tbf (sch_tbf) for --rate-mbit, and python3 or /dev/net/tun for the userspace emulator is missing"
   fi
