@@ -767,16 +767,36 @@ async fn made_up_circuits_hold_few_handshake_slots() {
     let mut held = Vec::new();
     let (mut ok, mut busy) = (0, 0);
     let deadline = Instant::now() + TIMEOUT;
+    // Each step bounded by the test's deadline: a step that never ends fails, naming itself.
+    let until = tokio::time::Instant::from_std(deadline);
+    let late =
+        |what: &str, n: usize| format!("{what} of route stream {} took past {TIMEOUT:?}", n + 1);
     while held.len() < 8 {
         assert!(Instant::now() < deadline, "no route streams opened");
-        let Ok(mut stream) = control.open_stream(target, wire::PROTOCOL).await else {
+        let opened = tokio::time::timeout_at(until, control.open_stream(target, wire::PROTOCOL))
+            .await
+            .unwrap_or_else(|_| panic!("{}", late("opening", held.len())));
+        let Ok(mut stream) = opened else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
         // A circuit to the node itself: an empty path. Then nothing: no handshake.
-        stream.write_all(&wire::encode_header(&[])).await.unwrap();
-        stream.flush().await.unwrap();
-        match wire::read_reply(&mut stream).await.unwrap().code {
+        tokio::time::timeout_at(until, async {
+            stream.write_all(&wire::encode_header(&[])).await?;
+            stream.flush().await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{}", late("writing the header", held.len())))
+        .unwrap();
+        let reply = tokio::time::timeout_at(until, wire::read_reply(&mut stream))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} ({ok} ok, {busy} busy before)",
+                    late("the reply", held.len())
+                )
+            });
+        match reply.unwrap().code {
             wire::Code::Ok => ok += 1,
             wire::Code::Busy => busy += 1,
             other => panic!("unexpected answer {other}"),
