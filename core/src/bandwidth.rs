@@ -211,20 +211,21 @@ impl Limits {
 
     /// Whether `module` is limited at all (not exempt, and some limit applies to it).
     pub fn limits(&self, module: u16, connection: &ConnectionLimits) -> bool {
-        !self.rates.exempt.contains(&module)
-            && (self.total.is_some()
-                || connection.bucket.is_some()
-                || connection.path.is_some()
-                || self.modules.contains_key(&module))
+        !self.exempt(module)
+            && (self.buckets(module, connection).next().is_some() || connection.path.is_some())
     }
 
-    /// The buckets that cover `module` (none when it is exempt).
-    fn covering<'a>(
+    fn exempt(&self, module: u16) -> bool {
+        self.rates.exempt.contains(&module)
+    }
+
+    /// The buckets that cover `module` unless it is exempt: the node's, the connection's and
+    /// the module's own.
+    fn buckets<'a>(
         &'a self,
         module: u16,
         connection: &'a ConnectionLimits,
     ) -> impl Iterator<Item = &'a Bucket> {
-        let exempt = self.rates.exempt.contains(&module);
         [
             self.total.as_ref(),
             connection.bucket.as_deref(),
@@ -232,18 +233,16 @@ impl Limits {
         ]
         .into_iter()
         .flatten()
-        .filter(move |_| !exempt)
     }
 
     /// How long `module` must wait before it may send on a connection with `connection`'s
     /// limits (zero: now). Exempt modules never wait.
     pub fn wait(&self, module: u16, connection: &ConnectionLimits, now: Instant) -> Duration {
-        let path = connection
-            .path
-            .as_ref()
-            .filter(|_| !self.rates.exempt.contains(&module))
-            .map(|p| p.wait(now));
-        self.covering(module, connection)
+        if self.exempt(module) {
+            return Duration::ZERO;
+        }
+        let path = connection.path.as_ref().map(|p| p.wait(now));
+        self.buckets(module, connection)
             .map(|b| b.wait(now))
             .chain(path)
             .max()
@@ -252,10 +251,10 @@ impl Limits {
 
     /// Takes `bytes` of `module` from every bucket (and path pace) that covers it.
     pub fn take(&self, module: u16, connection: &ConnectionLimits, bytes: usize, now: Instant) {
-        if self.rates.exempt.contains(&module) {
+        if self.exempt(module) {
             return;
         }
-        for bucket in self.covering(module, connection) {
+        for bucket in self.buckets(module, connection) {
             bucket.take(bytes, now);
         }
         if let Some(path) = &connection.path {
@@ -441,8 +440,9 @@ impl PathPaces {
     pub fn take(&self, peer: &PeerId, remote: &Multiaddr) -> Option<Arc<PathPace>> {
         let addr = socket_addr(remote);
         let mut open = self.open();
+        // Dead paces out first; a list this empties goes at the next prune.
+        open.prune();
         let bound = open.by_peer.get_mut(peer).and_then(|bound| {
-            bound.retain(|(_, p)| p.strong_count() > 0);
             let at = match addr {
                 Some(addr) => bound.iter().position(|(a, _)| *a == addr),
                 None if is_dns(remote) => (!bound.is_empty()).then_some(0),
@@ -451,9 +451,6 @@ impl PathPaces {
             };
             at.map(|at| bound.remove(at).1)
         });
-        if open.by_peer.get(peer).is_some_and(Vec::is_empty) {
-            open.by_peer.remove(peer);
-        }
         match bound {
             Some(weak) => weak.upgrade(),
             None => open.by_addr.remove(&addr?)?.upgrade(),
