@@ -247,7 +247,8 @@ pub fn build_swarm(
     mux.set_window_growth(Some(config.traffic.stream_window_growth));
     let pacing = paced::Pacing::new(Duration::from_millis(
         config.traffic.queue_delay_target_ms.into(),
-    ));
+    ))
+    .with_congestion(&config.traffic.tcp_congestion);
     let paces = pacing.paces();
     build_swarm_muxed(key, security, mux, pacing, |_| {
         let mut behaviour = Behaviour::new(key, security, config);

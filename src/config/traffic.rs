@@ -73,7 +73,17 @@ pub struct Traffic {
     /// block data (see [`crate::paced`]). 0: never paced (plain TCP); at most 1000.
     /// Default 5.
     pub queue_delay_target_ms: u32,
+    /// The kernel's congestion control for node connections (Linux `TCP_CONGESTION`: a name
+    /// from `/proc/sys/net/ipv4/tcp_available_congestion_control`, at most 15 characters);
+    /// empty: the system's default. Default `cubic`: the path pacing above is delay-based and
+    /// runs on a TCP that sends what it is given, which BBR's own pacing does not (see
+    /// [`crate::paced::DEFAULT_TCP_CONGESTION`]). A name the kernel refuses leaves the
+    /// system's default, with a warning.
+    pub tcp_congestion: String,
 }
+
+/// The longest `tcp_congestion` name (Linux's `TCP_CA_NAME_MAX` less its terminating zero).
+pub const MAX_TCP_CONGESTION_LEN: usize = 15;
 
 /// The largest `queue_delay_target_ms`.
 pub const MAX_QUEUE_DELAY_TARGET_MS: u32 = 1000;
@@ -105,6 +115,7 @@ impl Default for Traffic {
             incoming_requests_per_s: BTreeMap::new(),
             stream_window_growth: crate::mux::DEFAULT_WINDOW_GROWTH,
             queue_delay_target_ms: crate::paced::DEFAULT_QUEUE_DELAY_TARGET.as_millis() as u32,
+            tcp_congestion: crate::paced::DEFAULT_TCP_CONGESTION.to_string(),
         }
     }
 }
@@ -143,6 +154,17 @@ impl Traffic {
             out.push(format!(
                 "[traffic] queue_delay_target_ms: {} is not within 0..={MAX_QUEUE_DELAY_TARGET_MS}",
                 self.queue_delay_target_ms
+            ));
+        }
+        if self.tcp_congestion.len() > MAX_TCP_CONGESTION_LEN
+            || !self
+                .tcp_congestion
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            out.push(format!(
+                "[traffic] tcp_congestion: {:?} is not a congestion control name (at most {MAX_TCP_CONGESTION_LEN} letters, digits, `_` or `-`)",
+                self.tcp_congestion
             ));
         }
         if !(1..=50).contains(&self.min_share_percent) {
@@ -245,6 +267,7 @@ mod tests {
         assert!(t.problems().is_empty());
         assert_eq!(t.stream_window_growth, crate::mux::DEFAULT_WINDOW_GROWTH);
         assert_eq!(t.queue_delay_target_ms, 5);
+        assert_eq!(t.tcp_congestion, "cubic");
         let u = t.unicast(t.limits(), &[1]);
         assert_eq!(u.priority(PBFT), Priority::High);
         assert_eq!(u.priority(BLOCK_SYNC), Priority::Low);
@@ -263,11 +286,13 @@ mod tests {
             incoming_requests_per_s = { "2001" = 10 }
             stream_window_growth = 1073741825
             queue_delay_target_ms = 1001
+            tcp_congestion = "cubic; rm"
             "#,
         )
         .unwrap();
         let p = t.problems();
-        assert_eq!(p.len(), 7, "{p:#?}");
+        assert_eq!(p.len(), 8, "{p:#?}");
+        assert!(p.iter().any(|l| l.contains("tcp_congestion")));
         assert!(p.iter().any(|l| l.contains("stream_window_growth")));
         assert!(p.iter().any(|l| l.contains("queue_delay_target_ms")));
         assert!(p.iter().any(|l| l.contains("urgent")));
