@@ -422,6 +422,49 @@ async fn a_new_link_costs_headers_not_the_whole_database() {
     assert_eq!(net.flood(newcomer).reachable().len(), N);
 }
 
+/// A record's header travels down the record's tree: a node that lacks a new record hears of
+/// it from its parent in the record node's tree and one announcer there, not from every
+/// neighbour that stored it (SPEC.md §3). Node 0 links to nodes 1–6, each of which links to
+/// all of nodes 7–12: when node 0 subscribes, nodes 1–6 get its record from it, and each of
+/// nodes 7–12 is sent the header by 2 of its 6 neighbours (12 summaries, where passing it on
+/// from every neighbour that stored it took 36), and still gets the record.
+#[tokio::test]
+async fn a_record_header_goes_down_the_tree_not_over_every_link() {
+    const MIDDLE: std::ops::Range<usize> = 1..7;
+    const FAR: std::ops::Range<usize> = 7..13;
+    let mut net = Net::new(FAR.end, |_, _| {}).await;
+    let mut edges: Vec<(usize, usize)> = MIDDLE.map(|m| (0, m)).collect();
+    edges.extend(MIDDLE.flat_map(|m| FAR.map(move |f| (m, f))));
+    net.connect(&edges).await;
+    net.settle(FAR.end - 1).await;
+    // Past the pacing of the records that formed the links.
+    net.run_for(Duration::from_millis(1100)).await;
+    let before: u64 = (0..FAR.end)
+        .map(|i| net.flood(i).stats().summaries_sent)
+        .sum();
+    net.flood(0).subscribe("news").unwrap();
+    let node0 = net.ids[0].clone();
+    net.run_until("node 0's new record everywhere", |net| {
+        (1..FAR.end).all(|i| {
+            net.flood(i)
+                .topics_of(&node0)
+                .is_some_and(|t| t.iter().any(|t| t == "news"))
+        })
+    })
+    .await;
+    // Every node that stored it has passed its header on by now (headers wait 250 ms).
+    net.run_for(Duration::from_secs(1)).await;
+    let summaries: u64 = (0..FAR.end)
+        .map(|i| net.flood(i).stats().summaries_sent)
+        .sum::<u64>()
+        - before;
+    assert!(
+        summaries <= 2 * FAR.len() as u64,
+        "{summaries} summaries passed node 0's header on to {} nodes",
+        FAR.len()
+    );
+}
+
 /// Fifty subscriptions made over one second are announced in at most three records (one per
 /// `min_announce_interval`), not one per 20 ms burst: control traffic per link stays bounded
 /// however fast a node changes (SPEC.md §3).

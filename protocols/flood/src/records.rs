@@ -30,6 +30,9 @@ pub(crate) const MAX_INCARNATION_AHEAD: Duration = Duration::from_secs(600);
 /// SUMMARY per neighbour (SPEC.md §3): a node storing many records (a mesh forming) sends each
 /// neighbour a few frames a second, whose headers its own records mostly make redundant.
 const HEADER_FLUSH: Duration = Duration::from_millis(250);
+/// Besides a node's parent in a record's tree, how many of its announcers there pass it the
+/// record's header ([`crate::topology::Topology::passes_header`]).
+const HEADER_BACKUPS: usize = 1;
 
 /// How long a record asked of one neighbour is not asked of another (SPEC.md §3).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -270,9 +273,29 @@ impl Behaviour {
     }
 
     /// Sends each neighbour the headers of the records stored since the last flush, those
-    /// it may lack, in SUMMARY frames.
+    /// it may lack and that it hears of from us (down the record's tree, or as its
+    /// announcer there: [`crate::topology::Topology::passes_header`]), in SUMMARY frames.
     pub(crate) fn flush_headers(&mut self) {
         for (peer, pending) in std::mem::take(&mut self.header_outbox) {
+            let to = self.peers.get(&peer).and_then(|p| p.short);
+            let pending: Vec<u64> = pending
+                .into_iter()
+                .filter(|&node| {
+                    to.is_none_or(|to| {
+                        // Linked by the records held now: `node` sends `to` its records.
+                        self.topology
+                            .neighbours_of(node)
+                            .binary_search(&to)
+                            .is_err()
+                            && self
+                                .topology
+                                .neighbours_of(to)
+                                .binary_search(&node)
+                                .is_err()
+                            && self.topology.passes_header(node, to, HEADER_BACKUPS)
+                    })
+                })
+                .collect();
             let mut headers: Vec<wire::Header> = pending
                 .into_iter()
                 // Only what we still hold: a newer version replaced by an even newer one is

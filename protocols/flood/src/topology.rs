@@ -582,7 +582,7 @@ impl Topology {
             if parent == root || !needed[y as usize] {
                 continue;
             }
-            for a in announcers_of(&tree, y, announcers, &needed) {
+            for a in announcers_of(&tree, y, announcers, |i| needed[i as usize]) {
                 let mut at = Some(a);
                 while let Some(x) = at {
                     if x == root || carry[x as usize] {
@@ -614,7 +614,7 @@ impl Topology {
             } else {
                 announcers
             };
-            if announcers_of(&tree, y, count, &needed).contains(&me) {
+            if announcers_of(&tree, y, count, |i| needed[i as usize]).contains(&me) {
                 lazy.push(g.ids[y as usize]);
             }
         }
@@ -623,6 +623,26 @@ impl Topology {
             tree,
             lazy,
         }))
+    }
+
+    /// Whether this node passes `origin`'s record header on to its neighbour `to` (SPEC.md
+    /// §3). When both are in the origin's tree as the records held say, only `to`'s parent
+    /// there and its first `backups` announcers do, as a message goes down the tree and is
+    /// announced: each node hears of a record from a few of its neighbours, not from every
+    /// one that stored it. When either is outside the tree (the records do not link them to
+    /// the origin yet), nobody can tell who reaches `to`, and this node does.
+    pub fn passes_header(&mut self, origin: u64, to: u64, backups: usize) -> bool {
+        let Some(tree) = self.tree(origin) else {
+            return true;
+        };
+        let g = &tree.graph;
+        let (Some(&t), Some(&me)) = (g.index.get(&to), g.index.get(&self.me)) else {
+            return true;
+        };
+        if !tree.contains(t) || !tree.contains(me) || tree.parent(t) == Some(me) {
+            return true;
+        }
+        announcers_of(&tree, t, backups, |_| true).contains(&me)
     }
 
     /// Short ids of the nodes reachable from us over published links (us included), sorted.
@@ -737,7 +757,7 @@ fn links_from_record(entries: &HashMap<u64, Entry>, index: &HashMap<u64, u32>, a
 
 /// The first `count` announcers of `y` in `tree` ([`Topology::route`]), those that get the
 /// message anyway (`needed`, by index) first in each group.
-fn announcers_of(tree: &Tree, y: u32, count: usize, needed: &[bool]) -> Vec<u32> {
+fn announcers_of(tree: &Tree, y: u32, count: usize, needed: impl Fn(u32) -> bool) -> Vec<u32> {
     if count == 0 {
         return Vec::new();
     }
@@ -759,7 +779,7 @@ fn announcers_of(tree: &Tree, y: u32, count: usize, needed: &[bool]) -> Vec<u32>
         if Some(c) == parent || c == tree.root() || !tree.contains(c) {
             continue;
         }
-        let group = 2 * usize::from(tree.parent(c) == Some(y)) + usize::from(!needed[c as usize]);
+        let group = 2 * usize::from(tree.parent(c) == Some(y)) + usize::from(!needed(c));
         if groups[group].len() < count {
             groups[group].push(c);
         }
@@ -939,10 +959,11 @@ mod tests {
                     tree.graph.ids.iter().map(|n| needed.contains(n)).collect();
                 for &y in &tree.order {
                     for count in 0..4 {
-                        let dense: Vec<u64> = announcers_of(&tree, y, count, &by_index)
-                            .into_iter()
-                            .map(|i| tree.graph.ids[i as usize])
-                            .collect();
+                        let dense: Vec<u64> =
+                            announcers_of(&tree, y, count, |i| by_index[i as usize])
+                                .into_iter()
+                                .map(|i| tree.graph.ids[i as usize])
+                                .collect();
                         assert_eq!(
                             dense,
                             announcers_by_sorting(
