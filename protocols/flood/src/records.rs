@@ -244,7 +244,6 @@ impl Behaviour {
                 // them its records itself); each asks one neighbour for the record (SPEC.md §3).
                 let from = self.peers.get(&peer).and_then(|p| p.short);
                 // Neighbour lists as stored: sorted.
-                let covered_by_origin = self.topology.neighbours_of(origin);
                 let covered_by_sender = from.map_or(&[][..], |s| self.topology.neighbours_of(s));
                 let targets: Vec<PeerId> = self
                     .neighbours
@@ -252,13 +251,8 @@ impl Behaviour {
                     .filter(|(short, _)| {
                         Some(**short) != from
                             && **short != origin
-                            && covered_by_origin.binary_search(short).is_err()
                             && covered_by_sender.binary_search(short).is_err()
-                            && self
-                                .topology
-                                .neighbours_of(**short)
-                                .binary_search(&origin)
-                                .is_err()
+                            && !self.topology.listed_either(origin, **short)
                     })
                     .map(|(_, p)| *p)
                     .collect();
@@ -278,29 +272,15 @@ impl Behaviour {
     pub(crate) fn flush_headers(&mut self) {
         for (peer, pending) in std::mem::take(&mut self.header_outbox) {
             let to = self.peers.get(&peer).and_then(|p| p.short);
-            let pending: Vec<u64> = pending
-                .into_iter()
-                .filter(|&node| {
-                    to.is_none_or(|to| {
-                        // Linked by the records held now: `node` sends `to` its records.
-                        self.topology
-                            .neighbours_of(node)
-                            .binary_search(&to)
-                            .is_err()
-                            && self
-                                .topology
-                                .neighbours_of(to)
-                                .binary_search(&node)
-                                .is_err()
-                            && self.topology.passes_header(node, to, HEADER_BACKUPS)
-                    })
-                })
-                .collect();
             let mut headers: Vec<wire::Header> = pending
                 .into_iter()
-                // Only what we still hold: a newer version replaced by an even newer one is
-                // passed on as that.
                 .filter_map(|node| {
+                    // The rule checked again with the records held now.
+                    if to.is_some_and(|to| !self.topology.passes_header(node, to, HEADER_BACKUPS)) {
+                        return None;
+                    }
+                    // Only what we still hold: a newer version replaced by an even newer one
+                    // is passed on as that.
                     let (incarnation, version) = self.topology.held(node)?;
                     Some(wire::Header {
                         node,

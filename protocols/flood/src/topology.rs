@@ -625,13 +625,23 @@ impl Topology {
         }))
     }
 
+    /// Whether `a`'s record lists `b` or `b`'s lists `a`: then `a` sends `b` its records
+    /// itself (SPEC.md §3).
+    pub fn listed_either(&self, a: u64, b: u64) -> bool {
+        lists(&self.entries, a, b) || lists(&self.entries, b, a)
+    }
+
     /// Whether this node passes `origin`'s record header on to its neighbour `to` (SPEC.md
-    /// §3). When both are in the origin's tree as the records held say, only `to`'s parent
-    /// there and its first `backups` announcers do, as a message goes down the tree and is
-    /// announced: each node hears of a record from a few of its neighbours, not from every
-    /// one that stored it. When either is outside the tree (the records do not link them to
-    /// the origin yet), nobody can tell who reaches `to`, and this node does.
+    /// §3). Not when the records held list them with each other ([`Topology::listed_either`]).
+    /// When both are in the origin's tree as the records say, only `to`'s parent there and
+    /// its first `backups` announcers do, as a message goes down the tree and is announced:
+    /// each node hears of a record from a few of its neighbours, not from every one that
+    /// stored it. When either is outside the tree (the records do not link them to the origin
+    /// yet), nobody can tell who reaches `to`, and this node does.
     pub fn passes_header(&mut self, origin: u64, to: u64, backups: usize) -> bool {
+        if self.listed_either(origin, to) {
+            return false;
+        }
         let Some(tree) = self.tree(origin) else {
             return true;
         };

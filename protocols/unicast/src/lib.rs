@@ -337,9 +337,9 @@ impl Behaviour {
 
     /// Paces each connection's modules (exempt ones aside) at the rate `paces` holds for it
     /// (by the peer, or the peer's socket address): the rate the connection's socket finds its
-    /// network path takes without a queue building up (bcos-p2p's `paced`). What waits then waits in unicast's
-    /// queues, where priority classes take turns, and not in the path's queue, where a
-    /// consensus message would wait behind block data. Default: no pacing.
+    /// network path takes without a queue building up (bcos-p2p's `paced`). What waits then
+    /// waits in unicast's queues, where priority classes take turns, and not in the path's
+    /// queue, where a consensus message would wait behind block data. Default: no pacing.
     pub fn set_path_paces(&mut self, paces: Arc<PathPaces>) {
         self.path_paces = Some(paces);
     }
