@@ -483,6 +483,7 @@ fn main() {
         |i: usize, key: &bcos_p2p::NodeKey, tls: &bcos_p2p::ca_tls::Config| byzantine::Dropper {
             inner: ours(i, key, tls),
             dropping: dropping.contains(&i),
+            drop_data_from: None,
         };
     let (o_mesh, o_reg, f_mesh, f_reg, g_mesh, o_byz) = runtime.block_on(async {
         (

@@ -58,6 +58,7 @@ impl Flooding for Dropper {
         Dropper {
             inner,
             dropping: false,
+            drop_data_from: None,
         }
     }
     fn flood(&mut self) -> &mut flood::Behaviour {
@@ -661,7 +662,8 @@ async fn bad_topics_and_oversize_payloads_are_rejected() {
 
 #[tokio::test]
 async fn full_queues_fail_the_send_then_recover() {
-    let mut net = Net::new(2, |_, c| c.max_queue_frames = 2).await;
+    // Three frames: the first broadcast goes with a LINKS frame (SPEC.md §4), then two DATA.
+    let mut net = Net::new(2, |_, c| c.max_queue_frames = 3).await;
     net.connect(&[(0, 1)]).await;
     net.settle(1).await;
     // The swarm is not polled in between, so nothing leaves the queue.
@@ -1362,6 +1364,34 @@ async fn broadcasts_while_a_mesh_forms_arrive_once_without_flooding() {
         frames <= 2 * expected as u64,
         "{frames} data frames for {expected} deliveries"
     );
+    // Each came straight from its origin, which says whom it sent it to (LINKS): a node
+    // announces it only to the neighbours whose announcer it is, not to every neighbour its
+    // lagging records do not link with the origin.
+    let announced: u64 = (0..n).map(|i| net.flood(i).stats().ihave_ids).sum();
+    assert!(
+        announced <= 4 * expected as u64,
+        "{announced} ids announced for {expected} deliveries"
+    );
+}
+
+/// A broadcast sent the moment a full mesh forms, whose copy from the origin one node loses
+/// (its link drops it): the origin's LINKS still list that node, so nobody else treats it as
+/// cut off, but the node after it in the list announces the message there, and it pulls it.
+#[tokio::test]
+async fn a_copy_lost_between_the_origin_and_a_node_it_lists_is_repaired() {
+    let _one_at_a_time = MESH_FORMING.lock().await;
+    let n = 8;
+    let mut net: Net<Dropper> = Net::start(n, |_, _| {}).await;
+    let origin = net.ids[0].to_peer_id();
+    let victim = 3;
+    net.swarms[victim]
+        .as_mut()
+        .unwrap()
+        .behaviour_mut()
+        .drop_data_from = Some(origin);
+    net.connect(&mesh(n)).await;
+    net.broadcast_from_each(1).await;
+    assert_eq!(net.flood(victim).stats().repaired, 1);
 }
 
 /// Broadcasts sent while a node joins a settled full mesh: every old node is out of step (its

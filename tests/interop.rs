@@ -189,7 +189,7 @@ fn check_identify(stderr: &str) {
         "/ipfs/ping/1.0.0",
         "/ipfs/id/1.0.0",
         "/bcos/unicast/1.0.0",
-        "/bcos/flood/2.0.0",
+        "/bcos/flood/2.1.0",
         "/bcos/status/1.0.0",
     ] {
         assert!(line.contains(p), "{p} missing from {line}");

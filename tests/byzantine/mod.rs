@@ -23,12 +23,15 @@ use libp2p::{
     },
 };
 
-/// A flood node that drops every message frame it receives while `dropping` is set.
+/// A flood node that drops every message frame it receives while `dropping` is set, and the
+/// DATA frames of one peer (`drop_data_from`: a lost link's copies, the others pass).
 pub struct Dropper {
     /// The node's real flood behaviour.
     pub inner: flood::Behaviour,
     /// Whether it drops (false: it is an honest node).
     pub dropping: bool,
+    /// A peer whose DATA frames it drops, as if the link lost them.
+    pub drop_data_from: Option<PeerId>,
 }
 
 impl NetworkBehaviour for Dropper {
@@ -95,7 +98,9 @@ impl NetworkBehaviour for Dropper {
                 Frame::Data(_) | Frame::Ihave(_) | Frame::Iwant(_)
             ))
         );
-        if !(self.dropping && message) {
+        let lost = self.drop_data_from == Some(peer)
+            && matches!(event, Either::Left(LinkEvent::Received(Frame::Data(_))));
+        if !(lost || self.dropping && message) {
             self.inner
                 .on_connection_handler_event(peer, connection, event)
         }

@@ -194,7 +194,9 @@ fn control_cost(frame: &Frame) -> Option<usize> {
     Some(match frame {
         Frame::Ihave(ids) | Frame::Iwant(ids) => ids.len().saturating_mul(18),
         Frame::Summary(headers) => headers.len().saturating_mul(24).saturating_add(3),
-        Frame::RecordRequest(nodes) => nodes.len().saturating_mul(8).saturating_add(3),
+        Frame::RecordRequest(nodes) | Frame::Links(nodes) => {
+            nodes.len().saturating_mul(8).saturating_add(3)
+        }
         Frame::Digest(_) => 9,
         Frame::CertRequest { origin, .. } => origin.len().saturating_add(4),
         Frame::Cert(cert) => cert

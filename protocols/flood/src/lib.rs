@@ -1,4 +1,4 @@
-//! Topic flooding (`/bcos/flood/2.0.0`): network-wide subscriptions, multicast to a topic's
+//! Topic flooding (`/bcos/flood/2.1.0`): network-wide subscriptions, multicast to a topic's
 //! subscribers, broadcast to every node — each delivered exactly once, also across nodes that
 //! are not directly connected, with close to one copy per receiver on the wire.
 //!
@@ -80,7 +80,7 @@ use window::Windows;
 use wire::{Frame, MAX_TOPIC_LEN};
 
 /// The protocol id.
-pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/flood/2.0.0");
+pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/bcos/flood/2.1.0");
 
 /// Settings of the flood behaviour.
 #[derive(Debug, Clone)]
@@ -382,6 +382,11 @@ struct Peer {
     node: Option<NodeId>,
     short: Option<u64>,
     conns: Vec<Conn>,
+    /// Whom the peer says it sends its own broadcasts to (its last LINKS, SPEC.md §4):
+    /// short ids, ascending.
+    links: Option<Vec<u64>>,
+    /// A fingerprint of the last LINKS we sent the peer.
+    links_sent: Option<u64>,
 }
 
 impl Peer {
@@ -761,6 +766,8 @@ impl Behaviour {
                     short: node.as_ref().map(|n| short_id(n.as_bytes())),
                     node,
                     conns: Vec::new(),
+                    links: None,
+                    links_sent: None,
                 }
             })
             .conns
@@ -782,6 +789,8 @@ impl Behaviour {
     fn forget_connection(&mut self, peer: PeerId, connection: ConnectionId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.conns.retain(|c| c.id != connection);
+            // Our last LINKS may have gone down with it: sent again with our next broadcast.
+            p.links_sent = None;
             let empty = p.conns.is_empty();
             self.refresh_neighbour(peer);
             if empty {
@@ -901,6 +910,7 @@ impl NetworkBehaviour for Behaviour {
             LinkEvent::Received(Frame::Digest(digest)) => self.on_digest(peer, digest),
             LinkEvent::Received(Frame::Summary(headers)) => self.on_summary(peer, headers),
             LinkEvent::Received(Frame::RecordRequest(nodes)) => self.on_record_request(peer, nodes),
+            LinkEvent::Received(Frame::Links(links)) => self.on_links(peer, links),
             LinkEvent::Received(Frame::CertRequest { key_type, origin }) => {
                 self.on_cert_request(peer, key_type, origin)
             }

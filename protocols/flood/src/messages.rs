@@ -12,7 +12,7 @@ use crate::{
     members::{Parked, Verdict},
     topology::short_id,
     window::Check,
-    wire::{DATA_OVERHEAD, Data, Frame},
+    wire::{DATA_OVERHEAD, Data, Frame, MAX_NEIGHBOURS},
 };
 
 impl Behaviour {
@@ -65,6 +65,9 @@ impl Behaviour {
             .into();
         // Our own copies coming back are duplicates without a signature check.
         self.windows.accept(me, seqno);
+        if data.topic.is_none() {
+            self.send_links(&targets);
+        }
         let sent = self.send_data(&data, &targets);
         self.announce_lazily(&data, &lazy);
         if !targets.is_empty() && sent == 0 {
@@ -99,16 +102,20 @@ impl Behaviour {
         &mut self,
         origin: u64,
         topic: Option<&str>,
-        from: Option<u64>,
+        from_peer: Option<PeerId>,
         view: u64,
     ) -> (Vec<PeerId>, Vec<PeerId>) {
+        let from = from_peer
+            .and_then(|p| self.peers.get(&p))
+            .and_then(|p| p.short);
         // A node whose links changed since its last record is out of step too: its record
         // (what the trees are made of) no longer says where it can send.
         let agreed = view != 0 && !self.dirty && view == self.topology.digest();
         let announcing = self.config.repair_cache_frames > 0;
         // A broadcast that came straight from its origin: the origin sends its own broadcast to
-        // every neighbour, in step or not (SPEC.md §4), so out of step too the neighbours that
-        // link with the origin got it as they would in step. They are announced to by their
+        // every neighbour, in step or not (SPEC.md §4), and says whom (its LINKS), so out of
+        // step too those got it as they would in step. Without its LINKS, the neighbours our
+        // records link with the origin are taken as those, and are announced to by their
         // announcers, all `repair_announcers` of them (in step one does): views differ, so
         // nodes may not agree on who those are, and more of them make it likelier that one
         // who has the message does.
@@ -129,7 +136,12 @@ impl Behaviour {
         } else {
             None
         };
-        let own = origin == self.topology.me();
+        let me = self.topology.me();
+        let own = origin == me;
+        let origin_links = from_peer
+            .filter(|_| from_origin)
+            .and_then(|p| self.peers.get(&p))
+            .and_then(|p| p.links.as_deref());
         let (mut targets, mut lazy) = (Vec::new(), Vec::new());
         for (peer, p) in &self.peers {
             let Some(short) = &p.short else { continue };
@@ -159,19 +171,74 @@ impl Behaviour {
                     .as_ref()
                     .is_some_and(|r| r.lazy.binary_search(short).is_ok())
             };
-            let reached_by_origin = || {
+            let reached_by_tree = || {
                 from_origin
                     && route
                         .as_ref()
                         .is_some_and(|r| r.parent_in_tree(*short) == Some(origin))
             };
+            let (go, announce) = match origin_links {
+                // The origin's LINKS say whom it sent its broadcast to, whatever the records
+                // say. Those need no copy from us. Of the nodes listed (all got it from the
+                // origin), the one after a node in ascending short-id order, round the list,
+                // announces it there, in case that node's copy was lost on the way: one
+                // announcer per node, as in step (SPEC.md §5), the same for every origin.
+                Some(l) => match l.binary_search(short) {
+                    Ok(i) => (false, l[(i + 1) % l.len()] == me),
+                    Err(_) => (go, true),
+                },
+                None => (go, (!agreed && !reached_by_tree()) || announcer()),
+            };
             if go {
                 targets.push(*peer);
-            } else if (!agreed && !reached_by_origin()) || announcer() {
+            } else if announce {
                 lazy.push(*peer);
             }
         }
         (targets, lazy)
+    }
+
+    /// Tells each of `targets`, the neighbours we send a broadcast of ours to, whom we send it
+    /// to (LINKS, SPEC.md §4), unless we told it so last: a neighbour our records do not link
+    /// with us yet got it from us, and the others need not announce it there.
+    fn send_links(&mut self, targets: &[PeerId]) {
+        let mut links: Vec<u64> = targets
+            .iter()
+            .filter_map(|t| self.peers.get(t).and_then(|p| p.short))
+            .collect();
+        links.sort_unstable();
+        links.dedup();
+        if links.len() > MAX_NEIGHBOURS {
+            return; // more than a frame holds: the others announce to all as before
+        }
+        let fingerprint = {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&links, &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let mut frame = None;
+        for peer in targets {
+            if self.peers.get(peer).and_then(|p| p.links_sent) == Some(fingerprint) {
+                continue;
+            }
+            let frame = frame
+                .get_or_insert_with(|| Frame::Links(links.clone()).encode())
+                .clone();
+            if self.send(*peer, frame)
+                && let Some(p) = self.peers.get_mut(peer)
+            {
+                p.links_sent = Some(fingerprint);
+            }
+        }
+    }
+
+    /// A neighbour's LINKS: whom it sends its own broadcasts to now. Kept only to tell which
+    /// of our neighbours got its broadcasts from it (`targets`): a peer that misstates them
+    /// only keeps its own broadcasts from being announced.
+    pub(crate) fn on_links(&mut self, peer: PeerId, links: Vec<u64>) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.links = Some(links);
+        }
     }
 
     /// Queues `data` for each of `targets`; returns how many took it.
@@ -249,12 +316,11 @@ impl Behaviour {
             self.seqno = self.seqno.max(data.seqno);
             return;
         }
-        let from = self.peers.get(&peer).and_then(|p| p.short);
         // The ttl is the origin's (signed), capped by ours: nobody makes a frame go further
         // than this node would send its own.
         if data.hops < data.ttl.min(self.config.ttl) {
             let (targets, lazy) =
-                self.targets(origin_short, data.topic.as_deref(), from, data.view);
+                self.targets(origin_short, data.topic.as_deref(), Some(peer), data.view);
             let next = Data {
                 hops: data.hops + 1,
                 ..data.clone()

@@ -1,4 +1,4 @@
-//! The frames of `/bcos/flood/2.0.0` (byte layout in SPEC.md): data messages, link-state
+//! The frames of `/bcos/flood/2.1.0` (byte layout in SPEC.md): data messages, link-state
 //! records, database digests, and the announcements (IHAVE) and pulls (IWANT) of message ids
 //! that repair what a failed or dropping relay did not pass on. Each is one varint-prefixed
 //! frame body on the link.
@@ -18,6 +18,7 @@ const KIND_CERT_REQUEST: u8 = 0x06;
 const KIND_CERT: u8 = 0x07;
 const KIND_SUMMARY: u8 = 0x08;
 const KIND_RECORD_REQUEST: u8 = 0x09;
+const KIND_LINKS: u8 = 0x0a;
 const KIND_IHAVE: u8 = 0x04;
 const KIND_IWANT: u8 = 0x05;
 
@@ -99,6 +100,9 @@ pub enum Frame {
     Summary(Vec<Header>),
     /// Short ids of nodes whose records the sender asks for.
     RecordRequest(Vec<u64>),
+    /// Short ids, strictly ascending, of the neighbours the sender sends its own broadcasts
+    /// to now (SPEC.md §4): whom its records may not list yet.
+    Links(Vec<u64>),
     /// Ids of messages the sender accepted and can send on request (lazy repair).
     Ihave(Ids),
     /// Ids of messages the sender lacks and asks the receiver (which announced them) to send.
@@ -422,9 +426,12 @@ impl Frame {
                 }
                 dst.freeze()
             }
-            Frame::RecordRequest(nodes) => {
+            Frame::RecordRequest(nodes) | Frame::Links(nodes) => {
                 let mut dst = BytesMut::with_capacity(3 + 8 * nodes.len());
-                dst.put_u8(KIND_RECORD_REQUEST);
+                dst.put_u8(match self {
+                    Frame::RecordRequest(_) => KIND_RECORD_REQUEST,
+                    _ => KIND_LINKS,
+                });
                 dst.put_u16(nodes.len() as u16);
                 for n in nodes {
                     dst.put_u64(*n);
@@ -564,6 +571,17 @@ impl Frame {
                     ));
                 }
                 Frame::RecordRequest((0..count).map(|_| src.get_u64()).collect())
+            }
+            KIND_LINKS => {
+                let count = take_u16(&mut src, "link count")? as usize;
+                if count > MAX_NEIGHBOURS || src.remaining() != count * 8 {
+                    return Err(format!("links of {count} ids in {} bytes", src.remaining()));
+                }
+                let links: Vec<u64> = (0..count).map(|_| src.get_u64()).collect();
+                if links.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("links not in strictly ascending order".into());
+                }
+                Frame::Links(links)
             }
             KIND_CERT_REQUEST => {
                 let key_type = take_u8(&mut src, "key type")?;
@@ -707,6 +725,8 @@ mod tests {
             ]),
             Frame::Summary(vec![]),
             Frame::RecordRequest(vec![5, 6, u64::MAX]),
+            Frame::Links(vec![0, 6, u64::MAX]),
+            Frame::Links(vec![]),
             Frame::CertRequest {
                 key_type: 2,
                 origin: Bytes::from(vec![3; 64]),
@@ -832,6 +852,14 @@ mod tests {
             &[KIND_SUMMARY, 0xff, 0xff],
             &[KIND_RECORD_REQUEST, 0, 1, 1, 2, 3, 4, 5, 6, 7],
             &[KIND_RECORD_REQUEST, 0, 0, 1],
+            &[KIND_LINKS, 0, 1, 1, 2, 3, 4, 5, 6, 7],
+            // Not ascending: 2 then 1; twice the same id.
+            &[
+                KIND_LINKS, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+            &[
+                KIND_LINKS, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2,
+            ],
         ] {
             assert!(
                 Frame::decode(Bytes::copy_from_slice(bad)).is_err(),
