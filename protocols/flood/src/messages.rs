@@ -199,8 +199,8 @@ impl Behaviour {
     }
 
     /// Tells each of `targets`, the neighbours we send a broadcast of ours to, whom we send it
-    /// to (LINKS, SPEC.md §4), unless we told it so last: a neighbour our records do not link
-    /// with us yet got it from us, and the others need not announce it there.
+    /// to (LINKS, SPEC.md §3 and §4), unless we told it so last: a neighbour our records do not
+    /// link with us yet got it from us, and the others need not announce it there.
     fn send_links(&mut self, targets: &[PeerId]) {
         let mut links: Vec<u64> = targets
             .iter()
@@ -209,7 +209,9 @@ impl Behaviour {
         links.sort_unstable();
         links.dedup();
         if links.len() > MAX_NEIGHBOURS {
-            return; // more than a frame holds: the others announce to all as before
+            // More than a frame holds: an empty list, so that no neighbour goes by an older
+            // one, and each announces to every neighbour, as without LINKS.
+            links.clear();
         }
         let fingerprint = {
             let mut h = std::hash::DefaultHasher::new();
