@@ -662,7 +662,7 @@ async fn bad_topics_and_oversize_payloads_are_rejected() {
 
 #[tokio::test]
 async fn full_queues_fail_the_send_then_recover() {
-    // Three frames: the first broadcast goes with a LINKS frame (SPEC.md §4), then two DATA.
+    // Three frames: the first broadcast goes with a LINKS frame (SPEC.md §3), then two DATA.
     let mut net = Net::new(2, |_, c| c.max_queue_frames = 3).await;
     net.connect(&[(0, 1)]).await;
     net.settle(1).await;

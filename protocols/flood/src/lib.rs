@@ -382,7 +382,7 @@ struct Peer {
     node: Option<NodeId>,
     short: Option<u64>,
     conns: Vec<Conn>,
-    /// Whom the peer says it sends its own broadcasts to (its last LINKS, SPEC.md §4):
+    /// Whom the peer says it sends its own broadcasts to (its last LINKS, SPEC.md §3):
     /// short ids, ascending.
     links: Option<Vec<u64>>,
     /// A fingerprint of the last LINKS we sent the peer.

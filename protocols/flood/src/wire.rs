@@ -101,7 +101,7 @@ pub enum Frame {
     /// Short ids of nodes whose records the sender asks for.
     RecordRequest(Vec<u64>),
     /// Short ids, strictly ascending, of the neighbours the sender sends its own broadcasts
-    /// to now (SPEC.md §4): whom its records may not list yet.
+    /// to now (SPEC.md §3): whom its records may not list yet.
     Links(Vec<u64>),
     /// Ids of messages the sender accepted and can send on request (lazy repair).
     Ihave(Ids),
