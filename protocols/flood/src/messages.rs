@@ -120,7 +120,28 @@ impl Behaviour {
         // nodes may not agree on who those are, and more of them make it likelier that one
         // who has the message does.
         let from_origin = !agreed && topic.is_none() && from == Some(origin);
-        let route = if agreed || announcing {
+        let me = self.topology.me();
+        let own = origin == me;
+        let origin_links = from_peer
+            .filter(|_| from_origin)
+            .and_then(|p| self.peers.get(&p))
+            .and_then(|p| p.links.as_deref());
+        // Out of step, our own message goes to every neighbour, and a broadcast straight from
+        // its origin goes to no neighbour its LINKS list: our own, or one whose LINKS list
+        // every neighbour, needs no tree of the origin. A tree is a search of the graph, and
+        // while records keep coming (as when a mesh forms) each message searched anew.
+        let listed_all = origin_links.is_some_and(|l| {
+            self.peers.values().all(|p| {
+                p.short.is_none_or(|s| {
+                    Some(s) == from
+                        || s == origin
+                        || p.usable(None).is_none()
+                        || l.binary_search(&s).is_ok()
+                })
+            })
+        });
+        let tree_needed = (agreed || !own) && !listed_all;
+        let route = if (agreed || announcing) && tree_needed {
             // Out of step, every other neighbour is announced to (but those above): no
             // announcers to work out otherwise.
             let a = self.config.repair_announcers;
@@ -136,12 +157,6 @@ impl Behaviour {
         } else {
             None
         };
-        let me = self.topology.me();
-        let own = origin == me;
-        let origin_links = from_peer
-            .filter(|_| from_origin)
-            .and_then(|p| self.peers.get(&p))
-            .and_then(|p| p.links.as_deref());
         let (mut targets, mut lazy) = (Vec::new(), Vec::new());
         for (peer, p) in &self.peers {
             let Some(short) = &p.short else { continue };
