@@ -8,7 +8,7 @@ use libp2p_identity::PeerId;
 use libp2p_swarm::{ConnectionId, ToSwarm};
 
 use crate::{
-    Behaviour, Event, FloodError, MessageId, Topic,
+    Behaviour, Event, FloodError, MessageId, Peer, Topic,
     members::{Parked, Verdict},
     topology::short_id,
     window::Check,
@@ -130,15 +130,17 @@ impl Behaviour {
         // its origin goes to no neighbour its LINKS list: our own, or one whose LINKS list
         // every neighbour, needs no tree of the origin. A tree is a search of the graph, and
         // while records keep coming (as when a mesh forms) each message searched anew.
+        // The neighbours that may be sent or told the message: all but the sender and the
+        // origin (and those without a NodeId or a usable connection).
+        let candidate = |p: &Peer| {
+            p.short
+                .filter(|&s| Some(s) != from && s != origin && p.usable(None).is_some())
+        };
         let listed_all = origin_links.is_some_and(|l| {
-            self.peers.values().all(|p| {
-                p.short.is_none_or(|s| {
-                    Some(s) == from
-                        || s == origin
-                        || p.usable(None).is_none()
-                        || l.binary_search(&s).is_ok()
-                })
-            })
+            self.peers
+                .values()
+                .filter_map(candidate)
+                .all(|s| l.binary_search(&s).is_ok())
         });
         let tree_needed = (agreed || !own) && !listed_all;
         let route = if (agreed || announcing) && tree_needed {
@@ -159,10 +161,7 @@ impl Behaviour {
         };
         let (mut targets, mut lazy) = (Vec::new(), Vec::new());
         for (peer, p) in &self.peers {
-            let Some(short) = &p.short else { continue };
-            if Some(*short) == from || *short == origin || p.usable(None).is_none() {
-                continue;
-            }
+            let Some(short) = &candidate(p) else { continue };
             let go = match &route {
                 // Our own message while out of step: every link of ours, including those no
                 // record lists yet, is one hop for it.
