@@ -159,6 +159,14 @@ impl<B: Flooding> Net<B> {
             .collect()
     }
 
+    /// A counter of [`flood::Stats`] summed over the running nodes.
+    fn total(&mut self, counter: impl Fn(&flood::Stats) -> u64) -> u64 {
+        self.live()
+            .into_iter()
+            .map(|i| counter(&self.flood(i).stats()))
+            .sum()
+    }
+
     /// Polls every swarm until none has anything to report, or for at most 10 ms.
     async fn step(&mut self) {
         let progress = futures::future::poll_fn(|cx| {
@@ -440,9 +448,7 @@ async fn a_record_header_goes_down_the_tree_not_over_every_link() {
     net.settle(FAR.end - 1).await;
     // Past the pacing of the records that formed the links.
     net.run_for(Duration::from_millis(1100)).await;
-    let before: u64 = (0..FAR.end)
-        .map(|i| net.flood(i).stats().summaries_sent)
-        .sum();
+    let before = net.total(|s| s.summaries_sent);
     net.flood(0).subscribe("news").unwrap();
     let node0 = net.ids[0].clone();
     net.run_until("node 0's new record everywhere", |net| {
@@ -455,10 +461,7 @@ async fn a_record_header_goes_down_the_tree_not_over_every_link() {
     .await;
     // Every node that stored it has passed its header on by now (headers wait 250 ms).
     net.run_for(Duration::from_secs(1)).await;
-    let summaries: u64 = (0..FAR.end)
-        .map(|i| net.flood(i).stats().summaries_sent)
-        .sum::<u64>()
-        - before;
+    let summaries = net.total(|s| s.summaries_sent) - before;
     assert!(
         summaries <= 2 * FAR.len() as u64,
         "{summaries} summaries passed node 0's header on to {} nodes",
@@ -497,7 +500,7 @@ async fn full_mesh_of_8_origin_sends_cover_everyone() {
     let n = 8;
     let mut net = exactly_once_on(n, &mesh(n)).await;
     // Nobody forwards: the frames sent are exactly the deliveries.
-    let frames: u64 = (0..n).map(|i| net.flood(i).stats().frames_sent).sum();
+    let frames = net.total(|s| s.frames_sent);
     assert_eq!(frames as usize, net.deliveries());
     assert!(net.got.iter().flatten().all(|(.., hops)| *hops == 1));
 }
@@ -1359,7 +1362,7 @@ async fn broadcasts_while_a_mesh_forms_arrive_once_without_flooding() {
     net.connect(&mesh(n)).await;
     net.broadcast_from_each(n).await;
     let expected = n * (n - 1);
-    let frames: u64 = (0..n).map(|i| net.flood(i).stats().frames_sent).sum();
+    let frames = net.total(|s| s.frames_sent);
     assert!(
         frames <= 2 * expected as u64,
         "{frames} data frames for {expected} deliveries"
@@ -1367,7 +1370,7 @@ async fn broadcasts_while_a_mesh_forms_arrive_once_without_flooding() {
     // Each came straight from its origin, which says whom it sent it to (LINKS): a node
     // announces it only to the neighbours whose announcer it is, not to every neighbour its
     // lagging records do not link with the origin.
-    let announced: u64 = (0..n).map(|i| net.flood(i).stats().ihave_ids).sum();
+    let announced = net.total(|s| s.ihave_ids);
     assert!(
         announced <= 4 * expected as u64,
         "{announced} ids announced for {expected} deliveries"
@@ -1426,13 +1429,11 @@ async fn broadcasts_while_a_node_joins_are_not_announced_to_everyone() {
         views.windows(2).all(|w| w[0] == w[1]),
         "the old nodes' records (still without the newcomer) agree"
     );
-    let announced =
-        |net: &mut Net| -> u64 { (0..=n).map(|i| net.flood(i).stats().ihave_ids).sum() };
-    let before = announced(&mut net);
+    let before = net.total(|s| s.ihave_ids);
     net.broadcast_from_each(n).await;
     // Each to the n − 1 other old nodes and the newcomer.
     let expected = n * n;
-    let announced = announced(&mut net) - before;
+    let announced = net.total(|s| s.ihave_ids) - before;
     assert!(
         announced <= 5 * expected as u64,
         "{announced} ids announced for {expected} deliveries"

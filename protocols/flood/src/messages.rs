@@ -126,16 +126,16 @@ impl Behaviour {
             .filter(|_| from_origin)
             .and_then(|p| self.peers.get(&p))
             .and_then(|p| p.links.as_deref());
-        // Out of step, our own message goes to every neighbour, and a broadcast straight from
-        // its origin goes to no neighbour its LINKS list: our own, or one whose LINKS list
-        // every neighbour, needs no tree of the origin. A tree is a search of the graph, and
-        // while records keep coming (as when a mesh forms) each message searched anew.
         // The neighbours that may be sent or told the message: all but the sender and the
         // origin (and those without a NodeId or a usable connection).
         let candidate = |p: &Peer| {
             p.short
                 .filter(|&s| Some(s) != from && s != origin && p.usable(None).is_some())
         };
+        // Out of step, our own message goes to every neighbour, and a broadcast straight from
+        // its origin goes to no neighbour its LINKS list: our own, or one whose LINKS list
+        // every neighbour, needs no tree of the origin. A tree is a search of the graph, and
+        // while records keep coming (as when a mesh forms) each message searched anew.
         let listed_all = origin_links.is_some_and(|l| {
             self.peers
                 .values()
